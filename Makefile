@@ -1,0 +1,58 @@
+# kflow: every developer and CI command starts here.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := $(CURDIR)/.venv
+PY := $(VENV)/bin/python
+export PATH := $(VENV)/bin:$(PATH)
+
+.PHONY: help venv test test-fast lint typecheck crds crds-check docs docs-check demo demo-local bench clean
+
+help:
+	@echo "make demo        run a real flow end to end (local cluster, Redis, operator, pods)"
+	@echo "make demo-local  run the order workflow with 'kflow run --local' (no Kubernetes)"
+	@echo "make test        the whole test suite (brings up Redis and the local cluster itself)"
+	@echo "make test-fast   unit tests and Redis tests only"
+	@echo "make lint        ruff + mypy + generated files up to date"
+	@echo "make bench       the benchmarks; figures go to bench/RESULTS.md"
+
+# The virtualenv is built from the lock file, so every machine gets the same versions.
+$(VENV)/.installed: pyproject.toml uv.lock
+	@command -v uv >/dev/null || $(PYTHON) -m pip install -q uv
+	uv venv -q --allow-existing $(VENV)
+	uv sync -q --frozen --extra dev --python $(VENV)/bin/python
+	@touch $@
+
+venv: $(VENV)/.installed
+
+test: venv
+	$(PY) -m pytest -q
+
+test-fast: venv
+	$(PY) -m pytest -q -m "not cluster and not slow"
+
+lint: venv crds-check docs-check
+	$(VENV)/bin/ruff check operator tests bench examples
+	$(VENV)/bin/mypy
+
+crds: venv
+	$(PY) -m kflow.api.crdgen
+
+crds-check: venv
+	$(PY) -m kflow.api.crdgen --check
+
+docs: venv
+	$(PY) -m kflow.api.docgen --update README.md
+
+docs-check: venv
+	$(PY) -m kflow.api.docgen --check README.md
+
+demo-local: venv
+	$(VENV)/bin/kflow run --local examples/order-workflow.yaml --handlers examples/handlers.py
+
+bench: venv
+	$(PY) bench/run_all.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+
+include tests/cluster/cluster.mk

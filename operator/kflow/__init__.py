@@ -1,0 +1,3 @@
+"""kflow: a Kubernetes-native flow engine."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""The kflow command line (also installed as kubectl-kflow)."""

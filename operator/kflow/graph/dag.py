@@ -1,0 +1,53 @@
+"""The compiled form of a Flow: the validated DAG every other layer consumes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+OnFailure = Literal["failParent", "ignore", "remove", "continueParent"]
+BackoffType = Literal["fixed", "exponential"]
+
+
+@dataclass(frozen=True, slots=True)
+class NodeOptions:
+    """A node's options after the flow's defaults are merged in; durations in milliseconds."""
+
+    attempts: int = 1
+    backoff_type: BackoffType = "fixed"
+    backoff_delay_ms: int = 0
+    backoff_max_delay_ms: int | None = None
+    backoff_jitter: float = 0.0  # 0..1: the share of each delay that is randomised
+    priority: int = 0  # lower runs first, as in BullMQ; 0 is the highest
+    delay_ms: int = 0  # wait this long after becoming ready before the first attempt
+    timeout_ms: int | None = None
+    on_failure: OnFailure = "failParent"
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledNode:
+    """One node of a compiled flow, with edges in both directions."""
+
+    name: str
+    queue: str
+    data: Any  # JSON-compatible
+    opts: NodeOptions
+    children: tuple[str, ...]
+    parents: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledFlow:
+    """A validated DAG: unique names, every reference resolved, no cycle.
+
+    `nodes` is ordered children-before-parents (a topological order from the leaves up),
+    so a writer that adds nodes in this order never writes a parent before its children.
+    """
+
+    nodes: dict[str, CompiledNode]
+    roots: tuple[str, ...]  # nodes that are nobody's child
+    leaves: tuple[str, ...]  # nodes with no children: ready as soon as the flow starts
+
+    @property
+    def queues(self) -> frozenset[str]:
+        return frozenset(node.queue for node in self.nodes.values())

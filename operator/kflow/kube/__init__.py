@@ -1,0 +1,1 @@
+"""Kubernetes side: kopf handlers, Job executor, worker-pool scaler."""
