@@ -1,0 +1,878 @@
+"""Pydantic models of the Flow and Queue resources (group kflow.dev, version v1alpha1)."""
+
+from __future__ import annotations
+
+import gc
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    PrivateAttr,
+    Strict,
+    ValidationError,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
+
+from kflow.api.durations import DURATION_PATTERN, format_duration, parse_duration
+from kflow.api.errors import PATTERN_RULES, SpecError, combine, from_validation_error
+
+GROUP = "kflow.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+# BullMQ's ceiling for priorities (2**21); lower runs first and 0 is the highest.
+MAX_PRIORITY = 2_097_152
+# The whole Flow object lives in etcd, whose objects are capped at 1.5 MB; a few large payloads
+# would fill that, so a node's data is kept small and big inputs travel by reference.
+MAX_DATA_BYTES = 256 * 1024
+MAX_FIRST_FAILURES = 10
+MAX_NODES_PER_OBJECT = 50_000  # top-level nodes of a Flow stored in Kubernetes (see FlowSpec)
+MAX_FAILURE_MESSAGE = 1024
+MAX_CONDITION_MESSAGE = 32_768
+
+NODE_NAME_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$"
+# A Kubernetes object name (RFC 1123 subdomain): a node's queue names a Queue object.
+OBJECT_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+MAX_NAME_LENGTH = 253
+PATTERN_RULES[NODE_NAME_PATTERN] = (
+    "be letters, digits, '-', '_' and '.', starting and ending with a letter or digit"
+)
+PATTERN_RULES[OBJECT_NAME_PATTERN] = (
+    "be a Kubernetes object name: lowercase letters, digits, '-' and '.', starting and "
+    "ending with a letter or digit"
+)
+
+OnFailure = Literal["failParent", "ignore", "remove", "continueParent"]
+BackoffType = Literal["fixed", "exponential"]
+FlowPhase = Literal["Pending", "Running", "Succeeded", "Failed", "Cancelled", "Suspended"]
+QueueMode = Literal["Job", "Worker"]
+ConditionStatus = Literal["True", "False", "Unknown"]
+
+# The BullMQ booleans and the onFailure policy each one selects when true.
+ON_FAILURE_ALIASES: dict[str, OnFailure] = {
+    "failParentOnFailure": "failParent",
+    "ignoreDependencyOnFailure": "ignore",
+    "removeDependencyOnFailure": "remove",
+    "continueParentOnFailure": "continueParent",
+}
+_ALIAS_ATTRS = {
+    "failParentOnFailure": "fail_parent_on_failure",
+    "ignoreDependencyOnFailure": "ignore_dependency_on_failure",
+    "removeDependencyOnFailure": "remove_dependency_on_failure",
+    "continueParentOnFailure": "continue_parent_on_failure",
+}
+
+# Schema fragments; keys starting with "x-kflow-" are read by the docs generator and dropped
+# from the CRDs.
+# (`minimum` applies to the integer form and `pattern` to the string form, as in JSON schema.)
+_DURATION_SCHEMA: dict[str, Any] = {
+    "x-kubernetes-int-or-string": True,
+    "anyOf": [{"type": "integer"}, {"type": "string"}],
+    "minimum": 0,
+    "pattern": DURATION_PATTERN,
+    "x-kflow-type": "duration",
+}
+_ANY_JSON_SCHEMA: dict[str, Any] = {
+    "x-kubernetes-preserve-unknown-fields": True,
+    "x-kflow-type": "any JSON",
+}
+
+
+def _duration(value: Any) -> int:
+    return parse_duration(value)
+
+
+Duration = Annotated[int, BeforeValidator(_duration), WithJsonSchema(_DURATION_SCHEMA)]
+StrictInt = Annotated[int, Strict()]
+StrictBool = Annotated[bool, Strict()]
+NodeName = Annotated[
+    str, Strict(), Field(min_length=1, max_length=MAX_NAME_LENGTH, pattern=NODE_NAME_PATTERN)
+]
+ObjectName = Annotated[
+    str, Strict(), Field(min_length=1, max_length=MAX_NAME_LENGTH, pattern=OBJECT_NAME_PATTERN)
+]
+
+
+class _Spec(BaseModel):
+    """Base of everything a user writes: camelCase in YAML, unknown fields rejected."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        validate_default=False,
+    )
+
+
+class _Status(BaseModel):
+    """Base of what the operator writes: camelCase, unknown fields ignored for forward compat."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+
+class Backoff(_Spec):
+    """How long to wait between attempts of a failing node."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"x-kflow-type": "object, or a duration meaning a fixed delay"}
+    )
+
+    type: BackoffType = Field(
+        "fixed",
+        description="`fixed` waits `delay` before every retry; `exponential` waits "
+        "`delay * 2^(attempt-1)`, capped by `maxDelay`.",
+    )
+    delay: Duration = Field(
+        0, description="Base wait before a retry: milliseconds or a duration such as `1s`, `2m`."
+    )
+    max_delay: Duration | None = Field(
+        None, description="Upper bound of any single wait (useful with `exponential`)."
+    )
+    jitter: Annotated[float, Strict()] = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="Share of each wait that is randomised, 0..1, so that many retries do not "
+        "arrive at once.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_delay(cls, value: Any) -> Any:
+        # BullMQ accepts `backoff: 1000` for a fixed delay; so do we, also as "1s".
+        if isinstance(value, int | str) and not isinstance(value, bool):
+            return {"type": "fixed", "delay": value}
+        return value
+
+    @model_validator(mode="after")
+    def _max_not_below_delay(self) -> Backoff:
+        if self.max_delay is not None and self.max_delay < self.delay:
+            raise PydanticCustomError(
+                "max_delay_below_delay",
+                "maxDelay ({max_delay}) is shorter than delay ({delay}); raise maxDelay or "
+                "lower delay",
+                {
+                    "max_delay": format_duration(self.max_delay),
+                    "delay": format_duration(self.delay),
+                },
+            )
+        return self
+
+
+class NodeOpts(_Spec):
+    """Options of one node (`opts`) or of every node (`spec.defaults`); unset fields inherit."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": " + ".join(
+                        f"(has(self.{alias}) && self.{alias} ? 1 : 0)"
+                        for alias in ON_FAILURE_ALIASES
+                    )
+                    + " <= 1",
+                    "message": "set at most one of failParentOnFailure, ignoreDependencyOnFailure, "
+                    "removeDependencyOnFailure, continueParentOnFailure to true; they are aliases "
+                    "of onFailure",
+                },
+                {
+                    "rule": "!has(self.onFailure) || ("
+                    + " && ".join(
+                        f"(!has(self.{alias}) || self.{alias} == (self.onFailure == '{policy}'))"
+                        for alias, policy in ON_FAILURE_ALIASES.items()
+                    )
+                    + ")",
+                    "message": "onFailure and a BullMQ alias (failParentOnFailure, "
+                    "ignoreDependencyOnFailure, removeDependencyOnFailure, "
+                    "continueParentOnFailure) disagree; set only onFailure",
+                },
+            ]
+        }
+    )
+
+    attempts: StrictInt | None = Field(
+        None, ge=1, description="How many times the node may run before it fails (default 1)."
+    )
+    backoff: Backoff | None = Field(
+        None,
+        description="Wait between attempts: `{type: fixed|exponential, delay, maxDelay, jitter}`, "
+        "or just a duration for a fixed delay (as in BullMQ).",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+    priority: StrictInt | None = Field(
+        None,
+        ge=0,
+        le=MAX_PRIORITY,
+        description=f"Dispatch order within a queue: lower runs first, 0 is the highest "
+        f"(as in BullMQ; 0..{MAX_PRIORITY}, default 0).",
+    )
+    delay: Duration | None = Field(
+        None, description="Wait this long after the node becomes ready before its first attempt."
+    )
+    timeout: Duration | None = Field(
+        None,
+        description="An attempt running longer than this fails (and may be retried); "
+        "no limit when unset.",
+    )
+    on_failure: OnFailure | None = Field(
+        None,
+        description="What a parent does when this node has failed for good: `failParent` "
+        "(default; the parent fails too, with this node's error as cause), `ignore` (the "
+        "parent runs and sees the failure), `remove` (the dependency disappears), "
+        "`continueParent` (the parent starts at once).",
+    )
+    fail_parent_on_failure: StrictBool | None = Field(
+        None,
+        description="BullMQ alias: `true` means `onFailure: failParent`; `false` (without "
+        "another alias) means `onFailure: ignore`, so the parent still runs.",
+    )
+    ignore_dependency_on_failure: StrictBool | None = Field(
+        None, description="BullMQ alias: `true` means `onFailure: ignore`."
+    )
+    remove_dependency_on_failure: StrictBool | None = Field(
+        None, description="BullMQ alias: `true` means `onFailure: remove`."
+    )
+    continue_parent_on_failure: StrictBool | None = Field(
+        None, description="BullMQ alias: `true` means `onFailure: continueParent`."
+    )
+
+    @field_validator("timeout")
+    @classmethod
+    def _positive_timeout(cls, value: int | None) -> int | None:
+        if value == 0:
+            raise PydanticCustomError(
+                "timeout_zero", "must be longer than 0; leave timeout out for no limit"
+            )
+        return value
+
+    def _aliases(self) -> dict[str, bool]:
+        aliases: dict[str, bool] = {}
+        for alias, attr in _ALIAS_ATTRS.items():
+            value = getattr(self, attr)
+            if value is not None:
+                aliases[alias] = value
+        return aliases
+
+    @model_validator(mode="after")
+    def _one_failure_policy(self) -> NodeOpts:
+        aliases = self._aliases()
+        chosen = [alias for alias, value in aliases.items() if value]
+        if len(chosen) > 1:
+            raise PydanticCustomError(
+                "on_failure_aliases",
+                "{aliases} are all set to true, but they are alternative names of one setting; "
+                "set only one, or better, onFailure",
+                {"aliases": " and ".join(chosen)},
+            )
+        if self.on_failure is not None:
+            for alias, value in aliases.items():
+                if value != (self.on_failure == ON_FAILURE_ALIASES[alias]):
+                    raise PydanticCustomError(
+                        "on_failure_conflict",
+                        "onFailure is {policy} but {alias} is {value}; they disagree, so set "
+                        "only onFailure",
+                        {
+                            "policy": repr(self.on_failure),
+                            "alias": alias,
+                            "value": str(value).lower(),
+                        },
+                    )
+        return self
+
+    def on_failure_policy(self, inherited: OnFailure = "failParent") -> OnFailure:
+        """The effective onFailure of these options, given what the node would otherwise inherit."""
+        if self.on_failure is not None:
+            return self.on_failure
+        aliases = self._aliases()
+        for alias, value in aliases.items():
+            if value:
+                return ON_FAILURE_ALIASES[alias]
+        if aliases.get("failParentOnFailure") is False:
+            return "ignore"
+        # `xOnFailure: false` only says "not x": if x is what would be inherited, fall back.
+        if any(ON_FAILURE_ALIASES[alias] == inherited for alias in aliases):
+            return "failParent"
+        return inherited
+
+
+def _child_ref(value: Any) -> str | dict[str, Any] | NodeSpec:
+    if isinstance(value, str | NodeSpec):
+        return value
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise PydanticCustomError(
+        "child_ref",
+        "a child must be the name of a node defined in this flow (a string) or an inline node "
+        "(a mapping with name and queue), not {kind} {value}",
+        {"kind": type(value).__name__, "value": repr(value)[:40]},
+    )
+
+
+# Children are parsed one level at a time (the compiler walks them iteratively), so neither a
+# deeply nested flow nor the CRD schema, which cannot be recursive, needs recursion.
+ChildRef = Annotated[
+    "str | dict[str, Any] | NodeSpec",
+    PlainValidator(_child_ref),
+    WithJsonSchema(
+        {"x-kubernetes-preserve-unknown-fields": True, "x-kflow-type": "string or Node"}
+    ),
+]
+
+
+def _json_size(value: Any) -> int:
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return len(text.encode())
+
+
+def _size_text(size: int) -> str:
+    for unit, scale in (("MiB", 1024 * 1024), ("KiB", 1024)):
+        if size >= scale:
+            return f"{size / scale:.1f}".removesuffix(".0") + f" {unit}"
+    return f"{size} bytes"
+
+
+class NodeSpec(_Spec):
+    """One unit of work: runs on a queue once its children are done."""
+
+    name: NodeName = Field(
+        description="Unique name of the node within the flow; children refer to it by this name."
+    )
+    queue: ObjectName = Field(
+        description="Name of the `Queue` (in the Flow's namespace) whose workers run this node."
+    )
+    data: Annotated[Any, WithJsonSchema(_ANY_JSON_SCHEMA)] = Field(
+        None,
+        description=f"Input of the node, any JSON, at most {MAX_DATA_BYTES // 1024} KiB "
+        "serialised (the Flow lives in etcd, capped at 1.5 MB per object): pass large inputs "
+        "by reference, e.g. an object-storage URL.",
+    )
+    opts: NodeOpts | None = Field(
+        None, description="Options of this node; unset fields come from `spec.defaults`."
+    )
+    children: list[ChildRef] = Field(
+        default_factory=list,
+        description="Nodes that must finish before this one runs: each is the name of a node "
+        "defined anywhere in the flow, or an inline node (BullMQ's nested style).",
+    )
+
+    @field_validator("data")
+    @classmethod
+    def _small_json(cls, value: Any) -> Any:
+        if value is None or isinstance(value, bool | int):
+            return value
+        try:
+            size = _json_size(value)
+        except (TypeError, ValueError) as exc:
+            raise PydanticCustomError(
+                "data_not_json",
+                "must be plain JSON (mappings, lists, strings, numbers, booleans, null): {error}",
+                {"error": str(exc)},
+            ) from exc
+        if size > MAX_DATA_BYTES:
+            raise PydanticCustomError(
+                "data_too_large",
+                "is {size} serialised as JSON, over the limit of {limit} per node: the Flow "
+                "is stored in etcd, which caps an object at 1.5 MB; put the payload in object "
+                "storage and pass a reference to it (a URL or key) in data instead",
+                {"size": _size_text(size), "limit": _size_text(MAX_DATA_BYTES)},
+            )
+        return value
+
+    def child_names(self) -> list[str]:
+        """Names of the children, whether referenced by name or defined inline."""
+        names: list[str] = []
+        for child in self.children:
+            if isinstance(child, str):
+                names.append(child)
+            elif isinstance(child, NodeSpec):
+                names.append(child.name)
+            else:
+                name = child.get("name")
+                names.append(name if isinstance(name, str) else "")
+        return names
+
+
+_IMMUTABLE = "only spec.suspend and spec.cancel may change after creation; create a new Flow"
+
+
+class FlowSpec(_Spec):
+    """What to run: the nodes of the DAG and the options they share."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.nodes == oldSelf.nodes",
+                    "message": f"spec.nodes is immutable: {_IMMUTABLE}",
+                    "fieldPath": ".nodes",
+                },
+                {
+                    "rule": "has(self.defaults) == has(oldSelf.defaults) && "
+                    "(!has(self.defaults) || self.defaults == oldSelf.defaults)",
+                    "message": f"spec.defaults is immutable: {_IMMUTABLE}",
+                    "fieldPath": ".defaults",
+                },
+                {
+                    "rule": "has(self.ttlSecondsAfterFinished) == "
+                    "has(oldSelf.ttlSecondsAfterFinished) && "
+                    "(!has(self.ttlSecondsAfterFinished) || "
+                    "self.ttlSecondsAfterFinished == oldSelf.ttlSecondsAfterFinished)",
+                    "message": f"spec.ttlSecondsAfterFinished is immutable: {_IMMUTABLE}",
+                    "fieldPath": ".ttlSecondsAfterFinished",
+                },
+                {
+                    "rule": "!has(oldSelf.cancel) || !oldSelf.cancel || "
+                    "(has(self.cancel) && self.cancel)",
+                    "message": "spec.cancel cannot be undone: a cancelled flow stays cancelled",
+                    "fieldPath": ".cancel",
+                },
+            ]
+        }
+    )
+
+    nodes: list[NodeSpec] = Field(
+        min_length=1,
+        description="The nodes of the flow. A node that is nobody's child is a root; the flow "
+        f"succeeds when every root has. At most {MAX_NODES_PER_OBJECT:,} top-level nodes in an "
+        "object stored in Kubernetes.",
+        json_schema_extra={
+            # Only the CRD caps the list: the apiserver must bound the cost of the CEL rules on
+            # each node, and etcd's 1.5 MB object limit allows fewer nodes anyway. Local runs
+            # (no etcd) take any number.
+            "maxItems": MAX_NODES_PER_OBJECT,
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["name"],
+        },
+    )
+    defaults: NodeOpts | None = Field(
+        None, description="Options every node inherits unless its own `opts` sets them."
+    )
+    ttl_seconds_after_finished: StrictInt | None = Field(
+        None,
+        ge=0,
+        description="Seconds after the flow finishes before its state in Redis expires; "
+        "kept until the Flow is deleted when unset.",
+    )
+    suspend: StrictBool = Field(
+        False, description="While true no new node is dispatched; running nodes finish."
+    )
+    cancel: StrictBool = Field(
+        False, description="Set to true to stop the flow and its running pods; cannot be undone."
+    )
+
+
+class ObjectMeta(BaseModel):
+    """The part of Kubernetes' ObjectMeta kflow reads; everything else is kept as is."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow")
+
+    name: str | None = None
+    generate_name: str | None = None
+    namespace: str | None = None
+    uid: str | None = None
+    generation: int | None = None
+    labels: dict[str, str] | None = None
+    annotations: dict[str, str] | None = None
+
+
+class NodeCounts(_Status):
+    """How many nodes of a flow are in each state."""
+
+    waiting_children: int = Field(0, ge=0, description="Waiting for their children to finish.")
+    delayed: int = Field(0, ge=0, description="Waiting for a delay or a retry backoff to pass.")
+    ready: int = Field(0, ge=0, description="Ready and queued for dispatch.")
+    active: int = Field(0, ge=0, description="Running now.")
+    completed: int = Field(0, ge=0, description="Finished successfully.")
+    failed: int = Field(0, ge=0, description="Failed for good.")
+    ignored: int = Field(0, ge=0, description="Failed under `onFailure: ignore`.")
+    removed: int = Field(0, ge=0, description="Failed under `onFailure: remove`.")
+
+    @classmethod
+    def from_states(cls, counts: Mapping[str, int]) -> NodeCounts:
+        """Build from the engine's counts keyed by node state ("waiting-children", ...)."""
+        known = {name: counts.get(name.replace("_", "-"), 0) for name in cls.model_fields}
+        return cls(**known)
+
+
+class Condition(_Status):
+    """A standard Kubernetes condition (`kubectl wait --for=condition=Complete` reads these)."""
+
+    type: str = Field(description="`Valid`, `Complete` or `Failed`.")
+    status: ConditionStatus = Field(description="`True`, `False` or `Unknown`.")
+    reason: str | None = Field(None, description="One CamelCase word saying why.")
+    message: str | None = Field(
+        None, max_length=MAX_CONDITION_MESSAGE, description="Human-readable details."
+    )
+    last_transition_time: datetime | None = Field(None, description="When the status last changed.")
+    observed_generation: int | None = Field(
+        None, ge=0, description="The spec generation the condition was computed from."
+    )
+
+
+class FailedNode(_Status):
+    """One of the first nodes of a flow to fail."""
+
+    node: str = Field(description="Name of the node.")
+    attempt: int = Field(ge=1, description="The attempt that failed last.")
+    error: str = Field(
+        max_length=MAX_FAILURE_MESSAGE,
+        description=f"The error, cut to {MAX_FAILURE_MESSAGE} characters.",
+    )
+    time: datetime | None = Field(None, description="When it failed.")
+
+    @field_validator("error", mode="before")
+    @classmethod
+    def _cut(cls, value: Any) -> Any:
+        # The status stays bounded: a stack trace is cut, never allowed to fail the patch.
+        if isinstance(value, str) and len(value) > MAX_FAILURE_MESSAGE:
+            return value[: MAX_FAILURE_MESSAGE - 1] + "…"
+        return value
+
+
+class FlowStatus(_Status):
+    """What the operator reports; bounded whatever the flow's size (per-node state is in Redis)."""
+
+    phase: FlowPhase | None = Field(
+        None, description="Pending, Running, Succeeded, Failed, Cancelled or Suspended."
+    )
+    total: int | None = Field(None, ge=0, description="Number of nodes in the flow.")
+    counts: NodeCounts | None = Field(None, description="Number of nodes in each state.")
+    progress: str | None = Field(
+        None,
+        pattern=r"^[0-9]+/[0-9]+$",
+        description="Finished nodes out of all nodes, as `k/n`.",
+    )
+    started_at: datetime | None = Field(None, description="When the first node started.")
+    finished_at: datetime | None = Field(None, description="When the flow reached its final phase.")
+    duration: str | None = Field(
+        None,
+        max_length=64,
+        description="Time from start to finish (or to the last status update while running), "
+        "like `1m30s`.",
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        max_length=8,
+        description="`Valid`, `Complete` and `Failed` conditions.",
+        json_schema_extra={
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["type"],
+        },
+    )
+    first_failures: list[FailedNode] = Field(
+        default_factory=list,
+        max_length=MAX_FIRST_FAILURES,
+        description=f"The first nodes to fail, at most {MAX_FIRST_FAILURES}.",
+    )
+    observed_generation: int | None = Field(
+        None, ge=0, description="The spec generation this status describes."
+    )
+
+
+def object_ref(kind: str, metadata: ObjectMeta) -> str:
+    """`Flow etl/orders-7`: how messages name an object (generateName when no name yet)."""
+    name = metadata.name or metadata.generate_name or "<unnamed>"
+    return f"{kind} {metadata.namespace or 'default'}/{name}"
+
+
+# A path deeper than this is shown with its middle elided: a 100,000-deep inline chain must
+# not make every message (or the walk itself) quadratic.
+MAX_PATH_LEVELS = 6
+
+
+class LocatedNode:
+    """A node of a flow with where it is written and the names of its children.
+
+    The path is rendered on demand from the parent chain, never stored: storing it would cost
+    O(depth) per node, so O(n^2) for a deep inline chain.
+    """
+
+    __slots__ = ("children", "depth", "index", "node", "parent", "top")
+
+    def __init__(
+        self,
+        node: NodeSpec,
+        parent: LocatedNode | None,
+        index: int,
+        children: tuple[tuple[str, int], ...],
+    ) -> None:
+        self.node = node
+        self.parent = parent  # the node that defines this one inline, if any
+        self.index = index  # position in spec.nodes, or in the parent's children
+        self.depth: int = 0 if parent is None else parent.depth + 1
+        self.top: int = index if parent is None else parent.top
+        self.children = children  # (child name, index of its entry in node.children)
+
+    @property
+    def path(self) -> str:
+        """`spec.nodes[0].children[2]`; deep paths keep their start and their last levels."""
+        tail: list[int] = []
+        current: LocatedNode | None = self
+        while current is not None and current.parent is not None and len(tail) < MAX_PATH_LEVELS:
+            tail.append(current.index)
+            current = current.parent
+        text = f"spec.nodes[{self.top}]"
+        hidden = self.depth - len(tail)
+        if hidden > 0:
+            text += f".children[...{hidden} levels...]"
+        return text + "".join(f".children[{index}]" for index in reversed(tail))
+
+    def child_path(self, entry: int) -> str:
+        return f"{self.path}.children[{entry}]"
+
+    def __repr__(self) -> str:
+        return f"LocatedNode({self.node.name!r} at {self.path})"
+
+
+class Flow(BaseModel):
+    """A DAG of nodes run by kflow."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    api_version: Literal["kflow.dev/v1alpha1"] = Field(
+        "kflow.dev/v1alpha1", description="`kflow.dev/v1alpha1`."
+    )
+    kind: Literal["Flow"] = Field("Flow", description="`Flow`.")
+    metadata: ObjectMeta = Field(
+        default_factory=ObjectMeta, description="Standard object metadata."
+    )
+    spec: FlowSpec = Field(description="The DAG to run.")
+    status: FlowStatus | None = Field(None, description="Reported by the operator.")
+
+    _located: list[LocatedNode] | None = PrivateAttr(default=None)
+
+    @property
+    def object_ref(self) -> str:
+        return object_ref("Flow", self.metadata)
+
+    def located_nodes(self) -> list[LocatedNode]:
+        """Every node, top-level and inline, in document order (depth first), validated.
+
+        Inline children are validated here, one level at a time with an explicit stack, so a
+        deeply nested flow cannot exhaust Python's recursion limit. Raises SpecError (all the
+        problems at once). The result is cached: treat a Flow as read-only once parsed.
+        """
+        if self._located is None:
+            # The walk allocates a few acyclic objects per node; with the cyclic collector
+            # running, its passes over the growing heap would cost about as much again.
+            was_enabled = gc.isenabled()
+            gc.disable()
+            try:
+                located, errors = _walk_nodes(self)
+            finally:
+                if was_enabled:
+                    gc.enable()
+            if errors:
+                raise combine(errors)
+            self._located = located
+        return self._located
+
+
+def _walk_nodes(flow: Flow) -> tuple[list[LocatedNode], list[SpecError]]:
+    ref = flow.object_ref
+    located: list[LocatedNode] = []
+    errors: list[SpecError] = []
+    stack: list[tuple[NodeSpec, LocatedNode | None, int]] = [
+        (node, None, index) for index, node in enumerate(flow.spec.nodes)
+    ]
+    stack.reverse()
+    while stack:
+        node, parent, position = stack.pop()
+        children: list[tuple[str, int]] = []
+        inline: list[tuple[NodeSpec, int]] = []
+        for entry, child in enumerate(node.children):
+            if isinstance(child, str):
+                children.append((child, entry))
+                continue
+            if isinstance(child, NodeSpec):
+                spec = child
+            else:
+                try:
+                    spec = NodeSpec.model_validate(child)
+                except ValidationError as exc:
+                    here = LocatedNode(node, parent, position, ())
+                    raw_name = child.get("name")
+                    errors.extend(
+                        from_validation_error(
+                            exc,
+                            ref,
+                            prefix=here.child_path(entry),
+                            root_input=child,
+                            base_node=raw_name if isinstance(raw_name, str) else None,
+                            known_fields=SPEC_FIELD_NAMES,
+                        )
+                    )
+                    continue
+            children.append((spec.name, entry))
+            inline.append((spec, entry))
+        item = LocatedNode(node, parent, position, tuple(children))
+        located.append(item)
+        stack.extend((spec, item, entry) for spec, entry in reversed(inline))
+    return located, errors
+
+
+class RateLimit(_Spec):
+    """At most `max` nodes of the queue start per `per`."""
+
+    max: StrictInt = Field(ge=1, description="Nodes that may start within one window.")
+    per: Duration = Field(description="Length of the window, like `1m` or `1s`.")
+
+    @field_validator("per")
+    @classmethod
+    def _positive(cls, value: int) -> int:
+        if value == 0:
+            raise PydanticCustomError("per_zero", "must be longer than 0, like 1s or 1m")
+        return value
+
+
+class Workers(_Spec):
+    """The autoscaled pool of worker pods of a queue in `Worker` mode."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!has(self.min) || self.min <= self.max",
+                    "message": "workers.min must not exceed workers.max",
+                    "fieldPath": ".min",
+                }
+            ]
+        }
+    )
+
+    min: StrictInt = Field(0, ge=0, description="Worker pods kept even when the queue is empty.")
+    max: StrictInt = Field(ge=1, description="Most worker pods at once.")
+    nodes_per_worker: StrictInt = Field(
+        1, ge=1, description="Nodes one worker pod runs at the same time."
+    )
+    idle_seconds: StrictInt = Field(
+        60, ge=0, description="Seconds a worker pod may sit idle before it is scaled away."
+    )
+
+    @model_validator(mode="after")
+    def _min_not_above_max(self) -> Workers:
+        if self.min > self.max:
+            raise PydanticCustomError(
+                "workers_min_above_max",
+                "workers.min ({min}) is larger than workers.max ({max}); lower min or raise max",
+                {"min": self.min, "max": self.max},
+            )
+        return self
+
+
+class QueueSpec(_Spec):
+    """How the nodes of one queue run."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!has(self.mode) || self.mode != 'Worker' || has(self.workers)",
+                    "message": "mode Worker needs spec.workers (at least max), the pool to scale",
+                    "fieldPath": ".workers",
+                    "reason": "FieldValueRequired",
+                }
+            ]
+        }
+    )
+
+    mode: QueueMode = Field(
+        "Job",
+        description="`Job`: one Kubernetes Job per node attempt; `Worker`: an autoscaled pool "
+        "of long-lived worker pods takes the nodes.",
+    )
+    concurrency: StrictInt | None = Field(
+        None, ge=1, description="Most nodes of this queue running at once; unlimited when unset."
+    )
+    rate_limit: RateLimit | None = Field(
+        None, description="At most `max` node starts per `per` (a duration); unlimited when unset."
+    )
+    template: Annotated[
+        dict[str, Any] | None,
+        WithJsonSchema(
+            {
+                "type": "object",
+                "x-kubernetes-preserve-unknown-fields": True,
+                "x-kflow-type": "PodTemplateSpec",
+            }
+        ),
+    ] = Field(
+        None,
+        description="Pod template (`metadata`, `spec`) of the Job pods or worker pods that "
+        "run this queue's nodes; required to run on Kubernetes, ignored by `kflow run --local`.",
+    )
+    workers: Workers | None = Field(
+        None, description="The worker pool; required in `Worker` mode, ignored in `Job` mode."
+    )
+
+    @model_validator(mode="after")
+    def _workers_for_worker_mode(self) -> QueueSpec:
+        if self.mode == "Worker" and self.workers is None:
+            raise PydanticCustomError(
+                "workers_missing",
+                "mode is Worker but spec.workers is missing; add workers: {{max: N}} (and "
+                "optionally min, nodesPerWorker, idleSeconds)",
+            )
+        return self
+
+
+class QueueStatus(_Status):
+    """Queue depth and pool size as the operator last saw them."""
+
+    waiting: int | None = Field(None, ge=0, description="Nodes ready and waiting to start.")
+    active: int | None = Field(None, ge=0, description="Nodes running now.")
+    delayed: int | None = Field(None, ge=0, description="Nodes waiting for a delay or backoff.")
+    workers: int | None = Field(None, ge=0, description="Worker pods running (Worker mode).")
+    observed_generation: int | None = Field(
+        None, ge=0, description="The spec generation this status describes."
+    )
+
+
+class Queue(BaseModel):
+    """How the nodes of one queue run; defined once per namespace and shared by flows."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    api_version: Literal["kflow.dev/v1alpha1"] = Field(
+        "kflow.dev/v1alpha1", description="`kflow.dev/v1alpha1`."
+    )
+    kind: Literal["Queue"] = Field("Queue", description="`Queue`.")
+    metadata: ObjectMeta = Field(
+        default_factory=ObjectMeta, description="Standard object metadata."
+    )
+    spec: QueueSpec = Field(description="How the queue's nodes run.")
+    status: QueueStatus | None = Field(None, description="Reported by the operator.")
+
+    @property
+    def object_ref(self) -> str:
+        return object_ref("Queue", self.metadata)
+
+    @property
+    def queue_id(self) -> str:
+        """`<namespace>/<name>`, the queue's identity in the engine."""
+        return f"{self.metadata.namespace or 'default'}/{self.metadata.name}"
+
+
+def _field_names(*models: type[BaseModel]) -> frozenset[str]:
+    names: set[str] = set()
+    for model in models:
+        for name, info in model.model_fields.items():
+            names.add(info.alias or name)
+    return frozenset(names)
+
+
+# Candidates for "did you mean" when a spec carries a field kflow does not know.
+SPEC_FIELD_NAMES = _field_names(
+    Flow, FlowSpec, NodeSpec, NodeOpts, Backoff, Queue, QueueSpec, RateLimit, Workers
+)

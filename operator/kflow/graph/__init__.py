@@ -1,0 +1,16 @@
+"""Compile a Flow spec into a validated DAG; pure, no I/O."""
+
+from kflow.graph.compiler import GraphError, GraphErrors, compile_flow, merge_options
+from kflow.graph.dag import BackoffType, CompiledFlow, CompiledNode, NodeOptions, OnFailure
+
+__all__ = [
+    "BackoffType",
+    "CompiledFlow",
+    "CompiledNode",
+    "GraphError",
+    "GraphErrors",
+    "NodeOptions",
+    "OnFailure",
+    "compile_flow",
+    "merge_options",
+]
