@@ -14,9 +14,13 @@ from pathlib import Path
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free loopback port low enough that a cluster node's bus port (port + 10000) is valid."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port <= 55535:
+            return port
 
 
 def _wait_ping(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:

@@ -1,0 +1,35 @@
+"""Scheduling over the store: ready, dispatch, complete, fail, retry."""
+
+from kflow.engine.engine import Engine
+from kflow.engine.types import (
+    MISSING,
+    NODE_STATES,
+    TERMINAL_STATES,
+    Attempt,
+    CompleteOutcome,
+    FailOutcome,
+    FlowNotFound,
+    FlowRef,
+    FlowSnapshot,
+    FlowStateError,
+    NodeFailure,
+    NodeInfo,
+    QueueConfig,
+)
+
+__all__ = [
+    "MISSING",
+    "NODE_STATES",
+    "TERMINAL_STATES",
+    "Attempt",
+    "CompleteOutcome",
+    "Engine",
+    "FailOutcome",
+    "FlowNotFound",
+    "FlowRef",
+    "FlowSnapshot",
+    "FlowStateError",
+    "NodeFailure",
+    "NodeInfo",
+    "QueueConfig",
+]

@@ -1,0 +1,449 @@
+"""Scheduling over the store: add flows, hand out ready nodes, settle attempts, repair crashes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import secrets
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from kflow.engine.types import (
+    MISSING,
+    TERMINAL_STATES,
+    Attempt,
+    CompleteOutcome,
+    FailOutcome,
+    FlowNotFound,
+    FlowRef,
+    FlowSnapshot,
+    FlowStateError,
+    NodeFailure,
+    NodeInfo,
+    QueueConfig,
+)
+from kflow.graph.dag import CompiledFlow
+from kflow.store.codec import dumps, pack_spec, unpack_spec
+from kflow.store.keys import active_member, queue_member, split_active, split_member
+from kflow.store.redis_store import PAGE, Queued, RedisStore
+
+if TYPE_CHECKING:
+    import redis.asyncio
+    import redis.asyncio.cluster
+
+log = logging.getLogger(__name__)
+
+CHUNK_NODES = 500  # nodes per add-nodes call: a few ms of Redis time each
+CHUNK_BYTES = 512 * 1024  # and at most about this many bytes of arguments
+INFRA_RETRIES = 5  # infrastructure failures per node that do not spend an attempt
+LOG_CAP = 10_000  # approximate length of a flow's log stream
+ERROR_CAP = 4096  # characters of an error text kept
+
+
+def _new_token() -> str:
+    return secrets.token_hex(8)
+
+
+def _json(raw: str | None) -> Any:
+    return None if raw is None else json.loads(raw)
+
+
+class Engine:
+    """The flow engine over one Redis (single server or cluster); holds no state of its own."""
+
+    def __init__(
+        self,
+        redis: redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster,
+        *,
+        prefix: str = "kflow",
+    ) -> None:
+        self.store = RedisStore(redis, prefix=prefix)
+        self.chunk_nodes = CHUNK_NODES
+        self.infra_retries = INFRA_RETRIES
+
+    # ---- queues ------------------------------------------------------------------------
+
+    async def configure_queue(self, queue_id: str, config: QueueConfig) -> None:
+        if (config.rate_max is None) != (config.rate_per_ms is None):
+            raise ValueError(f"queue {queue_id}: rate_max and rate_per_ms go together; "
+                             "set both or neither")
+        await self.store.configure_queue(queue_id, {
+            "concurrency": config.concurrency,
+            "rate_max": config.rate_max,
+            "rate_per_ms": config.rate_per_ms,
+            "max_stalled": config.max_stalled,
+        })
+
+    async def queue_depth(self, queue_id: str) -> tuple[int, int, int]:
+        """(ready, active, delayed) members of the queue."""
+        return await self.store.depth(queue_id)
+
+    async def _enqueue(self, uid: str, namespace: str, queued: Iterable[Queued]) -> None:
+        by_queue: dict[str, list[tuple[str, int, int]]] = defaultdict(list)
+        for q in queued:
+            member = queue_member(uid, q.node)
+            by_queue[f"{namespace}/{q.queue}"].append((member, q.priority, q.due))
+        await asyncio.gather(*(self.store.enqueue(qid, items) for qid, items in by_queue.items()))
+
+    # ---- adding a flow -------------------------------------------------------------------
+
+    def _chunks(self, compiled: CompiledFlow) -> list[list[str]]:
+        chunks: list[list[str]] = []
+        rows: list[str] = []
+        size = 0
+        for node in compiled.nodes.values():
+            row = [
+                node.name,
+                pack_spec(node.queue, node.opts),
+                dumps(list(node.parents)) if node.parents else "",
+                dumps(list(node.children)) if node.children else "",
+                str(len(node.children) if node.children else -node.opts.delay_ms),
+                "" if node.data is None else dumps(node.data),
+            ]
+            row_size = sum(len(x) for x in row)
+            if rows and (len(rows) // 6 >= self.chunk_nodes or size + row_size > CHUNK_BYTES):
+                chunks.append(rows)
+                rows, size = [], 0
+            rows.extend(row)
+            size += row_size
+        if rows:
+            chunks.append(rows)
+        return chunks
+
+    async def submit(self, flow: FlowRef, compiled: CompiledFlow, *,
+                     ttl_seconds_after_finished: int | None = None) -> bool:
+        """Write the graph in bounded chunks, start it, queue its leaves.
+
+        Idempotent: False if the flow is already in Redis. A flow left Pending by an
+        interrupted add is completed by calling submit again.
+        """
+        if not compiled.nodes:
+            raise ValueError(f"Flow {flow.namespace}/{flow.name}: spec.nodes is empty; "
+                             "a flow needs at least one node")
+        chunks = self._chunks(compiled)
+        created = await self.store.create_flow(
+            flow.uid, flow.namespace, flow.name, total=len(compiled.nodes),
+            roots=len(compiled.roots), ttl_seconds=ttl_seconds_after_finished,
+            chunks=len(chunks), queues=sorted(compiled.queues))
+        if created == "exists":
+            return False
+        if created == "resume":
+            stored = int((await self.store.meta(flow.uid)).get("chunks", -1))
+            if stored != len(chunks):
+                raise FlowStateError(
+                    f"Flow {flow.namespace}/{flow.name}: an interrupted add split the graph "
+                    f"into {stored} chunks, this add into {len(chunks)} (chunk size changed); "
+                    "delete the flow from Redis and add it again")
+        for number, rows in enumerate(chunks, start=1):
+            await self.store.add_nodes(flow.uid, number, rows)
+        phase = await self.store.activate(flow.uid)
+        if phase != "Running":
+            raise FlowStateError(f"Flow {flow.namespace}/{flow.name}: activation left it "
+                                 f"{phase}; add it again to finish writing it")
+        await self.reconcile_flow(flow.uid)
+        log.info("flow %s/%s added: %d nodes in %d chunks", flow.namespace, flow.name,
+                 len(compiled.nodes), len(chunks))
+        return True
+
+    async def reconcile_flow(self, flow_uid: str) -> int:
+        """Put every ready or delayed node of a running flow on its queue (idempotent).
+
+        Repairs a crash between a flow step and its queue step, and re-queues after resume
+        and retry. Returns how many queue entries were missing and are now added.
+        """
+        meta = await self.store.meta(flow_uid)
+        if meta.get("phase") != "Running" or meta.get("suspended") == "1":
+            return 0
+        namespace = meta["namespace"]
+        added = 0
+        async for page in self.store.ready_pages(flow_uid):
+            nodes = [n for n, _ in page]
+            states = await self.store.fields(flow_uid, "state", nodes)
+            specs = await self.store.fields(flow_uid, "spec", nodes)
+            by_queue: dict[str, list[tuple[str, int, int]]] = defaultdict(list)
+            for (node, score), state, spec_raw in zip(page, states, specs, strict=True):
+                if spec_raw is None or state not in ("ready", "delayed"):
+                    continue
+                spec = unpack_spec(spec_raw)
+                due = score if state == "delayed" else 0
+                by_queue[f"{namespace}/{spec.queue}"].append(
+                    (queue_member(flow_uid, node), spec.priority, due))
+            counts = await asyncio.gather(
+                *(self.store.enqueue(qid, items) for qid, items in by_queue.items()))
+            added += sum(counts)
+        return added
+
+    async def _purge_queued(self, flow_uid: str) -> int:
+        """Take a stopped flow's ready and delayed nodes off their queues (paged).
+
+        Only an optimisation: a node of a flow that is not Running never starts anyway.
+        """
+        meta = await self.store.meta(flow_uid)
+        if not meta:
+            return 0
+        namespace = meta["namespace"]
+        removed = 0
+        async for page in self.store.ready_pages(flow_uid):
+            nodes = [n for n, _ in page]
+            specs = await self.store.fields(flow_uid, "spec", nodes)
+            by_queue: dict[str, list[tuple[str, int]]] = defaultdict(list)
+            for name, spec_raw in zip(nodes, specs, strict=True):
+                if spec_raw is not None:
+                    spec = unpack_spec(spec_raw)
+                    by_queue[f"{namespace}/{spec.queue}"].append((name, spec.priority))
+            counts = await asyncio.gather(*(
+                self.store.unqueue(qid, flow_uid, items) for qid, items in by_queue.items()))
+            removed += sum(counts)
+        return removed
+
+    # ---- dispatch ------------------------------------------------------------------------
+
+    async def promote_due(self, queue_id: str) -> int | None:
+        """Move due delayed nodes to ready; returns the next due time (ms) or None."""
+        while True:
+            moved, next_due = await self.store.promote(queue_id, PAGE)
+            if moved < PAGE:
+                return next_due
+
+    async def take(self, queue_id: str, max_nodes: int, *, owner: str,
+                   lease_ms: int = 30_000) -> list[Attempt]:
+        """Start up to `max_nodes` ready nodes of the queue, priority order then FIFO."""
+        queue_name = queue_id.split("/", 1)[1]
+        attempts: list[Attempt] = []
+        await self.store.promote(queue_id, PAGE)
+        for _ in range(4):  # refused members free their slot: try again, a bounded number of times
+            want = max_nodes - len(attempts)
+            if want <= 0:
+                break
+            taken, _ = await self.store.take(queue_id, want, lease_ms,
+                                             [_new_token() for _ in range(want)])
+            if not taken:
+                break
+            by_flow: dict[str, list[tuple[str, str]]] = defaultdict(list)
+            for member, token in taken:
+                uid, node = split_member(member)
+                by_flow[uid].append((node, token))
+            replies = await asyncio.gather(
+                *(self.store.start_attempts(uid, owner, pairs) for uid, pairs in by_flow.items()))
+            started: dict[tuple[str, str], Attempt] = {}
+            drop: list[str] = []
+            redelay: list[tuple[str, int, int]] = []
+            for uid, (namespace, name, rows) in zip(by_flow, replies, strict=True):
+                tokens = dict(by_flow[uid])
+                for row in rows:
+                    token = tokens[row.node]
+                    if row.status == "ok":
+                        started[(uid, row.node)] = Attempt(
+                            flow_uid=uid, namespace=namespace, flow_name=name, node=row.node,
+                            queue=queue_name, attempt=row.attempt, token=token,
+                            data=json.loads(row.data_json),
+                            timeout_ms=None if row.timeout_ms < 0 else row.timeout_ms)
+                        continue
+                    drop.append(active_member(uid, row.node, token))
+                    if row.status == "early":
+                        redelay.append((queue_member(uid, row.node), row.attempt, row.due))
+            attempts.extend(started[(uid, node)] for member, _ in taken
+                            for uid, node in [split_member(member)] if (uid, node) in started)
+            if drop:
+                await self.store.drop_active(queue_id, drop)
+            if redelay:
+                await self.store.enqueue(queue_id, redelay)
+            if not drop or len(taken) < want:
+                break
+        return attempts
+
+    async def renew(self, attempts: list[Attempt], lease_ms: int) -> None:
+        by_queue: dict[str, list[str]] = defaultdict(list)
+        for a in attempts:
+            by_queue[a.queue_id].append(active_member(a.flow_uid, a.node, a.token))
+        await asyncio.gather(*(self.store.renew(qid, lease_ms, members)
+                               for qid, members in by_queue.items()))
+
+    # ---- settling attempts ---------------------------------------------------------------
+
+    async def store_result(self, flow_uid: str, node: str, token: str, value: Any) -> bool:
+        """Record the attempt's value ahead of completion; False if the token is stale."""
+        return await self.store.store_result(flow_uid, node, token, dumps(value))
+
+    async def complete(self, flow_uid: str, node: str, token: str,
+                       value: Any = MISSING) -> CompleteOutcome:
+        value_json = None if value is MISSING else dumps(value)
+        reply = await self.store.complete(flow_uid, node, token, value_json)
+        if reply.accepted:
+            await self._after_flow_step(flow_uid, node, token, reply.namespace, reply.queue,
+                                        reply.phase, reply.queued)
+        return CompleteOutcome(accepted=reply.accepted,
+                               newly_ready=[q.node for q in reply.queued], phase=reply.phase)
+
+    async def fail(self, flow_uid: str, node: str, token: str, error: str, *,
+                   infrastructure: bool = False) -> FailOutcome:
+        reply = await self.store.fail(flow_uid, node, token, error[:ERROR_CAP],
+                                      infrastructure=infrastructure,
+                                      infra_retries=self.infra_retries,
+                                      jitter_share=random.random())
+        if reply.accepted:
+            await self._after_flow_step(flow_uid, node, token, reply.namespace, reply.queue,
+                                        reply.phase, reply.queued)
+        return FailOutcome(accepted=reply.accepted, action=reply.action,
+                           retry_at_ms=reply.retry_at_ms, phase=reply.phase)
+
+    async def _after_flow_step(self, uid: str, node: str, token: str, namespace: str,
+                               queue: str, phase: str, queued: list[Queued]) -> None:
+        """The queue step owed after a flow step: free the lease, queue what became ready.
+
+        Nodes made ready in a flow that is not Running (suspended, failed) stay on the
+        flow's ready set only; resume and retry re-queue them by reconciliation.
+        """
+        await self.store.drop_active(f"{namespace}/{queue}", [active_member(uid, node, token)])
+        if phase == "Running" and queued:
+            await self._enqueue(uid, namespace, queued)
+        elif phase in ("Failed", "Cancelled"):
+            await self._purge_queued(uid)
+
+    async def release_stalled(self, queue_id: str) -> list[tuple[str, str]]:
+        """Settle attempts whose lease ended: back to ready (up to max_stalled), then failed.
+
+        Returns (flow uid, node) of the stalled attempts; leftover leases of attempts that
+        already ended are dropped, and a node still ready is re-queued.
+        """
+        namespace = queue_id.split("/", 1)[0]
+        max_stalled = (await self.store.queue_config(queue_id)).get("max_stalled", 1)
+        stalled: list[tuple[str, str]] = []
+        while True:
+            members = await self.store.expired_leases(queue_id, 100)
+            for member in members:
+                uid, node, token = split_active(member)
+                action, phase, queued = await self.store.stall(
+                    uid, node, token, max_stalled=max_stalled, jitter_share=random.random())
+                if action != "gone":
+                    stalled.append((uid, node))
+                    log.warning("flow %s node %s: lease expired, %s", uid, node, action)
+                await self.store.drop_active(queue_id, [member])
+                if queued and phase == "Running":
+                    await self._enqueue(uid, namespace, queued)
+                elif action != "gone" and phase in ("Failed", "Cancelled"):
+                    await self._purge_queued(uid)
+            if len(members) < 100:
+                return stalled
+
+    # ---- flow control ------------------------------------------------------------------
+
+    async def suspend(self, flow_uid: str) -> None:
+        await self.store.suspend(flow_uid)
+
+    async def resume(self, flow_uid: str) -> None:
+        await self.store.resume(flow_uid)
+        await self.reconcile_flow(flow_uid)
+
+    async def cancel(self, flow_uid: str) -> list[tuple[str, str]]:
+        """Cancel the flow; returns (node, token) of attempts still running, to be stopped."""
+        _, active = await self.store.cancel(flow_uid)
+        await self._purge_queued(flow_uid)
+        return active
+
+    async def retry_failed(self, flow_uid: str) -> int:
+        """Re-run the failed nodes of a Failed flow; returns how many nodes became ready."""
+        count = await self.store.retry_failed(flow_uid)
+        if count < 0:
+            meta = await self.store.meta(flow_uid)
+            if not meta:
+                raise FlowNotFound(f"flow {flow_uid} is not in Redis")
+            raise FlowStateError(
+                f"Flow {meta.get('namespace')}/{meta.get('name')} is {meta.get('phase')}: "
+                "only a Failed flow can retry its failed nodes")
+        await self.reconcile_flow(flow_uid)
+        return count
+
+    async def delete(self, flow_uid: str) -> None:
+        """Remove every key of the flow and free the queue leases of its running attempts.
+
+        Its other queue entries are dropped lazily: a node of a missing flow never starts.
+        """
+        await self._purge_queued(flow_uid)
+        namespace = (await self.store.meta(flow_uid)).get("namespace")
+        tokens = await self.store.active_tokens(flow_uid)
+        nodes = list(tokens)
+        specs = await self.store.fields(flow_uid, "spec", nodes)
+        await self.store.delete(flow_uid)
+        by_queue: dict[str, list[str]] = defaultdict(list)
+        for node, spec in zip(nodes, specs, strict=True):
+            if spec is not None and namespace is not None:
+                by_queue[f"{namespace}/{unpack_spec(spec).queue}"].append(
+                    active_member(flow_uid, node, tokens[node]))
+        await asyncio.gather(*(self.store.drop_active(qid, members)
+                               for qid, members in by_queue.items()))
+
+    # ---- reads -------------------------------------------------------------------------
+
+    async def snapshot(self, flow_uid: str) -> FlowSnapshot:
+        meta = await self.store.meta(flow_uid)
+        if not meta:
+            raise FlowNotFound(f"flow {flow_uid} is not in Redis (never added, deleted, "
+                               "or expired after ttlSecondsAfterFinished)")
+        counts = await self.store.counts(flow_uid)
+        failures = await self.store.failures(flow_uid)
+        phase = meta["phase"]
+        if phase == "Running" and meta.get("suspended") == "1":
+            phase = "Suspended"
+        return FlowSnapshot(
+            phase=phase,
+            total=int(meta["total"]),
+            counts=counts,
+            done=sum(n for state, n in counts.items() if state in TERMINAL_STATES),
+            started_at_ms=int(meta["started_at"]) if "started_at" in meta else None,
+            finished_at_ms=int(meta["finished_at"]) if "finished_at" in meta else None,
+            failures=[NodeFailure(node=n, error=e, attempt=a) for n, e, a in failures],
+        )
+
+    async def node_infos(self, flow_uid: str) -> dict[str, NodeInfo]:
+        states = await self.store.scan_states(flow_uid)
+        nodes = [n for n, _ in states]
+        attempts = await self.store.fields(flow_uid, "attempt", nodes)
+        results = await self.store.fields(flow_uid, "result", nodes)
+        errors = await self.store.fields(flow_uid, "error", nodes)
+        progress = await self.store.fields(flow_uid, "progress", nodes)
+        return {
+            node: NodeInfo(state=state, attempt=int(att or 0), result=_json(res), error=err,
+                           progress=_json(prog))
+            for (node, state), att, res, err, prog
+            in zip(states, attempts, results, errors, progress, strict=True)
+        }
+
+    async def _children(self, flow_uid: str, node: str) -> list[str]:
+        raw = await self.store.field(flow_uid, "children", node)
+        return [] if raw is None else list(json.loads(raw))
+
+    async def children_values(self, flow_uid: str, node: str) -> dict[str, Any]:
+        """Return values of the node's completed children, keyed by child name."""
+        children = await self._children(flow_uid, node)
+        states = await self.store.fields(flow_uid, "state", children)
+        done = [c for c, s in zip(children, states, strict=True) if s == "completed"]
+        values = await self.store.fields(flow_uid, "result", done)
+        return {c: _json(v) for c, v in zip(done, values, strict=True)}
+
+    async def ignored_failures(self, flow_uid: str, node: str) -> dict[str, str]:
+        """Errors of the node's children that failed under onFailure=ignore."""
+        children = await self._children(flow_uid, node)
+        states = await self.store.fields(flow_uid, "state", children)
+        ignored = [c for c, s in zip(children, states, strict=True) if s == "ignored"]
+        errors = await self.store.fields(flow_uid, "error", ignored)
+        return {c: e or "" for c, e in zip(ignored, errors, strict=True)}
+
+    async def update_progress(self, flow_uid: str, node: str, token: str, progress: Any) -> None:
+        await self.store.update_progress(flow_uid, node, token, dumps(progress))
+
+    async def log(self, flow_uid: str, node: str, token: str, message: str) -> None:
+        await self.store.log(flow_uid, node, token, message, LOG_CAP)
+
+    async def logs(self, flow_uid: str, *, node: str | None = None,
+                   count: int = 1000) -> list[dict[str, str]]:
+        """The latest log lines of the flow (fields node, attempt, msg), oldest first."""
+        lines = await self.store.stream(flow_uid, "logs", count)
+        return [line for line in lines if node is None or line.get("node") == node]
+
+    async def events(self, flow_uid: str, count: int = 1000) -> list[dict[str, str]]:
+        """The latest events of the flow (started, completed, retry, failed, flow...)."""
+        return await self.store.stream(flow_uid, "events", count)

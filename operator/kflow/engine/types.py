@@ -1,0 +1,110 @@
+"""The engine's public value types: what callers get back from `Engine`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+NODE_STATES: Final = ("waiting-children", "delayed", "ready", "active", "completed", "failed",
+                      "ignored", "removed")
+TERMINAL_STATES: Final = frozenset({"completed", "failed", "ignored", "removed"})
+FLOW_PHASES: Final = ("Pending", "Running", "Succeeded", "Failed", "Cancelled", "Suspended")
+
+
+class _Missing:
+    """Sentinel type: `complete` without a value uses the one stored by `store_result`."""
+
+    _instance: _Missing | None = None
+
+    def __new__(cls) -> _Missing:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+MISSING: Final = _Missing()
+
+
+class FlowNotFound(LookupError):
+    """The flow has no keys in Redis (never added, deleted, or expired after its TTL)."""
+
+
+class FlowStateError(ValueError):
+    """The action does not apply to the flow in its current phase."""
+
+
+@dataclass(frozen=True)
+class FlowRef:
+    uid: str
+    namespace: str
+    name: str
+
+
+@dataclass(frozen=True)
+class QueueConfig:
+    concurrency: int | None = None
+    rate_max: int | None = None
+    rate_per_ms: int | None = None
+    max_stalled: int = 1  # lease expiries a node may have before its attempt fails as stalled
+
+
+@dataclass(frozen=True)
+class Attempt:
+    flow_uid: str
+    namespace: str
+    flow_name: str
+    node: str
+    queue: str  # queue name (not id)
+    attempt: int  # 1-based attempt number
+    token: str  # fencing token of this attempt
+    data: Any
+    timeout_ms: int | None
+
+    @property
+    def queue_id(self) -> str:
+        return f"{self.namespace}/{self.queue}"
+
+
+@dataclass(frozen=True)
+class NodeFailure:
+    node: str
+    error: str
+    attempt: int
+
+
+@dataclass(frozen=True)
+class FlowSnapshot:
+    phase: str  # Pending|Running|Succeeded|Failed|Cancelled|Suspended
+    total: int
+    counts: dict[str, int]  # by node state
+    done: int  # nodes in a terminal state
+    started_at_ms: int | None
+    finished_at_ms: int | None
+    failures: list[NodeFailure] = field(default_factory=list)  # first failures, capped (10)
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    state: str
+    attempt: int
+    result: Any
+    error: str | None
+    progress: Any
+
+
+@dataclass(frozen=True)
+class CompleteOutcome:
+    accepted: bool
+    newly_ready: list[str]
+    phase: str
+
+
+@dataclass(frozen=True)
+class FailOutcome:
+    accepted: bool
+    action: str  # "retry" | "failed" | "requeued" | "stale"
+    retry_at_ms: int | None
+    phase: str

@@ -1,0 +1,62 @@
+--[[
+  Retry a Failed flow: every node that failed on its own attempts becomes ready with fresh
+  attempts (a root that ended ignored or removed counts as failed); every node failed by
+  propagation goes back to waiting-children with its pending count recomputed (ready at
+  once if nothing is pending). The flow is Running again and
+  loses its expiry; the engine then re-queues the flow's ready set.
+
+  KEYS[1..19]  the flow's keys (kflow.store.keys.FLOW_KEY_NAMES), all under tag {<flow uid>}:
+    [1] meta  [2] state  [3] spec  [4] parents  [5] children  [6] data  [7] pending
+    [8] attempt  [9] token  [10] result  [11] error  [12] progress  [13] counts  [14] ready
+    [15] failed  [16] requeues  [17] failures  [18] events  [19] logs
+
+  ARGV: none.
+  Returns (JSON): number of nodes made ready, or -1 when the flow is not Failed.
+  Events: flow phase Running (retry).
+]]
+-- @include _flow-keys
+-- @include _now
+-- @include _flow-lib
+
+if redis.call('HGET', K_META, 'phase') ~= 'Failed' then return cjson.encode(-1) end
+local now = now_ms()
+-- Nodes in state failed are retried; so are roots that ended ignored or removed (they failed
+-- the flow, and no parent moved on without them). Other ignored/removed nodes stay settled.
+local own, propagated, states = {}, {}, {}
+local f = redis.call('HGETALL', K_FAILED)
+for i = 1, #f, 2 do
+  local node = f[i]
+  local st = redis.call('HGET', K_STATE, node)
+  if st == 'failed' or ((st == 'ignored' or st == 'removed')
+      and redis.call('HEXISTS', K_PARENTS, node) == 0) then
+    states[node] = st
+    if f[i + 1] == 'o' then own[#own + 1] = node else propagated[#propagated + 1] = node end
+  end
+end
+local out = {}
+for _, node in ipairs(own) do
+  redis.call('HDEL', K_ATTEMPT, node)
+  redis.call('HDEL', K_ERROR, node)
+  redis.call('HDEL', K_FAILED, node)
+  redis.call('HDEL', K_REQUEUES, 'i|' .. node, 's|' .. node)
+  schedule(node, states[node], 0, now, out)
+end
+-- Own failures are ready now, so they count as pending for the propagated parents.
+local settled = {completed = true, ignored = true, removed = true}
+for _, node in ipairs(propagated) do
+  redis.call('HDEL', K_ERROR, node)
+  redis.call('HDEL', K_FAILED, node)
+  local pending = 0
+  for _, c in ipairs(list_of(K_CHILDREN, node)) do
+    if not settled[redis.call('HGET', K_STATE, c)] then pending = pending + 1 end
+  end
+  set_state(node, states[node], 'waiting-children')
+  redis.call('HSET', K_PENDING, node, pending)
+  if pending == 0 then unlock(node, now, out) end
+end
+redis.call('HSET', K_META, 'phase', 'Running')
+redis.call('HDEL', K_META, 'finished_at', 'expire_at')
+redis.call('DEL', K_FAILURES)
+for i = 1, #KEYS do redis.call('PERSIST', KEYS[i]) end
+emit('flow', '', 'phase', 'Running', 'retry', #out)
+return cjson.encode(#out)

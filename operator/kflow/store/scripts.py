@@ -1,0 +1,52 @@
+"""Load the Lua scripts from `lua/`, resolve their includes, and register them with a client."""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from importlib import resources
+from typing import Any
+
+_INCLUDE = re.compile(r"^-- @include (\S+)\s*$", re.MULTILINE)
+_SCRIPT_NAME = re.compile(r"^([a-z-]+)-(\d+)\.lua$")
+
+
+def _read(name: str) -> str:
+    return resources.files("kflow.store.lua").joinpath(name).read_text(encoding="utf-8")
+
+
+def _resolve(source: str, seen: frozenset[str] = frozenset()) -> str:
+    def include(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name in seen:
+            raise ValueError(f"Lua include cycle through {name}.lua")
+        return _resolve(_read(f"{name}.lua"), seen | {name})
+
+    return _INCLUDE.sub(include, source)
+
+
+@cache
+def script_sources() -> dict[str, tuple[int, str]]:
+    """verb -> (key count, full source with includes inlined), for every `verb-N.lua`."""
+    out: dict[str, tuple[int, str]] = {}
+    for entry in resources.files("kflow.store.lua").iterdir():
+        match = _SCRIPT_NAME.match(entry.name)
+        if match:
+            out[match.group(1)] = (int(match.group(2)), _resolve(entry.read_text("utf-8")))
+    return out
+
+
+class Scripts:
+    """The registered scripts of one client; `run` checks the key count against the file name."""
+
+    def __init__(self, client: Any) -> None:
+        self._scripts = {
+            verb: (nkeys, client.register_script(source))
+            for verb, (nkeys, source) in script_sources().items()
+        }
+
+    async def run(self, verb: str, keys: tuple[str, ...] | list[str], args: list[Any]) -> Any:
+        nkeys, script = self._scripts[verb]
+        if len(keys) != nkeys:
+            raise ValueError(f"script {verb}-{nkeys}.lua called with {len(keys)} keys")
+        return await script(keys=list(keys), args=args)

@@ -1,0 +1,238 @@
+"""Attempts, backoff, onFailure policies, stalls and retry, on Redis and on a cluster."""
+
+from __future__ import annotations
+
+import asyncio
+
+from kflow.engine import Engine
+from kflow.store.keys import queue_member
+from tests.integration import test_engine_support as support
+from tests.integration.test_engine_support import (
+    build,
+    new_ref,
+    node,
+    qid,
+    run_flow,
+    take_all,
+    take_map,
+    take_node,
+)
+
+engine = support.engine
+
+
+async def _wait_ready(engine: Engine, name: str, queue: str = "work") -> support.Attempt:
+    """Wait (on the store's clock, via promote_due) until a delayed node is handed out."""
+    for _ in range(500):
+        await engine.promote_due(qid(queue))
+        for attempt in await take_all(engine, queue):
+            if attempt.node == name:
+                return attempt
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{name} never became ready")
+
+
+async def test_fail_parent_propagates_up_with_the_cause(engine: Engine) -> None:
+    ref = new_ref()
+    await engine.submit(ref, build(
+        node("root", "left", "right", "sibling"),
+        node("left", "x"), node("right", "x"),  # diamond over x
+        node("x"), node("sibling", priority=9),
+    ))
+    held = await take_map(engine)
+    sibling, x = held["sibling"], held["x"]  # sibling is still running when the flow fails
+    outcome = await engine.fail(ref.uid, "x", x.token, "card declined")
+    assert outcome.accepted and outcome.action == "failed" and outcome.phase == "Failed"
+    infos = await engine.node_infos(ref.uid)
+    assert {n: i.state for n, i in infos.items()} == {
+        "root": "failed", "left": "failed", "right": "failed", "x": "failed", "sibling": "active"}
+    assert infos["left"].error == 'child "x" failed: card declined'
+    assert infos["right"].error == 'child "x" failed: card declined'
+    assert 'root cause: node "x": card declined' in (infos["root"].error or "")
+    snap = await engine.snapshot(ref.uid)
+    assert [(f.node, f.error, f.attempt) for f in snap.failures] == [("x", "card declined", 1)]
+    assert snap.finished_at_ms is not None
+    # No new dispatch, but the attempt still running is recorded when it finishes.
+    assert (await engine.complete(ref.uid, "sibling", sibling.token, 5)).accepted
+    assert (await engine.node_infos(ref.uid))["sibling"].result == 5
+    assert (await engine.snapshot(ref.uid)).phase == "Failed"
+
+
+async def test_fail_parent_through_a_deep_chain_is_iterative(engine: Engine) -> None:
+    depth = 3000
+    ref = new_ref()
+    await engine.submit(ref, build(*(node(f"n{i}", *([f"n{i + 1}"] if i + 1 < depth else []))
+                                     for i in range(depth))))
+    leaf = await take_node(engine, f"n{depth - 1}")
+    assert (await engine.fail(ref.uid, leaf.node, leaf.token, "deep")).phase == "Failed"
+    snap = await engine.snapshot(ref.uid)
+    assert snap.counts == {"failed": depth} and snap.done == depth
+
+
+async def test_ignore_lets_the_parent_run_and_see_the_failure(engine: Engine) -> None:
+    ref = new_ref()
+    await engine.submit(ref, build(node("report", "optional", "needed"),
+                                   node("optional", on_failure="ignore"), node("needed")))
+    held = await take_map(engine)
+    opt, need = held["optional"], held["needed"]
+    await engine.fail(ref.uid, "optional", opt.token, "source offline")
+    assert (await engine.node_infos(ref.uid))["report"].state == "waiting-children"
+    assert (await engine.complete(ref.uid, "needed", need.token, 7)).newly_ready == ["report"]
+    assert await engine.children_values(ref.uid, "report") == {"needed": 7}
+    assert await engine.ignored_failures(ref.uid, "report") == {"optional": "source offline"}
+    assert (await engine.node_infos(ref.uid))["optional"].state == "ignored"
+    report = await take_node(engine, "report")
+    assert (await engine.complete(ref.uid, "report", report.token, "ok")).phase == "Succeeded"
+
+
+async def test_remove_drops_the_dependency(engine: Engine) -> None:
+    ref = new_ref()
+    await engine.submit(ref, build(node("report", "gone", "needed"),
+                                   node("gone", on_failure="remove"), node("needed")))
+    held = await take_map(engine)
+    gone, need = held["gone"], held["needed"]
+    await engine.fail(ref.uid, "gone", gone.token, "nope")
+    assert (await engine.complete(ref.uid, "needed", need.token, 1)).newly_ready == ["report"]
+    assert await engine.children_values(ref.uid, "report") == {"needed": 1}
+    assert await engine.ignored_failures(ref.uid, "report") == {}
+    assert (await engine.node_infos(ref.uid))["gone"].state == "removed"
+    assert (await engine.snapshot(ref.uid)).counts["removed"] == 1
+
+
+async def test_continue_parent_starts_the_parent_at_once(engine: Engine) -> None:
+    ref = new_ref()
+    await engine.submit(ref, build(node("parent", "flaky", "slow"),
+                                   node("flaky", on_failure="continueParent"), node("slow")))
+    held = await take_map(engine)
+    flaky, slow = held["flaky"], held["slow"]
+    await engine.fail(ref.uid, "flaky", flaky.token, "bad")
+    parent = await take_node(engine, "parent")  # slow is still running
+    late = await engine.complete(ref.uid, "slow", slow.token, "late")
+    assert late.accepted and late.newly_ready == []  # just recorded: the parent already runs
+    assert await engine.queue_depth(qid()) == (0, 1, 0)
+    assert (await engine.complete(ref.uid, "parent", parent.token, 1)).phase == "Succeeded"
+    assert (await engine.node_infos(ref.uid))["flaky"].state == "failed"
+
+
+async def test_exponential_backoff_capped_by_max_delay(engine: Engine) -> None:
+    ref = new_ref()
+    await engine.submit(ref, build(node("x", attempts=4, backoff_type="exponential",
+                                        backoff_delay_ms=40, backoff_max_delay_ms=100)))
+    delayed_key = engine.store.queue(qid()).delayed
+    attempt = await take_node(engine, "x")
+    dues = []
+    for expected_attempt in (1, 2, 3):
+        assert attempt.attempt == expected_attempt
+        out = await engine.fail(ref.uid, "x", attempt.token, f"try {expected_attempt}")
+        assert out.action == "retry" and out.retry_at_ms is not None
+        dues.append(out.retry_at_ms)
+        assert await engine.store.redis.zscore(delayed_key, f"{queue_member(ref.uid, 'x')}|0") \
+            == out.retry_at_ms
+        assert (await engine.node_infos(ref.uid))["x"].state == "delayed"
+        attempt = await _wait_ready(engine, "x")
+    retries = [e for e in await engine.events(ref.uid) if e["type"] == "retry"]
+    assert [int(e["due"]) for e in retries] == dues
+    assert [int(e["due"]) - int(e["at"]) for e in retries] == [40, 80, 100]
+    final = await engine.fail(ref.uid, "x", attempt.token, "try 4")
+    assert final.action == "failed" and final.phase == "Failed"
+    assert (await engine.node_infos(ref.uid))["x"].attempt == 4
+
+
+async def test_jitter_randomises_a_share_of_the_delay(engine: Engine) -> None:
+    ref = new_ref()
+    await engine.submit(ref, build(*(node(f"x{i}", attempts=2, backoff_delay_ms=10_000,
+                                          backoff_jitter=0.5) for i in range(8))))
+    delays = []
+    for attempt in await take_all(engine):
+        await engine.fail(ref.uid, attempt.node, attempt.token, "boom")
+    for e in await engine.events(ref.uid):
+        if e["type"] == "retry":
+            delays.append(int(e["due"]) - int(e["at"]))
+    assert len(delays) == 8
+    assert all(5_000 <= d <= 10_000 for d in delays)
+    assert len(set(delays)) > 1  # drawn per failure, not one fixed value
+
+
+async def test_infrastructure_failures_do_not_spend_attempts(engine: Engine) -> None:
+    ref = new_ref()
+    await engine.submit(ref, build(node("x", attempts=1)))
+    for _ in range(5):
+        attempt = await take_node(engine, "x")
+        assert attempt.attempt == 1
+        out = await engine.fail(ref.uid, "x", attempt.token, "pod evicted", infrastructure=True)
+        assert out.action == "requeued" and out.phase == "Running"
+    attempt = await take_node(engine, "x")
+    out = await engine.fail(ref.uid, "x", attempt.token, "node lost", infrastructure=True)
+    assert out.action == "failed" and out.phase == "Failed"  # the bound is reached
+
+
+async def test_retry_failed_reruns_the_failed_branch(engine: Engine) -> None:
+    ref = new_ref()
+    await engine.submit(ref, build(node("top", "mid"), node("mid", "bad", "good"),
+                                   node("bad"), node("good")))
+    held = await take_map(engine)
+    good, bad = held["good"], held["bad"]
+    await engine.complete(ref.uid, "good", good.token, "g")
+    await engine.fail(ref.uid, "bad", bad.token, "transient")
+    assert (await engine.snapshot(ref.uid)).phase == "Failed"
+    assert await engine.retry_failed(ref.uid) == 1
+    infos = await engine.node_infos(ref.uid)
+    assert {n: i.state for n, i in infos.items()} == {
+        "top": "waiting-children", "mid": "waiting-children", "bad": "ready", "good": "completed"}
+    assert infos["bad"].attempt == 0 and infos["bad"].error is None
+    snap = await engine.snapshot(ref.uid)
+    assert snap.phase == "Running" and snap.failures == [] and snap.finished_at_ms is None
+    run = await run_flow(engine, ref.uid, {"work"}, {"mid": lambda a, v: v})
+    assert run.runs == {"bad": 1, "mid": 1, "top": 1}
+    assert (await engine.snapshot(ref.uid)).phase == "Succeeded"
+    assert (await engine.node_infos(ref.uid))["mid"].result == {"bad": "bad", "good": "g"}
+
+
+async def test_release_stalled_requeues_then_fails_as_stalled(engine: Engine) -> None:
+    ref = new_ref()
+    await engine.submit(ref, build(node("x", attempts=1)))
+    first = (await engine.take(qid(), 1, owner="w1", lease_ms=1))[0]
+    await asyncio.sleep(0.02)
+    assert await engine.release_stalled(qid()) == [(ref.uid, "x")]
+    assert (await engine.node_infos(ref.uid))["x"].state == "ready"
+    second = (await engine.take(qid(), 1, owner="w2", lease_ms=1))[0]
+    assert second.attempt == 1  # the stall did not spend the attempt
+    assert not (await engine.complete(ref.uid, "x", first.token, "zombie")).accepted
+    await asyncio.sleep(0.02)
+    assert await engine.release_stalled(qid()) == [(ref.uid, "x")]
+    infos = await engine.node_infos(ref.uid)
+    assert infos["x"].state == "failed" and "stalled" in (infos["x"].error or "")
+    assert (await engine.snapshot(ref.uid)).phase == "Failed"
+    assert await engine.queue_depth(qid()) == (0, 0, 0)
+
+
+async def test_renewed_lease_is_not_stalled(engine: Engine) -> None:
+    ref = new_ref()
+    await engine.submit(ref, build(node("x")))
+    attempt = (await engine.take(qid(), 1, owner="w", lease_ms=1))[0]
+    await engine.renew([attempt], 60_000)
+    await asyncio.sleep(0.02)
+    assert await engine.release_stalled(qid()) == []
+    assert (await engine.complete(ref.uid, "x", attempt.token, 1)).accepted
+
+
+async def test_a_failing_root_fails_the_flow_whatever_its_policy(engine: Engine) -> None:
+    ref = new_ref()
+    await engine.submit(ref, build(node("lonely", on_failure="ignore"), node("other")))
+    lonely = await take_node(engine, "lonely")
+    assert (await engine.fail(ref.uid, "lonely", lonely.token, "x")).phase == "Failed"
+    assert await take_all(engine) == []
+
+
+async def test_a_failed_flow_takes_its_waiting_nodes_off_the_queues(engine: Engine) -> None:
+    ref = new_ref()
+    await engine.submit(ref, build(node("sum", *(f"n{i}" for i in range(20))),
+                                   node("n0", priority=0),
+                                   *(node(f"n{i}", priority=3, delay_ms=(60_000 if i % 2 else 0))
+                                     for i in range(1, 20))))
+    assert await engine.queue_depth(qid()) == (10, 0, 10)
+    n0 = (await engine.take(qid(), 1, owner="t"))[0]
+    await engine.fail(ref.uid, "n0", n0.token, "boom")
+    assert await engine.queue_depth(qid()) == (0, 0, 0)
+    assert await engine.retry_failed(ref.uid) == 1  # and retry puts everything back
+    assert await engine.queue_depth(qid()) == (10, 0, 10)

@@ -1,0 +1,229 @@
+"""The store's scripts: documented headers, one hash slot per call, expiry, deletion, repair."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from importlib import resources
+from typing import Any
+
+from redis.crc import key_slot
+
+from kflow.engine import Engine
+from kflow.store.keys import (
+    FLOW_KEY_NAMES,
+    active_member,
+    queue_member,
+    split_active,
+    split_member,
+)
+from kflow.store.scripts import script_sources
+from tests.integration import test_engine_support as support
+from tests.integration.test_engine_support import NS, build, new_ref, node, qid, take_map
+
+engine = support.engine
+
+
+def _lua_files() -> dict[str, str]:
+    folder = resources.files("kflow.store.lua")
+    return {e.name: e.read_text("utf-8") for e in folder.iterdir() if e.name.endswith(".lua")}
+
+
+def test_every_script_opens_with_a_header_naming_keys_argv_returns_events() -> None:
+    files = {name: src for name, src in _lua_files().items() if not name.startswith("_")}
+    assert len(files) >= 20
+    for name, source in files.items():
+        nkeys = int(re.fullmatch(r"[a-z-]+-(\d+)\.lua", name).group(1))  # type: ignore[union-attr]
+        header = source.split("]]", 1)[0]
+        assert source.startswith("--[["), name
+        for word in ("ARGV", "Returns", "Events"):
+            assert word in header, f"{name}: header does not document {word}"
+        if nkeys == len(FLOW_KEY_NAMES):
+            assert "KEYS[1..19]" in header, name
+            for i, key in enumerate(FLOW_KEY_NAMES, start=1):
+                assert f"[{i}] {key}" in header, f"{name}: KEYS[{i}] ({key}) undocumented"
+        else:
+            for i in range(1, nkeys + 1):
+                assert f"KEYS[{i}]" in header, f"{name}: KEYS[{i}] undocumented"
+        # Keys only ever come from KEYS: a script never builds a key name itself.
+        assert "prefix" not in source.split("]]", 1)[1]
+
+
+def test_includes_are_resolved() -> None:
+    for verb, (_, source) in script_sources().items():
+        assert "@include" not in source, verb
+
+
+async def test_every_script_call_of_a_full_run_touches_one_slot(engine: Engine) -> None:
+    calls: list[tuple[str, list[str]]] = []
+    run = engine.store.scripts.run
+
+    async def recording_run(verb: str, keys: Any, args: list[Any]) -> Any:
+        calls.append((verb, list(keys)))
+        return await run(verb, keys, args)
+
+    engine.store.scripts.run = recording_run  # type: ignore[method-assign]
+    engine.chunk_nodes = 3
+    ref, other = new_ref(), new_ref()
+    flow = build(node("top", "a", "b", queue="q1"), node("a", queue="q2", attempts=2),
+                 node("b", "c", "d", queue="q3"), node("c", queue="q2", on_failure="ignore"),
+                 node("d", queue="q1"))
+    await engine.submit(ref, flow, ttl_seconds_after_finished=600)
+    await engine.submit(other, build(node("solo", queue="q9")))
+    got = await take_map(engine, "q2")
+    await engine.store_result(ref.uid, "a", got["a"].token, 1)
+    await engine.update_progress(ref.uid, "a", got["a"].token, 50)
+    await engine.log(ref.uid, "a", got["a"].token, "hi")
+    await engine.fail(ref.uid, "a", got["a"].token, "once")  # retry
+    await engine.fail(ref.uid, "c", got["c"].token, "ignored")
+    await engine.suspend(ref.uid)
+    await engine.resume(ref.uid)
+    a = (await take_map(engine, "q2"))["a"]
+    await engine.renew([a], 10_000)
+    await engine.complete(ref.uid, "a", a.token)
+    d = (await engine.take(qid("q1"), 5, owner="t", lease_ms=1))[0]
+    await asyncio.sleep(0.02)
+    await engine.release_stalled(qid("q1"))
+    d = (await take_map(engine, "q1"))["d"]
+    await engine.complete(ref.uid, "d", d.token, 4)
+    await engine.complete(ref.uid, "b", (await take_map(engine, "q3"))["b"].token, 2)
+    await engine.fail(ref.uid, "top", (await take_map(engine, "q1"))["top"].token, "end")
+    await engine.retry_failed(ref.uid)
+    await engine.promote_due(qid("q1"))
+    await engine.cancel(ref.uid)
+    await engine.delete(ref.uid)
+    await engine.delete(other.uid)
+
+    verbs = {verb for verb, _ in calls}
+    assert verbs == set(script_sources()), f"not exercised: {set(script_sources()) - verbs}"
+    for verb, keys in calls:
+        slots = {key_slot(k.encode()) for k in keys}
+        assert len(slots) == 1, f"{verb} touches slots {slots}"
+        server_slots = {await engine.store.redis.execute_command("CLUSTER KEYSLOT", k)
+                        for k in keys} if _is_cluster(engine) else slots
+        assert server_slots == slots
+    # The flows and queues really are spread over different slots.
+    all_slots = {key_slot(keys[0].encode()) for _, keys in calls}
+    assert len(all_slots) >= 4
+
+
+def _is_cluster(engine: Engine) -> bool:
+    return type(engine.store.redis).__name__ == "RedisCluster"
+
+
+async def _flow_keys_present(engine: Engine, uid: str) -> list[str]:
+    present = []
+    for key in engine.store.flow(uid).all:
+        if await engine.store.redis.exists(key):
+            present.append(key)
+    return present
+
+
+async def test_finished_flow_expires_after_its_ttl_even_keys_written_late(
+        engine: Engine) -> None:
+    ref = new_ref()
+    await engine.submit(ref, build(node("root", "x", "slow"), node("x"), node("slow")),
+                        ttl_seconds_after_finished=100)
+    held = await take_map(engine)
+    await engine.fail(ref.uid, "x", held["x"].token, "boom")  # flow Failed; slow still runs
+    assert (await engine.snapshot(ref.uid)).phase == "Failed"
+    result_key = engine.store.flow(ref.uid).result
+    assert not await engine.store.redis.exists(result_key)
+    await engine.complete(ref.uid, "slow", held["slow"].token, "late")  # creates :result
+    keys = await _flow_keys_present(engine, ref.uid)
+    assert result_key in keys and len(keys) >= 10
+    for key in keys:
+        pttl = await engine.store.redis.pttl(key)
+        assert 0 < pttl <= 100_000, f"{key}: PTTL {pttl}"
+    meta = await engine.store.meta(ref.uid)
+    assert int(meta["expire_at"]) == int(meta["finished_at"]) + 100_000
+
+
+async def test_flow_without_ttl_keeps_its_keys(engine: Engine) -> None:
+    ref = new_ref()
+    await engine.submit(ref, build(node("x")))
+    x = (await take_map(engine))["x"]
+    assert (await engine.complete(ref.uid, "x", x.token, 1)).phase == "Succeeded"
+    for key in await _flow_keys_present(engine, ref.uid):
+        assert await engine.store.redis.pttl(key) == -1
+
+
+async def test_delete_removes_every_key_of_the_flow(engine: Engine) -> None:
+    ref, keep = new_ref(), new_ref()
+    await engine.submit(ref, build(node("top", "x", "y"), node("x", data={"a": 1}), node("y")))
+    await engine.submit(keep, build(node("x", queue="other")))
+    held = await take_map(engine)
+    await engine.log(ref.uid, "x", held["x"].token, "line")
+    await engine.fail(ref.uid, "y", held["y"].token, "boom")
+    await engine.delete(ref.uid)
+    leftovers = [k async for k in engine.store.redis.scan_iter(match=f"kflow:{{{ref.uid}}}*")]
+    assert leftovers == []
+    assert await _flow_keys_present(engine, ref.uid) == []
+    assert await _flow_keys_present(engine, keep.uid) != []
+    # The running attempt's lease is freed; leftover entries are dropped, never started.
+    assert (await engine.queue_depth(qid()))[1] == 0
+    assert await engine.take(qid(), 10, owner="t") == []
+    assert await engine.queue_depth(qid()) == (0, 0, 0)
+
+
+async def test_reconcile_repairs_a_crash_between_complete_and_enqueue(engine: Engine) -> None:
+    ref = new_ref()
+    await engine.submit(ref, build(node("top", "x", queue="up"), node("x")))
+    x = (await take_map(engine))["x"]
+    reply = await engine.store.complete(ref.uid, "x", x.token, "1")  # flow step only: crash
+    assert reply.accepted and [q.node for q in reply.queued] == ["top"]
+    assert await engine.queue_depth(qid("up")) == (0, 0, 0)
+    assert await engine.reconcile_flow(ref.uid) == 1
+    assert await engine.reconcile_flow(ref.uid) == 0  # idempotent
+    assert list(await take_map(engine, "up")) == ["top"]
+    # The lease the crash left behind is dropped once it expires, nothing else happens.
+    assert await engine.release_stalled(qid()) == []
+
+
+async def test_lost_hold_between_take_and_start_is_released_and_requeued(
+        engine: Engine) -> None:
+    ref = new_ref()
+    await engine.submit(ref, build(node("x")))
+    taken, _ = await engine.store.take(qid(), 1, 1, ["tok1"])  # queue step only: crash
+    assert taken == [(queue_member(ref.uid, "x"), "tok1")]
+    assert (await engine.node_infos(ref.uid))["x"].state == "ready"
+    assert await engine.queue_depth(qid()) == (0, 1, 0)
+    await asyncio.sleep(0.02)
+    assert await engine.release_stalled(qid()) == []  # not an attempt: nothing stalled
+    assert await engine.queue_depth(qid()) == (1, 0, 0)
+    (x,) = (await take_map(engine)).values()
+    assert x.attempt == 1
+
+
+async def test_reconcile_queues_the_leaves_of_a_flow_activated_before_a_crash(
+        engine: Engine) -> None:
+    ref = new_ref()
+    flow = build(node("top", "a", "b"), node("a"), node("b", delay_ms=60_000))
+    (rows,) = engine._chunks(flow)
+    await engine.store.create_flow(ref.uid, NS, ref.name, total=3, roots=1, ttl_seconds=None,
+                                   chunks=1, queues=["work"])
+    await engine.store.add_nodes(ref.uid, 1, rows)
+    assert await engine.store.activate(ref.uid) == "Running"
+    assert await engine.queue_depth(qid()) == (0, 0, 0)
+    assert await engine.reconcile_flow(ref.uid) == 2
+    assert await engine.queue_depth(qid()) == (1, 0, 1)
+    due = await engine.store.redis.zscore(engine.store.queue(qid()).delayed,
+                                          f"{queue_member(ref.uid, 'b')}|0")
+    started = int((await engine.store.meta(ref.uid))["started_at"])
+    assert started <= due <= started + 60_000
+
+
+async def test_start_refuses_a_delayed_node_before_its_due_time(engine: Engine) -> None:
+    ref = new_ref()
+    await engine.submit(ref, build(node("b", delay_ms=60_000)))
+    # Simulate a duplicate ready entry (e.g. a reconcile racing a promote).
+    await engine.store.enqueue(qid(), [(queue_member(ref.uid, "b"), 0, 0)])
+    assert await engine.take(qid(), 5, owner="t") == []
+    assert await engine.queue_depth(qid()) == (0, 0, 1)
+    assert (await engine.node_infos(ref.uid))["b"].state == "delayed"
+
+
+def test_active_member_round_trips_names_with_separators() -> None:
+    member = active_member("uid-1", "odd|name", "tok")
+    assert split_active(member) == ("uid-1", "odd|name", "tok")
+    assert split_member(queue_member("uid-1", "odd|name")) == ("uid-1", "odd|name")
