@@ -1,0 +1,839 @@
+"""Run a whole Flow on this machine: the engine over a Redis, handlers called in-process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from kflow.engine import Attempt, Engine, FlowRef, FlowSnapshot, NodeInfo, QueueConfig
+from kflow.graph.dag import CompiledFlow
+from kflow.sdk.connect import connect_redis
+from kflow.sdk.handlers import Handler, call_handler, format_error
+from kflow.sdk.job import Job
+
+log = logging.getLogger("kflow.local")
+
+TERMINAL_PHASES = frozenset({"Succeeded", "Failed", "Cancelled"})
+
+# A local run is the only executor of its flow, so a short lease lets a restarted runner take
+# back the nodes of a killed one within seconds (the engine hands them back once it expires).
+DEFAULT_LEASE_MS = 4_000
+# Queues the file declares no Queue object for: enough to overlap I/O-bound handlers.
+DEFAULT_QUEUE_CONCURRENCY = 16
+# With nothing running, the flow's ready nodes are checked against the queues this often.
+RECONCILE_WHEN_IDLE_S = 2.0
+# A killed runner's nodes go back to ready without spending an attempt this many times.
+LOCAL_MAX_STALLED = 3
+# How many nodes of one queue this process runs at once at most, whatever the Queue allows.
+DEFAULT_MAX_PARALLEL = 64
+
+
+# --------------------------------------------------------------------------------------------
+# Flow identity and queue settings
+# --------------------------------------------------------------------------------------------
+
+
+def flow_identity(flow: Any) -> tuple[str, str]:
+    """The (namespace, name) a local run gives a Flow; generateName flows get a fixed suffix."""
+    meta = flow.metadata
+    namespace = getattr(meta, "namespace", None) or "default"
+    name = getattr(meta, "name", None)
+    if not name:
+        name = f"{getattr(meta, 'generate_name', None) or 'flow-'}local"
+    return namespace, name
+
+
+def derive_flow_uid(namespace: str, name: str) -> str:
+    """A uid fixed by the flow's name, so running the same file again resumes the same flow."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"kflow-local:{namespace}/{name}"))
+
+
+def queue_configs(
+    namespace: str, flow_queues: Iterable[str], queue_objects: Iterable[Any]
+) -> dict[str, QueueConfig]:
+    """QueueConfig per queue id for every queue the flow uses (defaults where no Queue is given)."""
+    declared: dict[str, Any] = {}
+    for queue in queue_objects:
+        ns = getattr(queue.metadata, "namespace", None) or namespace
+        declared[f"{ns}/{queue.metadata.name}"] = queue
+    configs: dict[str, QueueConfig] = {}
+    for queue_name in sorted(flow_queues):
+        queue_id = f"{namespace}/{queue_name}"
+        obj = declared.get(queue_id)
+        if obj is None:
+            configs[queue_id] = QueueConfig(concurrency=DEFAULT_QUEUE_CONCURRENCY,
+                                            max_stalled=LOCAL_MAX_STALLED)
+            continue
+        spec = obj.spec
+        rate = getattr(spec, "rate_limit", None)
+        configs[queue_id] = QueueConfig(
+            concurrency=spec.concurrency,  # unset: unlimited, as on a cluster
+            rate_max=rate.max if rate is not None else None,
+            rate_per_ms=rate.per if rate is not None else None,  # already milliseconds
+            max_stalled=LOCAL_MAX_STALLED,
+        )
+    return configs
+
+
+# --------------------------------------------------------------------------------------------
+# The runner: takes ready nodes, calls handlers, completes or fails them
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunnerStats:
+    """What one runner did; `max_running` is per queue id, as seen by this process."""
+
+    started: int = 0
+    completed: int = 0
+    failed: int = 0
+    stale: int = 0
+    max_running: dict[str, int] = field(default_factory=dict)
+
+
+NodeEvent = Callable[[str, str, str], None]  # (node, state, detail)
+
+
+class RunInterrupted(Exception):
+    """The run was asked to stop (SIGINT/SIGTERM) before the flow finished."""
+
+
+class LocalRunner:
+    """Drive one flow to a terminal phase by running its ready nodes in this process.
+
+    It serves the flow's queues like a worker would: `take` hands out ready nodes within each
+    queue's concurrency and rate limit (across all flows on those queues), each runs as an
+    asyncio task (sync handlers in a thread), and its return value completes the node.
+    Leases are renewed while handlers run; expired leases (a killed runner's nodes) are
+    handed back by `release_stalled`, so a restart resumes where the last run stopped.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        handlers: Mapping[str, Handler],
+        *,
+        owner: str | None = None,
+        lease_ms: int = DEFAULT_LEASE_MS,
+        max_parallel: int = DEFAULT_MAX_PARALLEL,
+        on_event: NodeEvent | None = None,
+        interrupt: asyncio.Event | None = None,
+    ) -> None:
+        self.engine = engine
+        # Checked on every turn of the loop: a cancellation can be lost inside a Redis call,
+        # a flag cannot.
+        self.interrupt = interrupt or asyncio.Event()
+        self.handlers = dict(handlers)
+        self.owner = owner or f"local-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.lease_ms = lease_ms
+        self.max_parallel = max_parallel
+        self.on_event = on_event
+        self.stats = RunnerStats()
+        self._running: dict[tuple[str, str], tuple[Attempt, asyncio.Task[None]]] = {}
+        self._running_per_queue: dict[str, int] = {}
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._leaves: set[str] = set()
+        self._flow_uid = ""
+
+    async def run(
+        self, flow_uid: str, namespace: str, compiled: CompiledFlow, *, resumed: bool = True
+    ) -> FlowSnapshot:
+        """Run until the flow's phase is terminal and no handler of this runner is running.
+
+        `resumed=False` says the flow was just submitted (submit already queued its leaves).
+        """
+        self._flow_uid = flow_uid
+        self._leaves = set(compiled.leaves)
+        queue_ids = [f"{namespace}/{q}" for q in sorted(compiled.queues)]
+        missing = sorted(q for q in compiled.queues if q not in self.handlers)
+        if missing:
+            raise ValueError(f"no handler registered for queue(s) {', '.join(missing)}")
+        # A runner killed between a node's flow step and its queue step leaves parents ready
+        # in the flow but missing from their queue: put them back before taking anything.
+        if resumed:
+            await self.engine.reconcile_flow(flow_uid)
+        last_reconcile = time.monotonic()
+        closing = asyncio.Event()
+        renewer = asyncio.create_task(self._renew_leases(closing))
+        last_release = 0.0
+        try:
+            while True:
+                if self.interrupt.is_set():
+                    raise RunInterrupted(f"flow {flow_uid}: interrupted")
+                self._wake.clear()
+                now = time.monotonic()
+                release = now - last_release >= self.lease_ms / 4000
+                if release:
+                    last_release = now
+                if not self._running and now - last_reconcile >= RECONCILE_WHEN_IDLE_S:
+                    last_reconcile = now
+                    await self.engine.reconcile_flow(flow_uid)
+                for queue_id in queue_ids:
+                    await self.engine.promote_due(queue_id)
+                    if release:
+                        await self.engine.release_stalled(queue_id)
+                    if not self._stopping:
+                        await self._take(queue_id)
+                snapshot = await self.engine.snapshot(flow_uid)
+                if snapshot.phase in TERMINAL_PHASES:
+                    # Nothing running can change a finished flow: stop (handlers still running
+                    # after a failure are cancelled below).
+                    self._stopping = True
+                    return snapshot
+                # Completions wake the loop at once; the timeout covers delayed nodes (backoff),
+                # expired leases and work other processes make ready.
+                with contextlib.suppress(TimeoutError):
+                    idle = 0.05 if self._running else 0.1
+                    await asyncio.wait_for(self._wake.wait(), timeout=idle)
+        finally:
+            closing.set()
+            await self._abandon_running()
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(renewer, timeout=5)
+
+    async def _take(self, queue_id: str) -> None:
+        free = self.max_parallel - self._running_per_queue.get(queue_id, 0)
+        if free <= 0:
+            return
+        for attempt in await self.engine.take(
+            queue_id, free, owner=self.owner, lease_ms=self.lease_ms
+        ):
+            self._start(queue_id, attempt)
+
+    def _start(self, queue_id: str, attempt: Attempt) -> None:
+        running = self._running_per_queue.get(queue_id, 0) + 1
+        self._running_per_queue[queue_id] = running
+        if running > self.stats.max_running.get(queue_id, 0):
+            self.stats.max_running[queue_id] = running
+        self.stats.started += 1
+        self._emit(attempt.node, "active", f"attempt {attempt.attempt}", attempt)
+        task = asyncio.create_task(self._execute(queue_id, attempt))
+        self._running[(attempt.flow_uid, attempt.node)] = (attempt, task)
+
+    async def _execute(self, queue_id: str, attempt: Attempt) -> None:
+        try:
+            await self._run_attempt(attempt)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # Redis errors while recording: the lease runs out and the node is taken again.
+            log.exception("flow %s node %s: could not record the attempt's outcome",
+                          attempt.flow_name, attempt.node)
+        finally:
+            self._running.pop((attempt.flow_uid, attempt.node), None)
+            self._running_per_queue[queue_id] -= 1
+            self._wake.set()
+
+    async def _run_attempt(self, attempt: Attempt) -> None:
+        fn = self.handlers.get(attempt.queue)
+        if fn is None:  # a node of another flow on a queue we serve but have no handler for
+            await self.engine.fail(attempt.flow_uid, attempt.node, attempt.token,
+                                   f"no local handler for queue {attempt.queue!r}",
+                                   infrastructure=True)
+            return
+        has_children = not (attempt.flow_uid == self._flow_uid and attempt.node in self._leaves)
+        job = await Job.for_attempt(self.engine, attempt, has_children=has_children)
+        try:
+            value = await self._call(fn, job, attempt.timeout_ms)
+            json.dumps(value)  # the output must be JSON before it reaches the parents
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await job.close()
+            error = format_error(exc)
+            outcome = await self.engine.fail(attempt.flow_uid, attempt.node, attempt.token, error)
+            if outcome.action == "stale":
+                self.stats.stale += 1
+                return
+            self.stats.failed += 1
+            detail = error.splitlines()[0]
+            if outcome.action == "retry":
+                self._emit(attempt.node, "delayed", f"retry after: {detail}", attempt)
+            else:
+                self._emit(attempt.node, "failed", detail, attempt)
+            return
+        await job.close()
+        done = await self.engine.complete(attempt.flow_uid, attempt.node, attempt.token, value)
+        if not done.accepted:
+            self.stats.stale += 1
+            return
+        self.stats.completed += 1
+        self._emit(attempt.node, "completed", _short(value), attempt)
+        for parent in done.newly_ready:
+            self._emit(parent, "ready", "", attempt)
+
+    async def _call(self, fn: Handler, job: Job, timeout_ms: int | None) -> Any:
+        if not timeout_ms:
+            return await call_handler(fn, job)
+        try:
+            return await asyncio.wait_for(call_handler(fn, job), timeout_ms / 1000)
+        except TimeoutError:
+            raise TimeoutError(
+                f"the handler ran longer than its timeout of {timeout_ms} ms"
+            ) from None
+
+    async def _renew_leases(self, closing: asyncio.Event) -> None:
+        # Ends on `closing`, not by cancellation (see _watch: a cancel can be lost in Redis).
+        interval = self.lease_ms / 3000
+        while not closing.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(closing.wait(), timeout=interval)
+            if closing.is_set():
+                return
+            attempts = [attempt for attempt, _ in self._running.values()]
+            if attempts:
+                try:
+                    await self.engine.renew(attempts, self.lease_ms)
+                except Exception as exc:
+                    log.warning("could not renew leases: %s", exc)
+
+    async def _abandon_running(self) -> None:
+        # Handlers still running when the run ends (a failed or cancelled flow, or Ctrl-C) are
+        # cancelled; their leases lapse and the engine decides what happens to those nodes.
+        tasks = [task for _, task in self._running.values()]
+        for task in tasks:
+            task.cancel()
+        if tasks:  # bounded: a cancel absorbed by a Redis call must not hold the exit
+            await asyncio.wait(tasks, timeout=5)
+
+    def _emit(self, node: str, state: str, detail: str, attempt: Attempt) -> None:
+        if self.on_event is not None and attempt.flow_uid == self._flow_uid:
+            self.on_event(node, state, detail)
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    try:
+        text = json.dumps(value, separators=(",", ":"), default=str)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# --------------------------------------------------------------------------------------------
+# The tree of node states
+# --------------------------------------------------------------------------------------------
+
+_MARKS_UNICODE = {
+    "completed": "✔", "failed": "✘", "active": "▶", "ready": "○", "waiting-children": "◌",
+    "delayed": "◷", "ignored": "⊘", "removed": "⊖",
+}
+_MARKS_ASCII = {
+    "completed": "+", "failed": "x", "active": ">", "ready": "o", "waiting-children": ".",
+    "delayed": "~", "ignored": "-", "removed": "-",
+}
+MAX_SHOWN_CHILDREN = 12
+MAX_INDENT_DEPTH = 24
+
+
+def _use_unicode(stream: IO[str]) -> bool:
+    encoding = (getattr(stream, "encoding", None) or "").lower()
+    return "utf" in encoding
+
+
+def describe_node(
+    name: str, queue: str, info: NodeInfo | None, *, unicode: bool = True
+) -> str:
+    """One line of the tree: mark, name, queue, state and what matters in that state."""
+    state = info.state if info is not None else "unknown"
+    marks = _MARKS_UNICODE if unicode else _MARKS_ASCII
+    text = f"{marks.get(state, '?')} {name} [{queue}] {state}"
+    if info is None:
+        return text
+    if info.attempt > 1:
+        text += f" (attempt {info.attempt})"
+    if state == "active" and info.progress is not None:
+        text += f" progress {_short(info.progress, 20)}"
+    if state == "completed":
+        text += f" → {_short(info.result)}" if unicode else f" -> {_short(info.result)}"
+    if info.error and state in {"failed", "ignored", "removed", "delayed"}:
+        first = info.error.strip().splitlines()[0] if info.error.strip() else ""
+        text += f": {first[:160]}"
+    return text
+
+
+def render_tree(
+    compiled: CompiledFlow,
+    infos: Mapping[str, NodeInfo],
+    *,
+    unicode: bool = True,
+    max_lines: int | None = None,
+) -> list[str]:
+    """The flow as a tree from its roots down to its leaves, one line per node.
+
+    A node with several parents is drawn in full under the first and referred to under
+    the others. Long child lists show unfinished children first and summarise the rest.
+    The walk is iterative: a 100,000-deep chain draws without recursion.
+    """
+    pipe, tee, elbow, blank = (
+        ("│  ", "├─ ", "└─ ", "   ") if unicode else ("|  ", "|- ", "`- ", "   ")
+    )
+    lines: list[str] = []
+    drawn: set[str] = set()
+    # Stack items: (node name, prefix, is_last, depth) or a ready-made summary line.
+    stack: list[tuple[str, str, bool, int] | str] = [
+        (root, "", True, 0) for root in reversed(compiled.roots)
+    ]
+    while stack:
+        if max_lines is not None and len(lines) >= max_lines:
+            lines.append(f"… (tree cut at {max_lines} lines)" if unicode else "... (cut)")
+            break
+        item = stack.pop()
+        if isinstance(item, str):
+            lines.append(item)
+            continue
+        name, prefix, last, depth = item
+        node = compiled.nodes[name]
+        connector = "" if depth == 0 else (elbow if last else tee)
+        line = prefix + connector + describe_node(name, node.queue, infos.get(name),
+                                                  unicode=unicode)
+        if name in drawn and node.children:
+            lines.append(line + " (children drawn above)")
+            continue
+        lines.append(line)
+        drawn.add(name)
+        if depth >= MAX_INDENT_DEPTH:
+            child_prefix = prefix  # past this depth the tree stops moving right
+        else:
+            child_prefix = prefix + ("" if depth == 0 else (blank if last else pipe))
+        children = list(node.children)
+        shown, hidden = _pick_children(children, infos)
+        entries: list[tuple[str, str, bool, int] | str] = [
+            (child, child_prefix, i == len(shown) - 1 and not hidden, depth + 1)
+            for i, child in enumerate(shown)
+        ]
+        if hidden:
+            counts: dict[str, int] = {}
+            for child in hidden:
+                info = infos.get(child)
+                state = info.state if info is not None else "unknown"
+                counts[state] = counts.get(state, 0) + 1
+            summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+            more = "…" if unicode else "..."
+            entries.append(f"{child_prefix}{elbow}{more} {len(hidden)} more: {summary}")
+        stack.extend(reversed(entries))
+    return lines
+
+
+def _pick_children(
+    children: list[str], infos: Mapping[str, NodeInfo]
+) -> tuple[list[str], list[str]]:
+    if len(children) <= MAX_SHOWN_CHILDREN:
+        return children, []
+    def finished_ok(child: str) -> bool:
+        info = infos.get(child)
+        return info is not None and info.state == "completed"
+    unfinished = [c for c in children if not finished_ok(c)]
+    first = unfinished[: MAX_SHOWN_CHILDREN - 1]
+    if len(first) < MAX_SHOWN_CHILDREN - 1:
+        first += [c for c in children if finished_ok(c)][: MAX_SHOWN_CHILDREN - 1 - len(first)]
+    keep = set(first)
+    return [c for c in children if c in keep], [c for c in children if c not in keep]
+
+
+class TreeView:
+    """Shows a local run: a redrawn tree on a terminal, state changes line by line otherwise."""
+
+    # Past this many nodes the live view shows counts only (reading every node is too slow).
+    LIVE_NODE_LIMIT = 2_000
+
+    def __init__(
+        self,
+        compiled: CompiledFlow,
+        flow_label: str,
+        *,
+        stream: IO[str] | None = None,
+        quiet: bool = False,
+        redraw: bool | None = None,
+    ) -> None:
+        self.compiled = compiled
+        self.flow_label = flow_label
+        self.stream = stream or sys.stdout
+        self.quiet = quiet
+        self.redraw = self.stream.isatty() if redraw is None else redraw
+        self.unicode = _use_unicode(self.stream)
+        self._states: dict[str, str] = {}
+        self._drawn_lines = 0
+        self._last_counts = ""
+
+    # Runner events arrive as they happen; polls fill in the engine's own transitions.
+    def node_event(self, node: str, state: str, detail: str) -> None:
+        if self._states.get(node) == state and state != "delayed":
+            return
+        self._states[node] = state
+        if not self.quiet and not self.redraw:
+            self._line(f"{node}: {state}" + (f" ({detail})" if detail else ""))
+
+    def job_log(self, node: str, message: str) -> None:
+        if not self.quiet and not self.redraw:
+            self._line(f"{node}: log: {message}")
+
+    async def poll(self, engine: Engine, flow_uid: str, snapshot: FlowSnapshot) -> None:
+        if self.quiet:
+            return
+        if snapshot.total > self.LIVE_NODE_LIMIT:
+            counts = _format_counts(snapshot)
+            if counts != self._last_counts:
+                self._last_counts = counts
+                self._line(f"{self.flow_label}: {snapshot.phase} {counts}")
+            return
+        infos = await engine.node_infos(flow_uid)
+        if self.redraw:
+            self._redraw(self._frame(snapshot, infos))
+            return
+        for name in self.compiled.nodes:
+            info = infos.get(name)
+            if info is not None and self._states.get(name) != info.state:
+                self.node_event(name, info.state, _detail(info))
+
+    def final(self, snapshot: FlowSnapshot, infos: Mapping[str, NodeInfo]) -> None:
+        frame = self._frame(snapshot, infos, max_lines=400)
+        if snapshot.failures:
+            handled = snapshot.phase == "Succeeded"
+            frame.append("failures (handled by onFailure):" if handled else "failures:")
+            for failure in snapshot.failures:
+                first, *rest = failure.error.strip().splitlines() or [""]
+                frame.append(f"  {failure.node} (attempt {failure.attempt}): {first}")
+                frame.extend(f"      {line}" for line in rest)
+        if self.redraw and self._drawn_lines:  # replace the live frame, then print in full
+            self.stream.write(f"\x1b[{self._drawn_lines}F\x1b[J")
+            self._drawn_lines = 0
+        for line in frame:
+            self._line(line)
+
+    def _frame(
+        self, snapshot: FlowSnapshot, infos: Mapping[str, NodeInfo], max_lines: int | None = None
+    ) -> list[str]:
+        if max_lines is None and self.redraw:
+            rows = shutil.get_terminal_size((100, 40)).lines
+            max_lines = max(rows - 3, 5)
+        header = f"Flow {self.flow_label}: {snapshot.phase} {_format_counts(snapshot)}"
+        return [header, *render_tree(self.compiled, infos, unicode=self.unicode,
+                                     max_lines=max_lines)]
+
+    def _redraw(self, lines: list[str]) -> None:
+        width = shutil.get_terminal_size((100, 40)).columns
+        out = []
+        if self._drawn_lines:
+            out.append(f"\x1b[{self._drawn_lines}F\x1b[J")
+        out.extend(line[: width - 1] + "\n" for line in lines)
+        self.stream.write("".join(out))
+        self.stream.flush()
+        self._drawn_lines = len(lines)
+
+    def message(self, text: str) -> None:
+        """A line of its own, outside the tree (not shown with --quiet by the caller)."""
+        self._line(text)
+
+    def _line(self, text: str) -> None:
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+
+def _format_counts(snapshot: FlowSnapshot) -> str:
+    states = ", ".join(f"{n} {s}" for s, n in sorted(snapshot.counts.items()) if n)
+    return f"{snapshot.done}/{snapshot.total} done ({states})"
+
+
+def _detail(info: NodeInfo) -> str:
+    if info.state == "completed":
+        return _short(info.result)
+    if info.error:
+        return info.error.strip().splitlines()[0][:160] if info.error.strip() else ""
+    return ""
+
+
+class _JobLogForwarder(logging.Handler):
+    """Sends job.log lines of the flow being run to the view."""
+
+    def __init__(self, view: TreeView) -> None:
+        super().__init__(logging.INFO)
+        self.view = view
+
+    def emit(self, record: logging.LogRecord) -> None:
+        node = getattr(record, "node", None)
+        if node is not None:
+            self.view.job_log(str(node), record.getMessage())
+
+
+# --------------------------------------------------------------------------------------------
+# A private redis-server for runs without --redis
+# --------------------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _die_with_parent() -> None:
+    # If the runner is SIGKILLed its private Redis must not live on as an orphan.
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+@contextlib.contextmanager
+def private_redis() -> Iterator[str]:
+    """Start a redis-server in a temporary folder on a free loopback port; yield its URL."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError(
+            "redis-server is not installed: install it (apt-get install redis-server) "
+            "or pass --redis redis://HOST:PORT"
+        )
+    with tempfile.TemporaryDirectory(prefix="kflow-local-redis-") as tmp:
+        port = _free_port()
+        logfile = Path(tmp) / "redis.log"
+        proc = subprocess.Popen(
+            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", tmp, "--logfile", str(logfile)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+        )
+        try:
+            _wait_for_ping(port, proc, logfile)
+            yield f"redis://127.0.0.1:{port}/0"
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _wait_for_ping(port: int, proc: subprocess.Popen[bytes], logfile: Path) -> None:
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = logfile.read_text()[-1000:] if logfile.exists() else ""
+            raise RuntimeError(f"the private redis-server exited at start: {tail}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+                sock.sendall(b"PING\r\n")
+                if sock.recv(16).startswith(b"+PONG"):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.02)
+    raise RuntimeError(f"the private redis-server on port {port} did not answer within 15 s")
+
+
+# --------------------------------------------------------------------------------------------
+# `kflow run --local`
+# --------------------------------------------------------------------------------------------
+
+EXIT_OK = 0
+EXIT_FLOW_FAILED = 1
+EXIT_INVALID = 2
+EXIT_RUNTIME = 3
+EXIT_INTERRUPTED = 130
+
+
+@dataclass
+class LocalRun:
+    """Everything `kflow run --local` needs, already parsed and checked (nothing written yet)."""
+
+    flow: Any
+    compiled: CompiledFlow
+    queues: list[Any]
+    handlers: dict[str, Handler]
+    namespace: str
+    name: str
+    flow_uid: str
+
+
+def prepare_local_run(
+    flow_path: str | Path, handlers_path: str | Path, *, flow_id: str | None = None
+) -> LocalRun:
+    """Parse and compile the file and load the handlers; raises SpecError / HandlerError.
+
+    This touches no Redis: a run whose input is invalid writes nothing.
+    """
+    from kflow.api import Flow, Queue, load_manifests
+    from kflow.api.errors import SpecError
+    from kflow.graph import compile_flow
+    from kflow.sdk.handlers import HandlerError, load_handlers
+
+    objects = load_manifests(Path(flow_path))
+    flows = [o for o in objects if isinstance(o, Flow)]
+    queues = [o for o in objects if isinstance(o, Queue)]
+    if len(flows) != 1:
+        raise SpecError(
+            object_ref=f"file {flow_path}",
+            field="kind",
+            message=(f"{flow_path} holds {len(flows)} Flow objects; a local run needs exactly "
+                     "one (put the Queue objects it uses beside it)"),
+        )
+    flow = flows[0]
+    compiled = compile_flow(flow)
+    handlers = load_handlers(handlers_path)
+    namespace, name = flow_identity(flow)
+    missing = sorted(q for q in compiled.queues if q not in handlers)
+    if missing:
+        raise HandlerError(
+            f"Flow {namespace}/{name} uses queue(s) {', '.join(missing)} but {handlers_path} "
+            "registers no handler for them: add @kflow.sdk.handler('<queue>') functions"
+        )
+    return LocalRun(
+        flow=flow, compiled=compiled, queues=queues, handlers=handlers, namespace=namespace,
+        name=name, flow_uid=flow_id or derive_flow_uid(namespace, name),
+    )
+
+
+async def execute_local_run(
+    run: LocalRun,
+    redis_url: str,
+    *,
+    quiet: bool = False,
+    stream: IO[str] | None = None,
+    redraw: bool | None = None,
+    lease_ms: int = DEFAULT_LEASE_MS,
+    interrupt: asyncio.Event | None = None,
+) -> int:
+    """Submit (or resume) the flow on `redis_url`, run it, show it; return the exit code.
+
+    Setting `interrupt` stops the run: RunInterrupted is raised, running nodes keep their
+    leases until they lapse, and the same call later resumes the flow.
+    """
+    out = stream or sys.stdout
+    view = TreeView(run.compiled, f"{run.namespace}/{run.name}", stream=out, quiet=quiet,
+                    redraw=redraw)
+    forwarder = _JobLogForwarder(view)
+    job_logger = logging.getLogger("kflow.job")
+    job_logger.addHandler(forwarder)
+    job_logger.setLevel(logging.INFO)
+    job_logger.propagate = False
+    redis = await connect_redis(redis_url)
+    try:
+        engine = Engine(redis)
+        for queue_id, config in queue_configs(run.namespace, run.compiled.queues,
+                                              run.queues).items():
+            await engine.configure_queue(queue_id, config)
+        ref = FlowRef(uid=run.flow_uid, namespace=run.namespace, name=run.name)
+        ttl = getattr(run.flow.spec, "ttl_seconds_after_finished", None)
+        created = await engine.submit(ref, run.compiled, ttl_seconds_after_finished=ttl)
+        if not quiet:
+            verb = "submitted" if created else "resuming"
+            view.message(f"Flow {run.namespace}/{run.name} ({run.flow_uid}): {verb}, "
+                       f"{len(run.compiled.nodes)} nodes")
+        runner = LocalRunner(engine, run.handlers, lease_ms=lease_ms, on_event=view.node_event,
+                             interrupt=interrupt)
+        stop_watching = asyncio.Event()
+        watcher = asyncio.create_task(_watch(view, engine, run.flow_uid, stop_watching))
+        try:
+            snapshot = await runner.run(run.flow_uid, run.namespace, run.compiled,
+                                        resumed=not created)
+        finally:
+            stop_watching.set()
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(watcher, timeout=5)
+        infos = await engine.node_infos(run.flow_uid) if snapshot.total <= 200_000 else {}
+        view.final(snapshot, infos)
+        return EXIT_OK if snapshot.phase == "Succeeded" else EXIT_FLOW_FAILED
+    finally:
+        job_logger.removeHandler(forwarder)
+        await redis.aclose()
+
+
+async def _watch(view: TreeView, engine: Engine, flow_uid: str, stop: asyncio.Event) -> None:
+    # Stopped by an event rather than by cancelling: a cancellation that lands inside a Redis
+    # call can be absorbed by the client, and the loop would go on.
+    interval = 0.25 if view.redraw else 0.5
+    while not stop.is_set():
+        try:
+            await view.poll(engine, flow_uid, await engine.snapshot(flow_uid))
+        except Exception as exc:  # the view must never stop the run
+            log.debug("view poll failed: %s", exc)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=interval)
+
+
+def write_spec_error(exc: Any, out: IO[str], *, prefix: str = "error: ") -> None:
+    """One line per problem, each naming the object, the node and the field."""
+    for error in exc.errors:
+        text = str(error)
+        if error.field and error.field not in text:
+            text += f" (field {error.field})"
+        out.write(f"{prefix}{text}\n")
+
+
+def run_local_command(
+    flow_path: str,
+    handlers_path: str,
+    *,
+    redis_url: str | None = None,
+    flow_id: str | None = None,
+    quiet: bool = False,
+    stream: IO[str] | None = None,
+    err: IO[str] | None = None,
+) -> int:
+    """`kflow run --local`: validate, start or reach Redis, run, print; return the exit code."""
+    from kflow.api.errors import SpecError
+    from kflow.sdk.handlers import HandlerError
+
+    errors = err or sys.stderr
+    try:
+        run = prepare_local_run(flow_path, handlers_path, flow_id=flow_id)
+    except SpecError as exc:
+        write_spec_error(exc, errors)
+        return EXIT_INVALID
+    except HandlerError as exc:
+        errors.write(f"error: {exc}\n")
+        return EXIT_INVALID
+    except OSError as exc:
+        errors.write(f"error: cannot read {flow_path}: {exc}\n")
+        return EXIT_INVALID
+
+    async def main(url: str) -> int:
+        task = asyncio.current_task()
+        assert task is not None
+        interrupt = asyncio.Event()
+
+        def on_signal() -> None:
+            if interrupt.is_set():  # asked twice: stop waiting for anything
+                task.cancel()
+            interrupt.set()
+
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, on_signal)
+        try:
+            return await execute_local_run(run, url, quiet=quiet, stream=stream,
+                                           interrupt=interrupt)
+        except (RunInterrupted, asyncio.CancelledError):
+            errors.write("interrupted: running nodes are left to their leases; run the same "
+                         "command again (same --redis) to resume\n")
+            return EXIT_INTERRUPTED
+
+    try:
+        if redis_url is not None:
+            return asyncio.run(main(redis_url))
+        with private_redis() as url:
+            return asyncio.run(main(url))
+    except (OSError, RuntimeError, LookupError) as exc:  # LookupError: the flow vanished
+        errors.write(f"error: {exc}\n")
+        return EXIT_RUNTIME
+    except Exception as exc:
+        if type(exc).__module__.startswith("redis"):
+            errors.write(f"error: Redis at {redis_url or 'the private server'}: {exc}\n")
+            return EXIT_RUNTIME
+        raise

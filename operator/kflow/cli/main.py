@@ -1,0 +1,112 @@
+"""The `kflow` command: run a flow locally, lint flow files, print the version."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO
+
+import kflow
+
+EXIT_LINT_ERRORS = 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kflow",
+        description="kflow: DAGs of jobs on Kubernetes, state in Redis.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+
+    run = commands.add_parser(
+        "run",
+        help="run a Flow",
+        description=(
+            "Run a Flow. With --local the whole flow runs in this process: each ready node "
+            "calls the handler registered for its queue. Exit 0 when the flow succeeds, 1 when "
+            "it fails, 2 when the file or the handlers are invalid (nothing is written then)."
+        ),
+    )
+    run.add_argument("flow", metavar="FLOW.yaml",
+                     help="YAML file with one Flow and the Queue objects it uses")
+    run.add_argument("--local", action="store_true", required=True,
+                     help="run here, without Kubernetes (the only mode of `kflow run` for now)")
+    run.add_argument("--handlers", required=True, metavar="FILE.py|MODULE",
+                     help="Python file or module registering a handler per queue")
+    run.add_argument("--redis", metavar="URL",
+                     help="use this Redis (and keep the state there, so a rerun resumes); "
+                          "default: a private redis-server, stopped at exit")
+    run.add_argument("--flow-id", metavar="ID",
+                     help="flow uid in Redis; default: derived from the flow's namespace/name")
+    run.add_argument("--quiet", "-q", action="store_true",
+                     help="print only the final tree")
+
+    lint = commands.add_parser(
+        "lint",
+        help="check Flow and Queue files",
+        description="Parse and compile every Flow in the files; exit 1 if any has an error.",
+    )
+    lint.add_argument("files", nargs="+", metavar="FILE.yaml")
+
+    commands.add_parser("version", help="print the kflow version")
+    return parser
+
+
+def lint_files(paths: Sequence[str], out: IO[str], err: IO[str]) -> int:
+    """Parse and compile every object of every file; print one line per object or error."""
+    from kflow.api import Flow, load_manifests
+    from kflow.api.errors import SpecError
+    from kflow.api.models import object_ref
+    from kflow.cli.local_runner import write_spec_error
+    from kflow.graph import compile_flow
+
+    failed = False
+    for path in paths:
+        try:
+            objects = load_manifests(Path(path))
+        except SpecError as exc:
+            write_spec_error(exc, err, prefix=f"{path}: ")
+            failed = True
+            continue
+        except OSError as exc:
+            err.write(f"{path}: cannot read: {exc}\n")
+            failed = True
+            continue
+        if not objects:
+            err.write(f"{path}: holds no Flow or Queue object\n")
+            failed = True
+        for obj in objects:
+            label = object_ref(type(obj).__name__, obj.metadata)
+            if not isinstance(obj, Flow):
+                out.write(f"{path}: {label}: ok\n")
+                continue
+            try:
+                compiled = compile_flow(obj)
+            except SpecError as exc:
+                write_spec_error(exc, err, prefix=f"{path}: ")
+                failed = True
+                continue
+            out.write(f"{path}: {label}: ok ({len(compiled.nodes)} nodes, "
+                      f"{len(compiled.queues)} queues)\n")
+    return EXIT_LINT_ERRORS if failed else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "version":
+        print(f"kflow {kflow.__version__}")
+        return 0
+    if args.command == "lint":
+        return lint_files(args.files, sys.stdout, sys.stderr)
+    from kflow.cli.local_runner import run_local_command
+
+    return run_local_command(
+        args.flow, args.handlers, redis_url=args.redis, flow_id=args.flow_id, quiet=args.quiet,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,171 @@
+"""`kflow-run module:function`: run one node attempt inside a pod and store its result."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+log = logging.getLogger("kflow.run")
+
+EXIT_OK = 0
+EXIT_HANDLER_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 143  # 128 + SIGTERM, what a shell reports for a terminated process
+TERMINATION_MESSAGE_LIMIT = 4096  # Kubernetes keeps at most this much of the message
+
+
+class RunSettings(BaseSettings):
+    """The attempt a pod runs, from the KFLOW_* variables the Job spec sets (read once)."""
+
+    model_config = SettingsConfigDict(env_prefix="KFLOW_", extra="ignore")
+
+    flow_uid: str
+    flow_name: str = ""
+    namespace: str = "default"
+    node: str
+    queue: str = ""
+    attempt: int = 1
+    token: str
+    redis_url: str
+    redis_password: str | None = None
+    redis_prefix: str = "kflow"
+    # The node's data as JSON when it is small enough to travel in the pod spec; otherwise
+    # it is read from Redis.
+    data: str | None = None
+    timeout_ms: int | None = None
+    # Where a failure's message goes; Kubernetes shows it as the container's termination message.
+    termination_log: str = "/dev/termination-log"
+
+
+def write_termination_message(path: str, text: str) -> None:
+    """Leave `text` (cut to Kubernetes' limit) where the kubelet reads the termination message."""
+    encoded = text.encode("utf-8", "replace")[:TERMINATION_MESSAGE_LIMIT]
+    try:
+        Path(path).write_bytes(encoded)
+    except OSError as exc:  # outside a pod the path may not exist: the log line still carries it
+        log.debug("cannot write the termination message to %s: %s", path, exc)
+
+
+async def _node_data(engine: Any, settings: RunSettings) -> Any:
+    if settings.data is not None:
+        return json.loads(settings.data)
+    read = getattr(engine, "node_data", None)
+    if read is not None:
+        return await read(settings.flow_uid, settings.node)
+    # Until the engine has a reader for one node's data, read the flow's data hash directly.
+    raw = await engine.store.field(settings.flow_uid, "data", settings.node)
+    return None if raw is None else json.loads(raw)
+
+
+async def run_attempt(spec: str, settings: RunSettings) -> int:
+    """Run the handler named by `spec` for the attempt described by `settings`; exit code."""
+    from kflow.engine import Attempt, Engine
+    from kflow.sdk.connect import connect_redis
+    from kflow.sdk.handlers import call_handler, format_error, resolve_function
+    from kflow.sdk.job import Job
+
+    try:
+        fn = resolve_function(spec)
+    except ValueError as exc:
+        message = f"kflow-run: {exc}"
+        log.error("%s", message)
+        write_termination_message(settings.termination_log, message)
+        return EXIT_USAGE
+
+    where = f"flow {settings.namespace}/{settings.flow_name} node {settings.node}"
+    try:
+        redis = await connect_redis(settings.redis_url, password=settings.redis_password)
+    except Exception as exc:
+        message = f"kflow-run: cannot reach Redis for {where}: {exc}"
+        log.error("%s", message)
+        write_termination_message(settings.termination_log, message)
+        return EXIT_HANDLER_FAILED
+    try:
+        engine = Engine(redis, prefix=settings.redis_prefix)
+        attempt = Attempt(
+            flow_uid=settings.flow_uid, namespace=settings.namespace,
+            flow_name=settings.flow_name, node=settings.node, queue=settings.queue,
+            attempt=settings.attempt, token=settings.token,
+            data=await _node_data(engine, settings), timeout_ms=settings.timeout_ms,
+        )
+        job = await Job.for_attempt(engine, attempt)
+        task = asyncio.ensure_future(call_handler(fn, job))
+        sigterm = asyncio.Event()
+
+        def on_sigterm() -> None:
+            sigterm.set()
+            task.cancel()
+
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+        # Wait for the handler or the signal, whichever comes first: a cancellation that lands
+        # inside a Redis call of the handler may be absorbed by the client.
+        waiter = asyncio.ensure_future(sigterm.wait())
+        try:
+            await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            if sigterm.is_set():
+                raise asyncio.CancelledError
+            value = task.result()
+            json.dumps(value)  # a non-JSON output fails here, in the pod, with a clear error
+        except asyncio.CancelledError:
+            if not sigterm.is_set():
+                raise
+            await job.close()
+            message = f"interrupted: SIGTERM while running {where}"
+            log.warning("%s", message)
+            write_termination_message(settings.termination_log, message)
+            return EXIT_INTERRUPTED
+        except Exception as exc:
+            error = format_error(exc)
+            log.error("%s failed: %s", where, error)
+            job.log(f"failed: {error.splitlines()[0]}")
+            await job.close()
+            write_termination_message(settings.termination_log, error)
+            return EXIT_HANDLER_FAILED
+        finally:
+            waiter.cancel()
+            loop.remove_signal_handler(signal.SIGTERM)
+        await job.close()
+        if not await engine.store_result(settings.flow_uid, settings.node, settings.token, value):
+            message = (f"{where}: result refused, attempt {settings.attempt} is no longer the "
+                       "current one (a newer attempt owns the node)")
+            log.error("%s", message)
+            write_termination_message(settings.termination_log, message)
+            return EXIT_HANDLER_FAILED
+        return EXIT_OK
+    finally:
+        with contextlib.suppress(Exception):
+            await redis.aclose()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="kflow-run",
+        description="Run one kflow node attempt: call module:function(job) and store its "
+                    "return value. The attempt comes from KFLOW_* environment variables.",
+    )
+    parser.add_argument("function", metavar="module:function")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        settings = RunSettings()  # the fields come from the environment
+    except Exception as exc:
+        message = f"kflow-run: missing or invalid KFLOW_* environment: {exc}"
+        print(message, file=sys.stderr)
+        return EXIT_USAGE
+    return asyncio.run(run_attempt(args.function, settings))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,391 @@
+"""`kflow worker --queue ns/name module:function`: a long-lived loop that runs a queue's nodes."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import random
+import signal
+import socket
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from kflow.engine import Attempt, Engine
+from kflow.sdk.handlers import call_handler, format_error, resolve_function
+from kflow.sdk.job import Job
+
+log = logging.getLogger("kflow.worker")
+
+EXIT_OK = 0
+EXIT_USAGE = 2
+IDLE_POLL_FIRST_S = 0.005  # the first wait after an empty take; doubles up to poll_max_s
+RETRY_AFTER_ERROR_S = 1.0  # pause of a background loop after a Redis error
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    """How a worker takes and holds nodes; every time is in milliseconds unless named _s."""
+
+    concurrency: int = 10  # nodes this worker runs at once
+    lock_ms: int = 30_000  # lease of a taken node; a dead worker's nodes stall after this
+    renew_ms: int | None = None  # lease renewal period; default lock_ms / 2
+    stalled_interval_ms: int | None = None  # stalled-lease sweep period; default lock_ms
+    grace_ms: int = 25_000  # after SIGTERM: time to finish held nodes before handing them back
+    poll_max_s: float = 0.1  # longest wait between takes while the queue is empty
+    owner: str | None = None  # recorded with each attempt; default host:pid:random
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1:
+            raise ValueError(f"worker concurrency {self.concurrency}: must be at least 1")
+        if self.lock_ms < 100:
+            raise ValueError(f"worker lock {self.lock_ms} ms: must be at least 100 ms")
+        if self.renew_ms is not None and not 0 < self.renew_ms < self.lock_ms:
+            raise ValueError(f"worker renew period {self.renew_ms} ms: must be above 0 and "
+                             f"below the lock duration ({self.lock_ms} ms), or renewals come "
+                             "too late to keep the lease")
+
+
+def default_owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{random.randrange(16**4):04x}"
+
+
+class Worker:
+    """Takes ready nodes of one queue in batches and runs `fn(job)` on each, renewing leases.
+
+    Completions are batched per flow (`Engine.complete_many`): while one batch is being
+    written the next accumulates, so a busy worker pays one round trip per batch, an idle
+    one per node. Rate limit and concurrency of the queue are enforced by the store on
+    every take, so they hold across all workers; `concurrency` here is this worker's own cap.
+    """
+
+    def __init__(self, engine: Engine, queue_id: str, fn: Callable[..., Any],
+                 options: WorkerOptions | None = None) -> None:
+        if "/" not in queue_id:
+            raise ValueError(f'worker queue "{queue_id}": expected <namespace>/<queue>, '
+                             'e.g. "default/extract"')
+        self.engine = engine
+        self.queue_id = queue_id
+        self.fn = fn
+        self.options = options or WorkerOptions()
+        self.owner = self.options.owner or default_owner()
+        self.held: dict[tuple[str, str, str], Attempt] = {}  # leases to renew, until settled
+        self.running: dict[asyncio.Task[None], Attempt] = {}  # handlers in progress
+        self.stats: dict[str, int] = defaultdict(int)
+        self._stopping = False
+        self._wake = asyncio.Event()
+        self._done: list[tuple[Attempt, Any]] = []
+        self._done_ready = asyncio.Event()
+        self._flushed = asyncio.Event()
+        self._flushed.set()
+
+    # ---- control ---------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop taking nodes; `run` then finishes or hands back what it holds and returns."""
+        if not self._stopping:
+            log.info("worker %s: stopping, %d nodes in progress", self.owner, len(self.running))
+        self._stopping = True
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Work until `stop()`; then wait up to the grace period and hand back the rest."""
+        opts = self.options
+        background = [
+            asyncio.create_task(self._complete_loop(), name="kflow-complete"),
+            asyncio.create_task(self._every(opts.renew_ms or opts.lock_ms // 2, self._renew),
+                                name="kflow-renew"),
+            asyncio.create_task(self._every(opts.stalled_interval_ms or opts.lock_ms,
+                                            self._sweep_stalled, jitter=True),
+                                name="kflow-stalled"),
+        ]
+        log.info("worker %s: queue %s, concurrency %d, lock %d ms", self.owner, self.queue_id,
+                 opts.concurrency, opts.lock_ms)
+        try:
+            await self._take_loop()
+            await self._shut_down()
+        finally:
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+        log.info("worker %s: stopped (%s)", self.owner, dict(self.stats))
+
+    # ---- taking ----------------------------------------------------------------------------
+
+    async def _take_loop(self) -> None:
+        idle = IDLE_POLL_FIRST_S
+        while not self._stopping:
+            free = self.options.concurrency - len(self.running)
+            if free <= 0:
+                await self._sleep(None)
+                continue
+            try:
+                attempts = await self.engine.take(self.queue_id, free, owner=self.owner,
+                                                  lease_ms=self.options.lock_ms)
+            except Exception as exc:  # Redis away: keep the process, try again
+                log.warning("worker %s: take failed: %s", self.owner, exc)
+                await self._sleep(RETRY_AFTER_ERROR_S)
+                continue
+            if not attempts:
+                await self._sleep(idle)
+                idle = min(idle * 2, self.options.poll_max_s)
+                continue
+            idle = IDLE_POLL_FIRST_S
+            self.stats["taken"] += len(attempts)
+            parents = await self._with_children(attempts)
+            for a in attempts:
+                self.held[(a.flow_uid, a.node, a.token)] = a
+                has_children = (a.flow_uid, a.node) in parents
+                task = asyncio.create_task(self._run_one(a, has_children))
+                self.running[task] = a
+                task.add_done_callback(self._handler_done)
+
+    async def _with_children(self, attempts: list[Attempt]) -> set[tuple[str, str]]:
+        """(flow, node) of the attempts whose node has children (their job reads inputs).
+
+        One read per flow of the batch instead of two per node: leaves, most nodes of a
+        fan-out, skip the children reads entirely.
+        """
+        by_flow: dict[str, list[str]] = defaultdict(list)
+        for a in attempts:
+            by_flow[a.flow_uid].append(a.node)
+        uids = list(by_flow)
+        try:
+            replies = await asyncio.gather(
+                *(self.engine.store.fields(uid, "children", by_flow[uid]) for uid in uids))
+        except Exception as exc:  # unknown: let every job read its inputs itself
+            log.warning("worker %s: reading children failed: %s", self.owner, exc)
+            return {(a.flow_uid, a.node) for a in attempts}
+        return {(uid, node) for uid, reply in zip(uids, replies, strict=True)
+                for node, children in zip(by_flow[uid], reply, strict=True)
+                if children not in (None, "[]")}
+
+    def _handler_done(self, task: asyncio.Task[None]) -> None:
+        self.running.pop(task, None)
+        self._wake.set()
+
+    async def _sleep(self, seconds: float | None) -> None:
+        """Wait for a free slot, a stop, or `seconds`, whichever comes first."""
+        if self._stopping:
+            return
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)
+
+    # ---- running one node ------------------------------------------------------------------
+
+    async def _run_one(self, attempt: Attempt, has_children: bool) -> None:
+        where = f"flow {attempt.namespace}/{attempt.flow_name} node {attempt.node}"
+        job: Job | None = None
+        try:
+            job = await Job.for_attempt(self.engine, attempt, has_children=has_children)
+            call = call_handler(self.fn, job)
+            if attempt.timeout_ms is not None:
+                value = await asyncio.wait_for(call, attempt.timeout_ms / 1000)
+            else:
+                value = await call
+            json.dumps(value)  # a non-JSON output fails this attempt, with the handler's error
+        except asyncio.CancelledError:
+            raise  # shutdown: the attempt is handed back, not failed
+        except TimeoutError:
+            await self._fail(attempt, f"timeout: the handler ran longer than "
+                                      f"{attempt.timeout_ms} ms", where)
+            return
+        except Exception as exc:
+            error = format_error(exc)
+            if job is not None:
+                job.log(f"failed: {error.splitlines()[0]}")
+            await self._fail(attempt, error, where)
+            return
+        finally:
+            if job is not None:
+                await job.close()
+        self._done.append((attempt, value))
+        self._done_ready.set()
+        self._flushed.clear()
+
+    async def _fail(self, attempt: Attempt, error: str, where: str) -> None:
+        log.warning("%s attempt %d failed: %s", where, attempt.attempt, error.splitlines()[0])
+        self.stats["failed"] += 1
+        try:
+            await self.engine.fail(attempt.flow_uid, attempt.node, attempt.token, error)
+        except Exception as exc:  # the lease runs out and the stalled sweep settles it
+            log.warning("%s: recording the failure failed: %s", where, exc)
+        self.held.pop((attempt.flow_uid, attempt.node, attempt.token), None)
+
+    # ---- completing ------------------------------------------------------------------------
+
+    async def _complete_loop(self) -> None:
+        while True:
+            await self._done_ready.wait()
+            self._done_ready.clear()
+            while self._done:
+                batch, self._done = self._done, []
+                await self._complete_batch(batch)
+            self._flushed.set()
+
+    async def _complete_batch(self, batch: list[tuple[Attempt, Any]]) -> None:
+        by_flow: dict[str, list[tuple[Attempt, Any]]] = defaultdict(list)
+        for attempt, value in batch:
+            by_flow[attempt.flow_uid].append((attempt, value))
+        uids = list(by_flow)
+        while True:
+            try:
+                replies = await asyncio.gather(*(
+                    self.engine.complete_many(uid, [(a.node, a.token, v) for a, v in by_flow[uid]])
+                    for uid in uids))
+                break
+            except Exception as exc:  # fenced by token: sending again is safe
+                log.warning("worker %s: completing %d nodes failed: %s; retrying",
+                            self.owner, len(batch), exc)
+                await asyncio.sleep(RETRY_AFTER_ERROR_S)
+        for uid, outcomes in zip(uids, replies, strict=True):
+            for (a, _), outcome in zip(by_flow[uid], outcomes, strict=True):
+                self.held.pop((a.flow_uid, a.node, a.token), None)
+                if outcome.accepted:
+                    self.stats["completed"] += 1
+                else:
+                    self.stats["refused"] += 1
+                    log.warning("flow %s/%s node %s: completion refused (lease lost, the node "
+                                "was handed to another attempt)", a.namespace, a.flow_name,
+                                a.node)
+
+    # ---- leases ----------------------------------------------------------------------------
+
+    async def _every(self, period_ms: int, action: Callable[[], Any], *,
+                     jitter: bool = False) -> None:
+        delay = period_ms / 1000 * (random.random() if jitter else 1.0)
+        while True:
+            await asyncio.sleep(delay)
+            delay = period_ms / 1000
+            try:
+                await action()
+            except Exception as exc:
+                log.warning("worker %s: %s failed: %s", self.owner,
+                            getattr(action, "__name__", "background step"), exc)
+
+    async def _renew(self) -> None:
+        if self.held:
+            await self.engine.renew(list(self.held.values()), self.options.lock_ms)
+
+    async def _sweep_stalled(self) -> None:
+        stalled = await self.engine.release_stalled(self.queue_id)
+        if stalled:
+            self.stats["stalled_found"] += len(stalled)
+
+    # ---- shutdown --------------------------------------------------------------------------
+
+    async def _shut_down(self) -> None:
+        """Finish what runs within the grace period, hand back the rest, flush completions."""
+        grace_s = self.options.grace_ms / 1000
+        deadline = time.monotonic() + grace_s
+        running = list(self.running)
+        if running:
+            await asyncio.wait(running, timeout=grace_s)
+        late = [(task, a) for task, a in list(self.running.items()) if not task.done()]
+        for task, _ in late:
+            task.cancel()  # a sync handler's thread runs on; its value is discarded
+        if late:
+            await asyncio.gather(*(task for task, _ in late), return_exceptions=True)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._flushed.wait(),
+                                   max(1.0, deadline - time.monotonic()))
+        back = [a for _, a in late]
+        if back:
+            try:
+                released = await self.engine.release(back, f"worker {self.owner} shut down")
+            except Exception as exc:  # their leases run out and the stalled sweep frees them
+                log.warning("worker %s: handing back %d nodes failed: %s", self.owner,
+                            len(back), exc)
+            else:
+                self.stats["handed_back"] += released
+                log.info("worker %s: handed back %d nodes", self.owner, released)
+            for a in back:
+                self.held.pop((a.flow_uid, a.node, a.token), None)
+
+
+# ---- command line ----------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kflow worker",
+        description="Run the nodes of one queue in a long-lived process: take ready nodes in "
+                    "batches, call module:function(job) on each (as kflow-run does), renew "
+                    "their locks while they run. SIGTERM: stop taking, finish within the "
+                    "grace period, hand back the rest. Redis from --redis or KFLOW_REDIS_URL.",
+    )
+    parser.add_argument("function", metavar="module:function",
+                        help="the handler, a dotted module or a .py file, then :function")
+    parser.add_argument("--queue", required=True, metavar="NAMESPACE/NAME",
+                        help="the queue whose nodes this worker runs, e.g. default/extract")
+    parser.add_argument("--concurrency", type=int, default=10, metavar="N",
+                        help="nodes run at once by this worker (default 10)")
+    parser.add_argument("--lock-ms", type=int, default=30_000, metavar="MS",
+                        help="lock (lease) of a taken node; a dead worker's nodes are handed "
+                             "to others after it (default 30000)")
+    parser.add_argument("--renew-ms", type=int, default=None, metavar="MS",
+                        help="renew held locks this often (default: half the lock)")
+    parser.add_argument("--stalled-interval-ms", type=int, default=None, metavar="MS",
+                        help="look for stalled nodes of the queue this often (default: the lock)")
+    parser.add_argument("--grace-ms", type=int, default=25_000, metavar="MS",
+                        help="after SIGTERM, time to finish held nodes before handing them back "
+                             "(default 25000; keep it below the pod's terminationGracePeriod)")
+    parser.add_argument("--redis", metavar="URL", default=None,
+                        help="Redis URL (default: $KFLOW_REDIS_URL)")
+    parser.add_argument("--prefix", default=None,
+                        help="key prefix in Redis (default: $KFLOW_REDIS_PREFIX or kflow)")
+    return parser
+
+
+async def run_worker(args: argparse.Namespace) -> int:
+    from kflow.sdk.connect import connect_redis
+
+    url = args.redis or os.environ.get("KFLOW_REDIS_URL")
+    if not url:
+        print("kflow worker: no Redis: pass --redis URL or set KFLOW_REDIS_URL", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        fn = resolve_function(args.function)
+        options = WorkerOptions(concurrency=args.concurrency, lock_ms=args.lock_ms,
+                                renew_ms=args.renew_ms,
+                                stalled_interval_ms=args.stalled_interval_ms,
+                                grace_ms=args.grace_ms)
+    except ValueError as exc:
+        print(f"kflow worker: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    redis = await connect_redis(url, password=os.environ.get("KFLOW_REDIS_PASSWORD"))
+    try:
+        engine = Engine(redis, prefix=args.prefix or os.environ.get("KFLOW_REDIS_PREFIX", "kflow"))
+        try:
+            worker = Worker(engine, args.queue, fn, options)
+        except ValueError as exc:
+            print(f"kflow worker: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, worker.stop)
+        await worker.run()
+        return EXIT_OK
+    finally:
+        with contextlib.suppress(Exception):
+            await redis.aclose()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `kflow worker ...` (argv without the `worker` word)."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    return asyncio.run(run_worker(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
