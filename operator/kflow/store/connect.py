@@ -21,8 +21,12 @@ async def connect(url: str, *, password: str | None = None,
     single Redis and for any node of a Redis Cluster.
     """
     extra: dict[str, Any] = {"password": password} if password else {}
+    # No read timeout: while redis-py has one armed, a task cancelled inside a command swallows
+    # the CancelledError and keeps running (tests/integration/test_redis_client.py). Dead
+    # peers are found by TCP keepalive and the periodic health check instead.
+    extra |= {"socket_timeout": None, "socket_keepalive": True, "health_check_interval": 30}
     pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections,
-                                                     timeout=None, socket_timeout=30, **extra)
+                                                     timeout=None, **extra)
     client = aioredis.Redis(connection_pool=pool)
     try:
         info = await client.info("cluster")
