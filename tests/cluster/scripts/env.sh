@@ -1,0 +1,26 @@
+# Shared settings for the local cluster scripts; sourced, never run.
+# shellcheck shell=bash
+K8S_VERSION="${K8S_VERSION:-v1.33.13}"
+KFLOW_CACHE_DIR="${KFLOW_CACHE_DIR:-$HOME/.cache/kflow}"
+KFLOW_CLUSTER_DIR="${KFLOW_CLUSTER_DIR:-/var/lib/kflow-cluster}"
+KFLOW_BIN_DIR="$KFLOW_CACHE_DIR/k8s-$K8S_VERSION"
+# Runtime state (sockets, network namespaces, pod mounts) lives apart from the persistent image store.
+KFLOW_RUN_DIR="${KFLOW_RUN_DIR:-/run/kflow-cluster}"
+# The node is named by its loopback address, so the kubelet reports 127.0.0.1 as the node address.
+KFLOW_NODE_NAME="${KFLOW_NODE_NAME:-127.0.0.1}"
+KFLOW_BRIDGE="${KFLOW_BRIDGE:-kflow0}"
+KFLOW_POD_CIDR="${KFLOW_POD_CIDR:-10.244.0.0/24}"
+KFLOW_SERVICE_CIDR="${KFLOW_SERVICE_CIDR:-10.96.0.0/24}"
+KFLOW_API_PORT="${KFLOW_API_PORT:-6443}"
+# Not 2379: Debian's etcd-server package may start a system etcd there.
+KFLOW_ETCD_PORT="${KFLOW_ETCD_PORT:-12379}"
+KFLOW_KUBELET_PORT="${KFLOW_KUBELET_PORT:-10250}"
+KFLOW_KUBELET_HEALTHZ_PORT="${KFLOW_KUBELET_HEALTHZ_PORT:-10248}"
+KFLOW_CONTROLLER_PORT="${KFLOW_CONTROLLER_PORT:-10257}"
+KFLOW_SCHEDULER_PORT="${KFLOW_SCHEDULER_PORT:-10259}"
+# Name of the cgroup (under the caller's memory cgroup) that holds the pods.
+KFLOW_CGROUP_NAME="${KFLOW_CGROUP_NAME:-kflow}"
+export KFLOW_KUBELET_PORT KFLOW_KUBELET_HEALTHZ_PORT KFLOW_CONTROLLER_PORT KFLOW_SCHEDULER_PORT \
+  KFLOW_CGROUP_NAME
+export K8S_VERSION KFLOW_CACHE_DIR KFLOW_CLUSTER_DIR KFLOW_BIN_DIR KFLOW_RUN_DIR KFLOW_NODE_NAME \
+  KFLOW_BRIDGE KFLOW_POD_CIDR KFLOW_SERVICE_CIDR KFLOW_API_PORT KFLOW_ETCD_PORT
