@@ -1,4 +1,4 @@
-"""The `kflow` command: run a flow locally, lint flow files, print the version."""
+"""The `kflow` command: run a flow locally, lint flow files, run the operator or a worker."""
 
 from __future__ import annotations
 
@@ -51,6 +51,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     lint.add_argument("files", nargs="+", metavar="FILE.yaml")
 
+    operator = commands.add_parser(
+        "operator",
+        help="run the Kubernetes operator (configured by KFLOW_* environment variables)",
+        description="Run the kopf operator that turns Flows into Jobs; settings come from "
+                    "KFLOW_* variables (see kflow.settings).",
+    )
+    operator.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+
+    # The worker has its own parser (kflow.sdk.worker); listed here for `kflow --help`.
+    commands.add_parser("worker", add_help=False,
+                        help="serve one queue as a long-lived worker (see `kflow worker --help`)")
+
     commands.add_parser("version", help="print the kflow version")
     return parser
 
@@ -95,7 +107,16 @@ def lint_files(paths: Sequence[str], out: IO[str], err: IO[str]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["worker"]:
+        from kflow.sdk.worker import main as worker_main
+
+        return worker_main(argv[1:])
     args = build_parser().parse_args(argv)
+    if args.command == "operator":
+        from kflow.kube.main import run_operator
+
+        return run_operator(verbose=args.verbose)
     if args.command == "version":
         print(f"kflow {kflow.__version__}")
         return 0
