@@ -46,6 +46,10 @@ docs: venv
 docs-check: venv
 	$(PY) -m kflow.api.docgen --check README.md
 
+# The README's first command: cluster, Redis, CRDs, operator, pods; cleans up after itself.
+demo: venv
+	$(PY) hack/demo.py
+
 demo-local: venv
 	$(VENV)/bin/kflow run --local examples/order-workflow.yaml --handlers examples/handlers.py
 
