@@ -63,6 +63,13 @@ async def test_every_script_call_of_a_full_run_touches_one_slot(engine: Engine) 
         return await run(verb, keys, args)
 
     engine.store.scripts.run = recording_run  # type: ignore[method-assign]
+    run_many = engine.store.scripts.run_many
+
+    async def recording_run_many(batch: list[tuple[str, Any, list[Any]]]) -> list[Any]:
+        calls.extend((verb, list(keys)) for verb, keys, _ in batch)
+        return await run_many(batch)
+
+    engine.store.scripts.run_many = recording_run_many  # type: ignore[method-assign]
     engine.chunk_nodes = 3
     ref, other = new_ref(), new_ref()
     flow = build(node("top", "a", "b", queue="q1"), node("a", queue="q2", attempts=2),
@@ -89,9 +96,14 @@ async def test_every_script_call_of_a_full_run_touches_one_slot(engine: Engine) 
     await engine.complete(ref.uid, "b", (await take_map(engine, "q3"))["b"].token, 2)
     await engine.fail(ref.uid, "top", (await take_map(engine, "q1"))["top"].token, "end")
     await engine.retry_failed(ref.uid)
+    await engine.inputs_many(ref.uid, ["top", "b"])
     await engine.promote_due(qid("q1"))
     await engine.cancel(ref.uid)
     await engine.delete(ref.uid)
+    solo = (await take_map(engine, "q9"))["solo"]
+    await engine.release([solo])
+    solo = (await take_map(engine, "q9"))["solo"]
+    await engine.complete_many(other.uid, [("solo", solo.token, 9)])
     await engine.delete(other.uid)
 
     verbs = {verb for verb, _ in calls}

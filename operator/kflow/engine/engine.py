@@ -81,6 +81,13 @@ class Engine:
         """(ready, active, delayed) members of the queue."""
         return await self.store.depth(queue_id)
 
+    async def queue_takes(self, queue_id: str, count: int = 10_000) -> list[tuple[int, int]]:
+        """(server time ms, nodes started) per take call of the queue, oldest first (bounded).
+
+        The queue's own record of starts: what its rate limit is judged against.
+        """
+        return await self.store.takes(queue_id, count)
+
     async def _enqueue(self, uid: str, namespace: str, queued: Iterable[Queued]) -> None:
         by_queue: dict[str, list[tuple[str, int, int]]] = defaultdict(list)
         for q in queued:
@@ -143,7 +150,14 @@ class Engine:
         if phase != "Running":
             raise FlowStateError(f"Flow {flow.namespace}/{flow.name}: activation left it "
                                  f"{phase}; add it again to finish writing it")
-        await self.reconcile_flow(flow.uid)
+        leaves = [compiled.nodes[name] for name in compiled.leaves]
+        if created == "created" and all(n.opts.delay_ms <= 0 for n in leaves):
+            # Fresh flow, no start delays: its leaves are exactly the ready set, so they go
+            # on their queues without reading it back (four round trips fewer per flow).
+            await self._enqueue(flow.uid, flow.namespace, (
+                Queued(n.name, n.queue, n.opts.priority, 0) for n in leaves))
+        else:
+            await self.reconcile_flow(flow.uid)
         log.info("flow %s/%s added: %d nodes in %d chunks", flow.namespace, flow.name,
                  len(compiled.nodes), len(chunks))
         return True
@@ -226,12 +240,19 @@ class Engine:
             for member, token in taken:
                 uid, node = split_member(member)
                 by_flow[uid].append((node, token))
-            replies = await asyncio.gather(
-                *(self.store.start_attempts(uid, owner, pairs) for uid, pairs in by_flow.items()))
+            replies = await self.store.start_attempts_many(owner, list(by_flow.items()))
+            errors = [r for r in replies if isinstance(r, BaseException)]
+            if errors and len(errors) == len(replies):
+                raise errors[0]
+            for error in errors:  # those nodes stay held until the stalled sweep re-queues them
+                log.warning("queue %s: starting attempts failed: %s", queue_id, error)
             started: dict[tuple[str, str], Attempt] = {}
             drop: list[str] = []
             redelay: list[tuple[str, int, int]] = []
-            for uid, (namespace, name, rows) in zip(by_flow, replies, strict=True):
+            for uid, reply in zip(by_flow, replies, strict=True):
+                if isinstance(reply, BaseException):
+                    continue
+                namespace, name, rows = reply
                 tokens = dict(by_flow[uid])
                 for row in rows:
                     token = tokens[row.node]
@@ -277,6 +298,126 @@ class Engine:
                                         reply.phase, reply.queued)
         return CompleteOutcome(accepted=reply.accepted,
                                newly_ready=[q.node for q in reply.queued], phase=reply.phase)
+
+    async def complete_many(self, flow_uid: str, items: list[tuple[str, str, Any]]
+                            ) -> list[CompleteOutcome]:
+        """Complete several attempts of one flow, (node, token, value) each, in one flow step.
+
+        The same as `complete` per item (a refused item does not stop the others), but one
+        script call and one queue step for the whole batch. Outcomes are in item order;
+        `newly_ready` of the batch is reported on the first accepted outcome.
+        """
+        return await self.complete_batch([(flow_uid, n, t, v) for n, t, v in items])
+
+    async def complete_batch(self, items: list[tuple[str, str, str, Any]]
+                             ) -> list[CompleteOutcome]:
+        """`complete_many` across flows: (flow uid, node, token, value) per item.
+
+        One script call per flow (in parallel), then one queue step per queue for the whole
+        batch: what a worker uses when many nodes finish together.
+        """
+        by_flow: dict[str, list[int]] = defaultdict(list)
+        for i, (uid, _, _, _) in enumerate(items):
+            by_flow[uid].append(i)
+        calls: list[tuple[str, list[int]]] = []
+        for uid, indexes in by_flow.items():
+            for j in range(0, len(indexes), self.chunk_nodes):
+                calls.append((uid, indexes[j:j + self.chunk_nodes]))
+        replies = await self.store.complete_many([
+            (uid, [(items[i][1], items[i][2], dumps(items[i][3])) for i in indexes])
+            for uid, indexes in calls])
+        # Flows whose call failed are left out: the queue step of the others must still run.
+        # The error is raised at the end; sending the batch again is safe (fenced by token).
+        error = next((r for r in replies if isinstance(r, BaseException)), None)
+        kept = [(call, r) for call, r in zip(calls, replies, strict=True)
+                if not isinstance(r, BaseException)]
+        outcomes: list[CompleteOutcome | None] = [None] * len(items)
+        drop: dict[str, list[str]] = defaultdict(list)
+        queue: dict[str, list[tuple[str, int, int]]] = defaultdict(list)
+        ended: list[str] = []
+        for (uid, indexes), (phase, namespace, rows, queued) in kept:
+            ready = [q.node for q in queued]
+            for i, (ok, node_queue) in zip(indexes, rows, strict=True):
+                outcomes[i] = CompleteOutcome(accepted=ok, newly_ready=ready if ok else [],
+                                              phase=phase)
+                if ok:
+                    ready = []
+                    _, node, token, _ = items[i]
+                    drop[f"{namespace}/{node_queue}"].append(active_member(uid, node, token))
+            if phase == "Running":
+                for q in queued:
+                    queue[f"{namespace}/{q.queue}"].append(
+                        (queue_member(uid, q.node), q.priority, q.due))
+            elif phase in ("Failed", "Cancelled") and any(ok for ok, _ in rows):
+                ended.append(uid)
+        # The queue step after the flow steps (as in `_after_flow_step`), batched per queue.
+        await asyncio.gather(*(self.store.drop_active(qid, m) for qid, m in drop.items()))
+        await asyncio.gather(*(self.store.enqueue(qid, q) for qid, q in queue.items()))
+        for uid in ended:
+            await self._purge_queued(uid)
+        if error is not None:
+            raise error
+        return [o for o in outcomes if o is not None]
+
+    async def inputs_many(self, flow_uid: str, nodes: list[str]
+                          ) -> list[tuple[dict[str, Any], dict[str, str]]]:
+        """(children_values, ignored_failures) of several nodes of one flow, in one call."""
+        [reply] = await self.inputs_batch([(flow_uid, nodes)])
+        if isinstance(reply, BaseException):
+            raise reply
+        return reply
+
+    async def inputs_batch(self, calls: list[tuple[str, list[str]]]
+                           ) -> list[list[tuple[dict[str, Any], dict[str, str]]] | BaseException]:
+        """`inputs_many` for several flows, (flow uid, nodes) each, batched into one round
+        trip on a single server; per call its inputs or the exception it raised."""
+        paged = [(uid, nodes[i:i + PAGE]) for uid, nodes in calls
+                 for i in range(0, max(len(nodes), 1), PAGE)]
+        replies = iter(await self.store.inputs(paged))
+        out: list[list[tuple[dict[str, Any], dict[str, str]]] | BaseException] = []
+        for _, nodes in calls:
+            got: list[tuple[dict[str, Any], dict[str, str]]] | BaseException = []
+            for _ in range(0, max(len(nodes), 1), PAGE):
+                reply = next(replies)
+                if isinstance(reply, BaseException):
+                    got = reply
+                elif not isinstance(got, BaseException):
+                    got.extend(({c: json.loads(v) for c, v in values}, dict(ignored))
+                               for values, ignored in reply)
+            out.append(got)
+        return out
+
+    async def release(self, attempts: list[Attempt], reason: str = "handed back") -> int:
+        """Hand back attempts this caller will not finish: ready again, no attempt spent.
+
+        For a worker shutting down; unlike a lease running out this is not a stall, so it
+        does not count against maxStalled. Returns how many attempts were still current.
+        """
+        by_flow: dict[str, list[Attempt]] = defaultdict(list)
+        for a in attempts:
+            by_flow[a.flow_uid].append(a)
+        released = 0
+        for uid, group in by_flow.items():
+            phase, namespace, rows, queued = await self.store.release(
+                uid, reason, [(a.node, a.token) for a in group])
+            await self._after_batch(uid, namespace, phase, queued, [
+                (a.node, a.token, queue) for a, (ok, queue) in zip(group, rows, strict=True)
+                if ok])
+            released += sum(1 for ok, _ in rows if ok)
+        return released
+
+    async def _after_batch(self, uid: str, namespace: str, phase: str, queued: list[Queued],
+                           settled: list[tuple[str, str, str]]) -> None:
+        """`_after_flow_step` for a batch: free the (node, token, queue) leases, queue the rest."""
+        by_queue: dict[str, list[str]] = defaultdict(list)
+        for node, token, queue in settled:
+            by_queue[f"{namespace}/{queue}"].append(active_member(uid, node, token))
+        await asyncio.gather(*(self.store.drop_active(qid, members)
+                               for qid, members in by_queue.items()))
+        if phase == "Running" and queued:
+            await self._enqueue(uid, namespace, queued)
+        elif settled and phase in ("Failed", "Cancelled"):
+            await self._purge_queued(uid)
 
     async def fail(self, flow_uid: str, node: str, token: str, error: str, *,
                    infrastructure: bool = False) -> FailOutcome:

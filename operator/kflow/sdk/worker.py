@@ -20,7 +20,7 @@ from typing import Any
 
 from kflow.engine import Attempt, Engine
 from kflow.sdk.handlers import call_handler, format_error, resolve_function
-from kflow.sdk.job import Job
+from kflow.sdk.job import Job, JobFlow
 
 log = logging.getLogger("kflow.worker")
 
@@ -28,6 +28,7 @@ EXIT_OK = 0
 EXIT_USAGE = 2
 IDLE_POLL_FIRST_S = 0.005  # the first wait after an empty take; doubles up to poll_max_s
 RETRY_AFTER_ERROR_S = 1.0  # pause of a background loop after a Redis error
+POOL_CONNECTIONS = 64  # Redis connections of one worker process at most; more calls wait
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,7 @@ def default_owner() -> str:
 class Worker:
     """Takes ready nodes of one queue in batches and runs `fn(job)` on each, renewing leases.
 
-    Completions are batched per flow (`Engine.complete_many`): while one batch is being
+    Completions are batched (`Engine.complete_batch`): while one batch is being
     written the next accumulates, so a busy worker pays one round trip per batch, an idle
     one per node. Rate limit and concurrency of the queue are enforced by the store on
     every take, so they hold across all workers; `concurrency` here is this worker's own cap.
@@ -139,33 +140,35 @@ class Worker:
                 continue
             idle = IDLE_POLL_FIRST_S
             self.stats["taken"] += len(attempts)
-            parents = await self._with_children(attempts)
+            inputs = await self._inputs(attempts)
             for a in attempts:
                 self.held[(a.flow_uid, a.node, a.token)] = a
-                has_children = (a.flow_uid, a.node) in parents
-                task = asyncio.create_task(self._run_one(a, has_children))
+                task = asyncio.create_task(self._run_one(a, inputs.get((a.flow_uid, a.node))))
                 self.running[task] = a
                 task.add_done_callback(self._handler_done)
 
-    async def _with_children(self, attempts: list[Attempt]) -> set[tuple[str, str]]:
-        """(flow, node) of the attempts whose node has children (their job reads inputs).
-
-        One read per flow of the batch instead of two per node: leaves, most nodes of a
-        fan-out, skip the children reads entirely.
-        """
+    async def _inputs(self, attempts: list[Attempt]
+                      ) -> dict[tuple[str, str], tuple[dict[str, Any], dict[str, str]]]:
+        """(children values, ignored failures) of the batch's nodes: one read per flow
+        (`Engine.inputs_batch`) instead of several per node. A failed read leaves the nodes
+        out: their jobs then read their inputs themselves."""
         by_flow: dict[str, list[str]] = defaultdict(list)
         for a in attempts:
             by_flow[a.flow_uid].append(a.node)
         uids = list(by_flow)
         try:
-            replies = await asyncio.gather(
-                *(self.engine.store.fields(uid, "children", by_flow[uid]) for uid in uids))
-        except Exception as exc:  # unknown: let every job read its inputs itself
-            log.warning("worker %s: reading children failed: %s", self.owner, exc)
-            return {(a.flow_uid, a.node) for a in attempts}
-        return {(uid, node) for uid, reply in zip(uids, replies, strict=True)
-                for node, children in zip(by_flow[uid], reply, strict=True)
-                if children not in (None, "[]")}
+            replies = await self.engine.inputs_batch([(uid, by_flow[uid]) for uid in uids])
+        except Exception as exc:
+            log.warning("worker %s: reading inputs failed: %s", self.owner, exc)
+            return {}
+        out: dict[tuple[str, str], tuple[dict[str, Any], dict[str, str]]] = {}
+        for uid, reply in zip(uids, replies, strict=True):
+            if isinstance(reply, BaseException):
+                log.warning("worker %s: reading inputs failed: %s", self.owner, reply)
+                continue
+            for node, inputs in zip(by_flow[uid], reply, strict=True):
+                out[(uid, node)] = inputs
+        return out
 
     def _handler_done(self, task: asyncio.Task[None]) -> None:
         self.running.pop(task, None)
@@ -181,11 +184,20 @@ class Worker:
 
     # ---- running one node ------------------------------------------------------------------
 
-    async def _run_one(self, attempt: Attempt, has_children: bool) -> None:
+    async def _run_one(self, attempt: Attempt,
+                       inputs: tuple[dict[str, Any], dict[str, str]] | None) -> None:
         where = f"flow {attempt.namespace}/{attempt.flow_name} node {attempt.node}"
         job: Job | None = None
         try:
-            job = await Job.for_attempt(self.engine, attempt, has_children=has_children)
+            if inputs is None:
+                job = await Job.for_attempt(self.engine, attempt)
+            else:
+                job = Job(flow=JobFlow(uid=attempt.flow_uid, namespace=attempt.namespace,
+                                       name=attempt.flow_name),
+                          name=attempt.node, queue=attempt.queue, attempt=attempt.attempt,
+                          token=attempt.token, data=attempt.data, children_values=inputs[0],
+                          ignored_failures=inputs[1], timeout_ms=attempt.timeout_ms,
+                          sink=self.engine)
             call = call_handler(self.fn, job)
             if attempt.timeout_ms is not None:
                 value = await asyncio.wait_for(call, attempt.timeout_ms / 1000)
@@ -232,30 +244,24 @@ class Worker:
             self._flushed.set()
 
     async def _complete_batch(self, batch: list[tuple[Attempt, Any]]) -> None:
-        by_flow: dict[str, list[tuple[Attempt, Any]]] = defaultdict(list)
-        for attempt, value in batch:
-            by_flow[attempt.flow_uid].append((attempt, value))
-        uids = list(by_flow)
         while True:
             try:
-                replies = await asyncio.gather(*(
-                    self.engine.complete_many(uid, [(a.node, a.token, v) for a, v in by_flow[uid]])
-                    for uid in uids))
+                outcomes = await self.engine.complete_batch(
+                    [(a.flow_uid, a.node, a.token, v) for a, v in batch])
                 break
-            except Exception as exc:  # fenced by token: sending again is safe
+            except Exception as exc:  # fenced by token: sending the batch again is safe
                 log.warning("worker %s: completing %d nodes failed: %s; retrying",
                             self.owner, len(batch), exc)
                 await asyncio.sleep(RETRY_AFTER_ERROR_S)
-        for uid, outcomes in zip(uids, replies, strict=True):
-            for (a, _), outcome in zip(by_flow[uid], outcomes, strict=True):
-                self.held.pop((a.flow_uid, a.node, a.token), None)
-                if outcome.accepted:
-                    self.stats["completed"] += 1
-                else:
-                    self.stats["refused"] += 1
-                    log.warning("flow %s/%s node %s: completion refused (lease lost, the node "
-                                "was handed to another attempt)", a.namespace, a.flow_name,
-                                a.node)
+        for (a, _), outcome in zip(batch, outcomes, strict=True):
+            self.held.pop((a.flow_uid, a.node, a.token), None)
+            if outcome.accepted:
+                self.stats["completed"] += 1
+            else:
+                self.stats["refused"] += 1
+                log.warning("flow %s/%s node %s: completion refused (lease lost and the node "
+                            "went to another attempt, or a retried batch)", a.namespace,
+                            a.flow_name, a.node)
 
     # ---- leases ----------------------------------------------------------------------------
 
@@ -345,6 +351,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+async def _waiting_pool(client: Any, url: str, password: str | None) -> Any:
+    """A single-server client whose pool waits for a free connection instead of failing.
+
+    A worker's handlers, their progress writes and its batched completions can together
+    want more connections at once than redis-py's default pool holds (100), which then
+    raises; waiting is the right behaviour for a worker. Cluster clients are kept as they are.
+    """
+    import redis.asyncio as aioredis
+
+    if not isinstance(client, aioredis.Redis):
+        return client
+    await client.aclose()
+    extra: dict[str, Any] = {"password": password} if password else {}
+    pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=POOL_CONNECTIONS,
+                                                    timeout=None, **extra)
+    return aioredis.Redis(connection_pool=pool)
+
+
 async def run_worker(args: argparse.Namespace) -> int:
     from kflow.sdk.connect import connect_redis
 
@@ -362,6 +386,7 @@ async def run_worker(args: argparse.Namespace) -> int:
         print(f"kflow worker: {exc}", file=sys.stderr)
         return EXIT_USAGE
     redis = await connect_redis(url, password=os.environ.get("KFLOW_REDIS_PASSWORD"))
+    redis = await _waiting_pool(redis, url, os.environ.get("KFLOW_REDIS_PASSWORD"))
     try:
         engine = Engine(redis, prefix=args.prefix or os.environ.get("KFLOW_REDIS_PREFIX", "kflow"))
         try:

@@ -60,6 +60,7 @@ class QueueKeys:
     config: str  # hash concurrency, rate_max, rate_per_ms, max_stalled
     rate: str  # zset of takes in the rate-limit window
     seq: str  # string: FIFO sequence
+    takes: str  # stream: one entry (n taken) per take call, bounded
 
 
 def queue_keys(prefix: str, queue_id: str) -> QueueKeys:
@@ -74,6 +75,7 @@ def queue_keys(prefix: str, queue_id: str) -> QueueKeys:
         config=f"{tag}:config",
         rate=f"{tag}:rate",
         seq=f"{tag}:seq",
+        takes=f"{tag}:takes",
     )
 
 

@@ -75,6 +75,13 @@ class RedisStore:
     async def _flow_script(self, verb: str, uid: str, *args: Any) -> Any:
         return _decode(await self.scripts.run(verb, self.flow(uid).all, list(args)))
 
+    async def _flow_scripts(self, verb: str, calls: list[tuple[str, list[Any]]]) -> list[Any]:
+        """One flow script on several flows, batched (`Scripts.run_many`); per call its
+        decoded reply, or the exception it raised."""
+        replies = await self.scripts.run_many(
+            [(verb, self.flow(uid).all, args) for uid, args in calls])
+        return [r if isinstance(r, BaseException) else _decode(r) for r in replies]
+
     # ---- adding a flow -------------------------------------------------------------------
 
     async def create_flow(self, uid: str, namespace: str, name: str, *, total: int, roots: int,
@@ -99,6 +106,23 @@ class RedisStore:
                    for r in _rows(rows)]
         return str(ns), str(name), started
 
+    async def start_attempts_many(self, owner: str, calls: list[tuple[str, list[tuple[str, str]]]]
+                                  ) -> list[tuple[str, str, list[Started]] | BaseException]:
+        """`start_attempts` on several flows in one batch: (uid, pairs) per call."""
+        replies = await self._flow_scripts(
+            "start", [(uid, [owner, *(x for pair in pairs for x in pair)])
+                      for uid, pairs in calls])
+        out: list[tuple[str, str, list[Started]] | BaseException] = []
+        for r in replies:
+            if isinstance(r, BaseException):
+                out.append(r)
+                continue
+            ns, name, rows = r
+            out.append((str(ns), str(name), [
+                Started(str(x[0]), str(x[1]), int(x[2]), str(x[3]), int(x[4]), int(x[5]))
+                for x in _rows(rows)]))
+        return out
+
     async def store_result(self, uid: str, node: str, token: str, value_json: str) -> bool:
         return bool(await self._flow_script("store-result", uid, node, token, value_json))
 
@@ -107,6 +131,48 @@ class RedisStore:
                                     "0" if value_json is None else "1", value_json or "")
         return FlowReply(bool(r[0]), "completed" if r[0] else "stale", None, str(r[1]),
                          _queued(r[2]), str(r[3]), str(r[4]))
+
+    async def complete_many(self, calls: list[tuple[str, list[tuple[str, str, str]]]]
+                            ) -> list[tuple[str, str, list[tuple[bool, str]], list[Queued]]
+                                      | BaseException]:
+        """complete-many-19 on several flows in one batch: (uid, (node, token, value JSON)
+        triples) per call -> (phase, namespace, (accepted, queue) per triple, nodes to
+        queue), or the exception of that call."""
+        replies = await self._flow_scripts(
+            "complete-many", [(uid, [x for t in triples for x in t]) for uid, triples in calls])
+        out: list[tuple[str, str, list[tuple[bool, str]], list[Queued]] | BaseException] = []
+        for r in replies:
+            if isinstance(r, BaseException):
+                out.append(r)
+                continue
+            phase, ns, rows, queued = r
+            out.append((str(phase), str(ns), [(bool(x[0]), str(x[1])) for x in _rows(rows)],
+                        _queued(queued)))
+        return out
+
+    async def inputs(self, calls: list[tuple[str, list[str]]]
+                     ) -> list[list[tuple[list[tuple[str, str]], list[tuple[str, str]]]]
+                               | BaseException]:
+        """inputs-19 on several flows in one batch: (uid, nodes) per call -> per node,
+        (child, value JSON) of completed children and (child, error) of ignored ones."""
+        replies = await self._flow_scripts("inputs", [(uid, list(nodes)) for uid, nodes in calls])
+
+        def pairs(flat: Any) -> list[tuple[str, str]]:
+            items = _rows(flat)
+            return [(str(items[i]), str(items[i + 1])) for i in range(0, len(items), 2)]
+
+        return [r if isinstance(r, BaseException) else [(pairs(x[0]), pairs(x[1]))
+                                                          for x in _rows(r)]
+                for r in replies]
+
+    async def release(self, uid: str, reason: str, pairs: list[tuple[str, str]]
+                      ) -> tuple[str, str, list[tuple[bool, str]], list[Queued]]:
+        """release-19: (node, token) of one flow -> (phase, namespace, (released, queue) per
+        pair, nodes to queue)."""
+        flat = [x for pair in pairs for x in pair]
+        phase, ns, rows, queued = await self._flow_script("release", uid, reason, *flat)
+        return (str(phase), str(ns), [(bool(r[0]), str(r[1])) for r in _rows(rows)],
+                _queued(queued))
 
     async def fail(self, uid: str, node: str, token: str, error: str, *, infrastructure: bool,
                    infra_retries: int, jitter_share: float) -> FlowReply:
@@ -235,7 +301,8 @@ class RedisStore:
                    tokens: list[str]) -> tuple[list[tuple[str, str]], int]:
         q = self.queue(queue_id)
         taken, rate_wait = _decode(await self.scripts.run(
-            "take", (q.ready, q.active, q.config, q.rate), [max_members, lease_ms, *tokens]))
+            "take", (q.ready, q.active, q.config, q.rate, q.takes),
+            [max_members, lease_ms, *tokens]))
         return [(str(m), str(t)) for m, t in _rows(taken)], int(rate_wait)
 
     async def promote(self, queue_id: str, max_members: int) -> tuple[int, int | None]:
@@ -264,6 +331,12 @@ class RedisStore:
         if not members:
             return 0
         return int(await self.redis.zrem(self.queue(queue_id).active, *members))
+
+    async def takes(self, queue_id: str, count: int = 10_000) -> list[tuple[int, int]]:
+        """(server time ms, nodes taken) of the queue's latest take calls, oldest first."""
+        raw = await self.redis.xrevrange(self.queue(queue_id).takes, count=count)
+        rows = [{text(k): text(v) for k, v in fields.items()} for _, fields in reversed(raw)]
+        return [(int(row["at"]), int(row["n"])) for row in rows]
 
     async def depth(self, queue_id: str) -> tuple[int, int, int]:
         q = self.queue(queue_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from functools import cache
 from importlib import resources
@@ -40,6 +41,7 @@ class Scripts:
     """The registered scripts of one client; `run` checks the key count against the file name."""
 
     def __init__(self, client: Any) -> None:
+        self._client = client
         self._scripts = {
             verb: (nkeys, client.register_script(source))
             for verb, (nkeys, source) in script_sources().items()
@@ -50,3 +52,26 @@ class Scripts:
         if len(keys) != nkeys:
             raise ValueError(f"script {verb}-{nkeys}.lua called with {len(keys)} keys")
         return await script(keys=list(keys), args=args)
+
+    async def run_many(self, calls: list[tuple[str, tuple[str, ...] | list[str], list[Any]]]
+                       ) -> list[Any]:
+        """Run several scripts, each with its own keys; one reply or exception per call.
+
+        On a single server they go out in one pipeline (one round trip, no transaction: each
+        script is atomic on its own, as with separate calls). A cluster client runs them
+        concurrently instead, since they touch different slots.
+        """
+        if not calls:
+            return []
+        import redis.asyncio
+
+        if not isinstance(self._client, redis.asyncio.Redis):
+            return list(await asyncio.gather(*(self.run(v, k, a) for v, k, a in calls),
+                                             return_exceptions=True))
+        pipe = self._client.pipeline(transaction=False)
+        for verb, keys, args in calls:
+            nkeys, script = self._scripts[verb]
+            if len(keys) != nkeys:
+                raise ValueError(f"script {verb}-{nkeys}.lua called with {len(keys)} keys")
+            await script(keys=list(keys), args=args, client=pipe)
+        return list(await pipe.execute(raise_on_error=False))

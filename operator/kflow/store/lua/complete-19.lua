@@ -20,6 +20,7 @@
 -- @include _flow-keys
 -- @include _now
 -- @include _flow-lib
+-- @include _complete
 
 local node, token = ARGV[1], ARGV[2]
 local phase = redis.call('HGET', K_META, 'phase')
@@ -30,17 +31,8 @@ end
 local now = now_ms()
 local value = ARGV[4]
 if ARGV[3] == '0' then value = redis.call('HGET', K_RESULT, node) or 'null' end
-redis.call('HSET', K_RESULT, node, value)
-redis.call('HDEL', K_TOKEN, node)
-set_state(node, 'active', 'completed')
-emit('completed', node)
 local out = {}
-local parents = list_of(K_PARENTS, node)
-for _, p in ipairs(parents) do child_settled(p, now, out) end
-if #parents == 0 then
-  local left = redis.call('HINCRBY', K_META, 'roots_left', -1)
-  if left <= 0 and phase == 'Running' then finish_flow('Succeeded', now) end
-end
+complete_checked(node, value, phase, now, out)
 apply_expiry()
 local ns, queue = where(node)
 return cjson.encode({true, shown_phase(), out, ns, queue})

@@ -9,10 +9,14 @@
   KEYS[2] active zset  member "<uid>|<node>|<token>", score lease deadline ms
   KEYS[3] config hash  concurrency, rate_max, rate_per_ms
   KEYS[4] rate zset    one member per take in the window, score take time ms
+  KEYS[5] takes stream one entry per call that took something: fields n (how many) and at
+                       (the take time the rate window uses, ms; the entry id may be a ms
+                       later); bounded (MAXLEN ~ 10000). The record of starts the rate limit
+                       is judged against, and a source for start-rate metrics.
 
   ARGV[1] max members   ARGV[2] lease ms   ARGV[3..] one token per possible member
   Returns (JSON): {[ {member, token} ... ], ms until the rate limit frees a slot or 0}
-  Events: none.
+  Events: none on flows; the queue's takes stream (KEYS[5]).
 ]]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -38,5 +42,8 @@ if limit > 0 then
     if cfg[2] and cfg[3] then redis.call('ZADD', KEYS[4], now, popped[i] .. '|' .. token) end
     taken[#taken + 1] = {popped[i], token}
   end
+end
+if #taken > 0 then
+  redis.call('XADD', KEYS[5], 'MAXLEN', '~', 10000, '*', 'n', #taken, 'at', now)
 end
 return cjson.encode({taken, rate_wait})

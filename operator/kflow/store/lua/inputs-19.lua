@@ -1,0 +1,34 @@
+--[[
+  Read the inputs of several nodes of one flow in one call (a worker's batch): for each,
+  the values of its completed children and the errors of its children that failed under
+  onFailure=ignore. Read-only.
+
+  KEYS[1..19]  the flow's keys (kflow.store.keys.FLOW_KEY_NAMES), all under tag {<flow uid>}:
+    [1] meta  [2] state  [3] spec  [4] parents  [5] children  [6] data  [7] pending
+    [8] attempt  [9] token  [10] result  [11] error  [12] progress  [13] counts  [14] ready
+    [15] failed  [16] requeues  [17] failures  [18] events  [19] logs
+
+  ARGV: nodes
+  Returns (JSON): [ {[child, value JSON, ...], [child, error, ...]} per node ]
+    (flat name/value lists: cjson cannot tell an empty object from an empty list)
+  Events: none.
+]]
+-- @include _flow-keys
+-- @include _flow-lib
+
+local res = {}
+for i = 1, #ARGV do
+  local values, ignored = {}, {}
+  for _, c in ipairs(list_of(K_CHILDREN, ARGV[i])) do
+    local st = redis.call('HGET', K_STATE, c)
+    if st == 'completed' then
+      values[#values + 1] = c
+      values[#values + 1] = redis.call('HGET', K_RESULT, c) or 'null'
+    elseif st == 'ignored' then
+      ignored[#ignored + 1] = c
+      ignored[#ignored + 1] = redis.call('HGET', K_ERROR, c) or ''
+    end
+  end
+  res[i] = {values, ignored}
+end
+return cjson.encode(res)

@@ -1,0 +1,74 @@
+"""The engine calls behind workers: batched completion and handing attempts back."""
+
+from __future__ import annotations
+
+from kflow.engine import Engine, QueueConfig
+from tests.integration import test_engine_support as support
+from tests.integration.test_engine_support import build, new_ref, node, qid, take_map
+
+engine = support.engine
+
+
+async def test_complete_many_settles_each_item_and_unlocks_the_parent_once(engine: Engine) -> None:
+    ref = new_ref()
+    await engine.submit(ref, build(node("top", "a", "b", "c", queue="agg"),
+                                   node("a"), node("b"), node("c")))
+    got = await take_map(engine)
+    outcomes = await engine.complete_many(ref.uid, [
+        ("a", got["a"].token, 1), ("b", "stale-token", 2), ("c", got["c"].token, 3)])
+    assert [o.accepted for o in outcomes] == [True, False, True]
+    assert (await engine.snapshot(ref.uid)).counts == {
+        "completed": 2, "active": 1, "waiting-children": 1}
+    assert await engine.queue_depth(qid()) == (0, 1, 0)  # only b's lease is left
+    outcomes = await engine.complete_many(ref.uid, [("b", got["b"].token, 2),
+                                                    ("a", got["a"].token, 9)])
+    assert [o.accepted for o in outcomes] == [True, False]  # a twice: refused, value kept
+    assert outcomes[0].newly_ready == ["top"]
+    assert await engine.queue_depth(qid("agg")) == (1, 0, 0)
+    top = (await take_map(engine, "agg"))["top"]
+    assert await engine.children_values(ref.uid, "top") == {"a": 1, "b": 2, "c": 3}
+    [done] = await engine.complete_many(ref.uid, [("top", top.token, 6)])
+    assert done.accepted and done.phase == "Succeeded"
+    assert await engine.queue_depth(qid()) == (0, 0, 0)
+
+
+async def test_release_hands_back_without_spending_an_attempt_or_a_stall(engine: Engine) -> None:
+    await engine.configure_queue(qid(), QueueConfig(max_stalled=0))
+    ref = new_ref()
+    await engine.submit(ref, build(node("top", "a", "b", queue="agg"), node("a"), node("b")))
+    got = await take_map(engine)
+    assert await engine.release([got["a"], got["b"]], "test") == 2
+    assert await engine.release([got["a"]], "again") == 0  # token is stale now
+    assert (await engine.snapshot(ref.uid)).counts == {"ready": 2, "waiting-children": 1}
+    assert await engine.queue_depth(qid()) == (2, 0, 0)
+    again = await take_map(engine)
+    assert {a.node: a.attempt for a in again.values()} == {"a": 1, "b": 1}
+    # max_stalled=0 would fail a stalled node at once: a release is not a stall.
+    assert not (await engine.complete(ref.uid, "a", got["a"].token, 1)).accepted
+    for name in ("a", "b"):
+        assert (await engine.complete(ref.uid, name, again[name].token, 1)).accepted
+    released = [e for e in await engine.events(ref.uid) if e["type"] == "released"]
+    assert sorted(e["node"] for e in released) == ["a", "b"]
+
+
+async def test_release_in_a_cancelled_flow_records_the_attempt_as_failed(engine: Engine) -> None:
+    ref = new_ref()
+    await engine.submit(ref, build(node("a"), node("b")))
+    got = await take_map(engine)
+    await engine.cancel(ref.uid)
+    assert await engine.release(list(got.values())) == 2
+    snap = await engine.snapshot(ref.uid)
+    assert snap.phase == "Cancelled" and snap.counts == {"failed": 2}
+    assert await engine.queue_depth(qid()) == (0, 0, 0)
+
+
+async def test_inputs_many_reads_values_and_ignored_failures_per_node(engine: Engine) -> None:
+    ref = new_ref()
+    await engine.submit(ref, build(node("top", "a", "b", queue="agg"), node("solo", queue="agg"),
+                                   node("a"), node("b", on_failure="ignore")))
+    got = await take_map(engine)
+    await engine.complete(ref.uid, "a", got["a"].token, {"x": [1]})
+    await engine.fail(ref.uid, "b", got["b"].token, "boom")
+    assert await engine.inputs_many(ref.uid, ["top", "solo", "a"]) == [
+        ({"a": {"x": [1]}}, {"b": "boom"}), ({}, {}), ({}, {})]
+    assert await engine.children_values(ref.uid, "top") == {"a": {"x": [1]}}
