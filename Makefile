@@ -31,7 +31,7 @@ test-fast: venv
 	$(PY) -m pytest -q -m "not cluster and not slow"
 
 lint: venv crds-check docs-check
-	$(VENV)/bin/ruff check operator tests bench examples
+	$(VENV)/bin/ruff check operator tests bench examples hack
 	$(VENV)/bin/mypy
 
 crds: venv

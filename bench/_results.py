@@ -1,4 +1,4 @@
-"""Record benchmark figures in bench/RESULTS.md, one section per benchmark, with machine and date."""
+"""Record benchmark figures in bench/RESULTS.md: one section per benchmark, machine and date."""
 
 from __future__ import annotations
 
@@ -32,11 +32,12 @@ def machine() -> str:
     redis_v = re.search(r"v=(\S+)", redis)
     return (f"{os.cpu_count()} cores ({cpu}), {mem_gb:.0f} GiB, {platform.system()} "
             f"{platform.release()}, Python {platform.python_version()}, "
-            f"redis-server {redis_v.group(1) if redis_v else '?'}")
+            f"redis-server {redis_v.group(1) if redis_v else '?'}, "
+            f"load average {os.getloadavg()[0]:.1f} when recorded")
 
 
 def record(section: str, body: str) -> None:
-    """Replace (or append) the section `## <section>` with the body, stamped with machine and date."""
+    """Replace (or append) the section `## <section>`, stamped with the machine and the date."""
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     block = f"## {section}\n\n_{stamp} — {machine()}_\n\n{body.strip()}\n"
     text = RESULTS.read_text() if RESULTS.exists() else HEADER
