@@ -28,7 +28,6 @@ EXIT_OK = 0
 EXIT_USAGE = 2
 IDLE_POLL_FIRST_S = 0.005  # the first wait after an empty take; doubles up to poll_max_s
 RETRY_AFTER_ERROR_S = 1.0  # pause of a background loop after a Redis error
-POOL_CONNECTIONS = 64  # Redis connections of one worker process at most; more calls wait
 
 
 @dataclass(frozen=True)
@@ -351,24 +350,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def _waiting_pool(client: Any, url: str, password: str | None) -> Any:
-    """A single-server client whose pool waits for a free connection instead of failing.
-
-    A worker's handlers, their progress writes and its batched completions can together
-    want more connections at once than redis-py's default pool holds (100), which then
-    raises; waiting is the right behaviour for a worker. Cluster clients are kept as they are.
-    """
-    import redis.asyncio as aioredis
-
-    if not isinstance(client, aioredis.Redis):
-        return client
-    await client.aclose()
-    extra: dict[str, Any] = {"password": password} if password else {}
-    pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=POOL_CONNECTIONS,
-                                                    timeout=None, **extra)
-    return aioredis.Redis(connection_pool=pool)
-
-
 async def run_worker(args: argparse.Namespace) -> int:
     from kflow.sdk.connect import connect_redis
 
@@ -385,8 +366,8 @@ async def run_worker(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"kflow worker: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    # connect() hands out a pool that waits for a free connection instead of failing.
     redis = await connect_redis(url, password=os.environ.get("KFLOW_REDIS_PASSWORD"))
-    redis = await _waiting_pool(redis, url, os.environ.get("KFLOW_REDIS_PASSWORD"))
     try:
         engine = Engine(redis, prefix=args.prefix or os.environ.get("KFLOW_REDIS_PREFIX", "kflow"))
         try:
