@@ -54,7 +54,10 @@ demo-local: venv
 	$(VENV)/bin/kflow run --local examples/order-workflow.yaml --handlers examples/handlers.py
 
 bench: venv
-	$(PY) bench/run_all.py
+	$(PY) bench/bench_engine.py
+	$(PY) bench/bench_workers.py
+	cd bench/vs-bullmq && npm ci --silent --no-audit --no-fund
+	$(PY) bench/vs-bullmq/run.py --repeat 3
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
