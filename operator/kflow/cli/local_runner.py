@@ -24,8 +24,8 @@ from typing import IO, Any
 from kflow.engine import Attempt, Engine, FlowRef, FlowSnapshot, NodeInfo, QueueConfig
 from kflow.graph.dag import CompiledFlow
 from kflow.sdk.connect import connect_redis
-from kflow.sdk.handlers import Handler, call_handler, format_error
-from kflow.sdk.job import Job
+from kflow.sdk.handlers import Handler
+from kflow.sdk.worker import Worker, WorkerOptions
 
 log = logging.getLogger("kflow.local")
 
@@ -115,13 +115,14 @@ class RunInterrupted(Exception):
 
 
 class LocalRunner:
-    """Drive one flow to a terminal phase by running its ready nodes in this process.
+    """Drive one flow to a terminal phase by serving its queues with in-process workers.
 
-    It serves the flow's queues like a worker would: `take` hands out ready nodes within each
-    queue's concurrency and rate limit (across all flows on those queues), each runs as an
-    asyncio task (sync handlers in a thread), and its return value completes the node.
-    Leases are renewed while handlers run; expired leases (a killed runner's nodes) are
-    handed back by `release_stalled`, so a restart resumes where the last run stopped.
+    Each queue the flow uses gets a `Worker` (the loop of `kflow worker`) running the handler
+    registered for it, so a local run exercises exactly the code that serves queues in
+    production: `take` hands out ready nodes within each queue's concurrency and rate limit
+    (across all flows on those queues), leases are renewed while handlers run, completions
+    are batched, and expired leases (a killed runner's nodes) are handed back, so a restart
+    resumes where the last run stopped. This class only watches the flow and stops them.
     """
 
     def __init__(
@@ -136,32 +137,37 @@ class LocalRunner:
         interrupt: asyncio.Event | None = None,
     ) -> None:
         self.engine = engine
-        # Checked on every turn of the loop: a cancellation can be lost inside a Redis call,
-        # a flag cannot.
+        # Checked on every turn of the loop: a stop flag cannot be lost the way a task
+        # cancellation inside a Redis call could be with some clients.
         self.interrupt = interrupt or asyncio.Event()
         self.handlers = dict(handlers)
         self.owner = owner or f"local-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.lease_ms = lease_ms
         self.max_parallel = max_parallel
         self.on_event = on_event
-        self.stats = RunnerStats()
-        self._running: dict[tuple[str, str], tuple[Attempt, asyncio.Task[None]]] = {}
-        self._running_per_queue: dict[str, int] = {}
+        self._workers: dict[str, Worker] = {}
         self._wake = asyncio.Event()
-        self._stopping = False
-        self._leaves: set[str] = set()
         self._flow_uid = ""
+
+    @property
+    def stats(self) -> RunnerStats:
+        totals = RunnerStats()
+        for queue_id, worker in self._workers.items():
+            totals.started += worker.stats["taken"]
+            totals.completed += worker.stats["completed"]
+            totals.failed += worker.stats["failed"]
+            totals.stale += worker.stats["refused"]
+            totals.max_running[queue_id] = worker.stats["max_running"]
+        return totals
 
     async def run(
         self, flow_uid: str, namespace: str, compiled: CompiledFlow, *, resumed: bool = True
     ) -> FlowSnapshot:
-        """Run until the flow's phase is terminal and no handler of this runner is running.
+        """Run until the flow's phase is terminal; then stop the workers.
 
         `resumed=False` says the flow was just submitted (submit already queued its leaves).
         """
         self._flow_uid = flow_uid
-        self._leaves = set(compiled.leaves)
-        queue_ids = [f"{namespace}/{q}" for q in sorted(compiled.queues)]
         missing = sorted(q for q in compiled.queues if q not in self.handlers)
         if missing:
             raise ValueError(f"no handler registered for queue(s) {', '.join(missing)}")
@@ -169,153 +175,55 @@ class LocalRunner:
         # in the flow but missing from their queue: put them back before taking anything.
         if resumed:
             await self.engine.reconcile_flow(flow_uid)
+        options = WorkerOptions(concurrency=self.max_parallel, lock_ms=self.lease_ms,
+                                owner=self.owner, poll_max_s=0.05,
+                                # A finished flow needs nothing more from running handlers,
+                                # and an interrupted run resumes them: hand them back at once.
+                                grace_ms=0)
+        self._workers = {
+            f"{namespace}/{queue}": Worker(self.engine, f"{namespace}/{queue}",
+                                           self.handlers[queue], options,
+                                           on_event=self._node_event)
+            for queue in sorted(compiled.queues)
+        }
+        tasks = [asyncio.create_task(w.run(), name=f"kflow-local-{q}")
+                 for q, w in self._workers.items()]
         last_reconcile = time.monotonic()
-        closing = asyncio.Event()
-        renewer = asyncio.create_task(self._renew_leases(closing))
-        last_release = 0.0
         try:
             while True:
                 if self.interrupt.is_set():
                     raise RunInterrupted(f"flow {flow_uid}: interrupted")
+                for task in tasks:
+                    if task.done() and task.exception() is not None:
+                        raise RuntimeError("a queue worker stopped") from task.exception()
                 self._wake.clear()
-                now = time.monotonic()
-                release = now - last_release >= self.lease_ms / 4000
-                if release:
-                    last_release = now
-                if not self._running and now - last_reconcile >= RECONCILE_WHEN_IDLE_S:
-                    last_reconcile = now
-                    await self.engine.reconcile_flow(flow_uid)
-                for queue_id in queue_ids:
-                    await self.engine.promote_due(queue_id)
-                    if release:
-                        await self.engine.release_stalled(queue_id)
-                    if not self._stopping:
-                        await self._take(queue_id)
                 snapshot = await self.engine.snapshot(flow_uid)
                 if snapshot.phase in TERMINAL_PHASES:
-                    # Nothing running can change a finished flow: stop (handlers still running
-                    # after a failure are cancelled below).
-                    self._stopping = True
                     return snapshot
-                # Completions wake the loop at once; the timeout covers delayed nodes (backoff),
-                # expired leases and work other processes make ready.
+                now = time.monotonic()
+                idle = not any(w.running for w in self._workers.values())
+                if idle and now - last_reconcile >= RECONCILE_WHEN_IDLE_S:
+                    last_reconcile = now
+                    await self.engine.reconcile_flow(flow_uid)
+                # Completions wake the loop at once; the timeout covers everything else.
                 with contextlib.suppress(TimeoutError):
-                    idle = 0.05 if self._running else 0.1
-                    await asyncio.wait_for(self._wake.wait(), timeout=idle)
+                    await asyncio.wait_for(self._wake.wait(), timeout=0.1)
         finally:
-            closing.set()
-            await self._abandon_running()
-            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                await asyncio.wait_for(renewer, timeout=5)
+            for worker in self._workers.values():
+                worker.stop()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _take(self, queue_id: str) -> None:
-        free = self.max_parallel - self._running_per_queue.get(queue_id, 0)
-        if free <= 0:
-            return
-        for attempt in await self.engine.take(
-            queue_id, free, owner=self.owner, lease_ms=self.lease_ms
-        ):
-            self._start(queue_id, attempt)
-
-    def _start(self, queue_id: str, attempt: Attempt) -> None:
-        running = self._running_per_queue.get(queue_id, 0) + 1
-        self._running_per_queue[queue_id] = running
-        if running > self.stats.max_running.get(queue_id, 0):
-            self.stats.max_running[queue_id] = running
-        self.stats.started += 1
-        self._emit(attempt.node, "active", f"attempt {attempt.attempt}", attempt)
-        task = asyncio.create_task(self._execute(queue_id, attempt))
-        self._running[(attempt.flow_uid, attempt.node)] = (attempt, task)
-
-    async def _execute(self, queue_id: str, attempt: Attempt) -> None:
-        try:
-            await self._run_attempt(attempt)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            # Redis errors while recording: the lease runs out and the node is taken again.
-            log.exception("flow %s node %s: could not record the attempt's outcome",
-                          attempt.flow_name, attempt.node)
-        finally:
-            self._running.pop((attempt.flow_uid, attempt.node), None)
-            self._running_per_queue[queue_id] -= 1
+    def _node_event(self, attempt: Attempt, state: str, detail: str) -> None:
+        if state in ("completed", "failed", "delayed"):
             self._wake.set()
-
-    async def _run_attempt(self, attempt: Attempt) -> None:
-        fn = self.handlers.get(attempt.queue)
-        if fn is None:  # a node of another flow on a queue we serve but have no handler for
-            await self.engine.fail(attempt.flow_uid, attempt.node, attempt.token,
-                                   f"no local handler for queue {attempt.queue!r}",
-                                   infrastructure=True)
+        if self.on_event is None or attempt.flow_uid != self._flow_uid:
             return
-        has_children = not (attempt.flow_uid == self._flow_uid and attempt.node in self._leaves)
-        job = await Job.for_attempt(self.engine, attempt, has_children=has_children)
-        try:
-            value = await self._call(fn, job, attempt.timeout_ms)
-            json.dumps(value)  # the output must be JSON before it reaches the parents
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            await job.close()
-            error = format_error(exc)
-            outcome = await self.engine.fail(attempt.flow_uid, attempt.node, attempt.token, error)
-            if outcome.action == "stale":
-                self.stats.stale += 1
-                return
-            self.stats.failed += 1
-            detail = error.splitlines()[0]
-            if outcome.action == "retry":
-                self._emit(attempt.node, "delayed", f"retry after: {detail}", attempt)
-            else:
-                self._emit(attempt.node, "failed", detail, attempt)
-            return
-        await job.close()
-        done = await self.engine.complete(attempt.flow_uid, attempt.node, attempt.token, value)
-        if not done.accepted:
-            self.stats.stale += 1
-            return
-        self.stats.completed += 1
-        self._emit(attempt.node, "completed", _short(value), attempt)
-        for parent in done.newly_ready:
-            self._emit(parent, "ready", "", attempt)
-
-    async def _call(self, fn: Handler, job: Job, timeout_ms: int | None) -> Any:
-        if not timeout_ms:
-            return await call_handler(fn, job)
-        try:
-            return await asyncio.wait_for(call_handler(fn, job), timeout_ms / 1000)
-        except TimeoutError:
-            raise TimeoutError(
-                f"the handler ran longer than its timeout of {timeout_ms} ms"
-            ) from None
-
-    async def _renew_leases(self, closing: asyncio.Event) -> None:
-        # Ends on `closing`, not by cancellation (see _watch: a cancel can be lost in Redis).
-        interval = self.lease_ms / 3000
-        while not closing.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(closing.wait(), timeout=interval)
-            if closing.is_set():
-                return
-            attempts = [attempt for attempt, _ in self._running.values()]
-            if attempts:
-                try:
-                    await self.engine.renew(attempts, self.lease_ms)
-                except Exception as exc:
-                    log.warning("could not renew leases: %s", exc)
-
-    async def _abandon_running(self) -> None:
-        # Handlers still running when the run ends (a failed or cancelled flow, or Ctrl-C) are
-        # cancelled; their leases lapse and the engine decides what happens to those nodes.
-        tasks = [task for _, task in self._running.values()]
-        for task in tasks:
-            task.cancel()
-        if tasks:  # bounded: a cancel absorbed by a Redis call must not hold the exit
-            await asyncio.wait(tasks, timeout=5)
-
-    def _emit(self, node: str, state: str, detail: str, attempt: Attempt) -> None:
-        if self.on_event is not None and attempt.flow_uid == self._flow_uid:
-            self.on_event(node, state, detail)
+        if state == "ready":
+            self.on_event(detail, "ready", "")
+        elif state == "completed":
+            self.on_event(attempt.node, state, _short(json.loads(detail)))
+        else:
+            self.on_event(attempt.node, state, detail)
 
 
 def _short(value: Any, limit: int = 60) -> str:

@@ -53,6 +53,12 @@ class WorkerOptions:
                              "too late to keep the lease")
 
 
+# Told of each node's progress through this worker: (attempt, state, detail), where state is
+# active | completed (detail: the value as JSON) | delayed | failed (detail: the error) |
+# ready (detail: the name of a parent the completion made ready).
+NodeEvent = Callable[[Attempt, str, str], None]
+
+
 def default_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{random.randrange(16**4):04x}"
 
@@ -67,7 +73,8 @@ class Worker:
     """
 
     def __init__(self, engine: Engine, queue_id: str, fn: Callable[..., Any],
-                 options: WorkerOptions | None = None) -> None:
+                 options: WorkerOptions | None = None, *,
+                 on_event: NodeEvent | None = None) -> None:
         if "/" not in queue_id:
             raise ValueError(f'worker queue "{queue_id}": expected <namespace>/<queue>, '
                              'e.g. "default/extract"')
@@ -79,6 +86,7 @@ class Worker:
         self.held: dict[tuple[str, str, str], Attempt] = {}  # leases to renew, until settled
         self.running: dict[asyncio.Task[None], Attempt] = {}  # handlers in progress
         self.stats: dict[str, int] = defaultdict(int)
+        self.on_event = on_event
         self._stopping = False
         self._wake = asyncio.Event()
         self._done: list[tuple[Attempt, Any]] = []
@@ -145,6 +153,8 @@ class Worker:
                 task = asyncio.create_task(self._run_one(a, inputs.get((a.flow_uid, a.node))))
                 self.running[task] = a
                 task.add_done_callback(self._handler_done)
+                self._emit(a, "active", f"attempt {a.attempt}")
+            self.stats["max_running"] = max(self.stats["max_running"], len(self.running))
 
     async def _inputs(self, attempts: list[Attempt]
                       ) -> dict[tuple[str, str], tuple[dict[str, Any], dict[str, str]]]:
@@ -223,12 +233,19 @@ class Worker:
         self._flushed.clear()
 
     async def _fail(self, attempt: Attempt, error: str, where: str) -> None:
-        log.warning("%s attempt %d failed: %s", where, attempt.attempt, error.splitlines()[0])
+        first_line = error.splitlines()[0] if error else error
+        log.warning("%s attempt %d failed: %s", where, attempt.attempt, first_line)
         self.stats["failed"] += 1
         try:
-            await self.engine.fail(attempt.flow_uid, attempt.node, attempt.token, error)
+            outcome = await self.engine.fail(attempt.flow_uid, attempt.node, attempt.token,
+                                             error)
         except Exception as exc:  # the lease runs out and the stalled sweep settles it
             log.warning("%s: recording the failure failed: %s", where, exc)
+        else:
+            if outcome.action == "retry":
+                self._emit(attempt, "delayed", f"retry after: {first_line}")
+            elif outcome.action != "stale":
+                self._emit(attempt, "failed", first_line)
         self.held.pop((attempt.flow_uid, attempt.node, attempt.token), None)
 
     # ---- completing ------------------------------------------------------------------------
@@ -252,15 +269,23 @@ class Worker:
                 log.warning("worker %s: completing %d nodes failed: %s; retrying",
                             self.owner, len(batch), exc)
                 await asyncio.sleep(RETRY_AFTER_ERROR_S)
-        for (a, _), outcome in zip(batch, outcomes, strict=True):
+        for (a, value), outcome in zip(batch, outcomes, strict=True):
             self.held.pop((a.flow_uid, a.node, a.token), None)
             if outcome.accepted:
                 self.stats["completed"] += 1
+                if self.on_event is not None:
+                    self._emit(a, "completed", json.dumps(value, default=str))
+                    for parent in outcome.newly_ready:
+                        self.on_event(a, "ready", parent)
             else:
                 self.stats["refused"] += 1
                 log.warning("flow %s/%s node %s: completion refused (lease lost and the node "
                             "went to another attempt, or a retried batch)", a.namespace,
                             a.flow_name, a.node)
+
+    def _emit(self, attempt: Attempt, state: str, detail: str) -> None:
+        if self.on_event is not None:
+            self.on_event(attempt, state, detail)
 
     # ---- leases ----------------------------------------------------------------------------
 
