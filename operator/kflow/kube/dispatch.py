@@ -1,0 +1,118 @@
+"""Per-queue dispatch loops: woken by events, they take ready nodes and launch them."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from kflow.engine import Attempt, Engine
+
+log = logging.getLogger("kflow.kube.dispatch")
+
+
+@dataclass
+class QueueInfo:
+    """The current spec of one Queue object, as the dispatcher needs it."""
+
+    namespace: str
+    name: str
+    mode: str = "Job"
+    template: dict[str, Any] = field(default_factory=dict)
+    concurrency: int | None = None
+    rate_max: int | None = None
+    rate_per_ms: int | None = None
+
+    @property
+    def queue_id(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+LaunchFn = Callable[[QueueInfo, Attempt], Awaitable[None]]
+HousekeepFn = Callable[[str], Awaitable[None]]
+
+
+class Dispatchers:
+    """One wake-up event per queue; `run` is the loop of one queue, started per Queue object."""
+
+    def __init__(self, engine: Engine, *, identity: str, batch: int, lease_ms: int,
+                 idle_recheck: float) -> None:
+        self.engine = engine
+        self.identity = identity
+        self.batch = batch
+        self.lease_ms = lease_ms
+        self.idle_recheck = idle_recheck
+        self.queues: dict[str, QueueInfo] = {}
+        self._kicks: dict[str, asyncio.Event] = {}
+
+    def _event(self, queue_id: str) -> asyncio.Event:
+        event = self._kicks.get(queue_id)
+        if event is None:
+            event = self._kicks[queue_id] = asyncio.Event()
+        return event
+
+    def kick(self, queue_id: str) -> None:
+        """Something may have become ready (or capacity freed) on this queue: look now."""
+        self._event(queue_id).set()
+
+    def kick_namespace(self, namespace: str) -> None:
+        prefix = f"{namespace}/"
+        for queue_id in list(self.queues):
+            if queue_id.startswith(prefix):
+                self.kick(queue_id)
+
+    async def run(self, queue_id: str, stopped: Any, launch: LaunchFn,
+                  housekeep: HousekeepFn) -> None:
+        """Dispatch ready nodes of one queue until `stopped` (a kopf daemon flag) is set."""
+        kick = self._event(queue_id)
+        last_housekeeping = 0.0
+        while not stopped:
+            kick.clear()
+            queue = self.queues.get(queue_id)
+            timeout: float | None = self.idle_recheck
+            if queue is not None and queue.mode == "Job":
+                try:
+                    if time.monotonic() - last_housekeeping >= self.lease_ms / 3000:
+                        last_housekeeping = time.monotonic()
+                        await housekeep(queue_id)
+                    next_due = await self.engine.promote_due(queue_id)
+                    attempts = await self.engine.take(queue_id, self.batch, owner=self.identity,
+                                                      lease_ms=self.lease_ms)
+                    if attempts:
+                        await asyncio.gather(*(launch(queue, a) for a in attempts))
+                    if len(attempts) >= self.batch:
+                        continue  # more may be waiting: no sleep between full batches
+                    if next_due is not None:
+                        timeout = min(timeout or 1e9, max(0.0, next_due / 1000 - time.time()))
+                    if queue.rate_max and not attempts:
+                        timeout = min(timeout or 1e9, await self._rate_wait(queue))
+                except Exception:
+                    log.exception("dispatch of queue %s failed; retrying", queue_id)
+                    timeout = 1.0
+            timeout = min(timeout or 1e9, self.lease_ms / 3000)
+            await _wait_any(kick, stopped, timeout)
+
+    async def _rate_wait(self, queue: QueueInfo) -> float:
+        """How long to wait when a rate limit (not an empty queue) held nodes back."""
+        ready, active, _delayed = await self.engine.queue_depth(queue.queue_id)
+        if ready == 0 or (queue.concurrency is not None and active >= queue.concurrency):
+            return self.idle_recheck  # empty, or full: an event will wake us
+        per = (queue.rate_per_ms or 1000) / max(1, queue.rate_max or 1)
+        return min(5.0, max(0.05, per / 1000))
+
+
+async def _wait_any(event: asyncio.Event, stopped: Any, timeout: float) -> None:
+    async def until_stopped() -> None:
+        await stopped.wait()  # a kopf flag: wait() returns an awaitable, not a coroutine
+
+    waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(event.wait())]
+    if hasattr(stopped, "wait"):
+        waiters.append(asyncio.ensure_future(until_stopped()))
+    try:
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()

@@ -1,0 +1,295 @@
+"""The Job executor: launches attempts as Jobs and turns finished Jobs into engine outcomes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
+
+from kflow.engine import MISSING, Attempt, Engine, FlowNotFound
+from kflow.kube.dispatch import Dispatchers, QueueInfo
+from kflow.kube.jobs import (
+    FATAL_REASONS,
+    JobIdentity,
+    RedisEnv,
+    build_job,
+    classify_failure,
+    job_identity,
+    job_state,
+    stuck_reason,
+    termination_output,
+)
+from kflow.kube.k8s import KubeApi
+
+log = logging.getLogger("kflow.kube.executor")
+
+
+@dataclass(frozen=True)
+class NodeEvent:
+    """Something worth a Kubernetes Event on the Flow (a node failed for good)."""
+
+    flow_uid: str
+    namespace: str
+    flow_name: str
+    reason: str
+    message: str
+    warning: bool
+
+
+class JobExecutor:
+    """Launches Jobs for attempts; processes each finished Job exactly once per process.
+
+    Duplicate processing (a watch replay, a restart) is harmless anyway: the engine fences
+    every outcome by the attempt's token.
+    """
+
+    def __init__(self, *, engine: Engine, api: KubeApi, dispatchers: Dispatchers,
+                 redis_env: RedisEnv, lease_ms: int, create_retries: int,
+                 keep_finished_jobs: bool, node_queue: Callable[[str, str], str | None],
+                 mark_flow: Callable[[str], None], post_event: Callable[[NodeEvent], None],
+                 namespaces: list[str] | None = None, metrics: Any = None) -> None:
+        self.engine = engine
+        self.api = api
+        self.dispatchers = dispatchers
+        self.redis_env = redis_env
+        self.lease_ms = lease_ms
+        self.create_retries = create_retries
+        self.keep_finished_jobs = keep_finished_jobs
+        self._node_queue = node_queue
+        self._mark_flow = mark_flow
+        self._post_event = post_event
+        self.metrics = metrics
+        self.namespaces = list(namespaces or [])
+        # Running attempts by Job name, grouped per queue id for lease renewal.
+        self.running: dict[str, tuple[str, Attempt]] = {}
+        self._processed: OrderedDict[str, None] = OrderedDict()
+        self._stuck_reported: OrderedDict[str, None] = OrderedDict()
+        # When a parent became ready (its last child's Job seen finished): unlock latency.
+        self._unlocked: dict[tuple[str, str], float] = {}
+        self._synced_at = 0.0
+        self._sync_lock = asyncio.Lock()
+
+    # ---- launching ---------------------------------------------------------------------
+    async def launch(self, queue: QueueInfo, attempt: Attempt) -> None:
+        """Create the Job of one attempt; a create that cannot succeed fails the attempt."""
+        job = build_job(attempt, flow_uid=attempt.flow_uid, template=queue.template,
+                        redis=self.redis_env)
+        name = job["metadata"]["name"]
+        self.running[name] = (queue.queue_id, attempt)
+        delay = 0.2
+        for _ in range(max(1, self.create_retries)):
+            try:
+                await self.api.create_job(attempt.namespace, job)
+                unlocked = self._unlocked.pop((attempt.flow_uid, attempt.node), None)
+                latency = None if unlocked is None else time.monotonic() - unlocked
+                if self.metrics:
+                    self.metrics.dispatched(queue.queue_id)
+                    if latency is not None:
+                        self.metrics.unlocked(latency)
+                log.info("Flow %s/%s node %s: Job %s created (attempt %d)%s", attempt.namespace,
+                         attempt.flow_name, attempt.node, name, attempt.attempt,
+                         "" if latency is None else
+                         f", {latency * 1000:.0f} ms after its last child finished")
+                return
+            except ApiException as exc:
+                if exc.status in (400, 403, 404, 422):
+                    # The Queue's template or the namespace is wrong: retrying will not help.
+                    message = f"cannot create Job {name}: {exc.status} {exc.reason}: " \
+                              f"{_api_message(exc)}"
+                    log.warning("Flow %s/%s node %s: %s", attempt.namespace,
+                                attempt.flow_name, attempt.node, message)
+                    self.running.pop(name, None)
+                    await self._fail(attempt.flow_uid, attempt.namespace, attempt.flow_name,
+                                     attempt.node, queue.queue_id, attempt.token, message,
+                                     infrastructure=False)
+                    return
+                log.warning("creating Job %s failed (%s); retrying", name, exc.status)
+            except Exception as exc:
+                log.warning("creating Job %s failed (%s); retrying", name, exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+        self.running.pop(name, None)
+        await self._fail(attempt.flow_uid, attempt.namespace, attempt.flow_name, attempt.node,
+                         queue.queue_id, attempt.token,
+                         f"cannot create Job {name}: the API server kept refusing",
+                         infrastructure=True)
+
+    # ---- the Job watch -----------------------------------------------------------------
+    async def on_job_event(self, event_type: str | None, job: dict[str, Any]) -> None:
+        """One watch event of a kflow Job: finished → outcome; vanished → infrastructure retry."""
+        ident = job_identity(job)
+        if ident is None:
+            return
+        name = job["metadata"]["name"]
+        queue_id = f"{ident.namespace}/{ident.queue}"
+        state = job_state(job)
+        if state == "running" and event_type != "DELETED":
+            if name not in self._processed:
+                self.running[name] = (queue_id, _attempt_of(ident))
+            return
+        if name in self._processed:
+            return
+        self._remember(name)
+        self.running.pop(name, None)
+        try:
+            if state == "succeeded":
+                await self._succeeded(ident, name, queue_id)
+            elif state == "failed":
+                await self._failed(ident, job, name, queue_id)
+            else:  # deleted while running: the pod went with it
+                await self._fail(ident.flow_uid, ident.namespace, ident.flow_name, ident.node,
+                                 queue_id, ident.token, f"Job {name} was deleted while running",
+                                 infrastructure=True)
+                return
+        except FlowNotFound:
+            log.debug("Job %s belongs to a flow no longer in Redis; nothing to record", name)
+        except Exception:
+            self._processed.pop(name, None)  # let the next event or resync try again
+            raise
+        if not self.keep_finished_jobs and event_type != "DELETED":
+            await self.api.delete_job(ident.namespace, name)
+
+    async def _succeeded(self, ident: JobIdentity, name: str, queue_id: str) -> None:
+        seen = time.monotonic()
+        pods = await self.api.job_pods(ident.namespace, name)
+        found, value = termination_output(pods)
+        started = time.monotonic()
+        outcome = await self.engine.complete(ident.flow_uid, ident.node, ident.token,
+                                             value if found else MISSING)
+        if self.metrics:
+            self.metrics.completed(queue_id, time.monotonic() - started, outcome.accepted)
+        self._mark_flow(ident.flow_uid)
+        self.dispatchers.kick(queue_id)  # capacity freed
+        if len(self._unlocked) > 10_000:  # parents never launched (flow deleted): forget
+            self._unlocked.clear()
+        for parent in outcome.newly_ready:
+            self._unlocked[(ident.flow_uid, parent)] = seen
+            parent_queue = self._node_queue(ident.flow_uid, parent)
+            if parent_queue is None:
+                self.dispatchers.kick_namespace(ident.namespace)
+            else:
+                self.dispatchers.kick(f"{ident.namespace}/{parent_queue}")
+        log.info("Flow %s/%s node %s: succeeded (attempt %d)%s", ident.namespace,
+                 ident.flow_name, ident.node, ident.attempt,
+                 "" if outcome.accepted else " (already recorded)")
+
+    async def _failed(self, ident: JobIdentity, job: dict[str, Any], name: str,
+                      queue_id: str) -> None:
+        pods = await self.api.job_pods(ident.namespace, name)
+        failure = classify_failure(job, pods)
+        await self._fail(ident.flow_uid, ident.namespace, ident.flow_name, ident.node, queue_id,
+                         ident.token, failure.error, infrastructure=failure.infrastructure,
+                         attempt=ident.attempt)
+
+    async def _fail(self, flow_uid: str, namespace: str, flow_name: str, node: str,
+                    queue_id: str, token: str, error: str, *, infrastructure: bool,
+                    attempt: int = 0) -> None:
+        outcome = await self.engine.fail(flow_uid, node, token, error,
+                                         infrastructure=infrastructure)
+        if self.metrics:
+            self.metrics.failed(queue_id, outcome.action)
+        self._mark_flow(flow_uid)
+        self.dispatchers.kick(queue_id)
+        if not outcome.accepted:
+            return
+        log.info("Flow %s/%s node %s: attempt %d failed (%s) -> %s", namespace, flow_name, node,
+                 attempt, error[:200], outcome.action)
+        if outcome.action == "failed":
+            self._post_event(NodeEvent(flow_uid, namespace, flow_name, "NodeFailed",
+                                       f'node "{node}" failed: {error[:900]}', warning=True))
+        if outcome.phase not in ("Running", "Pending", "Suspended"):
+            # A failParent chain may have unlocked or ended other nodes: look at every queue.
+            self.dispatchers.kick_namespace(namespace)
+        elif outcome.action == "failed":
+            self.dispatchers.kick_namespace(namespace)  # continueParent/ignore/remove unlock
+
+    async def on_pod_event(self, pod: dict[str, Any]) -> None:
+        """A kflow pod that cannot start says so on its Flow; a hopeless one fails the attempt."""
+        stuck = stuck_reason(pod)
+        ident = job_identity(pod)
+        if stuck is None or ident is None:
+            return
+        reason, message = stuck
+        pod_name = pod["metadata"]["name"]
+        key = f"{pod_name}/{reason}"
+        if key in self._stuck_reported:
+            return
+        self._stuck_reported[key] = None
+        while len(self._stuck_reported) > 10_000:
+            self._stuck_reported.popitem(last=False)
+        text = f'node "{ident.node}" (attempt {ident.attempt}): pod {pod_name} cannot start: ' \
+               f"{reason}: {message}"[:1000]
+        self._post_event(NodeEvent(ident.flow_uid, ident.namespace, ident.flow_name,
+                                   "NodeStuck", text, warning=True))
+        if reason in FATAL_REASONS:
+            job = (pod["metadata"].get("labels") or {}).get("job-name")
+            queue_id = f"{ident.namespace}/{ident.queue}"
+            if job:
+                self._remember(job)
+                self.running.pop(job, None)
+            await self._fail(ident.flow_uid, ident.namespace, ident.flow_name, ident.node,
+                             queue_id, ident.token, text, infrastructure=False,
+                             attempt=ident.attempt)
+            if job:
+                await self.api.delete_job(ident.namespace, job)
+
+    def _remember(self, name: str) -> None:
+        self._processed[name] = None
+        while len(self._processed) > 50_000:
+            self._processed.popitem(last=False)
+
+    # ---- leases and resynchronisation --------------------------------------------------
+    async def housekeep(self, queue_id: str) -> None:
+        """Renew the leases of this queue's running Jobs, then release the lost ones.
+
+        An active node whose Job vanished (deleted while the operator was down, or never
+        created because the operator died between take and create) is not renewed, so its
+        lease expires and the engine puts it back to ready.
+        """
+        await self.ensure_synced()
+        attempts = [a for q, a in list(self.running.values()) if q == queue_id]
+        if attempts:
+            await self.engine.renew(attempts, self.lease_ms)
+        released = await self.engine.release_stalled(queue_id)
+        if released:
+            log.info("queue %s: %d node(s) whose Job vanished went back to ready", queue_id,
+                     len(released))
+            self.dispatchers.kick(queue_id)
+
+    async def ensure_synced(self) -> None:
+        """List every kflow Job once after start-up (or a takeover) and process what it shows."""
+        async with self._sync_lock:
+            if time.monotonic() - self._synced_at < self.lease_ms / 2000:
+                return
+            jobs = await self.api.all_kflow_jobs(self.namespaces)
+            for job in jobs:
+                try:
+                    await self.on_job_event(None, job)
+                except Exception:
+                    log.exception("resync of Job %s failed", job["metadata"]["name"])
+            running = [a for q, a in self.running.values()]
+            if running:
+                await self.engine.renew(running, self.lease_ms)
+            self._synced_at = time.monotonic()
+            log.log(logging.INFO if jobs else logging.DEBUG,
+                    "resync: %d kflow Job(s) seen, %d running", len(jobs), len(running))
+
+
+def _attempt_of(ident: JobIdentity) -> Attempt:
+    return Attempt(flow_uid=ident.flow_uid, namespace=ident.namespace,
+                   flow_name=ident.flow_name, node=ident.node, queue=ident.queue,
+                   attempt=ident.attempt, token=ident.token, data=None, timeout_ms=None)
+
+
+def _api_message(exc: ApiException) -> str:
+    try:
+        return str(json.loads(exc.body or "{}").get("message", ""))[:500]
+    except ValueError:
+        return str(exc.body or "")[:500]

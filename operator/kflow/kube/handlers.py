@@ -1,0 +1,103 @@
+"""kopf handlers: each unpacks one Kubernetes event and hands it to the runtime, nothing more."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from kflow.kube.jobs import GROUP, LABEL_FLOW_UID, VERSION
+from kflow.kube.runtime import Runtime
+from kflow.settings import get_settings
+
+ANNOTATION_RETRY = "kflow.dev/retry"
+KOPF_PREFIX = "kopf.kflow.dev"
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    config = get_settings()
+    # Per-node state lives in Redis; kopf keeps its own bookkeeping in annotations, so the
+    # Flow's status holds only what the CRD schema describes. Their prefix must differ from
+    # kflow.dev: kopf ignores every annotation under its storage prefix, kflow.dev/retry too.
+    settings.persistence.finalizer = "kflow.dev/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=KOPF_PREFIX, key="last-handled-configuration")
+    settings.posting.level = logging.INFO
+    settings.batching.worker_limit = 256
+    settings.peering.lifetime = config.peering_lifetime
+    settings.watching.server_timeout = 300
+    runtime = Runtime.from_settings(config)
+    runtime.start()
+    memo.runtime = runtime
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    await memo.runtime.stop()
+
+
+# ---- Flow ------------------------------------------------------------------------------
+# Redis hiccups are retried soon (kopf's default is a minute), not given up on.
+RETRY_SECONDS = 3.0
+
+
+@kopf.on.resume(GROUP, VERSION, "flows", backoff=RETRY_SECONDS)
+@kopf.on.create(GROUP, VERSION, "flows", backoff=RETRY_SECONDS)
+async def flow_admitted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    await memo.runtime.admit_flow(body)
+
+
+@kopf.on.update(GROUP, VERSION, "flows", field="spec.suspend", backoff=RETRY_SECONDS)
+async def flow_suspend_changed(body: kopf.Body, new: Any, memo: kopf.Memo, **_: Any) -> None:
+    await memo.runtime.set_suspended(body, bool(new))
+
+
+@kopf.on.update(GROUP, VERSION, "flows", field="spec.cancel", new=True,
+                backoff=RETRY_SECONDS)
+async def flow_cancelled(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    await memo.runtime.cancel_flow(body)
+
+
+@kopf.on.update(GROUP, VERSION, "flows", field=("metadata", "annotations", ANNOTATION_RETRY),
+                new=kopf.PRESENT, backoff=RETRY_SECONDS)
+async def flow_retry_requested(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    await memo.runtime.retry_flow(body)
+
+
+@kopf.on.delete(GROUP, VERSION, "flows", backoff=RETRY_SECONDS)
+async def flow_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    await memo.runtime.delete_flow(body)
+
+
+# ---- Queue -----------------------------------------------------------------------------
+@kopf.on.event(GROUP, VERSION, "queues")
+async def queue_event(type: str, namespace: str | None, name: str, spec: kopf.Spec,
+                      memo: Any, **_: Any) -> None:
+    assert namespace is not None  # Queue is a namespaced kind
+    if type == "DELETED":
+        memo.runtime.queue_gone(namespace, name)
+    else:
+        await memo.runtime.queue_seen(namespace, name, spec)
+
+
+@kopf.daemon(GROUP, VERSION, "queues", cancellation_timeout=5.0)
+async def queue_dispatcher(namespace: str | None, name: str, spec: kopf.Spec, stopped: Any,
+                           memo: Any, **_: Any) -> None:
+    assert namespace is not None
+    await memo.runtime.queue_seen(namespace, name, spec)
+    await memo.runtime.run_queue(namespace, name, stopped)
+
+
+# ---- Job -------------------------------------------------------------------------------
+@kopf.on.event("batch", "v1", "jobs", labels={LABEL_FLOW_UID: kopf.PRESENT})
+async def job_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    await memo.runtime.executor.on_job_event(type, dict(body))
+
+
+@kopf.on.event("", "v1", "pods", labels={LABEL_FLOW_UID: kopf.PRESENT})
+async def pod_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    if type != "DELETED":
+        await memo.runtime.executor.on_pod_event(dict(body))

@@ -1,0 +1,314 @@
+"""Pure translation between node attempts and batch/v1 Jobs: build the Job, read its outcome."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from kflow.engine import Attempt
+
+GROUP = "kflow.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+LABEL_FLOW = "kflow.dev/flow"
+LABEL_FLOW_UID = "kflow.dev/flow-uid"
+LABEL_NODE = "kflow.dev/node"
+LABEL_QUEUE = "kflow.dev/queue"
+LABEL_ATTEMPT = "kflow.dev/attempt"
+ANNOTATION_NODE = "kflow.dev/node"
+ANNOTATION_TOKEN = "kflow.dev/token"
+ANNOTATION_QUEUE = "kflow.dev/queue"
+
+# Kubernetes' own limit for a termination message; outputs above it need the SDK.
+TERMINATION_MESSAGE_LIMIT = 4096
+# Data at most this large travels to any-image pods as the KFLOW_DATA env var.
+DATA_ENV_LIMIT = 32 * 1024
+
+_LABEL_BAD = re.compile(r"[^A-Za-z0-9_.-]")
+_NAME_BAD = re.compile(r"[^a-z0-9-]")
+
+
+def _digest(text: str, size: int) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:size]
+
+
+def label_value(text: str) -> str:
+    """A valid label value for `text`: as is when legal, else cleaned and suffixed by a hash."""
+    legal = not _LABEL_BAD.search(text) and text[:1].isalnum() and text[-1:].isalnum()
+    if len(text) <= 63 and legal:
+        return text
+    cleaned = _LABEL_BAD.sub("-", text)[:54].strip("-_.")
+    return f"{cleaned}-{_digest(text, 8)}" if cleaned else _digest(text, 8)
+
+
+def job_name(flow_name: str, node: str, attempt: int, token: str) -> str:
+    """The deterministic Job name of one attempt: `<flow>-<hash(node)>-<attempt>-<hash(token)>`.
+
+    The same attempt always maps to the same name, so a retried create gets AlreadyExists
+    instead of a second Job; the token part keeps an infrastructure re-dispatch (same attempt
+    number, new token) from colliding with the Job it replaces. At most 63 characters, so the
+    `job-name` label Kubernetes puts on the pod stays valid.
+    """
+    suffix = f"-{_digest(node, 8)}-{attempt}-{_digest(token, 4)}"
+    base = _NAME_BAD.sub("-", flow_name.lower())[: 63 - len(suffix)].strip("-") or "flow"
+    return base + suffix
+
+
+@dataclass(frozen=True)
+class RedisEnv:
+    """How pods reach Redis: names of a Secret and its keys, never the values."""
+
+    secret_name: str = "kflow-redis"
+    url_key: str = "url"
+    password_key: str = "password"
+    prefix: str = "kflow"
+
+
+def _pod_env(attempt: Attempt, redis: RedisEnv) -> list[dict[str, Any]]:
+    env: list[dict[str, Any]] = [
+        {"name": "KFLOW_FLOW_UID", "value": attempt.flow_uid},
+        {"name": "KFLOW_FLOW_NAME", "value": attempt.flow_name},
+        {"name": "KFLOW_NAMESPACE", "value": attempt.namespace},
+        {"name": "KFLOW_NODE", "value": attempt.node},
+        {"name": "KFLOW_QUEUE", "value": attempt.queue},
+        {"name": "KFLOW_ATTEMPT", "value": str(attempt.attempt)},
+        {"name": "KFLOW_TOKEN", "value": attempt.token},
+        {"name": "KFLOW_REDIS_URL", "valueFrom": {"secretKeyRef": {
+            "name": redis.secret_name, "key": redis.url_key}}},
+        {"name": "KFLOW_REDIS_PASSWORD", "valueFrom": {"secretKeyRef": {
+            "name": redis.secret_name, "key": redis.password_key, "optional": True}}},
+        {"name": "KFLOW_REDIS_PREFIX", "value": redis.prefix},
+    ]
+    if attempt.data is not None:
+        encoded = json.dumps(attempt.data, separators=(",", ":"))
+        if len(encoded.encode()) <= DATA_ENV_LIMIT:
+            env.append({"name": "KFLOW_DATA", "value": encoded})
+    return env
+
+
+def build_job(
+    attempt: Attempt,
+    *,
+    flow_uid: str,
+    template: dict[str, Any],
+    redis: RedisEnv,
+) -> dict[str, Any]:
+    """The batch/v1 Job that runs one attempt, from the Queue's pod template.
+
+    kflow owns retries (backoffLimit 0), the timeout becomes activeDeadlineSeconds, and the
+    Flow owns the Job so that deleting the Flow garbage-collects it.
+    """
+    name = job_name(attempt.flow_name, attempt.node, attempt.attempt, attempt.token)
+    labels = {
+        LABEL_FLOW: label_value(attempt.flow_name),
+        LABEL_FLOW_UID: flow_uid,
+        LABEL_NODE: label_value(attempt.node),
+        LABEL_QUEUE: label_value(attempt.queue),
+        LABEL_ATTEMPT: str(attempt.attempt),
+    }
+    annotations = {ANNOTATION_NODE: attempt.node, ANNOTATION_TOKEN: attempt.token,
+                   ANNOTATION_QUEUE: attempt.queue}
+
+    pod_template = copy.deepcopy(template or {})
+    pod_meta = pod_template.setdefault("metadata", {}) or {}
+    pod_template["metadata"] = pod_meta
+    pod_meta["labels"] = {**(pod_meta.get("labels") or {}), **labels}
+    pod_meta["annotations"] = {**(pod_meta.get("annotations") or {}), **annotations}
+    pod_spec = pod_template.setdefault("spec", {})
+    # Never restart in place: a new attempt is a new Job, decided by the engine.
+    pod_spec["restartPolicy"] = "Never"
+    containers = pod_spec.get("containers") or []
+    if containers:
+        main = next((c for c in containers if c.get("name") == "main"), containers[0])
+        own_names = {e["name"] for e in _pod_env(attempt, redis)}
+        main["env"] = [e for e in (main.get("env") or []) if e.get("name") not in own_names]
+        main["env"].extend(_pod_env(attempt, redis))
+
+    spec: dict[str, Any] = {
+        "backoffLimit": 0,
+        "completions": 1,
+        "parallelism": 1,
+        "template": pod_template,
+    }
+    if attempt.timeout_ms:
+        spec["activeDeadlineSeconds"] = max(1, math.ceil(attempt.timeout_ms / 1000))
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": name,
+            "namespace": attempt.namespace,
+            "labels": labels,
+            "annotations": annotations,
+            "ownerReferences": [{
+                "apiVersion": API_VERSION,
+                "kind": "Flow",
+                "name": attempt.flow_name,
+                "uid": flow_uid,
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }],
+        },
+        "spec": spec,
+    }
+
+
+@dataclass(frozen=True)
+class JobIdentity:
+    """Which attempt a Job runs, read back from its labels and annotations."""
+
+    flow_uid: str
+    flow_name: str
+    namespace: str
+    node: str
+    queue: str
+    attempt: int
+    token: str
+
+
+def job_identity(job: dict[str, Any]) -> JobIdentity | None:
+    """The attempt a Job object belongs to, or None for a Job kflow did not make."""
+    meta = job.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    annotations = meta.get("annotations") or {}
+    token = annotations.get(ANNOTATION_TOKEN)
+    uid = labels.get(LABEL_FLOW_UID)
+    node = annotations.get(ANNOTATION_NODE)
+    if not (token and uid and node):
+        return None
+    flow_name = next((ref.get("name") for ref in meta.get("ownerReferences") or []
+                      if ref.get("kind") == "Flow"), labels.get(LABEL_FLOW, ""))
+    try:
+        attempt = int(labels.get(LABEL_ATTEMPT, "0"))
+    except ValueError:
+        attempt = 0
+    return JobIdentity(
+        flow_uid=uid, flow_name=flow_name, namespace=meta.get("namespace", ""), node=node,
+        queue=annotations.get(ANNOTATION_QUEUE) or labels.get(LABEL_QUEUE, ""),
+        attempt=attempt, token=token,
+    )
+
+
+def job_state(job: dict[str, Any]) -> str:
+    """'succeeded', 'failed' or 'running', from the Job's terminal conditions."""
+    for cond in (job.get("status") or {}).get("conditions") or []:
+        if cond.get("status") != "True":
+            continue
+        if cond.get("type") == "Complete":
+            return "succeeded"
+        if cond.get("type") == "Failed":
+            return "failed"
+    return "running"
+
+
+def _failed_condition(job: dict[str, Any]) -> dict[str, Any]:
+    for cond in (job.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "Failed" and cond.get("status") == "True":
+            return dict(cond)
+    return {}
+
+
+@dataclass(frozen=True)
+class JobFailure:
+    """Why an attempt's Job failed, and whether the attempt should count."""
+
+    error: str
+    infrastructure: bool  # evicted, deleted, node lost: retried without spending an attempt
+
+
+def _main_terminated(pod: dict[str, Any]) -> dict[str, Any] | None:
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    names = [c.get("name") for c in (pod.get("spec") or {}).get("containers") or []]
+    main_name = "main" if "main" in names else (names[0] if names else None)
+    for status in statuses:
+        if main_name is None or status.get("name") == main_name:
+            terminated = (status.get("state") or {}).get("terminated")
+            if terminated:
+                return dict(terminated)
+            last = (status.get("lastState") or {}).get("terminated")
+            if last:
+                return dict(last)
+    return None
+
+
+def _disrupted(pod: dict[str, Any]) -> str | None:
+    status = pod.get("status") or {}
+    if status.get("reason") in {"Evicted", "NodeLost", "Preempting", "Shutdown", "NodeShutdown",
+                                "Terminated", "UnexpectedAdmissionError", "OutOfcpu",
+                                "OutOfmemory"}:
+        return f"pod {status.get('reason')}: {status.get('message', '')}".strip()
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == "DisruptionTarget" and cond.get("status") == "True":
+            return f"pod disrupted ({cond.get('reason')}): {cond.get('message', '')}".strip()
+    if (pod.get("metadata") or {}).get("deletionTimestamp"):
+        return "pod was deleted while running"
+    return None
+
+
+def classify_failure(job: dict[str, Any], pods: list[dict[str, Any]]) -> JobFailure:
+    """The error of a failed Job and whether infrastructure, not the code, caused it."""
+    cond = _failed_condition(job)
+    if cond.get("reason") == "DeadlineExceeded":
+        deadline = (job.get("spec") or {}).get("activeDeadlineSeconds")
+        return JobFailure(f"timed out after {deadline}s (activeDeadlineSeconds)", False)
+    if not pods:
+        return JobFailure("the Job's pod disappeared before it finished (deleted or node lost)",
+                          True)
+    # The last pod is the one that decided the Job.
+    pod = sorted(pods, key=lambda p: (p.get("metadata") or {}).get("creationTimestamp", ""))[-1]
+    disruption = _disrupted(pod)
+    if disruption:
+        return JobFailure(disruption, True)
+    terminated = _main_terminated(pod)
+    if terminated is None:
+        reason = (pod.get("status") or {}).get("reason") or cond.get("reason") or "unknown"
+        message = (pod.get("status") or {}).get("message") or cond.get("message") or ""
+        return JobFailure(f"pod failed before its container ran: {reason} {message}".strip(),
+                          False)
+    code = terminated.get("exitCode")
+    reason = terminated.get("reason") or "Error"
+    message = (terminated.get("message") or "").strip()
+    text = f"exit code {code} ({reason})"
+    return JobFailure(f"{text}: {message}" if message else text, False)
+
+
+def termination_output(pods: list[dict[str, Any]]) -> tuple[bool, Any]:
+    """(found, value) from the main container's termination message of a succeeded pod.
+
+    JSON is decoded; any other text is kept as a string. Empty means no output was written.
+    """
+    for pod in sorted(pods, key=lambda p: (p.get("metadata") or {}).get("creationTimestamp", ""),
+                      reverse=True):
+        terminated = _main_terminated(pod)
+        if not terminated or terminated.get("exitCode") not in (0, None):
+            continue
+        message = (terminated.get("message") or "").strip()
+        if not message:
+            return False, None
+        try:
+            return True, json.loads(message)
+        except ValueError:
+            return True, message
+    return False, None
+
+
+# Waiting reasons of a container that will not start by itself soon; reported on the Flow.
+STUCK_REASONS = frozenset({"CreateContainerConfigError", "CreateContainerError", "ErrImagePull",
+                           "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"})
+# Of those, the ones no retry of the same pod can fix: the attempt fails at once.
+FATAL_REASONS = frozenset({"InvalidImageName", "ErrImageNeverPull"})
+
+
+def stuck_reason(pod: dict[str, Any]) -> tuple[str, str] | None:
+    """(reason, message) when a container of the pod is stuck before starting."""
+    for status in (pod.get("status") or {}).get("containerStatuses") or []:
+        waiting = (status.get("state") or {}).get("waiting") or {}
+        if waiting.get("reason") in STUCK_REASONS:
+            return str(waiting["reason"]), str(waiting.get("message") or "")
+    return None

@@ -1,0 +1,134 @@
+"""Async calls to the Kubernetes API: the sync client's calls, each run in a worker thread."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from kflow.kube.jobs import GROUP, LABEL_FLOW_UID, VERSION
+
+log = logging.getLogger("kflow.kube")
+
+
+def load_config() -> None:
+    """In-cluster service account when running in a pod, else the kubeconfig (KUBECONFIG)."""
+    try:
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
+    except config.ConfigException:
+        config.load_kube_config()  # type: ignore[no-untyped-call]
+
+
+class KubeApi:
+    """The handful of API calls the operator makes, async; objects are plain dicts."""
+
+    def __init__(self) -> None:
+        api_client = client.ApiClient()
+        # The sync client pools one connection per thread it is used from; allow a crowd.
+        api_client.rest_client.pool_manager.connection_pool_kw["maxsize"] = 32
+        self._api = api_client
+        self._batch = client.BatchV1Api(api_client)
+        self._core = client.CoreV1Api(api_client)
+        self._custom = client.CustomObjectsApi(api_client)
+
+    async def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        # Raw JSON, not the client's model objects: cheaper, and dicts like kopf's bodies.
+        def call() -> Any:
+            response = fn(*args, _preload_content=False, **kwargs)
+            data = response.data
+            return json.loads(data) if data else None
+
+        return await asyncio.to_thread(call)
+
+    async def create_job(self, namespace: str, job: dict[str, Any]) -> bool:
+        """Create the Job; False when a Job of that name already exists (a retried create)."""
+        try:
+            await self._call(self._batch.create_namespaced_job, namespace, job)
+        except ApiException as exc:
+            if exc.status == 409:
+                return False
+            raise
+        return True
+
+    async def delete_job(self, namespace: str, name: str) -> None:
+        """Delete a Job and its pods; a Job already gone is fine."""
+        try:
+            await self._call(self._batch.delete_namespaced_job, name, namespace,
+                             body={"propagationPolicy": "Background"})
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    async def job_pods(self, namespace: str, job_name: str) -> list[dict[str, Any]]:
+        result = await self._call(self._core.list_namespaced_pod, namespace,
+                                  label_selector=f"job-name={job_name}")
+        return list(result.get("items") or [])
+
+    async def flow_jobs(self, namespace: str, flow_uid: str) -> list[dict[str, Any]]:
+        result = await self._call(self._batch.list_namespaced_job, namespace,
+                                  label_selector=f"{LABEL_FLOW_UID}={flow_uid}")
+        return list(result.get("items") or [])
+
+    async def all_kflow_jobs(self, namespaces: list[str]) -> list[dict[str, Any]]:
+        """Every Job kflow made, in the watched namespaces (all when empty)."""
+        if not namespaces:
+            result = await self._call(self._batch.list_job_for_all_namespaces,
+                                      label_selector=LABEL_FLOW_UID)
+            return list(result.get("items") or [])
+        jobs: list[dict[str, Any]] = []
+        for namespace in namespaces:
+            result = await self._call(self._batch.list_namespaced_job, namespace,
+                                      label_selector=LABEL_FLOW_UID)
+            jobs.extend(result.get("items") or [])
+        return jobs
+
+    async def patch_flow_status(self, namespace: str, name: str, status: dict[str, Any]) -> bool:
+        """Merge-patch the Flow's status; False if the Flow is gone."""
+        try:
+            await self._call(self._custom.patch_namespaced_custom_object_status, GROUP,
+                             VERSION, namespace, "flows", name, {"status": status})
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    async def delete_flow(self, namespace: str, name: str) -> None:
+        try:
+            await self._call(self._custom.delete_namespaced_custom_object, GROUP, VERSION,
+                             namespace, "flows", name)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    async def post_event(self, involved: dict[str, Any], *, type: str, reason: str,
+                         message: str, component: str, instance: str) -> None:
+        """Record a core/v1 Event on an object (shown by `kubectl describe` and `get events`)."""
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        namespace = involved["namespace"]
+        event = {
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": f"{involved['name'][:200]}.{uuid.uuid4().hex[:12]}",
+                         "namespace": namespace},
+            "involvedObject": involved,
+            "type": type, "reason": reason, "message": message[:1024],
+            "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+            "source": {"component": component},
+            "reportingComponent": component, "reportingInstance": instance[:128],
+        }
+        await self._call(self._core.create_namespaced_event, namespace, event)
+
+    async def patch_queue_status(self, namespace: str, name: str,
+                                 status: dict[str, Any]) -> None:
+        try:
+            await self._call(self._custom.patch_namespaced_custom_object_status, GROUP,
+                             VERSION, namespace, "queues", name, {"status": status})
+        except ApiException as exc:
+            if exc.status != 404:
+                raise

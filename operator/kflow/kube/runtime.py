@@ -1,0 +1,322 @@
+"""The operator's live state and the operations kopf handlers delegate to, one method per event."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from kflow.api import SpecError, parse_duration, parse_manifest
+from kflow.engine import Engine, FlowNotFound, FlowRef, QueueConfig
+from kflow.graph import compile_flow
+from kflow.kube.dispatch import Dispatchers, QueueInfo
+from kflow.kube.executor import JobExecutor, NodeEvent
+from kflow.kube.jobs import API_VERSION, RedisEnv, job_state
+from kflow.kube.k8s import KubeApi
+from kflow.kube.metrics import Metrics
+from kflow.kube.status import TERMINAL_PHASES, FlowView, StatusPatcher
+from kflow.settings import Settings
+
+log = logging.getLogger("kflow.kube")
+
+
+def connect_redis(settings: Settings) -> Any:
+    """The async Redis client the engine uses, from the settings (TLS via rediss:// or the flag)."""
+    kwargs: dict[str, Any] = {}
+    if settings.redis_password:
+        kwargs["password"] = settings.redis_password
+    if settings.redis_tls and settings.redis_url.startswith("redis://"):
+        kwargs["ssl"] = True
+    if settings.redis_tls_ca_file:
+        kwargs["ssl_ca_certs"] = settings.redis_tls_ca_file
+    if settings.redis_cluster:
+        return aioredis.RedisCluster.from_url(settings.redis_url, **kwargs)
+    return aioredis.Redis.from_url(settings.redis_url, **kwargs)
+
+
+def flow_reference(namespace: str, name: str, uid: str) -> dict[str, Any]:
+    """Enough of a Flow body to name it as the object of an Event."""
+    return {"apiVersion": API_VERSION, "kind": "Flow",
+            "metadata": {"name": name, "namespace": namespace, "uid": uid}}
+
+
+def _flow_document(body: Mapping[str, Any]) -> dict[str, Any]:
+    meta = body.get("metadata") or {}
+    return {
+        "apiVersion": body.get("apiVersion", API_VERSION),
+        "kind": "Flow",
+        "metadata": {k: meta.get(k) for k in ("name", "generateName", "namespace", "uid",
+                                              "generation") if meta.get(k) is not None},
+        "spec": dict(body.get("spec") or {}),
+    }
+
+
+class Runtime:
+    """Everything one operator process holds: engine, API, dispatchers, executor, status."""
+
+    def __init__(self, settings: Settings, engine: Engine, api: KubeApi,
+                 redis_client: Any = None) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.api = api
+        self.redis_client = redis_client
+        self.identity = settings.identity or f"{socket.gethostname()}-{os.getpid()}"
+        self.metrics = Metrics()
+        self.dispatchers = Dispatchers(engine, identity=self.identity,
+                                       batch=settings.take_batch, lease_ms=settings.lease_ms,
+                                       idle_recheck=settings.idle_recheck_seconds)
+        self.patcher = StatusPatcher(
+            patch=api.patch_flow_status, snapshot=engine.snapshot,
+            on_phase_change=self._phase_changed, interval=settings.status_interval_seconds,
+            max_failures=settings.status_max_failures)
+        self.executor = JobExecutor(
+            engine=engine, api=api, dispatchers=self.dispatchers,
+            redis_env=RedisEnv(settings.redis_secret_name, settings.redis_secret_url_key,
+                               settings.redis_secret_password_key, settings.redis_prefix),
+            lease_ms=settings.lease_ms, create_retries=settings.job_create_retries,
+            keep_finished_jobs=settings.keep_finished_jobs, node_queue=self.node_queue,
+            mark_flow=self.patcher.mark, post_event=self._post_node_event,
+            namespaces=settings.namespaces, metrics=self.metrics)
+        # node -> queue name, per flow uid: which dispatcher to wake when a node becomes ready.
+        self.flow_queues: dict[str, dict[str, str]] = {}
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._events: set[asyncio.Task[None]] = set()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Runtime:
+        from kflow.kube.k8s import load_config
+
+        load_config()
+        client = connect_redis(settings)
+        return cls(settings, Engine(client, prefix=settings.redis_prefix), KubeApi(), client)
+
+    def start(self) -> None:
+        # The sync Kubernetes client runs in threads; asyncio's default pool (cores + 4) would
+        # serialise a burst of Job creations on a small machine.
+        asyncio.get_running_loop().set_default_executor(
+            ThreadPoolExecutor(max_workers=32, thread_name_prefix="kflow-kube"))
+        self._tasks.append(asyncio.create_task(self.patcher.run(), name="kflow-status"))
+        if self.settings.metrics_port:
+            self._tasks.append(asyncio.create_task(
+                self.metrics.serve(self.settings.metrics_port, self), name="kflow-metrics"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.redis_client is not None:
+            await self.redis_client.aclose()
+
+    def node_queue(self, flow_uid: str, node: str) -> str | None:
+        return self.flow_queues.get(flow_uid, {}).get(node)
+
+    # ---- Flows -------------------------------------------------------------------------
+    async def admit_flow(self, body: Mapping[str, Any]) -> None:
+        """Create or resume: validate, compile, record the graph in Redis, start tracking."""
+        meta = body.get("metadata") or {}
+        uid, namespace, name = meta["uid"], meta["namespace"], meta["name"]
+        spec = body.get("spec") or {}
+        old_status = body.get("status") or {}
+        view = self.patcher.track(FlowView(
+            uid=uid, namespace=namespace, name=name, generation=meta.get("generation"),
+            ttl_seconds=spec.get("ttlSecondsAfterFinished"), phase=old_status.get("phase"),
+            conditions={c.get("type"): dict(c) for c in old_status.get("conditions") or []}))
+        try:
+            compiled = compile_flow(parse_manifest(_flow_document(body)))  # type: ignore[arg-type]
+        except SpecError as exc:
+            message = str(exc)
+            field = getattr(exc, "field", None)
+            if field and field not in message:
+                message = f"{message} (at {field})"
+            already = view.conditions.get("Valid", {})
+            view.valid, view.invalid_message = False, message
+            await self.patcher.flush(uid)
+            if not (already.get("status") == "False" and already.get("message") == message):
+                self.emit(namespace, name, uid, "Warning", "InvalidSpec", message)
+            log.warning("Flow %s/%s is invalid: %s", namespace, name, message)
+            return
+        view.valid, view.invalid_message = True, ""
+        self.flow_queues[uid] = {n.name: n.queue for n in compiled.nodes.values()}
+        created = await self.engine.submit(
+            FlowRef(uid=uid, namespace=namespace, name=name), compiled,
+            ttl_seconds_after_finished=spec.get("ttlSecondsAfterFinished"))
+        if created:
+            log.info("Flow %s/%s: %d nodes recorded in Redis", namespace, name,
+                     len(compiled.nodes))
+            if spec.get("cancel"):
+                await self.cancel_flow(body)
+            elif spec.get("suspend"):
+                await self.engine.suspend(uid)
+        else:
+            # Resumed after a restart: a crash between a flow step and its queue step left
+            # ready nodes off their queue; put them back.
+            await self.engine.reconcile_flow(uid)
+        self.refresh_missing_queues(namespace)
+        for queue in compiled.queues:
+            self.dispatchers.kick(f"{namespace}/{queue}")
+        await self.patcher.flush(uid)
+
+    async def set_suspended(self, body: Mapping[str, Any], suspended: bool) -> None:
+        uid = body["metadata"]["uid"]
+        try:
+            if suspended:
+                await self.engine.suspend(uid)
+            else:
+                await self.engine.resume(uid)
+        except FlowNotFound:
+            return
+        self.dispatchers.kick_namespace(body["metadata"]["namespace"])
+        self.patcher.mark(uid)
+
+    async def cancel_flow(self, body: Mapping[str, Any]) -> None:
+        """Stop the flow: no more dispatches, running Jobs deleted, phase Cancelled."""
+        meta = body["metadata"]
+        try:
+            await self.engine.cancel(meta["uid"])
+        except FlowNotFound:
+            return
+        for job in await self.api.flow_jobs(meta["namespace"], meta["uid"]):
+            if job_state(job) == "running":
+                await self.api.delete_job(meta["namespace"], job["metadata"]["name"])
+        self.dispatchers.kick_namespace(meta["namespace"])
+        self.patcher.mark(meta["uid"])
+
+    async def retry_flow(self, body: Mapping[str, Any]) -> None:
+        meta = body["metadata"]
+        try:
+            count = await self.engine.retry_failed(meta["uid"])
+        except FlowNotFound:
+            return
+        log.info("Flow %s/%s: %d failed node(s) back to ready", meta["namespace"], meta["name"],
+                 count)
+        if count:
+            self.emit(meta["namespace"], meta["name"], meta["uid"], "Normal", "Retried",
+                      f"{count} failed node(s) retried")
+        self.dispatchers.kick_namespace(meta["namespace"])
+        self.patcher.mark(meta["uid"])
+
+    async def delete_flow(self, body: Mapping[str, Any]) -> None:
+        """Finalizer: the flow's Redis keys go now; its Jobs go with it."""
+        meta = body["metadata"]
+        uid = meta["uid"]
+        self.patcher.forget(uid)
+        self.flow_queues.pop(uid, None)
+        await self.engine.delete(uid)
+        # The garbage collector would remove them after the Flow; do it now, pods included.
+        for job in await self.api.flow_jobs(meta["namespace"], uid):
+            await self.api.delete_job(meta["namespace"], job["metadata"]["name"])
+        log.info("Flow %s/%s deleted: Redis keys and Jobs removed", meta["namespace"],
+                 meta["name"])
+
+    def _phase_changed(self, view: FlowView, previous: str) -> None:
+        phase = view.phase or ""
+        self.metrics.flow_phase(view.uid, phase)
+        if not view.valid:
+            return
+        where = (view.namespace, view.name, view.uid)
+        if phase == "Succeeded":
+            progress = (view.last_status or {}).get("progress")
+            self.emit(*where, "Normal", "FlowSucceeded", f"all nodes done ({progress})")
+        elif phase == "Failed":
+            failures = (view.last_status or {}).get("firstFailures") or []
+            cause = f': node "{failures[0]["node"]}": {failures[0]["error"][:300]}' \
+                if failures else ""
+            self.emit(*where, "Warning", "FlowFailed", f"flow failed{cause}")
+        elif phase == "Cancelled":
+            self.emit(*where, "Normal", "FlowCancelled", "flow cancelled")
+        if phase in TERMINAL_PHASES:
+            self._schedule_ttl(view)
+
+    def _schedule_ttl(self, view: FlowView) -> None:
+        if view.ttl_seconds is None or view.ttl_task is not None:
+            return
+        finished = (view.last_status or {}).get("finishedAt")
+        finished_at = datetime.fromisoformat(finished.replace("Z", "+00:00")).timestamp() \
+            if finished else time.time()
+        delay = max(0.0, finished_at + view.ttl_seconds - time.time())
+
+        async def expire() -> None:
+            await asyncio.sleep(delay)
+            log.info("Flow %s/%s: ttlSecondsAfterFinished passed; deleting it", view.namespace,
+                     view.name)
+            await self.api.delete_flow(view.namespace, view.name)
+
+        view.ttl_task = asyncio.create_task(expire())
+
+    def _post_node_event(self, event: NodeEvent) -> None:
+        self.emit(event.namespace, event.flow_name, event.flow_uid,
+                  "Warning" if event.warning else "Normal", event.reason, event.message)
+
+    def emit(self, namespace: str, name: str, uid: str, type: str, reason: str,
+             message: str) -> None:
+        """Post a Kubernetes Event on a Flow, in the background (never delays the caller)."""
+        involved = {**flow_reference(namespace, name, uid)["metadata"], "kind": "Flow",
+                    "apiVersion": API_VERSION}
+
+        async def post() -> None:
+            try:
+                await self.api.post_event(involved, type=type, reason=reason, message=message,
+                                          component="kflow-operator", instance=self.identity)
+            except Exception as exc:  # an Event is a courtesy; the status says it too
+                log.warning("could not post %s Event on Flow %s/%s: %s", reason, namespace,
+                            name, exc)
+
+        task = asyncio.create_task(post())
+        self._events.add(task)
+        task.add_done_callback(self._events.discard)
+
+    def refresh_missing_queues(self, namespace: str) -> None:
+        """Recompute the QueueMissing condition of every flow of the namespace."""
+        for uid, view in list(self.patcher.views.items()):
+            if view.namespace != namespace or uid not in self.flow_queues:
+                continue
+            missing = tuple(sorted({q for q in self.flow_queues[uid].values()
+                                    if f"{namespace}/{q}" not in self.dispatchers.queues}))
+            if missing != view.missing_queues:
+                view.missing_queues = missing
+                self.patcher.mark(uid)
+
+    # ---- Queues ------------------------------------------------------------------------
+    async def queue_seen(self, namespace: str, name: str, spec: Mapping[str, Any]) -> None:
+        """A Queue was created or changed: its settings apply from the next dispatch on."""
+        rate = spec.get("rateLimit") or {}
+        info = QueueInfo(
+            namespace=namespace, name=name, mode=spec.get("mode") or "Job",
+            template=dict(spec.get("template") or {}), concurrency=spec.get("concurrency"),
+            rate_max=rate.get("max"),
+            rate_per_ms=parse_duration(rate["per"]) if rate.get("per") is not None else None)
+        previous = self.dispatchers.queues.get(info.queue_id)
+        if previous != info:
+            await self.engine.configure_queue(info.queue_id, QueueConfig(
+                concurrency=info.concurrency, rate_max=info.rate_max,
+                rate_per_ms=info.rate_per_ms, max_stalled=self.settings.max_stalled))
+            self.dispatchers.queues[info.queue_id] = info
+            log.info("Queue %s: mode %s, concurrency %s, rate %s/%sms", info.queue_id, info.mode,
+                     info.concurrency, info.rate_max, info.rate_per_ms)
+            self.dispatchers.kick(info.queue_id)
+            if previous is None:
+                self.refresh_missing_queues(namespace)
+
+    def queue_gone(self, namespace: str, name: str) -> None:
+        self.dispatchers.queues.pop(f"{namespace}/{name}", None)
+        self.refresh_missing_queues(namespace)
+
+    async def run_queue(self, namespace: str, name: str, stopped: Any) -> None:
+        await self.dispatchers.run(f"{namespace}/{name}", stopped, self.executor.launch,
+                                   self._housekeep)
+
+    async def _housekeep(self, queue_id: str) -> None:
+        await self.executor.housekeep(queue_id)
+        ready, active, delayed = await self.engine.queue_depth(queue_id)
+        namespace, _, name = queue_id.partition("/")
+        self.metrics.queue_depth(queue_id, ready, active, delayed)
+        await self.api.patch_queue_status(namespace, name, {
+            "waiting": ready, "active": active, "delayed": delayed})

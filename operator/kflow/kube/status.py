@@ -1,0 +1,222 @@
+"""Flow status: built from the engine's snapshot, bounded in size, patched ~once a second."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from kflow.api.durations import format_duration
+from kflow.engine import FlowNotFound, FlowSnapshot
+
+log = logging.getLogger("kflow.kube.status")
+
+TERMINAL_PHASES = frozenset({"Succeeded", "Failed", "Cancelled"})
+# The error text of each listed failure is cut to this many characters: status stays bounded.
+FAILURE_TEXT_LIMIT = 500
+
+
+def _camel(state: str) -> str:
+    head, *rest = state.split("-")
+    return head + "".join(part.title() for part in rest)
+
+
+def rfc3339(ms: int | None) -> str | None:
+    if ms is None:
+        return None
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def now_rfc3339() -> str:
+    return rfc3339(int(time.time() * 1000)) or ""
+
+
+@dataclass
+class FlowView:
+    """What the operator knows of one Flow beyond Redis: validity, missing queues, last status."""
+
+    uid: str
+    namespace: str
+    name: str
+    generation: int | None = None
+    valid: bool | None = None  # None until the spec was checked
+    invalid_message: str = ""
+    missing_queues: tuple[str, ...] = ()
+    ttl_seconds: int | None = None
+    phase: str | None = None  # last phase written (from the object at start-up)
+    conditions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    last_status: dict[str, Any] | None = None
+    last_patch: float = 0.0
+    ttl_task: asyncio.Task[None] | None = None
+
+
+def _condition(view: FlowView, ctype: str, status: bool, reason: str,
+               message: str) -> dict[str, Any]:
+    text = "True" if status else "False"
+    previous = view.conditions.get(ctype)
+    since = previous.get("lastTransitionTime") if previous and previous.get("status") == text \
+        else now_rfc3339()
+    return {"type": ctype, "status": text, "reason": reason, "message": message,
+            "lastTransitionTime": since}
+
+
+def build_status(view: FlowView, snapshot: FlowSnapshot | None,
+                 max_failures: int) -> dict[str, Any]:
+    """The Flow's status: a few counters and conditions, whatever the flow's size."""
+    conditions: list[dict[str, Any]] = []
+    status: dict[str, Any] = {"observedGeneration": view.generation}
+    if view.valid is False or snapshot is None:
+        phase = "Failed" if view.valid is False else "Pending"
+        conditions.append(_condition(view, "Valid", view.valid is not False,
+                                     "Invalid" if view.valid is False else "Checking",
+                                     view.invalid_message))
+        conditions.append(_condition(view, "Complete", False, phase, ""))
+        conditions.append(_condition(view, "Failed", view.valid is False,
+                                     "Invalid" if view.valid is False else phase,
+                                     view.invalid_message))
+        status.update(phase=phase, progress="0/0", conditions=conditions)
+        return status
+
+    phase = snapshot.phase
+    status.update(
+        phase=phase,
+        progress=f"{snapshot.done}/{snapshot.total}",
+        total=snapshot.total,
+        counts={_camel(state): n for state, n in sorted(snapshot.counts.items())},
+    )
+    if snapshot.started_at_ms is not None:
+        status["startedAt"] = rfc3339(snapshot.started_at_ms)
+        end_ms = snapshot.finished_at_ms or int(time.time() * 1000)
+        status["duration"] = format_duration(max(0, end_ms - snapshot.started_at_ms) // 1000
+                                             * 1000)
+    if snapshot.finished_at_ms is not None:
+        status["finishedAt"] = rfc3339(snapshot.finished_at_ms)
+    failures: list[dict[str, Any]] = [
+        {"node": f.node, "attempt": max(1, f.attempt), "error": f.error[:FAILURE_TEXT_LIMIT]}
+        for f in snapshot.failures[:max_failures]
+    ]
+    status["firstFailures"] = failures
+
+    conditions.append(_condition(view, "Valid", True, "Compiled",
+                                 f"{snapshot.total} nodes in the graph"))
+    conditions.append(_condition(view, "Complete", phase == "Succeeded", phase,
+                                 "every root node succeeded" if phase == "Succeeded" else ""))
+    failed_msg = ""
+    if phase == "Failed" and failures:
+        first = failures[0]
+        failed_msg = f'node "{first["node"]}" failed: {first["error"][:200]}'
+    conditions.append(_condition(view, "Failed", phase in {"Failed", "Cancelled"}, phase,
+                                 failed_msg or ("cancelled" if phase == "Cancelled" else "")))
+    if view.missing_queues and phase not in TERMINAL_PHASES:
+        names = ", ".join(view.missing_queues)
+        conditions.append(_condition(
+            view, "QueueMissing", True, "QueueMissing",
+            f"QueueMissing: {names} (nodes of these queues wait until a Queue of that name "
+            f"exists in namespace {view.namespace})"))
+    elif "QueueMissing" in view.conditions:
+        conditions.append(_condition(view, "QueueMissing", False, "QueuesPresent", ""))
+    status["conditions"] = conditions
+    return status
+
+
+PatchFn = Callable[[str, str, dict[str, Any]], Awaitable[bool]]
+SnapshotFn = Callable[[str], Awaitable[FlowSnapshot]]
+FinishedFn = Callable[[FlowView, str], None]
+
+
+class StatusPatcher:
+    """Coalesces status updates: many marks of one flow become one patch per interval."""
+
+    def __init__(self, *, patch: PatchFn, snapshot: SnapshotFn, on_phase_change: FinishedFn,
+                 interval: float = 1.0, max_failures: int = 10, parallel: int = 8) -> None:
+        self._patch = patch
+        self._snapshot = snapshot
+        self._on_phase_change = on_phase_change
+        self._interval = interval
+        self._max_failures = max_failures
+        self._parallel = parallel
+        self.views: dict[str, FlowView] = {}
+        self._dirty: set[str] = set()
+        self._wake = asyncio.Event()
+
+    def track(self, view: FlowView) -> FlowView:
+        """Start tracking a flow (or refresh what is known of it); returns the live view."""
+        current = self.views.get(view.uid)
+        if current is None:
+            self.views[view.uid] = view
+            return view
+        current.generation = view.generation
+        current.valid = view.valid
+        current.invalid_message = view.invalid_message
+        current.ttl_seconds = view.ttl_seconds
+        return current
+
+    def forget(self, uid: str) -> None:
+        view = self.views.pop(uid, None)
+        self._dirty.discard(uid)
+        if view and view.ttl_task:
+            view.ttl_task.cancel()
+
+    def mark(self, uid: str) -> None:
+        """Ask for a status patch of this flow soon (coalesced)."""
+        if uid in self.views:
+            self._dirty.add(uid)
+            self._wake.set()
+
+    async def run(self) -> None:
+        """Patch dirty flows forever, each at most once per interval."""
+        while True:
+            self._wake.clear()
+            now = time.monotonic()
+            due = [uid for uid in self._dirty
+                   if now - self.views[uid].last_patch >= self._interval]
+            for start in range(0, len(due), self._parallel):
+                chunk = due[start:start + self._parallel]
+                for uid in chunk:
+                    self._dirty.discard(uid)
+                await asyncio.gather(*(self._patch_one(uid) for uid in chunk))
+            waiting = [self.views[uid].last_patch + self._interval - time.monotonic()
+                       for uid in self._dirty if uid in self.views]
+            self._dirty &= set(self.views)
+            timeout = max(0.01, min(waiting)) if waiting else None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def flush(self, uid: str) -> None:
+        """Patch one flow now (used right after validation, when the user is waiting)."""
+        self._dirty.discard(uid)
+        await self._patch_one(uid)
+
+    async def _patch_one(self, uid: str) -> None:
+        view = self.views.get(uid)
+        if view is None:
+            return
+        view.last_patch = time.monotonic()
+        try:
+            snapshot = await self._snapshot(uid) if view.valid else None
+            status = build_status(view, snapshot, self._max_failures)
+            if status != view.last_status:
+                if not await self._patch(view.namespace, view.name, status):
+                    self.forget(uid)
+                    return
+                view.last_status = status
+                view.conditions = {c["type"]: c for c in status.get("conditions", [])}
+            phase = status.get("phase")
+            if phase and phase != view.phase:
+                previous, view.phase = view.phase, phase
+                if previous is not None or phase in TERMINAL_PHASES:
+                    self._on_phase_change(view, previous or "")
+        except FlowNotFound:
+            # Expired after its TTL or deleted: nothing left to report (the TTL task or the
+            # finalizer takes care of the object).
+            log.debug("Flow %s/%s has no keys in Redis; status left as is", view.namespace,
+                      view.name)
+        except Exception:  # one flow's trouble must not stop the others' status
+            log.exception("status patch of Flow %s/%s failed; will retry", view.namespace,
+                          view.name)
+            self._dirty.add(uid)

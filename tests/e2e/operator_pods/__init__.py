@@ -1,0 +1,1 @@
+"""Node functions the operator's end-to-end tests run in pods (mounted into the runner image)."""

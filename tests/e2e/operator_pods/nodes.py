@@ -1,0 +1,64 @@
+"""Tiny node handlers for the operator e2e tests: cheap, deterministic, driven by `data`."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from kflow.sdk.job import Job
+
+
+def echo(job: Job) -> dict[str, Any]:
+    """Return the node's data, name, attempt and every child value: parents see all inputs."""
+    return {"node": job.name, "data": job.data, "attempt": job.attempt,
+            "children": job.children_values(), "ignored": job.ignored_failures()}
+
+
+def add_one(job: Job) -> int:
+    """Sum of the children's integer values plus one (a leaf returns data.value + 1)."""
+    values = job.children_values()
+    if not values:
+        return int((job.data or {}).get("value", 0)) + 1
+    return sum(int(v) for v in values.values() if isinstance(v, int)) + 1
+
+
+def total(job: Job) -> dict[str, Any]:
+    """Aggregate a fan-out: how many children and the sum of their numeric results."""
+    values = job.children_values()
+    return {"count": len(values),
+            "sum": sum(v for v in values.values() if isinstance(v, int | float))}
+
+
+def square(job: Job) -> int:
+    time.sleep(float((job.data or {}).get("sleep", 0)))
+    return int(job.data["n"]) ** 2
+
+
+def fail(job: Job) -> None:
+    raise RuntimeError(f"node {job.name} fails on purpose (attempt {job.attempt})")
+
+
+def flaky(job: Job) -> dict[str, Any]:
+    """Fail until attempt `data.succeed_on`, then succeed."""
+    succeed_on = int((job.data or {}).get("succeed_on", 2))
+    if job.attempt < succeed_on:
+        raise RuntimeError(f"transient failure on attempt {job.attempt}")
+    return {"succeeded_on": job.attempt}
+
+
+def sleep(job: Job) -> dict[str, Any]:
+    """Sleep `data.seconds` (used for timeouts and for deleting a running pod)."""
+    time.sleep(float((job.data or {}).get("seconds", 60)))
+    return {"slept": True, "attempt": job.attempt}
+
+
+def gated(job: Job) -> dict[str, Any]:
+    """Fail until the test opens the gate: Redis key `kflow-test:gate:<flow uid>` exists."""
+    import os
+
+    import redis
+
+    client = redis.Redis.from_url(os.environ["KFLOW_REDIS_URL"])
+    if not client.exists(f"kflow-test:gate:{job.flow.uid}"):
+        raise RuntimeError("the gate is closed")
+    return {"passed_on": job.attempt}
