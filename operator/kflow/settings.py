@@ -20,7 +20,6 @@ class Settings(BaseSettings):
     redis_password: str | None = None
     redis_tls: bool = False
     redis_tls_ca_file: str | None = None
-    redis_cluster: bool = False  # use the Redis Cluster client (every flow lives in one slot)
     redis_prefix: str = "kflow"
 
     # What the pods get: a Secret in the Flow's namespace, referenced by name, never a literal.

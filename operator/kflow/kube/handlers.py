@@ -29,7 +29,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.batching.worker_limit = 256
     settings.peering.lifetime = config.peering_lifetime
     settings.watching.server_timeout = 300
-    runtime = Runtime.from_settings(config)
+    runtime = await Runtime.from_settings(config)
     runtime.start()
     memo.runtime = runtime
 

@@ -12,8 +12,6 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from kflow.api import SpecError, parse_duration, parse_manifest
 from kflow.engine import Engine, FlowNotFound, FlowRef, QueueConfig
 from kflow.graph import compile_flow
@@ -24,22 +22,15 @@ from kflow.kube.k8s import KubeApi
 from kflow.kube.metrics import Metrics
 from kflow.kube.status import TERMINAL_PHASES, FlowView, StatusPatcher
 from kflow.settings import Settings
+from kflow.store.connect import connect
 
 log = logging.getLogger("kflow.kube")
 
 
-def connect_redis(settings: Settings) -> Any:
-    """The async Redis client the engine uses, from the settings (TLS via rediss:// or the flag)."""
-    kwargs: dict[str, Any] = {}
-    if settings.redis_password:
-        kwargs["password"] = settings.redis_password
-    if settings.redis_tls and settings.redis_url.startswith("redis://"):
-        kwargs["ssl"] = True
-    if settings.redis_tls_ca_file:
-        kwargs["ssl_ca_certs"] = settings.redis_tls_ca_file
-    if settings.redis_cluster:
-        return aioredis.RedisCluster.from_url(settings.redis_url, **kwargs)
-    return aioredis.Redis.from_url(settings.redis_url, **kwargs)
+async def connect_redis(settings: Settings) -> Any:
+    """The async Redis client the engine uses (single server or cluster; TLS per settings)."""
+    return await connect(settings.redis_url, password=settings.redis_password,
+                         tls=settings.redis_tls, tls_ca_file=settings.redis_tls_ca_file)
 
 
 def flow_reference(namespace: str, name: str, uid: str) -> dict[str, Any]:
@@ -91,11 +82,11 @@ class Runtime:
         self._events: set[asyncio.Task[None]] = set()
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Runtime:
+    async def from_settings(cls, settings: Settings) -> Runtime:
         from kflow.kube.k8s import load_config
 
         load_config()
-        client = connect_redis(settings)
+        client = await connect_redis(settings)
         return cls(settings, Engine(client, prefix=settings.redis_prefix), KubeApi(), client)
 
     def start(self) -> None:

@@ -13,14 +13,19 @@ from redis.asyncio.cluster import RedisCluster
 MAX_CONNECTIONS = 64
 
 
-async def connect(url: str, *, password: str | None = None,
-                  max_connections: int = MAX_CONNECTIONS) -> Any:
+async def connect(url: str, *, password: str | None = None, tls: bool = False,
+                  tls_ca_file: str | None = None, max_connections: int = MAX_CONNECTIONS) -> Any:
     """A client for `url`: `RedisCluster` when the server runs in cluster mode.
 
     Asking the server (INFO cluster) instead of taking a flag means the same URL works for a
-    single Redis and for any node of a Redis Cluster.
+    single Redis and for any node of a Redis Cluster. TLS comes from a `rediss://` URL or
+    from `tls=True`; `tls_ca_file` names the CA bundle that signed the server's certificate.
     """
     extra: dict[str, Any] = {"password": password} if password else {}
+    if tls and url.startswith("redis://"):
+        url = "rediss://" + url.removeprefix("redis://")
+    if tls_ca_file:
+        extra["ssl_ca_certs"] = tls_ca_file
     # No read timeout: while redis-py has one armed, a task cancelled inside a command swallows
     # the CancelledError and keeps running (tests/integration/test_redis_client.py). Dead
     # peers are found by TCP keepalive and the periodic health check instead.
