@@ -124,6 +124,26 @@ def test_diamond_child_runs_once_and_both_parents_get_its_value(scenario: Scenar
     assert set(results["top"]["children"]) == {"left", "right"}
 
 
+def test_order_workflow_example_charges_once_and_both_parents_see_the_payment(
+    scenario: Scenario,
+) -> None:
+    watch = scenario.watch_jobs()
+    scenario.apply(*runnable_examples(REPO / "examples" / "order-workflow.yaml"))
+
+    body = scenario.wait_phase("order-a17")
+
+    assert body["status"]["phase"] == "Succeeded", body["status"]
+    nodes = scenario.nodes("order-a17")
+    assert all(info.state == "completed" for info in nodes.values()), nodes
+    # One payment Job, one attempt, and the same payment reaches both of its parents.
+    assert len(watch.created(node="process-payment")) == 1
+    assert nodes["process-payment"].attempt == 1
+    payment_id = nodes["process-payment"].result["paymentId"]
+    assert nodes["reserve-inventory"].result["paymentId"] == payment_id
+    assert nodes["prepare-shipping"].result["paymentId"] == payment_id
+    assert nodes["send-confirmation"].result["confirmed"] is True
+
+
 def test_ignored_child_failure_lets_the_parent_run_and_see_it(scenario: Scenario) -> None:
     scenario.apply(queue("ok", "echo"), queue("bad", "fail"), flow("ignore", [
         {"name": "parent", "queue": "ok", "children": [
