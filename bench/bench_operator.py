@@ -101,7 +101,8 @@ def memory(scenario: Scenario, flows: int, nodes: int) -> None:
     scenario.kube("patch", "flows", "--all", "-n", scenario.namespace, "--type=merge", "-p",
                   '{"spec":{"cancel":true}}', check=False, timeout=120)
     record("Operator: memory with 100 flows of 100 nodes (issue 4)", table(
-        ["flows running", "nodes", "operator RSS before (started, no flow)", "operator RSS peak (30 s)"],
+        ["flows running", "nodes", "operator RSS before (started, no flow)",
+         "operator RSS peak (30 s)"],
         [[f"{running}/{flows}", f"{flows * nodes:,}", f"{idle / 1024:.0f} MiB",
           f"{peak / 1024:.0f} MiB"]]) + """
 
