@@ -4,23 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import json
 import logging
 import os
 import shutil
 import signal
 import socket
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from kflow.cli.redis_server import private_redis
 from kflow.engine import Attempt, Engine, FlowRef, FlowSnapshot, NodeInfo, QueueConfig
 from kflow.graph.dag import CompiledFlow
 from kflow.sdk.connect import connect_redis
@@ -478,71 +476,6 @@ class _JobLogForwarder(logging.Handler):
         node = getattr(record, "node", None)
         if node is not None:
             self.view.job_log(str(node), record.getMessage())
-
-
-# --------------------------------------------------------------------------------------------
-# A private redis-server for runs without --redis
-# --------------------------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _die_with_parent() -> None:
-    # If the runner is SIGKILLed its private Redis must not live on as an orphan.
-    with contextlib.suppress(Exception):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-@contextlib.contextmanager
-def private_redis() -> Iterator[str]:
-    """Start a redis-server in a temporary folder on a free loopback port; yield its URL."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise RuntimeError(
-            "redis-server is not installed: install it (apt-get install redis-server) "
-            "or pass --redis redis://HOST:PORT"
-        )
-    with tempfile.TemporaryDirectory(prefix="kflow-local-redis-") as tmp:
-        port = _free_port()
-        logfile = Path(tmp) / "redis.log"
-        proc = subprocess.Popen(
-            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", tmp, "--logfile", str(logfile)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
-        )
-        try:
-            _wait_for_ping(port, proc, logfile)
-            yield f"redis://127.0.0.1:{port}/0"
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
-def _wait_for_ping(port: int, proc: subprocess.Popen[bytes], logfile: Path) -> None:
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            tail = logfile.read_text()[-1000:] if logfile.exists() else ""
-            raise RuntimeError(f"the private redis-server exited at start: {tail}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
-                sock.sendall(b"PING\r\n")
-                if sock.recv(16).startswith(b"+PONG"):
-                    return
-        except OSError:
-            pass
-        time.sleep(0.02)
-    raise RuntimeError(f"the private redis-server on port {port} did not answer within 15 s")
 
 
 # --------------------------------------------------------------------------------------------
