@@ -5,7 +5,7 @@ VENV := $(CURDIR)/.venv
 PY := $(VENV)/bin/python
 export PATH := $(VENV)/bin:$(PATH)
 
-.PHONY: help venv test test-fast lint typecheck crds crds-check docs docs-check demo demo-local bench clean
+.PHONY: help deps venv test test-fast lint typecheck crds crds-check docs docs-check demo demo-local bench clean
 
 help:
 	@echo "make demo        run a real flow end to end (local cluster, Redis, operator, pods)"
@@ -24,7 +24,11 @@ $(VENV)/.installed: pyproject.toml uv.lock
 
 venv: $(VENV)/.installed
 
-test: venv
+# Debian packages the cluster, Redis and the image builds need (installed when run as root).
+deps:
+	@bash hack/deps.sh
+
+test: deps venv
 	$(PY) -m pytest -q
 
 test-fast: venv
@@ -47,7 +51,7 @@ docs-check: venv
 	$(PY) -m kflow.api.docgen --check README.md
 
 # The README's first command: cluster, Redis, CRDs, operator, pods; cleans up after itself.
-demo: venv
+demo: deps venv
 	$(PY) hack/demo.py
 
 demo-local: venv
