@@ -2,8 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import copy
+from typing import Any
+
 from kflow.api.models import Queue, Workers
-from kflow.kube.scaler import PoolClock, build_deployment, desired_replicas
+from kflow.kube.metrics import Metrics
+from kflow.kube.scaler import (
+    PoolClock,
+    PoolState,
+    build_deployment,
+    desired_replicas,
+    reconcile_worker_pool,
+    worker_command,
+)
 
 W = Workers(min=0, max=5, nodes_per_worker=10, idle_seconds=60)
 NOW = 1_000_000
@@ -64,9 +76,146 @@ def test_deployment_runs_the_worker_from_a_job_mode_template() -> None:
     assert body["spec"]["replicas"] == 2
     main = body["spec"]["template"]["spec"]["containers"][0]
     assert main["command"] == ["kflow", "worker", "--queue", "etl/extract",
-                               "--concurrency", "8", "m:f"]
+                               "--concurrency", "8", "--grace-ms", "28000", "m:f"]
     url = [e for e in main["env"] if e["name"] == "KFLOW_REDIS_URL"]
     assert url == [{"name": "KFLOW_REDIS_URL",
                     "valueFrom": {"secretKeyRef": {"name": "kflow-redis", "key": "url"}}}]
     labels = body["spec"]["template"]["metadata"]["labels"]
     assert body["spec"]["selector"]["matchLabels"].items() <= labels.items()
+
+
+def test_worker_command_accepts_both_job_mode_forms_and_leaves_others_alone() -> None:
+    expected = ["kflow", "worker", "--queue", "ns/q", "--concurrency", "4", "--grace-ms",
+                "3000", "pkg.mod:fn"]
+    assert worker_command(["kflow-run", "pkg.mod:fn"], [], "ns/q", 4, 3000) == expected
+    assert worker_command(["kflow-run"], ["pkg.mod:fn"], "ns/q", 4, 3000) == expected
+    # No command: the runner image's entrypoint is kflow-run, args name the handler.
+    assert worker_command([], ["pkg.mod:fn"], "ns/q", 4, 3000) == expected
+    assert worker_command(["/bin/sh", "-c", "echo"], [], "ns/q", 4, 3000) is None
+    assert worker_command([], ["--verbose"], "ns/q", 4, 3000) is None
+    own = ["kflow", "worker", "--queue", "ns/q", "m:f"]
+    assert worker_command(own, [], "ns/q", 4, 3000) is None
+
+
+POOL_QUEUE = {
+    "metadata": {"name": "squares", "namespace": "team", "uid": "u-1"},
+    "spec": {"mode": "Worker", "workers": {"max": 3, "nodesPerWorker": 5, "idleSeconds": 5},
+             "template": {"spec": {"restartPolicy": "Never", "terminationGracePeriodSeconds": 5,
+                                   "containers": [{"name": "main", "image": "img",
+                                                   "args": ["m:f"]}]}}},
+}
+
+
+def test_deployment_is_owned_by_the_queue_and_restarts_its_pods() -> None:
+    body = build_deployment(Queue.model_validate(POOL_QUEUE), 0)
+    assert body["metadata"]["ownerReferences"] == [{
+        "apiVersion": "kflow.dev/v1alpha1", "kind": "Queue", "name": "squares", "uid": "u-1",
+        "controller": True}]
+    pod = body["spec"]["template"]["spec"]
+    assert "restartPolicy" not in pod  # a Deployment only allows Always
+    assert pod["containers"][0]["command"] == [
+        "kflow", "worker", "--queue", "team/squares", "--concurrency", "5", "--grace-ms",
+        "3000", "m:f"]
+    assert "args" not in pod["containers"][0]
+    assert body["spec"]["template"]["metadata"]["labels"]["kflow.dev/queue"] == "squares"
+
+
+class FakeEngine:
+    def __init__(self) -> None:
+        self.depth = (0, 0, 0)
+
+    async def queue_depth(self, queue_id: str) -> tuple[int, int, int]:
+        return self.depth
+
+
+class MemoryDeployments:
+    """Deployments kept in a dict, with a log of the calls the scaler made."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, dict[str, Any]] = {}
+        self.calls: list[str] = []
+
+    async def read_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self.calls.append("read")
+        found = self.objects.get(name)
+        return copy.deepcopy(found) if found else None
+
+    async def create_deployment(self, namespace: str, body: dict[str, Any]) -> bool:
+        self.calls.append("create")
+        self.objects[body["metadata"]["name"]] = copy.deepcopy(body)
+        return True
+
+    async def replace_deployment(self, namespace: str, name: str,
+                                 body: dict[str, Any]) -> None:
+        self.calls.append("replace")
+        self.objects[name] = copy.deepcopy(body)
+
+    async def scale_deployment(self, namespace: str, name: str, replicas: int) -> None:
+        self.calls.append(f"scale {replicas}")
+        self.objects[name]["spec"]["replicas"] = replicas
+
+    def pods_follow(self) -> None:
+        for obj in self.objects.values():
+            obj["status"] = {"replicas": obj["spec"]["replicas"]}
+
+
+def test_reconcile_creates_scales_on_change_only_and_follows_template_edits() -> None:
+    async def scenario() -> None:
+        engine, api, state = FakeEngine(), MemoryDeployments(), PoolState()
+
+        async def tick(now_ms: int, queue: dict[str, Any] = POOL_QUEUE) -> int:
+            report = await reconcile_worker_pool(queue, engine, api, state, now_ms=now_ms)
+            api.pods_follow()
+            return report.replicas
+
+        assert await tick(0) == 0
+        assert api.calls == ["read", "create"]
+        engine.depth = (20, 0, 0)
+        assert await tick(1_000) == 3  # ceil(20 / 5) = 4, capped at max 3
+        assert api.calls[-1] == "scale 3"
+        api.calls.clear()
+        engine.depth = (10, 5, 0)
+        for t in range(2_000, 5_000, 1_000):
+            assert await tick(t) == 3
+        assert [c for c in api.calls if c != "read"] == [], "no writes while the count holds"
+        assert api.calls.count("read") <= 1, "a settled pool is not read on every tick"
+        engine.depth = (0, 0, 0)
+        assert await tick(6_000) == 3
+        assert await tick(10_999) == 3  # idle 4.999 s of idleSeconds 5
+        assert await tick(11_000) == 0
+        assert api.calls[-1] == "scale 0"
+        edited = copy.deepcopy(POOL_QUEUE)
+        edited["spec"]["template"]["spec"]["containers"][0]["image"] = "img:2"
+        await tick(12_000, edited)
+        assert api.calls[-1] == "replace"
+        image = api.objects["kflow-worker-squares"]["spec"]["template"]["spec"]["containers"]
+        assert image[0]["image"] == "img:2"
+
+    asyncio.run(scenario())
+
+
+def test_reconcile_recreates_a_deleted_deployment_at_the_next_resync() -> None:
+    async def scenario() -> None:
+        engine, api, state = FakeEngine(), MemoryDeployments(), PoolState()
+        await reconcile_worker_pool(POOL_QUEUE, engine, api, state, now_ms=0)
+        api.objects.clear()
+        await reconcile_worker_pool(POOL_QUEUE, engine, api, state, now_ms=1,
+                                    resync_seconds=0.0)
+        assert api.calls == ["read", "create", "read", "create"]
+        assert "kflow-worker-squares" in api.objects
+
+    asyncio.run(scenario())
+
+
+def test_metrics_expose_queue_depth_per_state_and_pool_size() -> None:
+    metrics = Metrics()
+    metrics.queue_depth("team/squares", 7, 2, 1)
+    metrics.pool_size("team/squares", 3)
+    text = metrics.render().splitlines()
+    assert 'kflow_queue_ready{queue="team/squares"} 7' in text
+    assert 'kflow_queue_active{queue="team/squares"} 2' in text
+    assert 'kflow_queue_delayed{queue="team/squares"} 1' in text
+    assert 'kflow_queue_workers{queue="team/squares"} 3' in text
+    assert "# TYPE kflow_queue_ready gauge" in text
+    metrics.pool_size("team/squares", None)
+    assert "kflow_queue_workers{" not in metrics.render()

@@ -25,6 +25,9 @@ class QueueInfo:
     concurrency: int | None = None
     rate_max: int | None = None
     rate_per_ms: int | None = None
+    uid: str | None = None
+    spec: dict[str, Any] = field(default_factory=dict)  # the whole spec (Worker mode reads it)
+    external_scaler: bool = False  # Worker mode, pool sized by KEDA/HPA/a person, not by kflow
 
     @property
     def queue_id(self) -> str:
@@ -47,6 +50,7 @@ class Dispatchers:
         self.idle_recheck = idle_recheck
         self.queues: dict[str, QueueInfo] = {}
         self._kicks: dict[str, asyncio.Event] = {}
+        self._pool_kicks: dict[str, asyncio.Event] = {}
 
     def _event(self, queue_id: str) -> asyncio.Event:
         event = self._kicks.get(queue_id)
@@ -54,9 +58,19 @@ class Dispatchers:
             event = self._kicks[queue_id] = asyncio.Event()
         return event
 
+    def pool_wakeup(self, queue_id: str) -> asyncio.Event:
+        """An event `kick` also sets, for the queue's worker-pool loop (it clears its own)."""
+        event = self._pool_kicks.get(queue_id)
+        if event is None:
+            event = self._pool_kicks[queue_id] = asyncio.Event()
+        return event
+
     def kick(self, queue_id: str) -> None:
         """Something may have become ready (or capacity freed) on this queue: look now."""
         self._event(queue_id).set()
+        pool = self._pool_kicks.get(queue_id)
+        if pool is not None:
+            pool.set()
 
     def kick_namespace(self, namespace: str) -> None:
         prefix = f"{namespace}/"
@@ -93,7 +107,7 @@ class Dispatchers:
                     log.exception("dispatch of queue %s failed; retrying", queue_id)
                     timeout = 1.0
             timeout = min(timeout or 1e9, self.lease_ms / 3000)
-            await _wait_any(kick, stopped, timeout)
+            await wait_any(kick, stopped, timeout)
 
     async def _rate_wait(self, queue: QueueInfo) -> float:
         """How long to wait when a rate limit (not an empty queue) held nodes back."""
@@ -104,7 +118,7 @@ class Dispatchers:
         return min(5.0, max(0.05, per / 1000))
 
 
-async def _wait_any(event: asyncio.Event, stopped: Any, timeout: float) -> None:
+async def wait_any(event: asyncio.Event, stopped: Any, timeout: float) -> None:
     async def until_stopped() -> None:
         await stopped.wait()  # a kopf flag: wait() returns an awaitable, not a coroutine
 

@@ -75,19 +75,22 @@ async def flow_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 # ---- Queue -----------------------------------------------------------------------------
 @kopf.on.event(GROUP, VERSION, "queues")
 async def queue_event(type: str, namespace: str | None, name: str, spec: kopf.Spec,
-                      memo: Any, **_: Any) -> None:
+                      uid: str | None, annotations: kopf.Annotations, memo: Any,
+                      **_: Any) -> None:
     assert namespace is not None  # Queue is a namespaced kind
     if type == "DELETED":
         memo.runtime.queue_gone(namespace, name)
     else:
-        await memo.runtime.queue_seen(namespace, name, spec)
+        await memo.runtime.queue_seen(namespace, name, spec, uid, annotations)
 
 
+# One daemon per Queue: Job dispatch, or (Worker mode) the scaler of its worker Deployment.
 @kopf.daemon(GROUP, VERSION, "queues", cancellation_timeout=5.0)
-async def queue_dispatcher(namespace: str | None, name: str, spec: kopf.Spec, stopped: Any,
-                           memo: Any, **_: Any) -> None:
+async def queue_dispatcher(namespace: str | None, name: str, spec: kopf.Spec, uid: str | None,
+                           annotations: kopf.Annotations, stopped: Any, memo: Any,
+                           **_: Any) -> None:
     assert namespace is not None
-    await memo.runtime.queue_seen(namespace, name, spec)
+    await memo.runtime.queue_seen(namespace, name, spec, uid, annotations)
     await memo.runtime.run_queue(namespace, name, stopped)
 
 

@@ -36,6 +36,7 @@ class KubeApi:
         self._batch = client.BatchV1Api(api_client)
         self._core = client.CoreV1Api(api_client)
         self._custom = client.CustomObjectsApi(api_client)
+        self._apps = client.AppsV1Api(api_client)
 
     async def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         # Raw JSON, not the client's model objects: cheaper, and dicts like kopf's bodies.
@@ -129,6 +130,44 @@ class KubeApi:
         try:
             await self._call(self._custom.patch_namespaced_custom_object_status, GROUP,
                              VERSION, namespace, "queues", name, {"status": status})
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    # ---- worker Deployments (kflow.kube.scaler.PoolApi) -----------------------------------
+    async def read_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            found: dict[str, Any] = await self._call(self._apps.read_namespaced_deployment,
+                                                     name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return found
+
+    async def create_deployment(self, namespace: str, body: dict[str, Any]) -> bool:
+        """Create the Deployment; False when one of that name already exists."""
+        try:
+            await self._call(self._apps.create_namespaced_deployment, namespace, body)
+        except ApiException as exc:
+            if exc.status == 409:
+                return False
+            raise
+        return True
+
+    async def replace_deployment(self, namespace: str, name: str,
+                                 body: dict[str, Any]) -> None:
+        await self._call(self._apps.replace_namespaced_deployment, name, namespace, body)
+
+    async def scale_deployment(self, namespace: str, name: str, replicas: int) -> None:
+        await self._call(self._apps.patch_namespaced_deployment_scale, name, namespace,
+                         {"spec": {"replicas": replicas}})
+
+    async def delete_deployment(self, namespace: str, name: str) -> None:
+        """Delete a Deployment and its pods; one already gone is fine."""
+        try:
+            await self._call(self._apps.delete_namespaced_deployment, name, namespace,
+                             body={"propagationPolicy": "Background"})
         except ApiException as exc:
             if exc.status != 404:
                 raise

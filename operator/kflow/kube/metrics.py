@@ -20,6 +20,7 @@ class Metrics:
         self.completed_total: Counter[str] = Counter()
         self.failed_total: Counter[tuple[str, str]] = Counter()
         self.depth: dict[str, tuple[int, int, int]] = {}
+        self.pools: dict[str, int] = {}  # worker replicas asked for, per Worker-mode queue
         self.phases: dict[str, str] = {}
         self.unlock_seconds: list[float] = []  # last 10,000, for percentiles
         self._unlock_buckets = [0] * (len(_BUCKETS) + 1)
@@ -52,6 +53,12 @@ class Metrics:
     def queue_depth(self, queue_id: str, ready: int, active: int, delayed: int) -> None:
         self.depth[queue_id] = (ready, active, delayed)
 
+    def pool_size(self, queue_id: str, replicas: int | None) -> None:
+        if replicas is None:
+            self.pools.pop(queue_id, None)
+        else:
+            self.pools[queue_id] = replicas
+
     def flow_phase(self, uid: str, phase: str) -> None:
         self.phases[uid] = phase
 
@@ -70,6 +77,17 @@ class Metrics:
             lines += [f'kflow_queue_nodes{{queue="{q}",state="ready"}} {ready}',
                       f'kflow_queue_nodes{{queue="{q}",state="active"}} {active}',
                       f'kflow_queue_nodes{{queue="{q}",state="delayed"}} {delayed}']
+        # One gauge per state as well: what a KEDA or HPA rule sums (see docs/autoscaling.md).
+        for state, index, text in (("ready", 0, "Nodes ready and waiting for a worker or Job."),
+                                   ("active", 1, "Nodes running now."),
+                                   ("delayed", 2, "Nodes waiting for a delay or backoff.")):
+            lines.append(f"# HELP kflow_queue_{state} {text}")
+            lines.append(f"# TYPE kflow_queue_{state} gauge")
+            lines += [f'kflow_queue_{state}{{queue="{q}"}} {depth[index]}'
+                      for q, depth in sorted(self.depth.items())]
+        lines.append("# HELP kflow_queue_workers Worker replicas the operator asks for.")
+        lines.append("# TYPE kflow_queue_workers gauge")
+        lines += [f'kflow_queue_workers{{queue="{q}"}} {n}' for q, n in sorted(self.pools.items())]
         lines.append("# TYPE kflow_flows gauge")
         for phase, n in sorted(Counter(self.phases.values()).items()):
             lines.append(f'kflow_flows{{phase="{phase}"}} {n}')

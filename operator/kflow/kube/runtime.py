@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import os
 import socket
@@ -13,18 +14,35 @@ from datetime import datetime
 from typing import Any
 
 from kflow.api import SpecError, parse_duration, parse_manifest
+from kflow.api.models import Queue
 from kflow.engine import Engine, FlowNotFound, FlowRef, QueueConfig
 from kflow.graph import compile_flow
-from kflow.kube.dispatch import Dispatchers, QueueInfo
+from kflow.kube.dispatch import Dispatchers, QueueInfo, wait_any
 from kflow.kube.executor import JobExecutor, NodeEvent
 from kflow.kube.jobs import API_VERSION, RedisEnv, job_state
 from kflow.kube.k8s import KubeApi
 from kflow.kube.metrics import Metrics
+from kflow.kube.scaler import (
+    LABEL_COMPONENT,
+    WORKER_COMPONENT,
+    PoolState,
+    deployment_name,
+    reconcile_worker_pool,
+)
 from kflow.kube.status import TERMINAL_PHASES, FlowView, StatusPatcher
 from kflow.settings import Settings
 from kflow.store.connect import connect
 
 log = logging.getLogger("kflow.kube")
+
+# `kflow.dev/scaler: external` on a Worker-mode Queue: the operator leaves its workers alone
+# (KEDA, an HPA or a person sizes them); it still reports the queue's depth.
+ANNOTATION_SCALER = "kflow.dev/scaler"
+# A Worker-mode queue's pool is reconciled this often, and at once when work arrives.
+POOL_TICK_SECONDS = 1.0
+# Flows served by a worker pool progress without the operator seeing it; their status is
+# refreshed while the pool works, and at least this often otherwise.
+POOL_STATUS_SAFETY_SECONDS = 5.0
 
 
 async def connect_redis(settings: Settings) -> Any:
@@ -68,16 +86,22 @@ class Runtime:
             patch=api.patch_flow_status, snapshot=engine.snapshot,
             on_phase_change=self._phase_changed, interval=settings.status_interval_seconds,
             max_failures=settings.status_max_failures)
+        self.redis_env = RedisEnv(settings.redis_secret_name, settings.redis_secret_url_key,
+                                  settings.redis_secret_password_key, settings.redis_prefix)
         self.executor = JobExecutor(
             engine=engine, api=api, dispatchers=self.dispatchers,
-            redis_env=RedisEnv(settings.redis_secret_name, settings.redis_secret_url_key,
-                               settings.redis_secret_password_key, settings.redis_prefix),
+            redis_env=self.redis_env,
             lease_ms=settings.lease_ms, create_retries=settings.job_create_retries,
             keep_finished_jobs=settings.keep_finished_jobs, node_queue=self.node_queue,
             mark_flow=self.patcher.mark, post_event=self._post_node_event,
             namespaces=settings.namespaces, metrics=self.metrics)
         # node -> queue name, per flow uid: which dispatcher to wake when a node becomes ready.
         self.flow_queues: dict[str, dict[str, str]] = {}
+        # The set of queue names each flow uses: which flows a worker pool's progress touches.
+        self.flow_queue_names: dict[str, frozenset[str]] = {}
+        self.pools: dict[str, PoolState] = {}
+        # Queue status as last written, and when: patched only on change, at most 1/s.
+        self.queue_status: dict[str, tuple[dict[str, Any], float]] = {}
         self._tasks: list[asyncio.Task[Any]] = []
         self._events: set[asyncio.Task[None]] = set()
 
@@ -136,6 +160,7 @@ class Runtime:
             return
         view.valid, view.invalid_message = True, ""
         self.flow_queues[uid] = {n.name: n.queue for n in compiled.nodes.values()}
+        self.flow_queue_names[uid] = frozenset(compiled.queues)
         created = await self.engine.submit(
             FlowRef(uid=uid, namespace=namespace, name=name), compiled,
             ttl_seconds_after_finished=spec.get("ttlSecondsAfterFinished"))
@@ -200,6 +225,7 @@ class Runtime:
         uid = meta["uid"]
         self.patcher.forget(uid)
         self.flow_queues.pop(uid, None)
+        self.flow_queue_names.pop(uid, None)
         await self.engine.delete(uid)
         # The garbage collector would remove them after the Flow; do it now, pods included.
         for job in await self.api.flow_jobs(meta["namespace"], uid):
@@ -276,15 +302,21 @@ class Runtime:
                 self.patcher.mark(uid)
 
     # ---- Queues ------------------------------------------------------------------------
-    async def queue_seen(self, namespace: str, name: str, spec: Mapping[str, Any]) -> None:
+    async def queue_seen(self, namespace: str, name: str, spec: Mapping[str, Any],
+                         uid: str | None = None,
+                         annotations: Mapping[str, str] | None = None) -> None:
         """A Queue was created or changed: its settings apply from the next dispatch on."""
         rate = spec.get("rateLimit") or {}
         info = QueueInfo(
             namespace=namespace, name=name, mode=spec.get("mode") or "Job",
             template=dict(spec.get("template") or {}), concurrency=spec.get("concurrency"),
             rate_max=rate.get("max"),
-            rate_per_ms=parse_duration(rate["per"]) if rate.get("per") is not None else None)
+            rate_per_ms=parse_duration(rate["per"]) if rate.get("per") is not None else None,
+            uid=uid, spec=copy.deepcopy(dict(spec)),
+            external_scaler=(annotations or {}).get(ANNOTATION_SCALER) == "external")
         previous = self.dispatchers.queues.get(info.queue_id)
+        if previous is not None and info.uid is None:
+            info.uid = previous.uid  # the daemon's call does not know it; the event's did
         if previous != info:
             await self.engine.configure_queue(info.queue_id, QueueConfig(
                 concurrency=info.concurrency, rate_max=info.rate_max,
@@ -297,17 +329,121 @@ class Runtime:
                 self.refresh_missing_queues(namespace)
 
     def queue_gone(self, namespace: str, name: str) -> None:
-        self.dispatchers.queues.pop(f"{namespace}/{name}", None)
+        queue_id = f"{namespace}/{name}"
+        self.dispatchers.queues.pop(queue_id, None)
+        self.pools.pop(queue_id, None)
+        self.queue_status.pop(queue_id, None)
         self.refresh_missing_queues(namespace)
 
     async def run_queue(self, namespace: str, name: str, stopped: Any) -> None:
-        await self.dispatchers.run(f"{namespace}/{name}", stopped, self.executor.launch,
-                                   self._housekeep)
+        """The queue's loops until `stopped`: Job dispatch, and the worker pool's scaler."""
+        queue_id = f"{namespace}/{name}"
+        await asyncio.gather(
+            self.dispatchers.run(queue_id, stopped, self.executor.launch, self._housekeep),
+            self._run_pool(queue_id, stopped))
 
     async def _housekeep(self, queue_id: str) -> None:
         await self.executor.housekeep(queue_id)
         ready, active, delayed = await self.engine.queue_depth(queue_id)
-        namespace, _, name = queue_id.partition("/")
         self.metrics.queue_depth(queue_id, ready, active, delayed)
-        await self.api.patch_queue_status(namespace, name, {
-            "waiting": ready, "active": active, "delayed": delayed})
+        await self._report_queue(queue_id, {"waiting": ready, "active": active,
+                                            "delayed": delayed})
+
+    async def _report_queue(self, queue_id: str, status: dict[str, Any]) -> None:
+        """Patch the Queue's status when it changed and a second has passed since the last."""
+        last, at = self.queue_status.get(queue_id, ({}, -1e9))
+        if status == last or time.monotonic() - at < 1.0:
+            return
+        namespace, _, name = queue_id.partition("/")
+        self.queue_status[queue_id] = (status, time.monotonic())
+        await self.api.patch_queue_status(namespace, name, status)
+
+    async def _run_pool(self, queue_id: str, stopped: Any) -> None:
+        """Reconcile a Worker-mode queue's Deployment every second, and when kicked."""
+        wake = self.dispatchers.pool_wakeup(queue_id)
+        was_worker: bool | None = None
+        last_depth: tuple[int, int] | None = None
+        last_marked = 0.0
+        failing = ""
+        while not stopped:
+            wake.clear()
+            info = self.dispatchers.queues.get(queue_id)
+            timeout = POOL_TICK_SECONDS
+            try:
+                if info is None:
+                    pass
+                elif info.mode != "Worker":
+                    if was_worker is not False:
+                        await self._drop_pool(info)
+                    was_worker = False
+                    timeout = 60.0  # only a mode change (which kicks) matters here
+                else:
+                    was_worker = True
+                    depth = await self._pool_tick(info)
+                    # Workers move the queue's flows on without the operator seeing it:
+                    # refresh their status, and wake the other queues their parents use.
+                    busy = depth[0] + depth[1] > 0 or depth != last_depth
+                    if busy or time.monotonic() - last_marked >= POOL_STATUS_SAFETY_SECONDS:
+                        self._pool_progress(info)
+                        last_marked = time.monotonic()
+                    last_depth = depth
+                failing = ""
+            except Exception as exc:
+                # Logged once per distinct error, not every second while it lasts.
+                if str(exc) != failing:
+                    log.exception("worker pool of queue %s: reconcile failed; retrying every "
+                                  "%.0f s", queue_id, timeout)
+                failing = str(exc)
+            await wait_any(wake, stopped, timeout)
+
+    async def _pool_tick(self, info: QueueInfo) -> tuple[int, int]:
+        """One reconcile of the queue's pool; returns (ready, active)."""
+        queue_id = info.queue_id
+        queue = Queue.model_validate({"metadata": {"name": info.name, "namespace": info.namespace,
+                                                   "uid": info.uid}, "spec": info.spec})
+        await self.engine.promote_due(queue_id)  # no dispatcher promotes delayed nodes here
+        if info.external_scaler:
+            ready, active, delayed = await self.engine.queue_depth(queue_id)
+            self.metrics.queue_depth(queue_id, ready, active, delayed)
+            await self._report_queue(queue_id, {"waiting": ready, "active": active,
+                                                "delayed": delayed})
+            return ready, active
+        state = self.pools.setdefault(queue_id, PoolState())
+        report = await reconcile_worker_pool(queue, self.engine, self.api, state,
+                                             redis=self.redis_env)
+        self.metrics.queue_depth(queue_id, report.ready, report.active, report.delayed)
+        self.metrics.pool_size(queue_id, report.replicas)
+        await self._report_queue(queue_id, {
+            "waiting": report.ready, "active": report.active, "delayed": report.delayed,
+            "workers": report.pods})
+        return report.ready, report.active
+
+    def _pool_progress(self, info: QueueInfo) -> None:
+        """Mark for a status refresh the unfinished flows that use this queue; kick their
+        other queues (a worker's completion may have made a parent ready there)."""
+        others: set[str] = set()
+        for uid, names in list(self.flow_queue_names.items()):
+            view = self.patcher.views.get(uid)
+            if info.name not in names or view is None or view.namespace != info.namespace \
+                    or view.phase in TERMINAL_PHASES:
+                continue
+            self.patcher.mark(uid)
+            others.update(names)
+        others.discard(info.name)
+        for name in others:
+            other = self.dispatchers.queues.get(f"{info.namespace}/{name}")
+            # Worker-mode queues look every second anyway; kicking them would make two busy
+            # pools of one flow wake each other without pause.
+            if other is not None and other.mode == "Job":
+                self.dispatchers.kick(other.queue_id)
+
+    async def _drop_pool(self, info: QueueInfo) -> None:
+        """A queue not in Worker mode keeps no worker Deployment (its mode may have changed)."""
+        self.pools.pop(info.queue_id, None)
+        self.metrics.pool_size(info.queue_id, None)
+        name = deployment_name(info.name)
+        found = await self.api.read_deployment(info.namespace, name)
+        labels = ((found or {}).get("metadata") or {}).get("labels") or {}
+        if found is not None and labels.get(LABEL_COMPONENT) == WORKER_COMPONENT:
+            await self.api.delete_deployment(info.namespace, name)
+            log.info("Queue %s: not in Worker mode; Deployment %s deleted", info.queue_id, name)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import copy
+import hashlib
+import json
 import logging
 import math
+import re
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from kflow.api.models import Queue, Workers
 from kflow.kube.jobs import LABEL_QUEUE, RedisEnv, label_value
@@ -20,6 +22,13 @@ log = logging.getLogger("kflow.scaler")
 SCALE_DOWN_WINDOW_MS = 30_000
 LABEL_COMPONENT = "app.kubernetes.io/component"
 WORKER_COMPONENT = "kflow-worker"
+ANNOTATION_TEMPLATE_HASH = "kflow.dev/template-hash"
+# A pool whose size is settled is re-read from the API this often (someone may have deleted
+# or scaled it); while pods are still coming or going it is read on every reconcile.
+RESYNC_SECONDS = 10.0
+# The worker hands back what it holds this long before the kubelet's SIGKILL.
+GRACE_MARGIN_S = 2
+_HANDLER = re.compile(r"^[\w./-]+:[\w.]+$")
 
 
 def _clamp(n: int, low: int, high: int) -> int:
@@ -78,16 +87,31 @@ class PoolClock:
             self.below_since_ms = None
 
 
-@dataclass
-class _Clocks:
-    by_queue: dict[str, PoolClock] = field(default_factory=dict)
-
-
-_clocks = _Clocks()  # per operator process; a restart only delays the next scale-down
-
-
 def deployment_name(queue_name: str) -> str:
     return f"kflow-worker-{queue_name}"[:63].rstrip("-")
+
+
+def worker_command(command: list[str], args: list[str], queue_id: str, per: int,
+                   grace_ms: int) -> list[str] | None:
+    """The `kflow worker` command line for a Job-mode container, or None to keep it as is.
+
+    `kflow-run module:function` as command (or command + args), and a lone `module:function`
+    in args with no command (the runner image's entrypoint is kflow-run), both become
+    `kflow worker --queue <ns>/<name> --concurrency <per> --grace-ms <ms> module:function`.
+    """
+    line = command + args
+    if len(line) == 2 and line[0] == "kflow-run":
+        handler = line[1]
+    elif not command and len(args) == 1 and _HANDLER.match(args[0]):
+        handler = args[0]
+    else:
+        return None
+    return ["kflow", "worker", "--queue", queue_id, "--concurrency", str(per),
+            "--grace-ms", str(grace_ms), handler]
+
+
+def template_hash(template: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def build_deployment(queue: Queue, replicas: int, *,
@@ -96,7 +120,8 @@ def build_deployment(queue: Queue, replicas: int, *,
 
     A container whose command is `kflow-run module:function` (the Job-mode form) is turned
     into `kflow worker --queue <ns>/<name> --concurrency <nodesPerWorker> module:function`,
-    so one template serves both modes.
+    so one template serves both modes. The Deployment is owned by the Queue (when its uid is
+    known), so deleting the Queue garbage-collects its workers.
     """
     redis = redis or RedisEnv()
     name = queue.metadata.name or "queue"
@@ -112,11 +137,15 @@ def build_deployment(queue: Queue, replicas: int, *,
     if not containers:
         raise ValueError(f"Queue {namespace}/{name}: spec.template.spec.containers is empty; "
                          "give the worker container (image and command)")
+    # A Deployment's pods must restart; a Job-mode template may say Never or OnFailure.
+    pod.pop("restartPolicy", None)
+    grace_s = int(pod.get("terminationGracePeriodSeconds", 30))
     main = containers[0]
-    command = list(main.get("command") or []) + list(main.get("args") or [])
-    if command and command[0] == "kflow-run" and len(command) == 2:
-        main["command"] = ["kflow", "worker", "--queue", f"{namespace}/{name}",
-                           "--concurrency", str(per), command[1]]
+    command = worker_command(list(main.get("command") or []), list(main.get("args") or []),
+                             f"{namespace}/{name}", per,
+                             max(1000, (grace_s - GRACE_MARGIN_S) * 1000))
+    if command is not None:
+        main["command"] = command
         main.pop("args", None)
     own = {"KFLOW_REDIS_URL", "KFLOW_REDIS_PASSWORD", "KFLOW_REDIS_PREFIX"}
     main["env"] = [e for e in (main.get("env") or []) if e.get("name") not in own] + [
@@ -126,10 +155,18 @@ def build_deployment(queue: Queue, replicas: int, *,
             "name": redis.secret_name, "key": redis.password_key, "optional": True}}},
         {"name": "KFLOW_REDIS_PREFIX", "value": redis.prefix},
     ]
+    metadata: dict[str, Any] = {
+        "name": deployment_name(name), "namespace": namespace, "labels": labels,
+        "annotations": {ANNOTATION_TEMPLATE_HASH: template_hash(template)},
+    }
+    if queue.metadata.uid:
+        metadata["ownerReferences"] = [{
+            "apiVersion": queue.api_version, "kind": "Queue", "name": name,
+            "uid": queue.metadata.uid, "controller": True}]
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {"name": deployment_name(name), "namespace": namespace, "labels": labels},
+        "metadata": metadata,
         "spec": {
             "replicas": replicas,
             "selector": {"matchLabels": labels},
@@ -138,47 +175,93 @@ def build_deployment(queue: Queue, replicas: int, *,
     }
 
 
-async def reconcile_worker_pool(queue: Queue | dict[str, Any], engine: Any, apps_api: Any, *,
-                                redis: RedisEnv | None = None,
-                                now_ms: int | None = None) -> int:
-    """Keep the queue's worker Deployment at `desired_replicas`; returns the replica count.
+class PoolApi(Protocol):
+    """The Deployment calls the scaler makes (kflow.kube.k8s.KubeApi has them); plain dicts."""
 
-    `apps_api` is a kubernetes `AppsV1Api` (sync client: its calls run in threads). Creates
-    the Deployment when missing; patches only `spec.replicas` when the count changes, so
-    edits to the template reach the pods through the Queue, not through this loop.
+    async def read_deployment(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+
+    async def create_deployment(self, namespace: str, body: dict[str, Any]) -> bool: ...
+
+    async def replace_deployment(self, namespace: str, name: str,
+                                 body: dict[str, Any]) -> None: ...
+
+    async def scale_deployment(self, namespace: str, name: str, replicas: int) -> None: ...
+
+
+@dataclass
+class PoolState:
+    """What the scaler remembers of one queue's pool between reconciles."""
+
+    clock: PoolClock = field(default_factory=PoolClock)
+    replicas: int | None = None  # spec.replicas as last read or written; None: read it
+    pods: int = 0  # status.replicas as last read: worker pods that exist
+    template_hash: str | None = None
+    read_at: float = -math.inf  # time.monotonic() of the last read
+
+
+@dataclass(frozen=True)
+class PoolReport:
+    """One reconcile's outcome: the queue's depth and the pool it asked for."""
+
+    ready: int
+    active: int
+    delayed: int
+    replicas: int  # spec.replicas now
+    pods: int  # worker pods last seen
+
+
+async def reconcile_worker_pool(queue: Queue | dict[str, Any], engine: Any, api: PoolApi,
+                                state: PoolState, *, redis: RedisEnv | None = None,
+                                now_ms: int | None = None,
+                                resync_seconds: float = RESYNC_SECONDS) -> PoolReport:
+    """Keep the queue's worker Deployment at `desired_replicas`.
+
+    Creates the Deployment when missing; replaces it when the Queue's template changed (a
+    hash annotation tells); otherwise writes only the replica count, and only when it
+    changes. The Deployment is read only while it converges or every `resync_seconds`, so a
+    settled pool costs the API server nothing but that.
     """
-    from kubernetes.client.exceptions import ApiException
-
     if isinstance(queue, dict):
         queue = Queue.model_validate(queue)
     workers = queue.spec.workers
     if queue.spec.mode != "Worker" or workers is None:
-        return 0
+        raise ValueError(f"Queue {queue.queue_id}: not in Worker mode with spec.workers set; "
+                         "only Worker-mode queues have a worker pool")
     name = deployment_name(queue.metadata.name or "queue")
     namespace = queue.metadata.namespace or "default"
     now = now_ms if now_ms is not None else int(time.time() * 1000)
-    ready, active, _ = await engine.queue_depth(queue.queue_id)
-    try:
-        current_obj = await asyncio.to_thread(
-            apps_api.read_namespaced_deployment_scale, name, namespace)
-        current: int | None = int(current_obj.spec.replicas or 0)
-    except ApiException as exc:
-        if exc.status != 404:
-            raise
-        current = None
-    clock = _clocks.by_queue.setdefault(queue.queue_id, PoolClock())
+    ready, active, delayed = await engine.queue_depth(queue.queue_id)
+    if (state.replicas is None or state.pods != state.replicas
+            or time.monotonic() - state.read_at >= resync_seconds):
+        found = await api.read_deployment(namespace, name)
+        state.read_at = time.monotonic()
+        if found is None:
+            state.replicas, state.pods, state.template_hash = None, 0, None
+        else:
+            state.replicas = int((found.get("spec") or {}).get("replicas") or 0)
+            state.pods = int((found.get("status") or {}).get("replicas") or 0)
+            state.template_hash = ((found.get("metadata") or {}).get("annotations")
+                                   or {}).get(ANNOTATION_TEMPLATE_HASH)
+    current = state.replicas
     work = ready + active
     need = _clamp(math.ceil(work / workers.nodes_per_worker), workers.min, workers.max)
-    clock.observe(work, need, current or 0, now)
-    desired = desired_replicas(ready, active, workers, clock.idle_since_ms, now, current or 0,
-                               below_since_ms=clock.below_since_ms)
+    state.clock.observe(work, need, current or 0, now)
+    desired = desired_replicas(ready, active, workers, state.clock.idle_since_ms, now,
+                               current or 0, below_since_ms=state.clock.below_since_ms)
+    body = build_deployment(queue, desired, redis=redis)
+    wanted_hash = body["metadata"]["annotations"][ANNOTATION_TEMPLATE_HASH]
     if current is None:
-        body = build_deployment(queue, desired, redis=redis)
-        await asyncio.to_thread(apps_api.create_namespaced_deployment, namespace, body)
+        if not await api.create_deployment(namespace, body):
+            state.read_at = -math.inf  # someone made it meanwhile: read it next time
+            return PoolReport(ready, active, delayed, desired, state.pods)
         log.info("Queue %s: created Deployment %s with %d workers", queue.queue_id, name, desired)
+    elif state.template_hash != wanted_hash:
+        await api.replace_deployment(namespace, name, body)
+        log.info("Queue %s: Deployment %s follows the changed template (%d workers)",
+                 queue.queue_id, name, desired)
     elif desired != current:
-        await asyncio.to_thread(apps_api.patch_namespaced_deployment_scale, name, namespace,
-                                {"spec": {"replicas": desired}})
+        await api.scale_deployment(namespace, name, desired)
         log.info("Queue %s: workers %d -> %d (ready %d, active %d)", queue.queue_id, current,
                  desired, ready, active)
-    return desired
+    state.replicas, state.template_hash = desired, wanted_hash
+    return PoolReport(ready, active, delayed, desired, state.pods)
