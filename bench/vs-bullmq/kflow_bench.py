@@ -13,11 +13,10 @@ import time
 import uuid
 from typing import Any
 
-import redis.asyncio as aredis
-
 from kflow.engine import Engine, FlowRef
 from kflow.graph.dag import CompiledFlow, CompiledNode, NodeOptions
 from kflow.sdk.worker import Worker, WorkerOptions
+from kflow.store.connect import connect
 
 NS, QUEUE = "bench", "bench"
 WIDTH = 10_000
@@ -58,10 +57,9 @@ async def until_done(worker: Worker, total: int) -> None:
 async def main() -> None:
     port, phase = int(sys.argv[1]), sys.argv[2]
     concurrency = int(sys.argv[3]) if len(sys.argv) > 3 else 100
-    # A pool that waits for a free connection (as `kflow worker` uses): 50 adders and the
-    # worker's batched completions want more than the default pool's 100 at once.
-    client = aredis.Redis(connection_pool=aredis.BlockingConnectionPool(
-        port=port, max_connections=64, timeout=None))
+    # The client every kflow process uses: its pool waits for a free connection, and 50
+    # adders plus the worker's batched completions want many at once.
+    client = await connect(f"redis://127.0.0.1:{port}/0")
     engine = Engine(client)
     options = WorkerOptions(concurrency=concurrency, lock_ms=30_000, poll_max_s=0.02)
     out: dict[str, Any]
