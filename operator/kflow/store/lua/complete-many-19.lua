@@ -19,24 +19,8 @@
 -- @include _now
 -- @include _flow-lib
 -- @include _complete
+-- @include _attempt-batch
 
-if not redis.call('HGET', K_META, 'phase') then
-  local rows = {}
-  for i = 1, #ARGV, 3 do rows[#rows + 1] = {false, ''} end
-  return cjson.encode({'Missing', '', rows, {}})
-end
-local now = now_ms()
-local out = {}
-local rows = {}
-for i = 1, #ARGV, 3 do
-  local node, token = ARGV[i], ARGV[i + 1]
-  local ok = redis.call('HGET', K_STATE, node) == 'active' and
-    redis.call('HGET', K_TOKEN, node) == token
-  if ok then
-    complete_checked(node, ARGV[i + 2], redis.call('HGET', K_META, 'phase'), now, out)
-  end
-  local _, queue = where(node)
-  rows[#rows + 1] = {ok, queue}
-end
-apply_expiry()
-return cjson.encode({shown_phase(), redis.call('HGET', K_META, 'namespace') or '', rows, out})
+return settle_attempts(1, 3, function(i, node, now, out)
+  complete_checked(node, ARGV[i + 2], redis.call('HGET', K_META, 'phase'), now, out)
+end)

@@ -19,29 +19,13 @@
 -- @include _now
 -- @include _flow-lib
 -- @include _attempt-failure
+-- @include _attempt-batch
 
-if not redis.call('HGET', K_META, 'phase') then
-  local rows = {}
-  for i = 2, #ARGV, 2 do rows[#rows + 1] = {false, ''} end
-  return cjson.encode({'Missing', '', rows, {}})
-end
-local now = now_ms()
-local out = {}
-local rows = {}
-for i = 2, #ARGV, 2 do
-  local node, token = ARGV[i], ARGV[i + 1]
-  local ok = redis.call('HGET', K_STATE, node) == 'active' and
-    redis.call('HGET', K_TOKEN, node) == token
-  if ok then
-    if redis.call('HGET', K_META, 'phase') == 'Running' then
-      emit('released', node, 'reason', ARGV[1])
-      requeue_without_attempt(node, now, out)
-    else
-      attempt_failed(node, 'released: ' .. ARGV[1], now, 0, out)
-    end
+return settle_attempts(2, 2, function(_, node, now, out)
+  if redis.call('HGET', K_META, 'phase') == 'Running' then
+    emit('released', node, 'reason', ARGV[1])
+    requeue_without_attempt(node, now, out)
+  else
+    attempt_failed(node, 'released: ' .. ARGV[1], now, 0, out)
   end
-  local _, queue = where(node)
-  rows[#rows + 1] = {ok, queue}
-end
-apply_expiry()
-return cjson.encode({shown_phase(), redis.call('HGET', K_META, 'namespace') or '', rows, out})
+end)
