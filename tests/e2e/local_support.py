@@ -15,8 +15,8 @@ from typing import Any
 from kflow.cli.local_runner import LocalRun, execute_local_run, prepare_local_run
 from kflow.engine import Engine, FlowSnapshot, NodeInfo
 from kflow.sdk import Job
-from kflow.sdk.connect import connect_redis
 from kflow.sdk.handlers import Handler, is_async_handler
+from kflow.store.connect import connect
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -102,7 +102,7 @@ async def run_flow_file(path: Path, redis_url: str, *, handlers: Path = HANDLERS
     out = io.StringIO()
     code = await asyncio.wait_for(
         execute_local_run(run, redis_url, quiet=True, stream=out, redraw=False), timeout=60)
-    redis = await connect_redis(redis_url)
+    redis = await connect(redis_url)
     try:
         engine = Engine(redis)
         snapshot = await engine.snapshot(run.flow_uid)

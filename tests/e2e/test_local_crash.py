@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from kflow.engine import Engine
-from kflow.sdk.connect import connect_redis
+from kflow.store.connect import connect
 from tests.e2e.local_support import ROOT
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -83,7 +83,7 @@ def flow_yaml(namespace: str) -> str:
 
 
 async def read_state(url: str, uid: str) -> tuple[str, dict[str, int], dict[str, str]]:
-    redis = await connect_redis(url)
+    redis = await connect(url)
     try:
         engine = Engine(redis)
         snapshot = await engine.snapshot(uid)
@@ -144,7 +144,7 @@ def test_sigkill_mid_flow_then_rerun_completes_every_node_exactly_once(
     redis_url = redis_srv.url
 
     async def final() -> None:
-        redis = await connect_redis(redis_url)
+        redis = await connect(redis_url)
         try:
             engine = Engine(redis)
             snapshot = await engine.snapshot(uid)

@@ -16,7 +16,7 @@ import pytest
 from kflow.api import load_manifests
 from kflow.engine import Attempt, Engine, FlowRef
 from kflow.graph import compile_flow
-from kflow.sdk.connect import connect_redis
+from kflow.store.connect import connect
 from tests.e2e.local_support import ROOT
 
 pytestmark = pytest.mark.redis
@@ -107,7 +107,7 @@ spec:
     - {{name: left, queue: work, data: {{n: 21, marker: {tmp_path / "marker"}}}}}
     - {{name: right, queue: work, data: {{n: 4}}}}
 """)[0]
-    redis = await connect_redis(redis_srv.url)
+    redis = await connect(redis_srv.url)
     engine = Engine(redis)
     uid = f"pod-{uuid.uuid4().hex}"
     assert await engine.submit(FlowRef(uid, namespace, "pod-flow"), compile_flow(flow))

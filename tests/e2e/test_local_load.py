@@ -12,7 +12,7 @@ from kflow.cli.local_runner import LocalRunner, queue_configs
 from kflow.engine import Engine, FlowRef
 from kflow.graph import compile_flow
 from kflow.sdk import Job
-from kflow.sdk.connect import connect_redis
+from kflow.store.connect import connect
 
 pytestmark = pytest.mark.redis
 
@@ -64,7 +64,7 @@ async def test_three_runners_on_one_queue_never_exceed_its_concurrency(redis_srv
         return sum(job.children_values().values())
 
     handlers = {"work": work, "sum": total}
-    redis = await connect_redis(redis_srv.url)
+    redis = await connect(redis_srv.url)
     try:
         engine = Engine(redis)
         for queue_id, config in queue_configs(

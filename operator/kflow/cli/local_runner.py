@@ -21,9 +21,9 @@ from typing import IO, Any
 from kflow.cli.redis_server import private_redis
 from kflow.engine import Attempt, Engine, FlowRef, FlowSnapshot, NodeInfo, QueueConfig
 from kflow.graph.dag import CompiledFlow
-from kflow.sdk.connect import connect_redis
 from kflow.sdk.handlers import Handler
 from kflow.sdk.worker import Worker, WorkerOptions
+from kflow.store.connect import connect
 
 log = logging.getLogger("kflow.local")
 
@@ -219,7 +219,7 @@ class LocalRunner:
         if state == "ready":
             self.on_event(detail, "ready", "")
         elif state == "completed":
-            self.on_event(attempt.node, state, _short(json.loads(detail)))
+            self.on_event(attempt.node, state, _clip(detail))  # already compact JSON
         else:
             self.on_event(attempt.node, state, detail)
 
@@ -229,6 +229,10 @@ def _short(value: Any, limit: int = 60) -> str:
         text = json.dumps(value, separators=(",", ":"), default=str)
     except (TypeError, ValueError):
         text = repr(value)
+    return _clip(text, limit)
+
+
+def _clip(text: str, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -563,7 +567,7 @@ async def execute_local_run(
     job_logger.addHandler(forwarder)
     job_logger.setLevel(logging.INFO)
     job_logger.propagate = False
-    redis = await connect_redis(redis_url)
+    redis = await connect(redis_url)
     try:
         engine = Engine(redis)
         for queue_id, config in queue_configs(run.namespace, run.compiled.queues,

@@ -70,9 +70,9 @@ async def _node_data(engine: Any, settings: RunSettings) -> Any:
 async def run_attempt(spec: str, settings: RunSettings) -> int:
     """Run the handler named by `spec` for the attempt described by `settings`; exit code."""
     from kflow.engine import Attempt, Engine
-    from kflow.sdk.connect import connect_redis
     from kflow.sdk.handlers import call_handler, format_error, resolve_function
     from kflow.sdk.job import Job
+    from kflow.store.connect import connect
 
     try:
         fn = resolve_function(spec)
@@ -84,7 +84,7 @@ async def run_attempt(spec: str, settings: RunSettings) -> int:
 
     where = f"flow {settings.namespace}/{settings.flow_name} node {settings.node}"
     try:
-        redis = await connect_redis(settings.redis_url, password=settings.redis_password)
+        redis = await connect(settings.redis_url, password=settings.redis_password)
     except Exception as exc:
         message = f"kflow-run: cannot reach Redis for {where}: {exc}"
         log.error("%s", message)

@@ -54,7 +54,7 @@ class WorkerOptions:
 
 
 # Told of each node's progress through this worker: (attempt, state, detail), where state is
-# active | completed (detail: the value as JSON) | delayed | failed (detail: the error) |
+# active | completed (detail: the value as compact JSON) | delayed | failed (detail: the error) |
 # ready (detail: the name of a parent the completion made ready).
 NodeEvent = Callable[[Attempt, str, str], None]
 
@@ -274,7 +274,8 @@ class Worker:
             if outcome.accepted:
                 self.stats["completed"] += 1
                 if self.on_event is not None:
-                    self._emit(a, "completed", json.dumps(value, default=str))
+                    compact = json.dumps(value, separators=(",", ":"), default=str)
+                    self._emit(a, "completed", compact)
                     for parent in outcome.newly_ready:
                         self.on_event(a, "ready", parent)
             else:
@@ -376,7 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def run_worker(args: argparse.Namespace) -> int:
-    from kflow.sdk.connect import connect_redis
+    from kflow.store.connect import connect
 
     url = args.redis or os.environ.get("KFLOW_REDIS_URL")
     if not url:
@@ -392,7 +393,7 @@ async def run_worker(args: argparse.Namespace) -> int:
         print(f"kflow worker: {exc}", file=sys.stderr)
         return EXIT_USAGE
     # connect() hands out a pool that waits for a free connection instead of failing.
-    redis = await connect_redis(url, password=os.environ.get("KFLOW_REDIS_PASSWORD"))
+    redis = await connect(url, password=os.environ.get("KFLOW_REDIS_PASSWORD"))
     try:
         engine = Engine(redis, prefix=args.prefix or os.environ.get("KFLOW_REDIS_PREFIX", "kflow"))
         try:
