@@ -438,11 +438,7 @@ class Engine:
         Nodes made ready in a flow that is not Running (suspended, failed) stay on the
         flow's ready set only; resume and retry re-queue them by reconciliation.
         """
-        await self.store.drop_active(f"{namespace}/{queue}", [active_member(uid, node, token)])
-        if phase == "Running" and queued:
-            await self._enqueue(uid, namespace, queued)
-        elif phase in ("Failed", "Cancelled"):
-            await self._purge_queued(uid)
+        await self._after_batch(uid, namespace, phase, queued, [(node, token, queue)])
 
     async def release_stalled(self, queue_id: str) -> list[tuple[str, str]]:
         """Settle attempts whose lease ended: back to ready (up to max_stalled), then failed.
