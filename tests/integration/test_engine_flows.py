@@ -215,6 +215,19 @@ async def test_suspend_stops_dispatch_and_resume_restarts_it(engine: Engine) -> 
     assert [a.node for a in await take_all(engine)] == ["top"]
 
 
+async def test_a_flow_submitted_suspended_never_reaches_its_queues_before_resume(
+        engine: Engine) -> None:
+    ref = new_ref()
+    assert await engine.submit(ref, build(node("top", "a", "b"), node("a"), node("b")),
+                               suspended=True)
+    assert (await engine.snapshot(ref.uid)).phase == "Suspended"
+    # Not even briefly on the queue: a taker racing the submit finds nothing.
+    assert await engine.queue_depth(qid()) == (0, 0, 0)
+    assert await take_all(engine) == []
+    await engine.resume(ref.uid)
+    assert sorted(a.node for a in await take_all(engine)) == ["a", "b"]
+
+
 async def test_cancel_stops_the_flow_and_reports_running_attempts(engine: Engine) -> None:
     ref = new_ref()
     await engine.submit(ref, build(node("top", "a", "b"), node("a"), node("b", priority=9)))

@@ -121,11 +121,14 @@ class Engine:
         return chunks
 
     async def submit(self, flow: FlowRef, compiled: CompiledFlow, *,
-                     ttl_seconds_after_finished: int | None = None) -> bool:
+                     ttl_seconds_after_finished: int | None = None,
+                     suspended: bool = False) -> bool:
         """Write the graph in bounded chunks, start it, queue its leaves.
 
         Idempotent: False if the flow is already in Redis. A flow left Pending by an
-        interrupted add is completed by calling submit again.
+        interrupted add is completed by calling submit again. `suspended` starts it
+        suspended: its leaves stay on the flow's ready set, off their queues, until resume,
+        so no taker can start one in between (suspending after submit could be too late).
         """
         if not compiled.nodes:
             raise ValueError(f"Flow {flow.namespace}/{flow.name}: spec.nodes is empty; "
@@ -150,6 +153,11 @@ class Engine:
         if phase != "Running":
             raise FlowStateError(f"Flow {flow.namespace}/{flow.name}: activation left it "
                                  f"{phase}; add it again to finish writing it")
+        if suspended:
+            await self.store.suspend(flow.uid)
+            log.info("flow %s/%s added suspended: %d nodes in %d chunks", flow.namespace,
+                     flow.name, len(compiled.nodes), len(chunks))
+            return True
         leaves = [compiled.nodes[name] for name in compiled.leaves]
         if created == "created" and all(n.opts.delay_ms <= 0 for n in leaves):
             # Fresh flow, no start delays: its leaves are exactly the ready set, so they go

@@ -163,14 +163,13 @@ class Runtime:
         self.flow_queue_names[uid] = frozenset(compiled.queues)
         created = await self.engine.submit(
             FlowRef(uid=uid, namespace=namespace, name=name), compiled,
-            ttl_seconds_after_finished=spec.get("ttlSecondsAfterFinished"))
+            ttl_seconds_after_finished=spec.get("ttlSecondsAfterFinished"),
+            suspended=bool(spec.get("suspend") or spec.get("cancel")))
         if created:
             log.info("Flow %s/%s: %d nodes recorded in Redis", namespace, name,
                      len(compiled.nodes))
             if spec.get("cancel"):
                 await self.cancel_flow(body)
-            elif spec.get("suspend"):
-                await self.engine.suspend(uid)
         else:
             # Resumed after a restart: a crash between a flow step and its queue step left
             # ready nodes off their queue; put them back.
