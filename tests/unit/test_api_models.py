@@ -167,7 +167,7 @@ def test_false_alias_does_not_keep_the_policy_it_denies() -> None:
     [
         (
             {"failParentOnFailure": True, "ignoreDependencyOnFailure": True},
-            "failParentOnFailure and ignoreDependencyOnFailure are all set to true",
+            "failParentOnFailure and ignoreDependencyOnFailure are both set to true",
         ),
         (
             {"onFailure": "ignore", "failParentOnFailure": True},
@@ -377,3 +377,35 @@ def test_parse_does_not_mutate_its_input() -> None:
     before = copy.deepcopy(doc)
     parse_manifest(doc)
     assert doc == before
+
+
+def test_data_limit_counts_utf8_bytes_not_characters() -> None:
+    # Each "é" is one character but two bytes: under the limit in characters, twice it in bytes.
+    blob = "é" * (MAX_DATA_BYTES - len('{"b":""}'))
+    error = spec_error(flow_doc(node("load", data={"b": blob})))
+    assert error.field == "spec.nodes[0].data"
+    assert "is 512 KiB serialised as JSON, over the limit of 256 KiB" in str(error)
+    half = "é" * ((MAX_DATA_BYTES - len('{"b":""}')) // 2)
+    assert isinstance(parse_manifest(flow_doc(node("load", data={"b": half}))), Flow)
+
+
+def test_data_one_byte_over_the_limit_says_so_in_bytes() -> None:
+    blob = "x" * (MAX_DATA_BYTES - len('{"b":""}') + 1)
+    error = spec_error(flow_doc(node("load", data={"b": blob})))
+    # Rounded to KiB both figures would read "256 KiB", which explains nothing.
+    assert f"is {MAX_DATA_BYTES + 1} bytes serialised as JSON, over the limit of " \
+        f"{MAX_DATA_BYTES} bytes" in str(error)
+
+
+def test_three_aliases_are_listed_with_all() -> None:
+    opts = {"failParentOnFailure": True, "ignoreDependencyOnFailure": True,
+            "continueParentOnFailure": True}
+    error = spec_error(flow_doc(node("load", opts=opts)))
+    assert ("failParentOnFailure, ignoreDependencyOnFailure and continueParentOnFailure are "
+            "all set to true") in str(error)
+
+
+def test_worker_mode_without_workers_shows_the_yaml_to_add() -> None:
+    error = spec_error(queue_doc(mode="Worker"))
+    assert "add workers: {max: N}" in str(error)
+    assert "{{" not in str(error)

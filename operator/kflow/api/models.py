@@ -271,9 +271,12 @@ class NodeOpts(_Spec):
         if len(chosen) > 1:
             raise PydanticCustomError(
                 "on_failure_aliases",
-                "{aliases} are all set to true, but they are alternative names of one setting; "
-                "set only one, or better, onFailure",
-                {"aliases": " and ".join(chosen)},
+                "{aliases} are {both_or_all} set to true, but they are alternative names of one "
+                "setting; set only one, or better, onFailure",
+                {
+                    "aliases": ", ".join(chosen[:-1]) + " and " + chosen[-1],
+                    "both_or_all": "both" if len(chosen) == 2 else "all",
+                },
             )
         if self.on_failure is not None:
             for alias, value in aliases.items():
@@ -342,6 +345,14 @@ def _size_text(size: int) -> str:
     return f"{size} bytes"
 
 
+def _sizes_text(size: int, limit: int) -> tuple[str, str]:
+    """(size, limit) for a message; in bytes when rounding would make them read the same."""
+    size_text, limit_text = _size_text(size), _size_text(limit)
+    if size_text == limit_text:
+        return f"{size} bytes", f"{limit} bytes"
+    return size_text, limit_text
+
+
 class NodeSpec(_Spec):
     """One unit of work: runs on a queue once its children are done."""
 
@@ -380,12 +391,13 @@ class NodeSpec(_Spec):
                 {"error": str(exc)},
             ) from exc
         if size > MAX_DATA_BYTES:
+            size_text, limit_text = _sizes_text(size, MAX_DATA_BYTES)
             raise PydanticCustomError(
                 "data_too_large",
                 "is {size} serialised as JSON, over the limit of {limit} per node: the Flow "
                 "is stored in etcd, which caps an object at 1.5 MB; put the payload in object "
                 "storage and pass a reference to it (a URL or key) in data instead",
-                {"size": _size_text(size), "limit": _size_text(MAX_DATA_BYTES)},
+                {"size": size_text, "limit": limit_text},
             )
         return value
 
@@ -821,7 +833,7 @@ class QueueSpec(_Spec):
         if self.mode == "Worker" and self.workers is None:
             raise PydanticCustomError(
                 "workers_missing",
-                "mode is Worker but spec.workers is missing; add workers: {{max: N}} (and "
+                "mode is Worker but spec.workers is missing; add workers: {max: N} (and "
                 "optionally min, nodesPerWorker, idleSeconds)",
             )
         return self
