@@ -6,6 +6,7 @@ import asyncio
 import importlib
 import importlib.util
 import inspect
+import os
 import sys
 import threading
 import traceback
@@ -63,11 +64,23 @@ def is_async_handler(fn: Callable[..., Any]) -> bool:
     )
 
 
+def _current_directory_on_path() -> None:
+    """Put the current directory first on sys.path, as `python -m` does.
+
+    A console script (`kflow`, `kflow-run`) starts with its own bin folder there instead, so
+    `examples.handlers` run from the repository root would not be found.
+    """
+    cwd = os.getcwd()
+    if "" not in sys.path and cwd not in sys.path:
+        sys.path.insert(0, cwd)
+
+
 def import_module(path_or_module: str | Path) -> ModuleType:
     """Import a handlers module from a file path (`examples/handlers.py`) or a dotted name."""
     text = str(path_or_module)
     looks_like_file = text.endswith(".py") or "/" in text or Path(text).is_file()
     if not looks_like_file:
+        _current_directory_on_path()
         try:
             return importlib.import_module(text)
         except ImportError as exc:
