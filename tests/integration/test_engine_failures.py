@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from kflow.engine import Engine
 from kflow.store.keys import queue_member
 from tests.integration import test_engine_support as support
@@ -236,3 +238,38 @@ async def test_a_failed_flow_takes_its_waiting_nodes_off_the_queues(engine: Engi
     assert await engine.queue_depth(qid()) == (0, 0, 0)
     assert await engine.retry_failed(ref.uid) == 1  # and retry puts everything back
     assert await engine.queue_depth(qid()) == (10, 0, 10)
+
+
+async def test_fixed_backoff_waits_the_same_delay_before_every_retry(engine: Engine) -> None:
+    ref = new_ref()
+    # maxDelay above any doubling: a fixed backoff that grew would show 40, 80, 160.
+    await engine.submit(ref, build(node("x", attempts=4, backoff_type="fixed",
+                                        backoff_delay_ms=40, backoff_max_delay_ms=10_000)))
+    attempt = await take_node(engine, "x")
+    for expected_attempt in (1, 2, 3):
+        assert attempt.attempt == expected_attempt
+        out = await engine.fail(ref.uid, "x", attempt.token, f"try {expected_attempt}")
+        assert out.action == "retry"
+        attempt = await _wait_ready(engine, "x")
+    retries = [e for e in await engine.events(ref.uid) if e["type"] == "retry"]
+    assert [int(e["due"]) - int(e["at"]) for e in retries] == [40, 40, 40]
+
+
+@pytest.mark.parametrize("policy", ["ignore", "remove"])
+async def test_retry_reruns_a_root_that_failed_the_flow_under_ignore_or_remove(
+        engine: Engine, policy: str) -> None:
+    ref = new_ref()
+    await engine.submit(ref, build(node("root", "child", on_failure=policy), node("child")))
+    child = await take_node(engine, "child")
+    await engine.complete(ref.uid, "child", child.token, "c")
+    root = await take_node(engine, "root")
+    assert (await engine.fail(ref.uid, "root", root.token, "boom")).phase == "Failed"
+    assert (await engine.node_infos(ref.uid))["root"].state == {"ignore": "ignored",
+                                                                 "remove": "removed"}[policy]
+    assert await engine.retry_failed(ref.uid) == 1
+    snap = await engine.snapshot(ref.uid)
+    assert snap.phase == "Running" and snap.counts == {"completed": 1, "ready": 1}
+    again = await take_node(engine, "root")
+    assert again.attempt == 1  # fresh attempts
+    assert (await engine.complete(ref.uid, "root", again.token, "r")).phase == "Succeeded"
+    assert (await engine.node_infos(ref.uid))["root"].result == "r"
