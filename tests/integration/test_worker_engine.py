@@ -72,3 +72,21 @@ async def test_inputs_many_reads_values_and_ignored_failures_per_node(engine: En
     assert await engine.inputs_many(ref.uid, ["top", "solo", "a"]) == [
         ({"a": {"x": [1]}}, {"b": "boom"}), ({}, {}), ({}, {})]
     assert await engine.children_values(ref.uid, "top") == {"a": {"x": [1]}}
+
+
+async def test_inputs_many_shows_an_ignored_child_and_not_a_removed_one(engine: Engine) -> None:
+    ref = new_ref()
+    await engine.submit(ref, build(node("top", "kept", "skipped", "dropped", queue="agg"),
+                                   node("kept"), node("skipped", on_failure="ignore"),
+                                   node("dropped", on_failure="remove")))
+    got = await take_map(engine)
+    await engine.complete(ref.uid, "kept", got["kept"].token, 1)
+    await engine.fail(ref.uid, "skipped", got["skipped"].token, "source offline")
+    await engine.fail(ref.uid, "dropped", got["dropped"].token, "gone")
+    # What a worker's handler sees (job.children_values / job.ignored_failures): a removed
+    # dependency disappears, an ignored one is reported with its error.
+    [(values, ignored, *more)] = await engine.inputs_many(ref.uid, ["top"])
+    assert values == {"kept": 1}
+    assert ignored == {"skipped": "source offline"}
+    assert all("dropped" not in part for part in more)
+    assert await engine.ignored_failures(ref.uid, "top") == {"skipped": "source offline"}
