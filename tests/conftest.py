@@ -8,7 +8,8 @@ import pytest
 
 from tests.support.redis_server import RedisCluster, RedisServer, redis_cluster, redis_server
 
-pytest_plugins = ["tests.cluster.fixture"]
+# pytester: tests of the test machinery itself (tests/unit/test_cluster_tests_never_skip.py).
+pytest_plugins = ["tests.cluster.fixture", "pytester"]
 
 
 @pytest.fixture(scope="session")

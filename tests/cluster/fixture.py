@@ -182,9 +182,23 @@ def kube_namespace(kube_cluster: LocalCluster) -> Iterator[str]:
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    """Attach the tails of the components' logs to every failed test that used a cluster."""
+    """A cluster test that skips fails instead; attach the tails of the components' logs to
+    every failed test that used a cluster.
+
+    `make test` runs every marker: a cluster test that cannot reach its cluster must not pass
+    as skipped (`make test-fast` leaves them out by marker, before they run).
+    """
     outcome = yield
     report = outcome.get_result()
+    if report.skipped and item.get_closest_marker("cluster") and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        reason = str(reason).removeprefix("Skipped: ")
+        report.outcome = "failed"
+        report.longrepr = (
+            f"a cluster test may not skip ({reason}); it needs the local cluster "
+            "(`make cluster-up`, tests/cluster/README.md). To leave the cluster tests out, "
+            "run `make test-fast` or pytest -m 'not cluster'."
+        )
     if not report.failed:
         return
     for name, value in getattr(item, "funcargs", {}).items():
