@@ -77,6 +77,24 @@ def combine(errors: Sequence[SpecError]) -> SpecError:
     return SpecErrors(errors)
 
 
+def error_lines(exc: SpecError, *, limit: int = MAX_LISTED_ERRORS) -> list[str]:
+    """One line per problem, each naming the object, the node, the field and the fix.
+
+    The form `kflow lint` prints and the admission webhook answers `kubectl apply` with; a
+    field the sentence does not already name is added as `(field spec.nodes[0]...)`.
+    """
+    errors = exc.errors
+    lines = []
+    for error in errors[:limit]:
+        text = str(error)
+        if error.field and error.field not in text:
+            text += f" (field {error.field})"
+        lines.append(text)
+    if len(errors) > limit:
+        lines.append(f"{exc.object_ref}: ... and {len(errors) - limit} more problems")
+    return lines
+
+
 def format_path(loc: Iterable[str | int]) -> str:
     """`("spec", "nodes", 2, "opts")` -> `spec.nodes[2].opts`."""
     text = ""

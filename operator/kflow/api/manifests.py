@@ -86,11 +86,9 @@ def _read(source: str | Path) -> tuple[str, str]:
     return source, "<text>"
 
 
-def load_manifests(source: str | Path) -> list[Flow | Queue]:
-    """Parse every document of a YAML file (a Path, or a string that names a file) or YAML text.
-
-    Empty documents are skipped. Raises SpecError with the problems of every document at once.
-    """
+def read_documents(source: str | Path) -> tuple[list[Any], str]:
+    """The non-empty YAML documents of a file (a Path, or a string naming one) or of YAML text,
+    as plain data, and the name to give the source in messages. Raises SpecError."""
     text, name = _read(source)
     try:
         documents = list(yaml.load_all(text, Loader=_JSONLoader))
@@ -103,15 +101,25 @@ def load_manifests(source: str | Path) -> list[Flow | Queue]:
             "is nested too deeply for the YAML reader; refer to children by name "
             "instead of nesting them inline",
         ) from None
+    return [document for document in documents if document is not None], name
+
+
+def document_source(name: str, position: int) -> str:
+    """How messages name a document before its kind and name are known (position from 1)."""
+    return f"{name} (document {position})"
+
+
+def load_manifests(source: str | Path) -> list[Flow | Queue]:
+    """Parse every document of a YAML file (a Path, or a string that names a file) or YAML text.
+
+    Empty documents are skipped. Raises SpecError with the problems of every document at once.
+    """
+    documents, name = read_documents(source)
     results: list[Flow | Queue] = []
     errors: list[SpecError] = []
-    position = 0
-    for document in documents:
-        if document is None:
-            continue
-        position += 1
+    for position, document in enumerate(documents, start=1):
         try:
-            results.append(parse_manifest(document, source=f"{name} (document {position})"))
+            results.append(parse_manifest(document, source=document_source(name, position)))
         except SpecError as exc:
             errors.extend(exc.errors)
     if errors:

@@ -68,41 +68,44 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def lint_files(paths: Sequence[str], out: IO[str], err: IO[str]) -> int:
-    """Parse and compile every object of every file; print one line per object or error."""
-    from kflow.api import Flow, load_manifests
-    from kflow.api.errors import SpecError
-    from kflow.api.models import object_ref
-    from kflow.cli.local_runner import write_spec_error
-    from kflow.graph import compile_flow
+    """Give every object of every file the verdict the admission webhook gives it; print one
+    line per object or problem."""
+    from kflow.api.errors import SpecError, error_lines
+    from kflow.api.manifests import document_source, read_documents
+    from kflow.graph import check_manifest
+
+    def report(exc: SpecError, path: str) -> None:
+        for line in error_lines(exc):
+            err.write(f"{path}: {line}\n")
 
     failed = False
     for path in paths:
         try:
-            objects = load_manifests(Path(path))
+            documents, name = read_documents(Path(path))
         except SpecError as exc:
-            write_spec_error(exc, err, prefix=f"{path}: ")
+            report(exc, path)
             failed = True
             continue
         except OSError as exc:
             err.write(f"{path}: cannot read: {exc}\n")
             failed = True
             continue
-        if not objects:
+        if not documents:
             err.write(f"{path}: holds no Flow or Queue object\n")
             failed = True
-        for obj in objects:
-            label = object_ref(type(obj).__name__, obj.metadata)
-            if not isinstance(obj, Flow):
-                out.write(f"{path}: {label}: ok\n")
-                continue
+        for position, document in enumerate(documents, start=1):
             try:
-                compiled = compile_flow(obj)
+                verdict = check_manifest(document, source=document_source(name, position))
             except SpecError as exc:
-                write_spec_error(exc, err, prefix=f"{path}: ")
+                report(exc, path)
                 failed = True
                 continue
-            out.write(f"{path}: {label}: ok ({len(compiled.nodes)} nodes, "
-                      f"{len(compiled.queues)} queues)\n")
+            label = verdict.obj.object_ref
+            if verdict.compiled is None:
+                out.write(f"{path}: {label}: ok\n")
+            else:
+                out.write(f"{path}: {label}: ok ({len(verdict.compiled.nodes)} nodes, "
+                          f"{len(verdict.compiled.queues)} queues)\n")
     return EXIT_LINT_ERRORS if failed else 0
 
 

@@ -2,6 +2,7 @@
 
 from kflow.graph.compiler import GraphError, GraphErrors, compile_flow, merge_options
 from kflow.graph.dag import BackoffType, CompiledFlow, CompiledNode, NodeOptions, OnFailure
+from kflow.graph.verdict import Verdict, check_manifest
 
 __all__ = [
     "BackoffType",
@@ -11,6 +12,8 @@ __all__ = [
     "GraphErrors",
     "NodeOptions",
     "OnFailure",
+    "Verdict",
+    "check_manifest",
     "compile_flow",
     "merge_options",
 ]
