@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from functools import lru_cache
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -54,6 +54,29 @@ class Settings(BaseSettings):
 
     # Identity of this operator process in leases; defaults to host name + pid.
     identity: str | None = None
+
+    # Validating admission webhook: `kubectl apply` of a Flow or Queue gets the verdict of
+    # `kflow lint` (node, field, "did you mean", inline children, graph). Off, the operator's
+    # Valid=False condition is the only report; on, that condition stays as the backstop.
+    webhook_enabled: bool = False
+    webhook_listen: str = "0.0.0.0"  # address the HTTPS server binds
+    webhook_port: int = 9443
+    # How the API server reaches this process, used only when the operator manages the
+    # configuration (its clientConfig.url); e.g. 127.0.0.1 for an operator on the API server's
+    # host. Under the Helm chart a Service reaches the pods instead.
+    webhook_host: str | None = None
+    webhook_cert_file: str | None = None  # the server's certificate (PEM), required when enabled
+    webhook_key_file: str | None = None
+    webhook_ca_file: str | None = None  # CA bundle the API server trusts; default: the cert
+    # True: the operator creates and patches a ValidatingWebhookConfiguration of this name
+    # itself (kopf's managed mode; an operator run outside the cluster, the tests). False:
+    # something else owns it (the Helm chart).
+    webhook_managed: bool = False
+    webhook_configuration_name: str = "kflow.dev"
+    # Ignore: while the operator is down, applies go through unchecked and the Valid condition
+    # reports problems later, as with no webhook. Fail: nothing invalid is ever stored, but no
+    # Flow or Queue can be created while the webhook is unreachable.
+    webhook_failure_policy: Literal["Ignore", "Fail"] = "Ignore"
 
     metrics_port: int | None = None  # serve Prometheus text on /metrics when set
     liveness_endpoint: str | None = None  # e.g. http://0.0.0.0:8080/healthz

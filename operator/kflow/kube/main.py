@@ -16,6 +16,10 @@ def run_operator(settings: Settings | None = None, *, verbose: bool = False) -> 
     import kflow.kube.handlers  # noqa: F401  (registers the handlers with kopf)
 
     config = settings or get_settings()
+    if config.webhook_enabled:
+        from kflow.kube import admission
+
+        admission.register(config)
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
