@@ -192,3 +192,15 @@ def test_examples_conform_to_the_crds() -> None:
         ".spec.nodes[0].opts.onFailure: not in enum",
         ".spec.nodes[0].queue: pattern",
     ]
+
+
+def test_cel_rules_of_a_node_name_the_node_in_their_message() -> None:
+    node = root_schema(checked_in("flows.kflow.dev.yaml"))["properties"]["spec"]["properties"][
+        "nodes"]["items"]
+    rules = node["x-kubernetes-validations"]
+    assert len(rules) == 2 and "x-kubernetes-validations" not in node["properties"]["opts"]
+    for rule in rules:
+        assert rule["rule"].startswith("!has(self.opts) || (")
+        assert rule["messageExpression"].startswith("'node \"' + self.name + '\": ")
+        assert rule["message"] in rule["messageExpression"]
+        assert rule["fieldPath"] == ".opts"

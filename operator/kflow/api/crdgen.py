@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -192,12 +193,41 @@ def _crd(
     }
 
 
+def _cel_string(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _rules_name_the_node(spec: dict[str, Any]) -> None:
+    """Move the CEL rules of a top-level node's `opts` up to the node, so that their message
+    can name it (`node "load": ...`); a rule on `opts` sees only the options, not the name.
+
+    Each rule `R` over `self` becomes `!has(self.opts) || (R over self.opts)` with a
+    messageExpression; the plain message stays for tools that read only that. (Inline
+    children are not in the schema at all: the admission webhook and the operator check them.)
+    """
+    node = spec["properties"]["nodes"]["items"]
+    opts = node["properties"]["opts"]
+    moved = []
+    for rule in opts.pop("x-kubernetes-validations", []):
+        inner = re.sub(r"\bself\.", "self.opts.", rule["rule"])
+        moved.append({
+            "rule": f"!has(self.opts) || ({inner})",
+            "message": rule["message"],
+            "messageExpression": "'node \"' + self.name + "
+            + _cel_string('": ' + rule["message"]),
+            "fieldPath": ".opts",
+        })
+    node["x-kubernetes-validations"] = [*node.get("x-kubernetes-validations", []), *moved]
+
+
 def flow_crd() -> dict[str, Any]:
+    schema = _root_schema(Flow, FlowSpec, FlowStatus)
+    _rules_name_the_node(schema["properties"]["spec"])
     return _crd(
         "Flow",
         "flows",
         ["fl"],
-        _root_schema(Flow, FlowSpec, FlowStatus),
+        schema,
         [
             _column("PHASE", ".status.phase", "string", "Phase of the flow."),
             _column("PROGRESS", ".status.progress", "string", "Finished nodes / all nodes."),
@@ -233,7 +263,7 @@ class _Dumper(yaml.SafeDumper):
         return True
 
 
-_RULE_ORDER = ("rule", "message", "fieldPath", "reason")
+_RULE_ORDER = ("rule", "message", "messageExpression", "fieldPath", "reason")
 
 
 def _order_rules(node: Any) -> Any:
