@@ -43,7 +43,8 @@ def test_a_skipped_cluster_test_is_reported_as_a_failure(pytester: pytest.Pytest
     result = pytester.runpytest("-p", "tests.cluster.fixture", "-rA")
     result.assert_outcomes(failed=1, errors=1, skipped=1, xfailed=1)
     result.stdout.fnmatch_lines(["*a cluster test may not skip (cluster unreachable)*"])
-    result.stdout.fnmatch_lines(["*a cluster test may not skip (no local cluster: kubeconfig not found)*"])
+    result.stdout.fnmatch_lines(
+        ["*a cluster test may not skip (no local cluster: kubeconfig not found)*"])
 
 
 def test_deselecting_by_marker_still_leaves_them_out(pytester: pytest.Pytester) -> None:

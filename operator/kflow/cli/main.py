@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import kflow
 
+if TYPE_CHECKING:
+    from kflow.api import Flow
+
 EXIT_LINT_ERRORS = 1
+
+# How large a Flow may be in Kubernetes, measured on v1.33 with etcd's defaults (README, Limits).
+# `kubectl apply` copies the whole object into one annotation, and an object's annotations
+# may hold 256 KiB in all; etcd stores no request over 1.5 MiB (--max-request-bytes).
+ANNOTATIONS_LIMIT = 256 * 1024
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+ETCD_REQUEST_LIMIT = 1536 * 1024
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
 def lint_files(paths: Sequence[str], out: IO[str], err: IO[str]) -> int:
     """Give every object of every file the verdict the admission webhook gives it; print one
     line per object or problem."""
+    from kflow.api import Flow
     from kflow.api.errors import SpecError, error_lines
     from kflow.api.manifests import document_source, read_documents
     from kflow.graph import check_manifest
@@ -101,12 +113,48 @@ def lint_files(paths: Sequence[str], out: IO[str], err: IO[str]) -> int:
                 failed = True
                 continue
             label = verdict.obj.object_ref
+            if isinstance(verdict.obj, Flow):
+                warnings, errors = size_problems(verdict.obj, path)
+                for line in (*warnings, *errors):
+                    err.write(f"{path}: {line}\n")
+                if errors:
+                    failed = True
+                    continue
             if verdict.compiled is None:
                 out.write(f"{path}: {label}: ok\n")
             else:
                 out.write(f"{path}: {label}: ok ({len(verdict.compiled.nodes)} nodes, "
                           f"{len(verdict.compiled.queues)} queues)\n")
     return EXIT_LINT_ERRORS if failed else 0
+
+
+def _kib(size: int) -> str:
+    return f"{size / 1024:,.0f} KiB" if size < 1024 * 1024 else f"{size / 1024 / 1024:.2f} MiB"
+
+
+def size_problems(flow: Flow, path: str) -> tuple[list[str], list[str]]:
+    """(warnings, errors) about submitting `flow` to Kubernetes, judged by its size as JSON."""
+    manifest = flow.model_dump(mode="json", by_alias=True, exclude_unset=True)
+    size = len(json.dumps(manifest, separators=(",", ":"), ensure_ascii=False).encode())
+    if size > ETCD_REQUEST_LIMIT:
+        return [], [
+            f"{flow.object_ref}: is {_kib(size)} as JSON, over the {_kib(ETCD_REQUEST_LIMIT)} "
+            "etcd stores per object, so no kubectl command can submit it (etcdserver: request "
+            "is too large); split it into several Flows, or use fewer nodes or shorter names "
+            "(kflow run --local has no such limit)"
+        ]
+    annotations = flow.metadata.annotations or {}
+    others = sum(len(k.encode()) + len(v.encode()) for k, v in annotations.items())
+    # kubectl writes the object, less that annotation, as compact JSON plus a newline.
+    if size + 1 + len(LAST_APPLIED) + others > ANNOTATIONS_LIMIT:
+        return [
+            f"{flow.object_ref}: warning: is {_kib(size)} as JSON, too large for `kubectl "
+            f"apply`, which copies the whole object into its {LAST_APPLIED} annotation "
+            f"(an object's annotations may hold {_kib(ANNOTATIONS_LIMIT)} in all); submit it "
+            f"with `kubectl create -f {path}` (`kubectl apply --server-side` stores a list "
+            "of every field beside the object and fails at about half of what etcd stores)"
+        ], []
+    return [], []
 
 
 def main(argv: Sequence[str] | None = None) -> int:
