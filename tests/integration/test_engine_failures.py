@@ -236,7 +236,10 @@ async def test_a_failed_flow_takes_its_waiting_nodes_off_the_queues(engine: Engi
     n0 = (await engine.take(qid(), 1, owner="t"))[0]
     await engine.fail(ref.uid, "n0", n0.token, "boom")
     assert await engine.queue_depth(qid()) == (0, 0, 0)
-    assert await engine.retry_failed(ref.uid) == 1  # and retry puts everything back
+    snap = await engine.snapshot(ref.uid)  # the other 19 never started: cancelled
+    assert snap.counts == {"failed": 2, "cancelled": 19}
+    # Retry puts everything back: n0 and the 19 cancelled children (9 with their start delay).
+    assert await engine.retry_failed(ref.uid) == 20
     assert await engine.queue_depth(qid()) == (10, 0, 10)
 
 

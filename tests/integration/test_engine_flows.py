@@ -238,8 +238,9 @@ async def test_cancel_stops_the_flow_and_reports_running_attempts(engine: Engine
     assert snap.phase == "Cancelled" and snap.finished_at_ms is not None
     assert await take_all(engine) == []  # b is not handed out
     assert (await engine.complete(ref.uid, "a", a.token, 1)).accepted  # recorded, nothing moves
-    assert (await engine.snapshot(ref.uid)).counts == {"completed": 1, "ready": 1,
-                                                       "waiting-children": 1}
+    # What never started is cancelled, and says so; the running attempt kept its outcome.
+    assert (await engine.snapshot(ref.uid)).counts == {"completed": 1, "cancelled": 2}
+    assert (await engine.node_infos(ref.uid))["b"].error == "not started: the flow was cancelled"
     with pytest.raises(FlowStateError, match="only a Failed flow"):
         await engine.retry_failed(ref.uid)
 

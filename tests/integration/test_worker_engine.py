@@ -51,14 +51,15 @@ async def test_release_hands_back_without_spending_an_attempt_or_a_stall(engine:
     assert sorted(e["node"] for e in released) == ["a", "b"]
 
 
-async def test_release_in_a_cancelled_flow_records_the_attempt_as_failed(engine: Engine) -> None:
+async def test_release_in_a_cancelled_flow_records_the_attempt_as_cancelled(
+        engine: Engine) -> None:
     ref = new_ref()
     await engine.submit(ref, build(node("a"), node("b")))
     got = await take_map(engine)
     await engine.cancel(ref.uid)
     assert await engine.release(list(got.values())) == 2
     snap = await engine.snapshot(ref.uid)
-    assert snap.phase == "Cancelled" and snap.counts == {"failed": 2}
+    assert snap.phase == "Cancelled" and snap.counts == {"cancelled": 2}
     assert await engine.queue_depth(qid()) == (0, 0, 0)
 
 
@@ -70,7 +71,7 @@ async def test_inputs_many_reads_values_and_ignored_failures_per_node(engine: En
     await engine.complete(ref.uid, "a", got["a"].token, {"x": [1]})
     await engine.fail(ref.uid, "b", got["b"].token, "boom")
     assert await engine.inputs_many(ref.uid, ["top", "solo", "a"]) == [
-        ({"a": {"x": [1]}}, {"b": "boom"}), ({}, {}), ({}, {})]
+        ({"a": {"x": [1]}}, {"b": "boom"}, {}), ({}, {}, {}), ({}, {}, {})]
     assert await engine.children_values(ref.uid, "top") == {"a": {"x": [1]}}
 
 

@@ -149,12 +149,17 @@ class InputsOnly(RecordingSink):
         self.reads += 1
         return {}
 
+    async def failed_children(self, flow_uid: str, node: str) -> dict[str, str]:
+        self.reads += 1
+        return {"cont": "card declined"}
+
 
 async def test_for_attempt_fetches_inputs_before_the_handler_runs() -> None:
     engine = InputsOnly()
     job = await Job.for_attempt(engine, FakeAttempt())
-    assert engine.reads == 2
+    assert engine.reads == 3
     assert job.children_values() == {"transform": {"count": 3}}
+    assert job.failed_children() == {"cont": "card declined"}
     assert (job.flow.uid, job.flow.namespace, job.flow.name) == ("u-2", "etl", "nightly")
     assert (job.timeout_ms, job.data) == (5000, {"n": 1})
 

@@ -21,6 +21,7 @@ from kflow.engine.types import (
     FlowRef,
     FlowSnapshot,
     FlowStateError,
+    Inputs,
     NodeFailure,
     NodeInfo,
     QueueConfig,
@@ -198,6 +199,23 @@ class Engine:
             added += sum(counts)
         return added
 
+    async def _wind_down(self, flow_uid: str) -> int:
+        """Cancel the nodes of an ended flow that never started, a page per call, and take
+        them off their queues; returns how many left a queue. Nodes running when the flow
+        ended are left to finish: their outcome is recorded as it comes."""
+        namespace = (await self.store.meta(flow_uid)).get("namespace", "")
+        cursor, removed = "0", 0
+        while True:
+            unqueue, cursor, done = await self.store.cancel_unstarted(flow_uid, cursor, PAGE)
+            by_queue: dict[str, list[tuple[str, int]]] = defaultdict(list)
+            for node, queue, priority in unqueue:
+                by_queue[f"{namespace}/{queue}"].append((node, priority))
+            counts = await asyncio.gather(*(
+                self.store.unqueue(qid, flow_uid, items) for qid, items in by_queue.items()))
+            removed += sum(counts)
+            if done:
+                return removed
+
     async def _purge_queued(self, flow_uid: str) -> int:
         """Take a stopped flow's ready and delayed nodes off their queues (paged).
 
@@ -362,36 +380,36 @@ class Engine:
         await asyncio.gather(*(self.store.drop_active(qid, m) for qid, m in drop.items()))
         await asyncio.gather(*(self.store.enqueue(qid, q) for qid, q in queue.items()))
         for uid in ended:
-            await self._purge_queued(uid)
+            await self._wind_down(uid)
         if error is not None:
             raise error
         return [o for o in outcomes if o is not None]
 
-    async def inputs_many(self, flow_uid: str, nodes: list[str]
-                          ) -> list[tuple[dict[str, Any], dict[str, str]]]:
-        """(children_values, ignored_failures) of several nodes of one flow, in one call."""
+    async def inputs_many(self, flow_uid: str, nodes: list[str]) -> list[Inputs]:
+        """(children_values, ignored_failures, failed_children) of several nodes of one flow,
+        in one call."""
         [reply] = await self.inputs_batch([(flow_uid, nodes)])
         if isinstance(reply, BaseException):
             raise reply
         return reply
 
     async def inputs_batch(self, calls: list[tuple[str, list[str]]]
-                           ) -> list[list[tuple[dict[str, Any], dict[str, str]]] | BaseException]:
+                           ) -> list[list[Inputs] | BaseException]:
         """`inputs_many` for several flows, (flow uid, nodes) each, batched into one round
         trip on a single server; per call its inputs or the exception it raised."""
         paged = [(uid, nodes[i:i + PAGE]) for uid, nodes in calls
                  for i in range(0, max(len(nodes), 1), PAGE)]
         replies = iter(await self.store.inputs(paged))
-        out: list[list[tuple[dict[str, Any], dict[str, str]]] | BaseException] = []
+        out: list[list[Inputs] | BaseException] = []
         for _, nodes in calls:
-            got: list[tuple[dict[str, Any], dict[str, str]]] | BaseException = []
+            got: list[Inputs] | BaseException = []
             for _ in range(0, max(len(nodes), 1), PAGE):
                 reply = next(replies)
                 if isinstance(reply, BaseException):
                     got = reply
                 elif not isinstance(got, BaseException):
-                    got.extend(({c: json.loads(v) for c, v in values}, dict(ignored))
-                               for values, ignored in reply)
+                    got.extend(({c: json.loads(v) for c, v in row.values}, dict(row.ignored),
+                                dict(row.failed)) for row in reply)
             out.append(got)
         return out
 
@@ -425,7 +443,7 @@ class Engine:
         if phase == "Running" and queued:
             await self._enqueue(uid, namespace, queued)
         elif settled and phase in ("Failed", "Cancelled"):
-            await self._purge_queued(uid)
+            await self._wind_down(uid)
 
     async def fail(self, flow_uid: str, node: str, token: str, error: str, *,
                    infrastructure: bool = False) -> FailOutcome:
@@ -470,7 +488,7 @@ class Engine:
                 if queued and phase == "Running":
                     await self._enqueue(uid, namespace, queued)
                 elif action != "gone" and phase in ("Failed", "Cancelled"):
-                    await self._purge_queued(uid)
+                    await self._wind_down(uid)
             if len(members) < 100:
                 return stalled
 
@@ -486,7 +504,7 @@ class Engine:
     async def cancel(self, flow_uid: str) -> list[tuple[str, str]]:
         """Cancel the flow; returns (node, token) of attempts still running, to be stopped."""
         _, active = await self.store.cancel(flow_uid)
-        await self._purge_queued(flow_uid)
+        await self._wind_down(flow_uid)
         return active
 
     async def retry_failed(self, flow_uid: str) -> int:
@@ -569,13 +587,22 @@ class Engine:
         values = await self.store.fields(flow_uid, "result", done)
         return {c: _json(v) for c, v in zip(done, values, strict=True)}
 
-    async def ignored_failures(self, flow_uid: str, node: str) -> dict[str, str]:
-        """Errors of the node's children that failed under onFailure=ignore."""
+    async def _children_errors(self, flow_uid: str, node: str, state: str) -> dict[str, str]:
         children = await self._children(flow_uid, node)
         states = await self.store.fields(flow_uid, "state", children)
-        ignored = [c for c, s in zip(children, states, strict=True) if s == "ignored"]
-        errors = await self.store.fields(flow_uid, "error", ignored)
-        return {c: e or "" for c, e in zip(ignored, errors, strict=True)}
+        chosen = [c for c, s in zip(children, states, strict=True) if s == state]
+        errors = await self.store.fields(flow_uid, "error", chosen)
+        return {c: e or "" for c, e in zip(chosen, errors, strict=True)}
+
+    async def ignored_failures(self, flow_uid: str, node: str) -> dict[str, str]:
+        """Errors of the node's children that failed under onFailure=ignore."""
+        return await self._children_errors(flow_uid, node, "ignored")
+
+    async def failed_children(self, flow_uid: str, node: str) -> dict[str, str]:
+        """Errors of the node's children that failed for good (BullMQ's
+        getFailedChildrenValues): a parent runs with such children only when one of them
+        was continueParent and released it."""
+        return await self._children_errors(flow_uid, node, "failed")
 
     async def update_progress(self, flow_uid: str, node: str, token: str, progress: Any) -> None:
         await self.store.update_progress(flow_uid, node, token, dumps(progress))

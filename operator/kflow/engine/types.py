@@ -6,9 +6,16 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 NODE_STATES: Final = ("waiting-children", "delayed", "ready", "active", "completed", "failed",
-                      "ignored", "removed")
-TERMINAL_STATES: Final = frozenset({"completed", "failed", "ignored", "removed"})
+                      "ignored", "removed", "cancelled")
+# Settled: nothing more happens to the node in this run of its flow. "cancelled" is a node
+# that will not run because its flow ended (failed or cancelled) first.
+TERMINAL_STATES: Final = frozenset({"completed", "failed", "ignored", "removed", "cancelled"})
 FLOW_PHASES: Final = ("Pending", "Running", "Succeeded", "Failed", "Cancelled", "Suspended")
+
+
+# What a node reads before it runs: its children's values (by child name), the errors of
+# children ignored after failing, and the errors of children that failed for good.
+Inputs = tuple[dict[str, Any], dict[str, str], dict[str, str]]
 
 
 class _Missing:
@@ -105,6 +112,6 @@ class CompleteOutcome:
 @dataclass(frozen=True)
 class FailOutcome:
     accepted: bool
-    action: str  # "retry" | "failed" | "requeued" | "stale"
+    action: str  # "retry" | "failed" | "requeued" | "cancelled" | "stale"
     retry_at_ms: int | None
     phase: str

@@ -38,6 +38,8 @@ class JobInputs(Protocol):
 
     async def ignored_failures(self, flow_uid: str, node: str) -> dict[str, str]: ...
 
+    async def failed_children(self, flow_uid: str, node: str) -> dict[str, str]: ...
+
 
 class Job:
     """One attempt of one node, as the handler sees it.
@@ -61,6 +63,7 @@ class Job:
         data: Any,
         children_values: dict[str, Any] | None = None,
         ignored_failures: dict[str, str] | None = None,
+        failed_children: dict[str, str] | None = None,
         timeout_ms: int | None = None,
         sink: JobSink | None = None,
     ) -> None:
@@ -72,6 +75,7 @@ class Job:
         self._data = data
         self._children_values = dict(children_values or {})
         self._ignored_failures = dict(ignored_failures or {})
+        self._failed_children = dict(failed_children or {})
         self._timeout_ms = timeout_ms
         self._sink = sink
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -94,14 +98,16 @@ class Job:
     ) -> Job:
         """Build the Job of an engine `Attempt`, fetching its inputs from the engine first.
 
-        `has_children=False` skips the two reads for a leaf (its inputs are empty anyway).
+        `has_children=False` skips the reads for a leaf (its inputs are empty anyway).
         """
         children: dict[str, Any] = {}
         ignored: dict[str, str] = {}
+        failed: dict[str, str] = {}
         if has_children:
-            children, ignored = await asyncio.gather(
+            children, ignored, failed = await asyncio.gather(
                 engine.children_values(attempt.flow_uid, attempt.node),
                 engine.ignored_failures(attempt.flow_uid, attempt.node),
+                engine.failed_children(attempt.flow_uid, attempt.node),
             )
         return cls(
             flow=JobFlow(uid=attempt.flow_uid, namespace=attempt.namespace, name=attempt.flow_name),
@@ -112,6 +118,7 @@ class Job:
             data=attempt.data,
             children_values=children,
             ignored_failures=ignored,
+            failed_children=failed,
             timeout_ms=attempt.timeout_ms,
             sink=engine,
         )
@@ -160,6 +167,12 @@ class Job:
     def ignored_failures(self) -> dict[str, str]:
         """The errors of children that failed under `onFailure: ignore`, keyed by child name."""
         return dict(self._ignored_failures)
+
+    def failed_children(self) -> dict[str, str]:
+        """The errors of children that failed for good, keyed by child name (BullMQ's
+        `getFailedChildrenValues`). A parent runs with such children only when one of them
+        has `onFailure: continueParent`: it started the parent when it failed."""
+        return dict(self._failed_children)
 
     # --- what the handler reports -----------------------------------------------------------
 

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from kflow.engine import Attempt, Engine
+from kflow.engine import Attempt, Engine, Inputs
 from kflow.sdk.handlers import call_handler, format_error, resolve_function
 from kflow.sdk.job import Job, JobFlow
 
@@ -156,11 +156,10 @@ class Worker:
                 self._emit(a, "active", f"attempt {a.attempt}")
             self.stats["max_running"] = max(self.stats["max_running"], len(self.running))
 
-    async def _inputs(self, attempts: list[Attempt]
-                      ) -> dict[tuple[str, str], tuple[dict[str, Any], dict[str, str]]]:
-        """(children values, ignored failures) of the batch's nodes: one read per flow
-        (`Engine.inputs_batch`) instead of several per node. A failed read leaves the nodes
-        out: their jobs then read their inputs themselves."""
+    async def _inputs(self, attempts: list[Attempt]) -> dict[tuple[str, str], Inputs]:
+        """(children values, ignored failures, failed children) of the batch's nodes: one
+        read per flow (`Engine.inputs_batch`) instead of several per node. A failed read
+        leaves the nodes out: their jobs then read their inputs themselves."""
         by_flow: dict[str, list[str]] = defaultdict(list)
         for a in attempts:
             by_flow[a.flow_uid].append(a.node)
@@ -170,7 +169,7 @@ class Worker:
         except Exception as exc:
             log.warning("worker %s: reading inputs failed: %s", self.owner, exc)
             return {}
-        out: dict[tuple[str, str], tuple[dict[str, Any], dict[str, str]]] = {}
+        out: dict[tuple[str, str], Inputs] = {}
         for uid, reply in zip(uids, replies, strict=True):
             if isinstance(reply, BaseException):
                 log.warning("worker %s: reading inputs failed: %s", self.owner, reply)
@@ -193,8 +192,7 @@ class Worker:
 
     # ---- running one node ------------------------------------------------------------------
 
-    async def _run_one(self, attempt: Attempt,
-                       inputs: tuple[dict[str, Any], dict[str, str]] | None) -> None:
+    async def _run_one(self, attempt: Attempt, inputs: Inputs | None) -> None:
         where = f"flow {attempt.namespace}/{attempt.flow_name} node {attempt.node}"
         job: Job | None = None
         try:
@@ -205,7 +203,8 @@ class Worker:
                                        name=attempt.flow_name),
                           name=attempt.node, queue=attempt.queue, attempt=attempt.attempt,
                           token=attempt.token, data=attempt.data, children_values=inputs[0],
-                          ignored_failures=inputs[1], timeout_ms=attempt.timeout_ms,
+                          ignored_failures=inputs[1], failed_children=inputs[2],
+                          timeout_ms=attempt.timeout_ms,
                           sink=self.engine)
             call = call_handler(self.fn, job)
             if attempt.timeout_ms is not None:

@@ -33,6 +33,15 @@ class Started(NamedTuple):
     due: int
 
 
+class NodeInputs(NamedTuple):
+    """One row of inputs-19: (child, JSON value) of completed children, (child, error) of
+    children ignored after failing, and (child, error) of children that failed for good."""
+
+    values: list[tuple[str, str]]
+    ignored: list[tuple[str, str]]
+    failed: list[tuple[str, str]]
+
+
 class FlowReply(NamedTuple):
     """What complete/fail/stall report: the outcome and the queue step the engine owes."""
 
@@ -151,18 +160,17 @@ class RedisStore:
         return out
 
     async def inputs(self, calls: list[tuple[str, list[str]]]
-                     ) -> list[list[tuple[list[tuple[str, str]], list[tuple[str, str]]]]
-                               | BaseException]:
-        """inputs-19 on several flows in one batch: (uid, nodes) per call -> per node,
-        (child, value JSON) of completed children and (child, error) of ignored ones."""
+                     ) -> list[list[NodeInputs] | BaseException]:
+        """inputs-19 on several flows in one batch: (uid, nodes) per call -> per node, its
+        children's values and the errors of its ignored and failed children."""
         replies = await self._flow_scripts("inputs", [(uid, list(nodes)) for uid, nodes in calls])
 
         def pairs(flat: Any) -> list[tuple[str, str]]:
             items = _rows(flat)
             return [(str(items[i]), str(items[i + 1])) for i in range(0, len(items), 2)]
 
-        return [r if isinstance(r, BaseException) else [(pairs(x[0]), pairs(x[1]))
-                                                          for x in _rows(r)]
+        return [r if isinstance(r, BaseException) else [
+                    NodeInputs(pairs(x[0]), pairs(x[1]), pairs(x[2])) for x in _rows(r)]
                 for r in replies]
 
     async def release(self, uid: str, reason: str, pairs: list[tuple[str, str]]
@@ -204,6 +212,14 @@ class RedisStore:
     async def cancel(self, uid: str) -> tuple[str, list[tuple[str, str]]]:
         phase, active = await self._flow_script("cancel", uid)
         return str(phase), [(str(n), str(t)) for n, t in _rows(active)]
+
+    async def cancel_unstarted(self, uid: str, cursor: str, limit: int
+                               ) -> tuple[list[tuple[str, str, int]], str, bool]:
+        """cancel-unstarted-19: one bounded step -> ((node, queue, priority) taken off the
+        ready set, the cursor for the next step, done)."""
+        unqueue, cursor, done = await self._flow_script("cancel-unstarted", uid, cursor, limit)
+        return ([(str(r[0]), str(r[1]), int(r[2])) for r in _rows(unqueue)], str(cursor),
+                bool(done))
 
     async def retry_failed(self, uid: str) -> int:
         return int(await self._flow_script("retry-failed", uid))

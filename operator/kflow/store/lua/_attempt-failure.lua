@@ -52,8 +52,9 @@ local function settle_failure(first, first_error, now, out)
     if #parents == 0 then root_failed = true end
     for _, p in ipairs(parents) do
       if policy == 'P' then
-        local ps = redis.call('HGET', K_STATE, p)
-        if not seen[p] and (ps == 'waiting-children' or ps == 'ready' or ps == 'delayed') then
+        -- Only a parent still waiting is failed: one that continueParent already released
+        -- (ready, running or done) keeps going, whenever this child's failure comes.
+        if not seen[p] and redis.call('HGET', K_STATE, p) == 'waiting-children' then
           seen[p] = true
           local cause
           if how == 'o' then
@@ -76,16 +77,23 @@ end
 
 --[[
   The current attempt of active `node` failed with `err`: retry after backoff while attempts
-  remain, else settle by onFailure. Returns {action, retry_at_ms}; fills `out` with nodes the
-  engine must put on their queues.
+  remain, else settle by onFailure. `lost` says the attempt did not fail by its own code (its
+  pod or worker went away, or it was handed back). Returns {action, retry_at_ms}; fills `out`
+  with nodes the engine must put on their queues.
 ]]
-local function attempt_failed(node, err, now, share, out)
+local function attempt_failed(node, err, now, share, out, lost)
   redis.call('HDEL', K_TOKEN, node)
   redis.call('HDEL', K_RESULT, node)
   redis.call('HSET', K_ERROR, node, err)
   local phase = redis.call('HGET', K_META, 'phase')
   if phase ~= 'Running' then
-    -- The flow already ended (failed or cancelled): record, no retry, nothing more moves.
+    -- The flow already ended: no retry, nothing more moves. An attempt cut off by the end
+    -- (a cancelled flow's stopped pod, a worker handing back, a lapsed lease) did not fail:
+    -- it is cancelled. A real failure of the node's code in a failed flow is recorded.
+    if lost or phase == 'Cancelled' then
+      cancel_node(node, 'cancelled: the flow ended while this attempt ran (' .. err .. ')')
+      return {'cancelled', false}
+    end
     set_state(node, 'active', 'failed')
     redis.call('HSET', K_FAILED, node, 'o')
     emit('failed', node, 'error', err)
@@ -100,6 +108,10 @@ local function attempt_failed(node, err, now, share, out)
     emit('retry', node, 'attempt', attempt, 'at', now, 'due', due, 'error', err)
     return {'retry', due}
   end
-  if settle_failure(node, err, now, out) then finish_flow('Failed', now) end
+  if settle_failure(node, err, now, out) then
+    finish_flow('Failed', now)
+  else
+    maybe_succeed(now)
+  end
   return {'failed', false}
 end

@@ -10,6 +10,8 @@ local S_QUEUE, S_PRIORITY, S_ATTEMPTS, S_BACKOFF, S_DELAY = 1, 2, 3, 4, 5
 local S_MAXDELAY, S_JITTER, S_START_DELAY, S_TIMEOUT, S_ONFAIL = 6, 7, 8, 9, 10
 local EVENTS_MAXLEN = 1000
 local FAILURES_CAP = 10
+-- States in which nothing more happens to a node in this run of its flow.
+local SETTLED_STATES = {'completed', 'failed', 'ignored', 'removed', 'cancelled'}
 
 local function spec_of(node)
   return cjson.decode(redis.call('HGET', K_SPEC, node))
@@ -64,6 +66,35 @@ local function finish_flow(phase, now)
     redis.call('HSET', K_META, 'expire_at', now + tonumber(ttl) * 1000)
   end
   emit('flow', '', 'phase', phase)
+end
+
+-- Nodes of the flow not settled yet: waiting, delayed, ready or running.
+local function unsettled()
+  local n = tonumber(redis.call('HGET', K_META, 'total'))
+  local c = redis.call('HMGET', K_COUNTS, unpack(SETTLED_STATES))
+  for i = 1, #c do n = n - tonumber(c[i] or '0') end
+  return n
+end
+
+-- A running flow succeeds when every root completed and no node is left to settle:
+-- continueParent can release a parent (and so a root) while its other children still run,
+-- and those run to their end before the flow does.
+local function maybe_succeed(now)
+  if tonumber(redis.call('HGET', K_META, 'roots_left')) <= 0 and unsettled() == 0 then
+    finish_flow('Succeeded', now)
+  end
+end
+
+-- A node that will not run (again) because its flow ended: cancelled, with the reason as its
+-- error, and marked "c" in the failed hash so that a retry of the flow brings it back.
+local function cancel_node(node, reason)
+  set_state(node, redis.call('HGET', K_STATE, node), 'cancelled')
+  redis.call('HSET', K_FAILED, node, 'c')
+  redis.call('HSET', K_ERROR, node, reason)
+  redis.call('ZREM', K_READY, node)
+  redis.call('HDEL', K_TOKEN, node)
+  redis.call('HDEL', K_PENDING, node)
+  emit('cancelled', node, 'reason', reason)
 end
 
 -- Put `node` on the flow's ready set: state ready (due <= now) or delayed (due > now).

@@ -2,7 +2,7 @@
   Complete an active attempt: the node becomes completed with its value, and every parent
   waiting on it has one dependency less; a parent whose last dependency settled becomes
   ready (or delayed by its start delay). Parents read the value from the result hash.
-  A root completing may finish the flow (Succeeded when no root is left).
+  The flow succeeds when no root is left and no other node is still to settle.
 
   KEYS[1..19]  the flow's keys (kflow.store.keys.FLOW_KEY_NAMES), all under tag {<flow uid>}:
     [1] meta  [2] state  [3] spec  [4] parents  [5] children  [6] data  [7] pending

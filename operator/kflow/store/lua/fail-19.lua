@@ -17,8 +17,11 @@
   Returns (JSON): {action, retry_at_ms or false, shown phase, [ {node, queue, priority, due} ],
                    namespace, the node's queue}
     action "requeued" (infrastructure, attempt not spent), "retry" (after backoff),
-           "failed" (settled by onFailure), "stale" (token mismatch: nothing changed)
-  Events: requeued, retry (attempt, at, due, error), failed|ignored|removed; flow phase Failed.
+           "failed" (settled by onFailure), "cancelled" (the flow had ended and the failure
+           was not the node's own: infrastructure, or the flow was cancelled),
+           "stale" (token mismatch: nothing changed)
+  Events: requeued, retry (attempt, at, due, error), failed|ignored|removed|cancelled;
+  flow phase Failed or Succeeded.
 ]]
 -- @include _flow-keys
 -- @include _now
@@ -41,7 +44,7 @@ if ARGV[4] == '1' and redis.call('HGET', K_META, 'phase') == 'Running'
   local ns, queue = where(node)
   return cjson.encode({'requeued', now, shown_phase(), out, ns, queue})
 end
-local r = attempt_failed(node, err, now, tonumber(ARGV[6]), out)
+local r = attempt_failed(node, err, now, tonumber(ARGV[6]), out, ARGV[4] == '1')
 apply_expiry()
 local ns, queue = where(node)
 return cjson.encode({r[1], r[2], shown_phase(), out, ns, queue})

@@ -1,7 +1,8 @@
 --[[
   Read the inputs of several nodes of one flow in one call (a worker's batch): for each,
-  the values of its completed children and the errors of its children that failed under
-  onFailure=ignore. Read-only.
+  the values of its completed children, the errors of its children that failed under
+  onFailure=ignore, and the errors of its children that failed for good (a parent runs with
+  such a child only when continueParent released it). Read-only.
 
   KEYS[1..19]  the flow's keys (kflow.store.keys.FLOW_KEY_NAMES), all under tag {<flow uid>}:
     [1] meta  [2] state  [3] spec  [4] parents  [5] children  [6] data  [7] pending
@@ -9,7 +10,8 @@
     [15] failed  [16] requeues  [17] failures  [18] events  [19] logs
 
   ARGV: nodes
-  Returns (JSON): [ {[child, value JSON, ...], [child, error, ...]} per node ]
+  Returns (JSON): [ {[child, value JSON, ...], [child, error, ...] ignored,
+                     [child, error, ...] failed} per node ]
     (flat name/value lists: cjson cannot tell an empty object from an empty list)
   Events: none.
 ]]
@@ -18,17 +20,19 @@
 
 local res = {}
 for i = 1, #ARGV do
-  local values, ignored = {}, {}
+  local values, ignored, failed = {}, {}, {}
   for _, c in ipairs(list_of(K_CHILDREN, ARGV[i])) do
     local st = redis.call('HGET', K_STATE, c)
     if st == 'completed' then
       values[#values + 1] = c
       values[#values + 1] = redis.call('HGET', K_RESULT, c) or 'null'
-    elseif st == 'ignored' then
-      ignored[#ignored + 1] = c
-      ignored[#ignored + 1] = redis.call('HGET', K_ERROR, c) or ''
+    elseif st == 'ignored' or st == 'failed' then
+      local into = ignored
+      if st == 'failed' then into = failed end
+      into[#into + 1] = c
+      into[#into + 1] = redis.call('HGET', K_ERROR, c) or ''
     end
   end
-  res[i] = {values, ignored}
+  res[i] = {values, ignored, failed}
 end
 return cjson.encode(res)

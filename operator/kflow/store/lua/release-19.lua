@@ -1,8 +1,8 @@
 --[[
   Hand back attempts a worker holds but will not finish (graceful shutdown): each node still
   active under its token goes back to ready without spending an attempt, like a stalled
-  lease but without counting against maxStalled. In a flow that already ended the attempt
-  is recorded as failed instead (nothing would run it again).
+  lease but without counting against maxStalled. In a flow that already ended the node is
+  cancelled instead (nothing would run it again, and it did not fail).
 
   KEYS[1..19]  the flow's keys (kflow.store.keys.FLOW_KEY_NAMES), all under tag {<flow uid>}:
     [1] meta  [2] state  [3] spec  [4] parents  [5] children  [6] data  [7] pending
@@ -13,7 +13,7 @@
 
   Returns (JSON): {shown phase, namespace, [ {released, the node's queue} per pair ],
                    [ {node, queue, priority, due or 0} to queue again ]}
-  Events: released (node, reason) per released pair; as fail-19 in an ended flow.
+  Events: released (node, reason) per released pair; cancelled in an ended flow.
 ]]
 -- @include _flow-keys
 -- @include _now
@@ -26,6 +26,6 @@ return settle_attempts(2, 2, function(_, node, now, out)
     emit('released', node, 'reason', ARGV[1])
     requeue_without_attempt(node, now, out)
   else
-    attempt_failed(node, 'released: ' .. ARGV[1], now, 0, out)
+    attempt_failed(node, 'released: ' .. ARGV[1], now, 0, out, true)
   end
 end)

@@ -1,8 +1,8 @@
 --[[
   Retry a Failed flow: every node that failed on its own attempts becomes ready with fresh
   attempts (a root that ended ignored or removed counts as failed); every node failed by
-  propagation goes back to waiting-children with its pending count recomputed (ready at
-  once if nothing is pending). The flow is Running again and
+  propagation or cancelled by the end of the flow goes back to waiting-children with its
+  pending count recomputed (ready at once, start delay honoured, if nothing is pending). The flow is Running again and
   loses its expiry; the engine then re-queues the flow's ready set.
 
   KEYS[1..19]  the flow's keys (kflow.store.keys.FLOW_KEY_NAMES), all under tag {<flow uid>}:
@@ -27,7 +27,7 @@ local f = redis.call('HGETALL', K_FAILED)
 for i = 1, #f, 2 do
   local node = f[i]
   local st = redis.call('HGET', K_STATE, node)
-  if st == 'failed' or ((st == 'ignored' or st == 'removed')
+  if st == 'failed' or st == 'cancelled' or ((st == 'ignored' or st == 'removed')
       and redis.call('HEXISTS', K_PARENTS, node) == 0) then
     states[node] = st
     if f[i + 1] == 'o' then own[#own + 1] = node else propagated[#propagated + 1] = node end
@@ -46,6 +46,9 @@ local settled = {completed = true, ignored = true, removed = true}
 for _, node in ipairs(propagated) do
   redis.call('HDEL', K_ERROR, node)
   redis.call('HDEL', K_FAILED, node)
+  -- A cancelled node starts over: attempts it had count for nothing now.
+  redis.call('HDEL', K_ATTEMPT, node)
+  redis.call('HDEL', K_REQUEUES, 'i|' .. node, 's|' .. node)
   local pending = 0
   for _, c in ipairs(list_of(K_CHILDREN, node)) do
     if not settled[redis.call('HGET', K_STATE, c)] then pending = pending + 1 end

@@ -13,7 +13,8 @@
   ARGV[1] node   ARGV[2] token   ARGV[3] max stalls per node   ARGV[4] jitter share 0..1
 
   Returns (JSON): {action, shown phase, [ {node, queue, priority, due or 0} to (re)queue ]}
-    action "requeued" | "retry" | "failed" | "gone" (lease was stale)
+    action "requeued" | "retry" | "failed" | "cancelled" (the flow had ended) | "gone"
+    (lease was stale)
   Events: stalled; then as fail-19.
 ]]
 -- @include _flow-keys
@@ -43,6 +44,6 @@ if stalls <= tonumber(ARGV[3]) and redis.call('HGET', K_META, 'phase') == 'Runni
   return cjson.encode({'requeued', shown_phase(), out})
 end
 local r = attempt_failed(node, 'stalled: the attempt lost its lease ' .. stalls .. ' times',
-  now, tonumber(ARGV[4]), out)
+  now, tonumber(ARGV[4]), out, true)
 apply_expiry()
 return cjson.encode({r[1], shown_phase(), out})
