@@ -191,7 +191,8 @@ def test_status_is_bounded_and_carries_conditions_for_kubectl_wait() -> None:
     status = build_status(view, snapshot, max_failures=10)
 
     assert status["progress"] == "1000/100000" and status["observedGeneration"] == 3
-    assert status["counts"] == {"completed": 1000, "waitingChildren": 99000}
+    assert {k: n for k, n in status["counts"].items() if n} == {
+        "completed": 1000, "waitingChildren": 99000}
     assert len(status["firstFailures"]) == 10
     assert all(len(f["error"]) <= 500 for f in status["firstFailures"])
     assert len(json.dumps(status)) < 16_000

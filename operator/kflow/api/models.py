@@ -509,6 +509,9 @@ class NodeCounts(_Status):
     failed: int = Field(0, ge=0, description="Failed for good.")
     ignored: int = Field(0, ge=0, description="Failed under `onFailure: ignore`.")
     removed: int = Field(0, ge=0, description="Failed under `onFailure: remove`.")
+    cancelled: int = Field(
+        0, ge=0, description="Not run to the end because the flow failed or was cancelled first."
+    )
 
     @classmethod
     def from_states(cls, counts: Mapping[str, int]) -> NodeCounts:

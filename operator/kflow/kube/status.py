@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kflow.api.durations import format_duration
-from kflow.engine import FlowNotFound, FlowSnapshot
+from kflow.engine import NODE_STATES, FlowNotFound, FlowSnapshot
 
 log = logging.getLogger("kflow.kube.status")
 
@@ -87,7 +87,9 @@ def build_status(view: FlowView, snapshot: FlowSnapshot | None,
         phase=phase,
         progress=f"{snapshot.done}/{snapshot.total}",
         total=snapshot.total,
-        counts={_camel(state): n for state, n in sorted(snapshot.counts.items())},
+        # Every state, zeros included: the status is a merge patch, so a state left out
+        # would keep its last value and the counts would stop adding up to the total.
+        counts={_camel(state): snapshot.counts.get(state, 0) for state in NODE_STATES},
     )
     if snapshot.started_at_ms is not None:
         status["startedAt"] = rfc3339(snapshot.started_at_ms)
