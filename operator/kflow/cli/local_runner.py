@@ -161,7 +161,7 @@ class LocalRunner:
     async def run(
         self, flow_uid: str, namespace: str, compiled: CompiledFlow, *, resumed: bool = True
     ) -> FlowSnapshot:
-        """Run until the flow's phase is terminal; then stop the workers.
+        """Run until the flow's phase is terminal and no node of it runs; then stop the workers.
 
         `resumed=False` says the flow was just submitted (submit already queued its leaves).
         """
@@ -196,7 +196,9 @@ class LocalRunner:
                         raise RuntimeError("a queue worker stopped") from task.exception()
                 self._wake.clear()
                 snapshot = await self.engine.snapshot(flow_uid)
-                if snapshot.phase in TERMINAL_PHASES:
+                # A failed flow's running handlers finish and are recorded as they end (as
+                # its pods would on a cluster); a lease that lapses meanwhile is cancelled.
+                if snapshot.phase in TERMINAL_PHASES and not snapshot.counts.get("active"):
                     return snapshot
                 now = time.monotonic()
                 idle = not any(w.running for w in self._workers.values())
@@ -242,11 +244,11 @@ def _clip(text: str, limit: int = 60) -> str:
 
 _MARKS_UNICODE = {
     "completed": "✔", "failed": "✘", "active": "▶", "ready": "○", "waiting-children": "◌",
-    "delayed": "◷", "ignored": "⊘", "removed": "⊖",
+    "delayed": "◷", "ignored": "⊘", "removed": "⊖", "cancelled": "⊗",
 }
 _MARKS_ASCII = {
     "completed": "+", "failed": "x", "active": ">", "ready": "o", "waiting-children": ".",
-    "delayed": "~", "ignored": "-", "removed": "-",
+    "delayed": "~", "ignored": "-", "removed": "-", "cancelled": "/",
 }
 MAX_SHOWN_CHILDREN = 12
 MAX_INDENT_DEPTH = 24
@@ -272,7 +274,7 @@ def describe_node(
         text += f" progress {_short(info.progress, 20)}"
     if state == "completed":
         text += f" → {_short(info.result)}" if unicode else f" -> {_short(info.result)}"
-    if info.error and state in {"failed", "ignored", "removed", "delayed"}:
+    if info.error and state in {"failed", "ignored", "removed", "cancelled", "delayed"}:
         first = info.error.strip().splitlines()[0] if info.error.strip() else ""
         text += f": {first[:160]}"
     return text

@@ -11,7 +11,8 @@ from kflow.sdk.job import Job
 def echo(job: Job) -> dict[str, Any]:
     """Return the node's data, name, attempt and every child value: parents see all inputs."""
     return {"node": job.name, "data": job.data, "attempt": job.attempt,
-            "children": job.children_values(), "ignored": job.ignored_failures()}
+            "children": job.children_values(), "ignored": job.ignored_failures(),
+            "failed": job.failed_children()}
 
 
 def add_one(job: Job) -> int:

@@ -1,0 +1,71 @@
+"""How a flow ends on the cluster, the same as under `kflow run --local`: continueParent
+siblings run to their end, a failed flow cancels what never started, and the Flow's status
+counts add up to its total whenever they are read."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.e2e import operator_support as support
+from tests.e2e.operator_support import Scenario, flow, queue
+
+kube = support.kube
+operator_world = support.operator_world
+scenario = support.scenario
+
+pytestmark = [pytest.mark.cluster]
+
+
+def counts(body: dict[str, Any]) -> dict[str, int]:
+    status = body["status"]
+    got: dict[str, int] = status["counts"]
+    assert sum(got.values()) == status["total"], status
+    return {state: n for state, n in got.items() if n}
+
+
+def test_continue_parent_on_the_cluster_runs_every_sibling_and_shows_the_failure(
+        scenario: Scenario) -> None:
+    scenario.apply(
+        queue("top", "echo"), queue("ok", "echo"), queue("fails", "fail"),
+        queue("slow", "sleep"),
+        flow("cont", [{"name": "parent", "queue": "top", "children": [
+            {"name": "cont-1", "queue": "fails", "opts": {"continueParentOnFailure": True}},
+            {"name": "ok-1", "queue": "ok"},
+            {"name": "slow-1", "queue": "slow", "data": {"seconds": 8}}]}]))
+
+    body = scenario.wait_phase("cont")
+
+    assert body["status"]["phase"] == "Succeeded", body["status"]
+    assert counts(body) == {"completed": 3, "failed": 1}
+    assert body["status"]["progress"] == "4/4"
+    nodes = scenario.nodes("cont")
+    assert {n: i.state for n, i in nodes.items()} == {
+        "parent": "completed", "cont-1": "failed", "ok-1": "completed", "slow-1": "completed"}
+    assert nodes["slow-1"].result == {"slept": True, "attempt": 1}  # never cut off
+    # The parent started before slow-1 ended, and read cont-1's error.
+    assert "slow-1" not in nodes["parent"].result["children"]
+    assert "fails on purpose" in nodes["parent"].result["failed"]["cont-1"]
+
+
+def test_a_failed_flow_on_the_cluster_cancels_what_never_started(scenario: Scenario) -> None:
+    scenario.apply(
+        queue("top", "echo"), queue("fails", "fail"), queue("slow", "sleep"),
+        flow("ends", [{"name": "root", "queue": "top", "children": [
+            {"name": "boom", "queue": "fails"},
+            {"name": "later", "queue": "top", "children": [
+                {"name": "slow", "queue": "slow", "data": {"seconds": 8}}]}]}]))
+
+    body = scenario.wait_phase("ends")
+    assert body["status"]["phase"] == "Failed", body["status"]
+    counts(body)
+    # slow runs to its end and is recorded; later, waiting on it, was cancelled at once.
+    scenario.wait_for("slow's outcome in the Flow status",
+                      lambda: counts(scenario.get_flow("ends")).get("completed") == 1, 60)
+    assert counts(scenario.get_flow("ends")) == {"failed": 2, "completed": 1, "cancelled": 1}
+    nodes = scenario.nodes("ends")
+    assert nodes["later"].state == "cancelled"
+    assert nodes["later"].error == "not started: the flow failed"
+    assert not scenario.events("NodeFailed") or all(
+        "later" not in e.get("message", "") for e in scenario.events("NodeFailed"))
