@@ -1,7 +1,7 @@
 """`make demo`: run the order workflow end to end on a real cluster, print its nodes, clean up.
 
 Brings up what is missing — the local cluster (tests/cluster), a private redis-server, the
-CRDs, the operator as a process — applies examples/order-workflow.yaml, waits with
+CRDs, the operator as a process — creates examples/order-workflow.yaml, waits with
 `kubectl wait --for=condition=Complete`, prints every node with its result, then removes
 everything it started (a cluster that was already running is left running).
 """
@@ -86,8 +86,9 @@ def main() -> int:
         docs = runnable_examples(EXAMPLE)
         (flow_doc,) = [d for d in docs if d["kind"] == "Flow"]
         name = flow_doc["metadata"]["name"]
-        say(f"kubectl apply -f {EXAMPLE.relative_to(REPO)}  (Queues adapted to this cluster: "
-            "host network to reach Redis, repository mounted)")
+        say(f"kubectl create -f {EXAMPLE.relative_to(REPO)}  (the Flow is created, its Queues "
+            "applied; Queues adapted to this cluster: host network to reach Redis, repository "
+            "mounted)")
         scenario.apply(*docs)
         t0 = time.monotonic()
         waited = kube("wait", "--for=condition=Complete", f"flow/{name}", "-n",
