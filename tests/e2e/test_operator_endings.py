@@ -69,3 +69,25 @@ def test_a_failed_flow_on_the_cluster_cancels_what_never_started(scenario: Scena
     assert nodes["later"].error == "not started: the flow failed"
     assert not scenario.events("NodeFailed") or all(
         "later" not in e.get("message", "") for e in scenario.events("NodeFailed"))
+
+
+def test_a_flow_over_256_kib_still_obeys_suspend_and_cancel(scenario: Scenario) -> None:
+    # kubectl create takes it; the operator must be able to record that it handled it (its
+    # bookkeeping annotation cannot hold a copy of the spec) and still react to changes.
+    leaves = [f"process-item-{i:05d}" for i in range(3_500)]
+    scenario.apply(flow("wide", [
+        {"name": "aggregate-results", "queue": "aggregator", "children": leaves},
+        *({"name": leaf, "queue": "no-such-queue"} for leaf in leaves)]))
+    scenario.wait_phase("wide", ("Running",), timeout=120)
+
+    scenario.kube("patch", "flow", "wide", "-n", scenario.namespace, "--type=merge",
+                  "-p", '{"spec": {"suspend": true}}')
+    scenario.wait_phase("wide", ("Suspended",), timeout=60)
+    scenario.kube("patch", "flow", "wide", "-n", scenario.namespace, "--type=merge",
+                  "-p", '{"spec": {"cancel": true}}')
+    body = scenario.wait_phase("wide", ("Cancelled",), timeout=60)
+
+    assert counts(body) == {"cancelled": 3_501}
+    annotations = body["metadata"].get("annotations") or {}
+    assert sum(len(k) + len(v) for k, v in annotations.items()) < 4096, annotations.keys()
+    assert "Too long" not in scenario.operator.log_tail(400)

@@ -73,6 +73,28 @@ def test_invalid_flow_is_marked_invalid_with_an_event_and_nothing_in_redis(
     assert scenario.jobs() == []
 
 
+def test_invalid_flow_reports_schema_and_graph_problems_together_as_lint_does(
+        scenario: Scenario) -> None:
+    # Without the webhook, the Valid condition is where a user reads the verdict: an inline
+    # child's bad option must not hide an unknown child elsewhere, or the other way round.
+    scenario.apply(
+        queue("q", "echo"),
+        flow("two-problems", [
+            {"name": "load", "queue": "q", "children": ["transfrom", {
+                "name": "fetch", "queue": "q", "opts": {"backoff": {"type": "linear"}}}]},
+            {"name": "transform", "queue": "q"}]),
+    )
+
+    body = scenario.wait_phase("two-problems", ("Failed",), timeout=60)
+
+    valid = next(c for c in body["status"]["conditions"] if c["type"] == "Valid")
+    assert valid["status"] == "False"
+    message = valid["message"]
+    assert 'node "fetch"' in message and "backoff" in message, message
+    assert 'did you mean "transform"' in message, message
+    assert scenario.redis_keys(body["metadata"]["uid"]) == []
+
+
 def test_kubectl_wait_for_condition_complete_returns_when_the_flow_succeeds(
         scenario: Scenario) -> None:
     scenario.apply(queue("q", "add_one"),

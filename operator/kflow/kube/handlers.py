@@ -23,8 +23,13 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     # kflow.dev: kopf ignores every annotation under its storage prefix, kflow.dev/retry too.
     settings.persistence.finalizer = "kflow.dev/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
+    # kopf compares each Flow with a copy it keeps in an annotation (256 KiB for all of
+    # them). The nodes cannot change (a CEL rule) and no handler watches them, so the copy
+    # leaves them out: a Flow created with `kubectl create` up to etcd's limit still gets
+    # its suspend, cancel and retry handled.
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=KOPF_PREFIX, key="last-handled-configuration")
+        prefix=KOPF_PREFIX, key="last-handled-configuration",
+        ignored_fields=["spec.nodes", "spec.defaults"])
     settings.posting.level = logging.INFO
     settings.batching.worker_limit = 256
     settings.peering.lifetime = config.peering_lifetime

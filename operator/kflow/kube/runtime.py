@@ -13,10 +13,11 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
-from kflow.api import SpecError, parse_duration, parse_manifest
-from kflow.api.models import Queue
+from kflow.api import SpecError, parse_duration
+from kflow.api.errors import error_lines
+from kflow.api.models import MAX_CONDITION_MESSAGE, Queue
 from kflow.engine import Engine, FlowNotFound, FlowRef, QueueConfig
-from kflow.graph import compile_flow
+from kflow.graph.verdict import check_manifest
 from kflow.kube.dispatch import Dispatchers, QueueInfo, wait_any
 from kflow.kube.executor import JobExecutor, NodeEvent
 from kflow.kube.jobs import API_VERSION, RedisEnv, job_state
@@ -145,12 +146,12 @@ class Runtime:
             ttl_seconds=spec.get("ttlSecondsAfterFinished"), phase=old_status.get("phase"),
             conditions={c.get("type"): dict(c) for c in old_status.get("conditions") or []}))
         try:
-            compiled = compile_flow(parse_manifest(_flow_document(body)))  # type: ignore[arg-type]
+            compiled = check_manifest(_flow_document(body)).compiled
+            assert compiled is not None  # a Flow document always compiles or raises
         except SpecError as exc:
-            message = str(exc)
-            field = getattr(exc, "field", None)
-            if field and field not in message:
-                message = f"{message} (at {field})"
+            # The same lines as `kflow lint` and the admission webhook, schema and graph
+            # problems together; bounded like every condition message.
+            message = "\n".join(error_lines(exc))[:MAX_CONDITION_MESSAGE]
             already = view.conditions.get("Valid", {})
             view.valid, view.invalid_message = False, message
             await self.patcher.flush(uid)
