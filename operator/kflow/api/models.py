@@ -230,7 +230,8 @@ class NodeOpts(_Spec):
         description="What a parent does when this node has failed for good: `failParent` "
         "(default; the parent fails too, with this node's error as cause), `ignore` (the "
         "parent runs and sees the failure), `remove` (the dependency disappears), "
-        "`continueParent` (the parent starts at once).",
+        "`continueParent` (the parent starts at once and reads the error with "
+        "`job.failed_children()`; its other children still run to their end).",
     )
     fail_parent_on_failure: StrictBool | None = Field(
         None,
@@ -456,8 +457,10 @@ class FlowSpec(_Spec):
     nodes: list[NodeSpec] = Field(
         min_length=1,
         description="The nodes of the flow. A node that is nobody's child is a root; the flow "
-        f"succeeds when every root has. At most {MAX_NODES_PER_OBJECT:,} top-level nodes in an "
-        "object stored in Kubernetes.",
+        "succeeds when every root has completed and no other node is still running or "
+        "queued. A Flow stored in Kubernetes is bounded by its size: about 3,400 typical "
+        "nodes (256 KiB) with `kubectl apply`, about 20,000 (1.5 MiB) with `kubectl create`; "
+        f"the schema also caps top-level nodes at {MAX_NODES_PER_OBJECT:,}.",
         json_schema_extra={
             # Only the CRD caps the list: the apiserver must bound the cost of the CEL rules on
             # each node, and etcd's 1.5 MB object limit allows fewer nodes anyway. Local runs

@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from kflow.cli.redis_server import private_redis
 from kflow.engine import Attempt, Engine, FlowRef, FlowSnapshot, NodeInfo, QueueConfig
@@ -24,6 +24,9 @@ from kflow.graph.dag import CompiledFlow
 from kflow.sdk.handlers import Handler
 from kflow.sdk.worker import Worker, WorkerOptions
 from kflow.store.connect import connect
+
+if TYPE_CHECKING:
+    from kflow.api.errors import SpecError
 
 log = logging.getLogger("kflow.local")
 
@@ -614,13 +617,12 @@ async def _watch(view: TreeView, engine: Engine, flow_uid: str, stop: asyncio.Ev
             await asyncio.wait_for(stop.wait(), timeout=interval)
 
 
-def write_spec_error(exc: Any, out: IO[str], *, prefix: str = "error: ") -> None:
-    """One line per problem, each naming the object, the node and the field."""
-    for error in exc.errors:
-        text = str(error)
-        if error.field and error.field not in text:
-            text += f" (field {error.field})"
-        out.write(f"{prefix}{text}\n")
+def write_spec_error(exc: SpecError, out: IO[str], *, prefix: str = "error: ") -> None:
+    """One line per problem, each naming the object, the node and the field (as lint)."""
+    from kflow.api.errors import error_lines
+
+    for line in error_lines(exc):
+        out.write(f"{prefix}{line}\n")
 
 
 def run_local_command(
