@@ -7,7 +7,10 @@ import asyncio
 
 import pytest
 
+from kflow.api import SpecError, parse_manifest
+from kflow.api.models import Flow
 from kflow.engine import Engine, FlowStateError, QueueConfig
+from kflow.graph import compile_flow
 from tests.integration import test_engine_support as support
 from tests.integration.test_engine_support import NS, build, new_ref, node, qid, take_all
 
@@ -57,3 +60,23 @@ async def test_a_rate_window_frees_its_slots_once_it_has_passed(engine: Engine) 
     takes = await engine.queue_takes(qid())
     assert [n for _, n in takes] == [2, 2]
     assert takes[1][0] - takes[0][0] >= per_ms  # judged on the server's own clock
+
+
+def _flow_with_priority(priority: int) -> dict[str, object]:
+    return {"apiVersion": "kflow.dev/v1alpha1", "kind": "Flow",
+            "metadata": {"name": "prio", "namespace": NS},
+            "spec": {"nodes": [{"name": "x", "queue": "work", "opts": {"priority": priority}}]}}
+
+
+async def test_the_highest_priority_the_model_accepts_is_one_the_engine_can_queue(
+        engine: Engine) -> None:
+    # The model and the store once disagreed (2**21 against 2**21 - 1): a Flow passed
+    # validation and then failed inside submit.
+    with pytest.raises(SpecError, match="must be at most 2097151"):
+        parse_manifest(_flow_with_priority(2**21))
+    manifest = parse_manifest(_flow_with_priority(2**21 - 1))
+    assert isinstance(manifest, Flow)
+    ref = new_ref()
+    assert await engine.submit(ref, compile_flow(manifest))
+    (x,) = await take_all(engine)
+    assert (x.flow_uid, x.node) == (ref.uid, "x")

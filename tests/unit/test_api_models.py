@@ -194,7 +194,7 @@ def test_conflicting_failure_settings_are_rejected(opts: dict[str, Any], fragmen
         ({"attempts": "3"}, "spec.nodes[0].opts.attempts", "must be a whole number"),
         ({"attempts": 2.5}, "spec.nodes[0].opts.attempts", "must be a whole number"),
         ({"priority": -1}, "spec.nodes[0].opts.priority", "must be at least 0"),
-        ({"priority": 2_097_153}, "spec.nodes[0].opts.priority", "must be at most 2097152"),
+        ({"priority": 2_097_152}, "spec.nodes[0].opts.priority", "must be at most 2097151"),
         ({"delay": -5}, "spec.nodes[0].opts.delay", "must not be negative"),
         ({"delay": "-1s"}, "spec.nodes[0].opts.delay", "must not be negative"),
         ({"delay": "soon"}, "spec.nodes[0].opts.delay", "is not a duration"),

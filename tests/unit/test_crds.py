@@ -96,7 +96,7 @@ def test_flow_crd_shape() -> None:
     assert spec["properties"]["nodes"]["x-kubernetes-list-map-keys"] == ["name"]
     opts = node["properties"]["opts"]["properties"]
     assert opts["attempts"]["minimum"] == 1
-    assert opts["priority"]["maximum"] == 2_097_152
+    assert opts["priority"]["maximum"] == 2_097_151
     assert opts["onFailure"]["enum"] == ["failParent", "ignore", "remove", "continueParent"]
     assert opts["delay"]["x-kubernetes-int-or-string"] is True
     rules = [rule["rule"] for rule in spec["x-kubernetes-validations"]]

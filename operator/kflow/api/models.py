@@ -31,8 +31,10 @@ GROUP = "kflow.dev"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 
-# BullMQ's ceiling for priorities (2**21); lower runs first and 0 is the highest.
-MAX_PRIORITY = 2_097_152
+# Lower runs first and 0 is the highest, as in BullMQ (whose ceiling is 2**21). A queue ranks a
+# node by priority * 2**32 + FIFO sequence in a Redis score, a double exact only below 2**53,
+# so the highest number a node can carry is 2**21 - 1 (kflow.store.codec checks the same bound).
+MAX_PRIORITY = 2**21 - 1
 # The whole Flow object lives in etcd, whose objects are capped at 1.5 MB; a few large payloads
 # would fill that, so a node's data is kept small and big inputs travel by reference.
 MAX_DATA_BYTES = 256 * 1024

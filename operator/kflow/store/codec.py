@@ -6,11 +6,11 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from kflow.api.models import MAX_PRIORITY
 from kflow.graph.dag import NodeOptions
 
 _ON_FAILURE = {"failParent": "P", "ignore": "I", "remove": "R", "continueParent": "C"}
 _BACKOFF = {"fixed": "f", "exponential": "e"}
-MAX_PRIORITY = 2**21 - 1  # queue scores are priority * 2^32 + sequence: exact up to 2^53
 
 
 @dataclass(frozen=True, slots=True)
