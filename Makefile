@@ -5,14 +5,15 @@ VENV := $(CURDIR)/.venv
 PY := $(VENV)/bin/python
 export PATH := $(VENV)/bin:$(PATH)
 
-.PHONY: help deps venv test test-fast lint typecheck crds crds-check docs docs-check demo demo-local bench clean
+.PHONY: help deps venv test test-fast lint layers typecheck crds crds-check docs docs-check demo demo-local bench clean
 
 help:
 	@echo "make demo        run a real flow end to end (local cluster, Redis, operator, pods)"
 	@echo "make demo-local  run the order workflow with 'kflow run --local' (no Kubernetes)"
 	@echo "make test        the whole test suite (brings up Redis and the local cluster itself)"
 	@echo "make test-fast   unit tests and Redis tests only"
-	@echo "make lint        ruff + mypy + generated files up to date"
+	@echo "make lint        ruff + mypy + layers + generated files up to date"
+	@echo "make layers      check the import layers and contracts ([tool.importlinter] in pyproject.toml)"
 	@echo "make bench       the benchmarks; figures go to bench/RESULTS.md"
 
 # The virtualenv is built from the lock file, so every machine gets the same versions.
@@ -34,9 +35,14 @@ test: deps venv
 test-fast: venv
 	$(PY) -m pytest -q -m "not cluster and not slow"
 
-lint: venv crds-check docs-check
+lint: venv crds-check docs-check layers
 	$(VENV)/bin/ruff check operator tests bench examples hack
 	$(VENV)/bin/mypy
+
+# The layers (api < graph < store < engine < settings < kube | sdk < cli < devkit) and the
+# forbidden imports, as stated in pyproject.toml; fails naming the import that breaks one.
+layers: venv
+	PYTHONPATH=$(CURDIR)/operator $(VENV)/bin/lint-imports --no-cache --no-logo
 
 crds: venv
 	$(PY) -m kflow.api.crdgen
