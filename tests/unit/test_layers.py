@@ -20,7 +20,12 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 PYPROJECT = ROOT / "pyproject.toml"
 PACKAGE = ROOT / "operator" / "kflow"
-LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
+# lint-imports, run by the interpreter running the tests (its console script, minus the path).
+LINT_IMPORTS = [
+    sys.executable,
+    "-c",
+    "import sys, importlinter.cli as c; sys.exit(c.lint_imports_command())",
+]
 
 CONTRACTS: dict[str, str] = {
     c["id"]: c["name"]
@@ -47,7 +52,7 @@ def check(root: Path) -> tuple[int, str, dict[str, str]]:
     """Run the contracts on the kflow under root: exit code, report, verdict per contract id."""
     env = {**os.environ, "PYTHONPATH": str(root), "COLUMNS": "250", "NO_COLOR": "1"}
     proc = subprocess.run(
-        [str(LINT_IMPORTS), "--no-cache", "--no-logo", str(PYPROJECT)],
+        [*LINT_IMPORTS, "--no-cache", "--no-logo", str(PYPROJECT)],
         cwd=root,
         env=env,
         capture_output=True,
