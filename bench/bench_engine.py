@@ -9,24 +9,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import sys
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aredis
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "operator"))
-
-from tests.support.redis_server import redis_server
-
-from bench._pinger import pinging
-from bench._results import percentile, record, table
 from kflow.api import parse_manifest
 from kflow.api.models import Flow
-from kflow.cli.local_runner import LocalRunner
+from kflow.cli.local.runner import LocalRunner
+from kflow.devkit.pinger import pinging
+from kflow.devkit.redis import redis_server
+from kflow.devkit.results import percentile, record, table
 from kflow.engine import Engine, FlowRef, QueueConfig
 from kflow.graph import compile_flow
 from kflow.graph.dag import CompiledFlow

@@ -18,20 +18,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO / "operator"), str(REPO)]
-
-from tests.cluster.fixture import bin_dir, cluster_dir, cluster_running  # noqa: E402
-from tests.e2e.operator_support import (  # noqa: E402
-    OperatorWorld,
-    Scenario,
-    flow,
-    kubectl_from_kubeconfig,
-    queue,
-)
-from tests.support.redis_server import redis_server  # noqa: E402
-
-from bench._results import percentile, record, table  # noqa: E402
+from kflow.devkit.cluster import bin_dir, cluster_dir, cluster_running
+from kflow.devkit.manifests import flow, queue
+from kflow.devkit.operator import OperatorWorld, Scenario, kubectl_from_kubeconfig
+from kflow.devkit.redis import redis_server
+from kflow.devkit.results import percentile, record, table
 
 UNLOCK_LINE = re.compile(r"node (\S+): Job \S+ created .*?, (\d+) ms after its last child")
 
@@ -123,10 +114,10 @@ def main() -> int:
         world = OperatorWorld(kube, srv.url, Path(tmp))
         world.install_crds()
         if args.only in (None, "chain"):
-            for scenario in world.scenario():
+            with world.scenario() as scenario:
                 chain(scenario, 20)
         if args.only in (None, "memory"):
-            for scenario in world.scenario():
+            with world.scenario() as scenario:
                 memory(scenario, 100, 100)
     return 0
 

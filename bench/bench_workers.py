@@ -17,18 +17,13 @@ from pathlib import Path
 
 import redis.asyncio as aredis
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "operator"))
-
-from tests.support.redis_server import redis_server  # noqa: E402
-
-from bench._results import record, table  # noqa: E402
-from kflow.engine import Engine, FlowRef  # noqa: E402
-from kflow.graph.dag import CompiledFlow, CompiledNode, NodeOptions  # noqa: E402
+from kflow.devkit.redis import redis_server
+from kflow.devkit.results import record, table
+from kflow.engine import Engine, FlowRef
+from kflow.graph.dag import CompiledFlow, CompiledNode, NodeOptions
 
 NS, QUEUE = "bench", "work"
-HANDLER = f"{ROOT / 'bench' / '_noop_handler.py'}:run"
+HANDLER = f"{Path(__file__).resolve().with_name('_noop_handler.py')}:run"
 
 
 def fan_out(width: int) -> CompiledFlow:

@@ -11,31 +11,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO / "operator"), str(REPO)]
-
-from tests.cluster.fixture import bin_dir, cluster_dir, cluster_running  # noqa: E402
-from tests.e2e.operator_support import (  # noqa: E402
-    OperatorWorld,
-    kubectl_from_kubeconfig,
-    runnable_examples,
-)
-from tests.support.redis_server import redis_server  # noqa: E402
-
-from kflow.api import Flow, load_manifests  # noqa: E402
-from kflow.cli.local_runner import render_tree  # noqa: E402
-from kflow.engine import Engine  # noqa: E402
-from kflow.graph import compile_flow  # noqa: E402
-from kflow.store.connect import connect  # noqa: E402
+from kflow.api import Flow, load_manifests
+from kflow.cli.local.view import render_tree
+from kflow.devkit.checkout import REPO
+from kflow.devkit.cluster import bin_dir, cluster_dir, cluster_running, run_script
+from kflow.devkit.manifests import runnable_examples
+from kflow.devkit.operator import OperatorWorld, kubectl_from_kubeconfig
+from kflow.devkit.redis import redis_server
+from kflow.engine import Engine
+from kflow.graph import compile_flow
+from kflow.store.connect import connect
 
 EXAMPLE = REPO / "examples" / "order-workflow.yaml"
-SCRIPTS = REPO / "tests" / "cluster" / "scripts"
 
 
 def say(message: str) -> None:
@@ -59,7 +51,7 @@ def main() -> int:
     if not cluster_running():
         say("starting the local Kubernetes cluster (the first run builds it; later runs reuse "
             "the cache)")
-        subprocess.run(["bash", str(SCRIPTS / "cluster-up.sh")], check=True)
+        run_script("cluster-up.sh", capture=False, timeout=None).check_returncode()
         started_cluster = True
     else:
         say("reusing the running local cluster")
@@ -69,7 +61,7 @@ def main() -> int:
 
     with contextlib.ExitStack() as stack:
         if started_cluster:
-            stack.callback(subprocess.run, ["bash", str(SCRIPTS / "cluster-down.sh")])
+            stack.callback(run_script, "cluster-down.sh", capture=False, timeout=None)
             stack.callback(say, "stopping the local cluster (it was not running before)")
         srv = stack.enter_context(redis_server())
         say(f"Redis at {srv.url}")
@@ -77,9 +69,8 @@ def main() -> int:
         world = OperatorWorld(kube, srv.url, tmp)
         say("installing the CRDs")
         world.install_crds()
-        scenarios = world.scenario()
-        scenario = next(scenarios)
-        stack.callback(next, scenarios, None)  # deletes the namespace, stops the operator
+        # On exit: deletes the namespace, stops the operator.
+        scenario = stack.enter_context(world.scenario())
         say(f"operator running, watching namespace {scenario.namespace} "
             f"(log: {scenario.operator.log_path})")
 

@@ -6,8 +6,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.redis_server import RedisCluster, RedisServer, redis_cluster, redis_server
+from kflow.devkit.redis import RedisCluster, RedisServer, redis_cluster, redis_server
 
+# tests.cluster.fixture: the local cluster (kube_cluster, kube_namespace) for every folder that
+# has cluster tests, and the hook that fails a cluster test that skips.
 # pytester: tests of the test machinery itself (tests/unit/test_cluster_tests_never_skip.py).
 pytest_plugins = ["tests.cluster.fixture", "pytester"]
 

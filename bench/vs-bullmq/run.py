@@ -3,7 +3,7 @@
 Run from the repository root: `.venv/bin/python bench/vs-bullmq/run.py [--repeat N]`
 (needs `npm ci` in bench/vs-bullmq first). Each workload runs as its own process per side
 (`node bullmq_bench.js` / `python kflow_bench.py`) against the same server, flushed in
-between; bench/pinger.py, a separate PING client, measures the worst stall other clients
+between; kflow.devkit.pinger, a separate PING client, measures the worst stall other clients
 see during each phase. Figures go to bench/RESULTS.md.
 """
 
@@ -20,11 +20,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
+from kflow.devkit.pinger import pinging
+from kflow.devkit.results import record, table
 
-from _pinger import pinging  # noqa: E402
-from _results import record, table  # noqa: E402
+HERE = Path(__file__).resolve().parent
 
 CONCURRENCY = 100  # jobs in progress at once in the one worker of each side
 NOTES = """Where the figures come from:

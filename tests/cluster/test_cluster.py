@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import redis
 
-from tests.cluster.fixture import K8S_VERSION, LocalCluster
+from kflow.devkit.cluster import K8S_VERSION, LocalCluster
 
 pytestmark = pytest.mark.cluster
 

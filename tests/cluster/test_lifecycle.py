@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster.fixture import LocalCluster, bin_dir, cluster_running, run_script
+from kflow.devkit.cluster import LocalCluster, bin_dir, cluster_running, run_script
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 

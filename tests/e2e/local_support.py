@@ -12,13 +12,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kflow.cli.local_runner import LocalRun, execute_local_run, prepare_local_run
+from kflow.cli.local.command import LocalRun, execute_local_run, prepare_local_run
+from kflow.devkit.checkout import REPO
 from kflow.engine import Engine, FlowSnapshot, NodeInfo
 from kflow.sdk import Job
 from kflow.sdk.handlers import Handler, is_async_handler
 from kflow.store.connect import connect
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = REPO
 EXAMPLES = ROOT / "examples"
 HANDLERS = EXAMPLES / "handlers.py"
 

@@ -17,11 +17,9 @@ from typing import Any
 import pytest
 import yaml
 
+from kflow.devkit.checkout import REPO
+from kflow.devkit.operator import Kube
 from kflow.kube.admission import FLOW_WEBHOOK, QUEUE_WEBHOOK
-from tests.e2e import operator_support as support
-from tests.e2e.operator_support import REPO, Kube
-
-kube = support.kube
 
 pytestmark = [pytest.mark.slow]
 

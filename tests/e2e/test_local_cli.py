@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from kflow.cli.local_runner import derive_flow_uid, render_tree
+from kflow.cli.local.command import derive_flow_uid
+from kflow.cli.local.view import render_tree
 from kflow.engine import NodeInfo
 from kflow.graph.dag import CompiledFlow, CompiledNode, NodeOptions
 from tests.e2e.local_support import EXAMPLES, HANDLERS, ROOT
@@ -244,7 +245,7 @@ def test_tree_of_a_very_deep_chain_draws_without_recursion() -> None:
 def test_terminal_view_redraws_the_tree_in_place() -> None:
     import io
 
-    from kflow.cli.local_runner import TreeView
+    from kflow.cli.local.view import TreeView
     from kflow.engine import FlowSnapshot
 
     compiled = CompiledFlow(nodes={"leaf": _node("leaf", "q", parents=("top",)),

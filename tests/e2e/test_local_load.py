@@ -8,7 +8,8 @@ import uuid
 import pytest
 
 from kflow.api import load_manifests
-from kflow.cli.local_runner import LocalRunner, queue_configs
+from kflow.cli.local.command import queue_configs
+from kflow.cli.local.runner import LocalRunner
 from kflow.engine import Engine, FlowRef
 from kflow.graph import compile_flow
 from kflow.sdk import Job

@@ -18,11 +18,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e import operator_support as support
-from tests.e2e.operator_support import OperatorWorld, Scenario, flow
-
-kube = support.kube
-operator_world = support.operator_world
+from kflow.devkit.manifests import flow
+from kflow.devkit.operator import OperatorWorld, Scenario
 
 pytestmark = [pytest.mark.cluster]
 
@@ -80,34 +77,34 @@ PROBE = flow("probe", [{"name": "a", "queue": "q", "children": ["a-typo"]}])
 def apply(operator_world: OperatorWorld,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Apply]:
     """A namespace and an operator serving the webhook for it; the webhook removed at the end."""
-    scenarios = operator_world.scenario(start=False)
-    scenario = next(scenarios)
-    configuration = f"{scenario.namespace}.kflow.dev"
-    try:
-        certs = make_certificate(tmp_path_factory.mktemp("webhook-certs"))
-        scenario.operator.env.update({
-            "KFLOW_WEBHOOK_ENABLED": "true",
-            "KFLOW_WEBHOOK_LISTEN": "127.0.0.1",
-            "KFLOW_WEBHOOK_HOST": "127.0.0.1",
-            "KFLOW_WEBHOOK_PORT": str(free_port()),
-            "KFLOW_WEBHOOK_CERT_FILE": certs["tls.crt"],
-            "KFLOW_WEBHOOK_KEY_FILE": certs["tls.key"],
-            "KFLOW_WEBHOOK_CA_FILE": certs["ca.crt"],
-            "KFLOW_WEBHOOK_MANAGED": "true",
-            "KFLOW_WEBHOOK_CONFIGURATION_NAME": configuration,
-        })
-        scenario.operator.start()
-        applying = Apply(scenario)
-        # Until the API server has loaded the configuration, applies are not sent to the
-        # webhook: wait until a bad flow is refused (a server-side dry run stores nothing).
-        scenario.wait_for("the admission webhook to refuse a bad flow",
-                          lambda: "denied the request" in applying(PROBE, dry_run=True).stderr,
-                          timeout=180)
-        yield applying
-    finally:
-        scenario.kube("delete", "validatingwebhookconfiguration", configuration,
-                      "--ignore-not-found", check=False)
-        scenarios.close()
+    with operator_world.scenario(start=False) as scenario:
+        configuration = f"{scenario.namespace}.kflow.dev"
+        try:
+            certs = make_certificate(tmp_path_factory.mktemp("webhook-certs"))
+            scenario.operator.env.update({
+                "KFLOW_WEBHOOK_ENABLED": "true",
+                "KFLOW_WEBHOOK_LISTEN": "127.0.0.1",
+                "KFLOW_WEBHOOK_HOST": "127.0.0.1",
+                "KFLOW_WEBHOOK_PORT": str(free_port()),
+                "KFLOW_WEBHOOK_CERT_FILE": certs["tls.crt"],
+                "KFLOW_WEBHOOK_KEY_FILE": certs["tls.key"],
+                "KFLOW_WEBHOOK_CA_FILE": certs["ca.crt"],
+                "KFLOW_WEBHOOK_MANAGED": "true",
+                "KFLOW_WEBHOOK_CONFIGURATION_NAME": configuration,
+            })
+            scenario.operator.start()
+            applying = Apply(scenario)
+            # Until the API server has loaded the configuration, applies are not sent to the
+            # webhook: wait until a bad flow is refused (a server-side dry run stores nothing).
+            def probe_refused() -> bool:
+                return "denied the request" in applying(PROBE, dry_run=True).stderr
+
+            scenario.wait_for("the admission webhook to refuse a bad flow", probe_refused,
+                              timeout=180)
+            yield applying
+        finally:
+            scenario.kube("delete", "validatingwebhookconfiguration", configuration,
+                          "--ignore-not-found", check=False)
 
 
 def test_an_inline_childs_bad_option_is_refused_naming_the_node_and_field(apply: Apply) -> None:

@@ -8,12 +8,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e import operator_support as support
-from tests.e2e.operator_support import Scenario, flow, queue
-
-kube = support.kube
-operator_world = support.operator_world
-scenario = support.scenario
+from kflow.devkit.manifests import flow, queue
+from kflow.devkit.operator import Scenario
 
 pytestmark = [pytest.mark.cluster]
 

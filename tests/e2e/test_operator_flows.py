@@ -6,13 +6,9 @@ import json
 
 import pytest
 
-from tests.e2e import operator_support as support
-from tests.e2e.operator_support import REPO, Scenario, flow, queue, runnable_examples
-
-# The shared fixtures: a cluster, CRDs installed, a namespace with its own operator per test.
-kube = support.kube
-operator_world = support.operator_world
-scenario = support.scenario
+from kflow.devkit.checkout import REPO
+from kflow.devkit.manifests import flow, queue, runnable_examples
+from kflow.devkit.operator import Scenario
 
 pytestmark = [pytest.mark.cluster]
 

@@ -3,23 +3,13 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.e2e import operator_support as support
-from tests.e2e.operator_support import (
-    REPO,
-    OperatorProcess,
-    OperatorWorld,
-    Scenario,
-    flow,
-    queue,
-)
-
-kube = support.kube
-operator_world = support.operator_world
+from kflow.devkit.checkout import REPO
+from kflow.devkit.manifests import flow, queue
+from kflow.devkit.operator import OperatorProcess, OperatorWorld, Scenario
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -46,13 +36,7 @@ def progress_done(scenario: Scenario, name: str) -> int:
     return int(done or 0)
 
 
-@pytest.fixture
-def restart_scenario(operator_world: OperatorWorld) -> Iterator[Scenario]:
-    yield from operator_world.scenario()
-
-
-def test_kill_9_three_times_during_a_200_node_flow(restart_scenario: Scenario) -> None:
-    scenario = restart_scenario
+def test_kill_9_three_times_during_a_200_node_flow(scenario: Scenario) -> None:
     scenario.apply(queue("sh", shell=SHELL_NODE, concurrency=10),
                    flow("survivor", chains(20, 10, "sh")))
 
@@ -77,34 +61,32 @@ def test_kill_9_three_times_during_a_200_node_flow(restart_scenario: Scenario) -
 
 def test_standby_operator_takes_over_when_the_active_one_is_killed(
         operator_world: OperatorWorld) -> None:
-    gen = operator_world.scenario(start=False, standalone="false", peering_lifetime="10")
-    scenario = next(gen)
     second: OperatorProcess | None = None
     try:
-        kube = scenario.kube
-        kube("apply", "-f", str(REPO / "charts" / "kflow" / "crds" / "kopf-peering.yaml"))
-        kube.apply({"apiVersion": "kopf.dev/v1", "kind": "KopfPeering",
-                    "metadata": {"name": "kflow"}}, scenario.namespace)
-        first = scenario.operator
-        second = OperatorProcess(env={**first.env, "KFLOW_PRIORITY": "10"},
-                                 log_path=first.log_path.with_suffix(".standby.log"))
-        first.env["KFLOW_PRIORITY"] = "20"  # the first is the active one
-        first.start()
-        second.start()
-        scenario.apply(queue("sh", shell=SHELL_NODE, concurrency=2),
-                       flow("ha", chains(2, 6, "sh")))
-        scenario.wait_for("some nodes done", lambda: progress_done(scenario, "ha") >= 2,
-                          timeout=600)
-        first.kill9()
+        # On exit the Flow is deleted while the standby still runs its finalizer.
+        with operator_world.scenario(start=False, standalone="false",
+                                     peering_lifetime="10") as scenario:
+            kube = scenario.kube
+            kube("apply", "-f", str(REPO / "charts" / "kflow" / "crds" / "kopf-peering.yaml"))
+            kube.apply({"apiVersion": "kopf.dev/v1", "kind": "KopfPeering",
+                        "metadata": {"name": "kflow"}}, scenario.namespace)
+            first = scenario.operator
+            second = OperatorProcess(env={**first.env, "KFLOW_PRIORITY": "10"},
+                                     log_path=first.log_path.with_suffix(".standby.log"))
+            first.env["KFLOW_PRIORITY"] = "20"  # the first is the active one
+            first.start()
+            second.start()
+            scenario.apply(queue("sh", shell=SHELL_NODE, concurrency=2),
+                           flow("ha", chains(2, 6, "sh")))
+            scenario.wait_for("some nodes done", lambda: progress_done(scenario, "ha") >= 2,
+                              timeout=600)
+            first.kill9()
 
-        body = scenario.wait_phase("ha", timeout=900)
+            body = scenario.wait_phase("ha", timeout=900)
 
-        assert body["status"]["phase"] == "Succeeded", (body["status"], second.log_tail())
-        assert ": succeeded (attempt" in second.log_path.read_text(), \
-            "the standby recorded node outcomes after the takeover"
+            assert body["status"]["phase"] == "Succeeded", (body["status"], second.log_tail())
+            assert ": succeeded (attempt" in second.log_path.read_text(), \
+                "the standby recorded node outcomes after the takeover"
     finally:
-        try:
-            gen.close()  # deletes the Flow while the standby still runs its finalizer
-        finally:
-            if second is not None:
-                second.stop()
+        if second is not None:
+            second.stop()

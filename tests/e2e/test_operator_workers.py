@@ -10,12 +10,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e import operator_support as support
-from tests.e2e.operator_support import Kube, Scenario, flow, pod_template, queue
-
-kube = support.kube
-operator_world = support.operator_world
-scenario = support.scenario
+from kflow.devkit.manifests import POD_NODES, flow, pod_template, queue
+from kflow.devkit.operator import Kube, Scenario
 
 pytestmark = [pytest.mark.cluster]
 
@@ -25,7 +21,7 @@ POOL = {"min": 0, "max": 3, "nodesPerWorker": 5, "idleSeconds": 5}
 
 def worker_queue(name: str, function: str, workers: dict[str, int]) -> dict[str, Any]:
     """A Worker-mode Queue whose template is the Job-mode form (`args: [module:function]`)."""
-    template = pod_template([f"tests.e2e.operator_pods.nodes:{function}"])
+    template = pod_template([f"{POD_NODES}:{function}"])
     return {"apiVersion": "kflow.dev/v1alpha1", "kind": "Queue", "metadata": {"name": name},
             "spec": {"mode": "Worker", "workers": workers, "template": template}}
 

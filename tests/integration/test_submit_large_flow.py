@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from tests.cluster.fixture import LocalCluster
-from tests.e2e.operator_support import Kube, OperatorWorld
+from kflow.devkit.cluster import LocalCluster
+from kflow.devkit.operator import Kube, OperatorWorld
 
 pytestmark = pytest.mark.cluster
 

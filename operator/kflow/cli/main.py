@@ -173,7 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "lint":
         return lint_files(args.files, sys.stdout, sys.stderr)
-    from kflow.cli.local_runner import run_local_command
+    from kflow.cli.local.command import run_local_command
 
     return run_local_command(
         args.flow, args.handlers, redis_url=args.redis, flow_id=args.flow_id, quiet=args.quiet,
