@@ -7,10 +7,7 @@ import asyncio
 from collections import Counter
 
 from kflow.engine import Engine
-from tests.integration import test_engine_support as support
-from tests.integration.test_engine_support import build, new_ref, node, qid, run_flow, take_node
-
-engine = support.engine
+from tests.integration.engine_kit import build, new_ref, node, qid, run_flow, take_node
 
 
 async def _agree(engine: Engine, uid: str) -> dict[str, str]:

@@ -6,10 +6,9 @@ import asyncio
 
 import pytest
 
-from kflow.engine import Engine
+from kflow.engine import Attempt, Engine
 from kflow.store.keys import queue_member
-from tests.integration import test_engine_support as support
-from tests.integration.test_engine_support import (
+from tests.integration.engine_kit import (
     build,
     new_ref,
     node,
@@ -20,10 +19,8 @@ from tests.integration.test_engine_support import (
     take_node,
 )
 
-engine = support.engine
 
-
-async def _wait_ready(engine: Engine, name: str, queue: str = "work") -> support.Attempt:
+async def _wait_ready(engine: Engine, name: str, queue: str = "work") -> Attempt:
     """Wait (on the store's clock, via promote_due) until a delayed node is handed out."""
     for _ in range(500):
         await engine.promote_due(qid(queue))

@@ -8,9 +8,9 @@ import pytest
 
 from kflow.engine import Engine, FlowStateError, QueueConfig
 from kflow.store.keys import queue_member
-from tests.integration import test_engine_support as support
-from tests.integration.test_engine_support import (
+from tests.integration.engine_kit import (
     NS,
+    N,
     build,
     new_ref,
     node,
@@ -20,10 +20,8 @@ from tests.integration.test_engine_support import (
     take_node,
 )
 
-engine = support.engine
 
-
-def fan_out(width: int, queue: str = "work") -> list[support.N]:
+def fan_out(width: int, queue: str = "work") -> list[N]:
     leaves = [node(f"leaf-{i:05d}", queue=queue, data={"i": i}) for i in range(width)]
     return [node("sum", *(n.name for n in leaves), queue="agg"), *leaves]
 
@@ -34,7 +32,7 @@ async def test_add_writes_in_chunks_and_is_idempotent(engine: Engine) -> None:
     flow = build(*fan_out(50))
     assert await engine.submit(ref, flow)
     meta = await engine.store.meta(ref.uid)
-    assert meta["chunks"] == meta["written"] == "8"  # 51 nodes / 7 per chunk
+    assert meta is not None and meta.chunks == meta.written == 8  # 51 nodes / 7 per chunk
     snap = await engine.snapshot(ref.uid)
     assert snap.phase == "Running" and snap.total == 51
     assert snap.counts == {"ready": 50, "waiting-children": 1}
@@ -171,7 +169,7 @@ async def test_duplicate_completion_is_ignored(engine: Engine) -> None:
     infos = await engine.node_infos(ref.uid)
     assert infos["x"].result == 1
     assert infos["top"].state == "waiting-children"  # y is still pending: counted once
-    assert await engine.store.field(ref.uid, "pending", "top") == "1"
+    assert await engine.store.redis.hget(engine.store.flow(ref.uid).pending, "top") == b"1"
     assert (await engine.snapshot(ref.uid)).counts["completed"] == 1
 
 
@@ -278,3 +276,13 @@ async def test_empty_flow_and_half_rate_limit_are_refused(engine: Engine) -> Non
         await engine.submit(new_ref(), build())
     with pytest.raises(ValueError, match="rate_max and rate_per_ms go together"):
         await engine.configure_queue(qid(), QueueConfig(rate_max=5))
+
+
+def test_build_orders_children_before_parents() -> None:
+    flow = build(node("top", "mid"), node("mid", "leaf1", "leaf2"), node("leaf1"), node("leaf2"))
+    order = list(flow.nodes)
+    assert order.index("mid") > order.index("leaf1")
+    assert order.index("top") > order.index("mid")
+    assert flow.roots == ("top",)
+    assert set(flow.leaves) == {"leaf1", "leaf2"}
+    assert flow.nodes["leaf1"].parents == ("mid",)

@@ -9,12 +9,9 @@ import pytest
 
 from kflow.api import SpecError, parse_manifest
 from kflow.api.models import Flow
-from kflow.engine import Engine, FlowStateError, QueueConfig
+from kflow.engine import Attempt, Engine, FlowStateError, QueueConfig
 from kflow.graph import compile_flow
-from tests.integration import test_engine_support as support
-from tests.integration.test_engine_support import NS, build, new_ref, node, qid, take_all
-
-engine = support.engine
+from tests.integration.engine_kit import NS, build, new_ref, node, qid, take_all
 
 
 async def test_a_resumed_add_with_another_chunk_size_is_refused(engine: Engine) -> None:
@@ -50,7 +47,7 @@ async def test_a_rate_window_frees_its_slots_once_it_has_passed(engine: Engine) 
     assert len(await take_all(engine)) == 2
     assert await take_all(engine) == []  # the window is full
     # Wait for the next take (on the server's clock): a window that never frees fails here.
-    later: list[support.Attempt] = []
+    later: list[Attempt] = []
     for _ in range(500):
         later = await take_all(engine)
         if later:

@@ -9,16 +9,13 @@ from typing import Any
 import pytest
 
 from kflow.engine import Attempt, Engine
-from tests.integration import test_engine_support as support
-from tests.integration.test_engine_support import build, new_ref, node, run_flow
-
-engine = support.engine
+from tests.integration.engine_kit import N, build, new_ref, node, run_flow
 
 POLICIES = ["failParent", "failParent", "ignore", "remove", "continueParent"]
 SETTLED = {"completed", "failed", "ignored", "removed"}
 
 
-def random_flow(rng: random.Random, size: int) -> list[support.N]:
+def random_flow(rng: random.Random, size: int) -> list[N]:
     nodes = []
     for i in range(size):
         children = [f"n{j}" for j in range(i) if rng.random() < 2.5 / (i + 1)]

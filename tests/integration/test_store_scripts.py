@@ -10,43 +10,77 @@ from typing import Any
 from redis.crc import key_slot
 
 from kflow.engine import Engine
+from kflow.store import Completion, Lease, QueueEntry
 from kflow.store.keys import (
     FLOW_KEY_NAMES,
+    QUEUE_KEY_NAMES,
     active_member,
     queue_member,
     split_active,
     split_member,
 )
-from kflow.store.scripts import script_sources
-from tests.integration import test_engine_support as support
-from tests.integration.test_engine_support import NS, build, new_ref, node, qid, take_map
-
-engine = support.engine
+from kflow.store.scripts import GROUPS, script_sources
+from tests.integration.engine_kit import NS, build, new_ref, node, qid, take_map
 
 
-def _lua_files() -> dict[str, str]:
-    folder = resources.files("kflow.store.lua")
+def _lua_files(group: str) -> dict[str, str]:
+    folder = resources.files(f"kflow.store.lua.{group}")
     return {e.name: e.read_text("utf-8") for e in folder.iterdir() if e.name.endswith(".lua")}
 
 
+def _group_keys(group: str) -> list[str]:
+    """The key list a group's `_keys.lua` states: names in KEYS order, from its locals."""
+    source = _lua_files(group)["_keys.lua"]
+    header, body = source.split("]]", 1)
+    by_index: dict[int, str] = {}
+    for lhs, rhs in re.findall(r"local ([A-Z_, ]+) = ([^\n]+)", body):
+        for name, key in zip(lhs.split(","), rhs.split(","), strict=True):
+            index = re.fullmatch(r"\s*KEYS\[(\d+)\]\s*", key)
+            assert index, f"{group}/_keys.lua: {name.strip()} is not one of KEYS"
+            by_index[int(index.group(1))] = name.strip().removeprefix("K_").lower()
+    listed = re.findall(r"KEYS\[(\d+)\] (\w+)", header)
+    assert [(int(i), n) for i, n in listed] == sorted(by_index.items()), \
+        f"{group}/_keys.lua: its header and its locals disagree"
+    return [by_index[i] for i in sorted(by_index)]
+
+
+def test_each_group_states_its_key_list_once_as_the_store_passes_it() -> None:
+    assert _group_keys("flow") == list(FLOW_KEY_NAMES)
+    assert _group_keys("queue") == list(QUEUE_KEY_NAMES)
+    assert {g: len(k) for g, k in GROUPS.items()} == {"flow": 19, "queue": 7}
+    for group, (nkeys, _) in ((n.split("/")[0], v) for n, v in script_sources().items()):
+        assert nkeys == len(GROUPS[group])
+
+
 def test_every_script_opens_with_a_header_naming_keys_argv_returns_events() -> None:
-    files = {name: src for name, src in _lua_files().items() if not name.startswith("_")}
+    files = {f"{group}/{name}": src for group in GROUPS
+             for name, src in _lua_files(group).items() if not name.startswith("_")}
     assert len(files) >= 20
+    assert not [n for n in resources.files("kflow.store.lua").iterdir()
+                if n.name.endswith(".lua") and not n.name.startswith("_")], \
+        "a script outside a group has no key list"
     for name, source in files.items():
-        nkeys = int(re.fullmatch(r"[a-z-]+-(\d+)\.lua", name).group(1))  # type: ignore[union-attr]
-        header = source.split("]]", 1)[0]
+        group = name.split("/")[0]
+        keys = _group_keys(group)
+        assert re.fullmatch(r"[a-z-]+/[a-z-]+\.lua", name), f"{name}: a verb, no key count"
+        header, body = source.split("]]", 1)
         assert source.startswith("--[["), name
         for word in ("ARGV", "Returns", "Events"):
             assert word in header, f"{name}: header does not document {word}"
-        if nkeys == len(FLOW_KEY_NAMES):
-            assert "KEYS[1..19]" in header, name
-            for i, key in enumerate(FLOW_KEY_NAMES, start=1):
-                assert f"[{i}] {key}" in header, f"{name}: KEYS[{i}] ({key}) undocumented"
-        else:
-            for i in range(1, nkeys + 1):
-                assert f"KEYS[{i}]" in header, f"{name}: KEYS[{i}] undocumented"
+        # The keys come from the group's list: the header names the group and the keys the
+        # script itself touches, each one of the group's.
+        match = re.search(rf"Keys: the {group} group \({group}/_keys\.lua\); uses ([^.]+)\.",
+                          header.replace("\n  ", " "))
+        assert match, f"{name}: header does not name its group's key list"
+        listed = {w for w in re.findall(r"[a-z]+", match.group(1)) if w in keys}
+        used = {k.lower() for k in re.findall(r"\bK_([A-Z]+)\b", body)}
+        assert used <= listed or "every key" in match.group(1), \
+            f"{name}: uses keys its header does not list: {sorted(used - listed)}"
+        if used:
+            assert body.lstrip().startswith(f"-- @include {group}/_keys"), \
+                f"{name}: takes its names for KEYS from {group}/_keys first"
         # Keys only ever come from KEYS: a script never builds a key name itself.
-        assert "prefix" not in source.split("]]", 1)[1]
+        assert "prefix" not in body
 
 
 def test_includes_are_resolved() -> None:
@@ -148,7 +182,8 @@ async def test_finished_flow_expires_after_its_ttl_even_keys_written_late(
         pttl = await engine.store.redis.pttl(key)
         assert 0 < pttl <= 100_000, f"{key}: PTTL {pttl}"
     meta = await engine.store.meta(ref.uid)
-    assert int(meta["expire_at"]) == int(meta["finished_at"]) + 100_000
+    assert meta is not None and meta.finished_at_ms is not None
+    assert meta.expire_at_ms == meta.finished_at_ms + 100_000
 
 
 async def test_flow_without_ttl_keeps_its_keys(engine: Engine) -> None:
@@ -182,8 +217,9 @@ async def test_reconcile_repairs_a_crash_between_complete_and_enqueue(engine: En
     ref = new_ref()
     await engine.submit(ref, build(node("top", "x", queue="up"), node("x")))
     x = (await take_map(engine))["x"]
-    reply = await engine.store.complete(ref.uid, "x", x.token, "1")  # flow step only: crash
-    assert reply.accepted and [q.node for q in reply.queued] == ["top"]
+    [reply] = await engine.store.complete([(ref.uid, [Completion("x", x.token, 1)])])  # crash
+    assert not isinstance(reply, BaseException)  # the flow step ran, its queue step did not
+    assert reply.rows[0].accepted and [q.node for q in reply.queued] == ["top"]
     assert await engine.queue_depth(qid("up")) == (0, 0, 0)
     assert await engine.reconcile_flow(ref.uid) == 1
     assert await engine.reconcile_flow(ref.uid) == 0  # idempotent
@@ -197,7 +233,7 @@ async def test_lost_hold_between_take_and_start_is_released_and_requeued(
     ref = new_ref()
     await engine.submit(ref, build(node("x")))
     taken, _ = await engine.store.take(qid(), 1, 1, ["tok1"])  # queue step only: crash
-    assert taken == [(queue_member(ref.uid, "x"), "tok1")]
+    assert taken == [Lease(ref.uid, "x", "tok1")]
     assert (await engine.node_infos(ref.uid))["x"].state == "ready"
     assert await engine.queue_depth(qid()) == (0, 1, 0)
     await asyncio.sleep(0.02)
@@ -211,25 +247,26 @@ async def test_reconcile_queues_the_leaves_of_a_flow_activated_before_a_crash(
         engine: Engine) -> None:
     ref = new_ref()
     flow = build(node("top", "a", "b"), node("a"), node("b", delay_ms=60_000))
-    (rows,) = engine._chunks(flow)
+    (chunk,) = engine._chunks(flow)
     await engine.store.create_flow(ref.uid, NS, ref.name, total=3, roots=1, ttl_seconds=None,
                                    chunks=1, queues=["work"])
-    await engine.store.add_nodes(ref.uid, 1, rows)
+    await engine.store.add_nodes(ref.uid, 1, chunk)
     assert await engine.store.activate(ref.uid) == "Running"
     assert await engine.queue_depth(qid()) == (0, 0, 0)
     assert await engine.reconcile_flow(ref.uid) == 2
     assert await engine.queue_depth(qid()) == (1, 0, 1)
     due = await engine.store.redis.zscore(engine.store.queue(qid()).delayed,
                                           f"{queue_member(ref.uid, 'b')}|0")
-    started = int((await engine.store.meta(ref.uid))["started_at"])
-    assert started <= due <= started + 60_000
+    meta = await engine.store.meta(ref.uid)
+    assert meta is not None and meta.started_at_ms is not None
+    assert meta.started_at_ms <= due <= meta.started_at_ms + 60_000
 
 
 async def test_start_refuses_a_delayed_node_before_its_due_time(engine: Engine) -> None:
     ref = new_ref()
     await engine.submit(ref, build(node("b", delay_ms=60_000)))
     # Simulate a duplicate ready entry (e.g. a reconcile racing a promote).
-    await engine.store.enqueue(qid(), [(queue_member(ref.uid, "b"), 0, 0)])
+    await engine.store.enqueue(qid(), [QueueEntry(ref.uid, "b", 0, 0)])
     assert await engine.take(qid(), 5, owner="t") == []
     assert await engine.queue_depth(qid()) == (0, 0, 1)
     assert (await engine.node_infos(ref.uid))["b"].state == "delayed"

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 from kflow.engine import Engine, QueueConfig
-from tests.integration import test_engine_support as support
-from tests.integration.test_engine_support import build, new_ref, node, qid, take_map
-
-engine = support.engine
+from tests.integration.engine_kit import build, new_ref, node, qid, take_map
 
 
 async def test_complete_many_settles_each_item_and_unlocks_the_parent_once(engine: Engine) -> None:

@@ -16,7 +16,7 @@ import pytest
 import redis.asyncio as aredis
 
 from kflow.engine import Engine, QueueConfig
-from tests.integration.test_engine_support import build, new_ref, node, qid
+from tests.integration.engine_kit import build, new_ref, node, qid
 
 pytestmark = pytest.mark.redis
 

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 import secrets
 from collections import defaultdict
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
 
+from kflow.api.states import (
+    ENDED_EARLY_PHASES,
+    QUEUEABLE_STATES,
+    AddStatus,
+    FlowPhase,
+    NodeState,
+    StartStatus,
+)
 from kflow.engine.types import (
     MISSING,
     TERMINAL_STATES,
@@ -27,13 +34,21 @@ from kflow.engine.types import (
     QueueConfig,
 )
 from kflow.graph.dag import CompiledFlow
-from kflow.store.codec import dumps, pack_spec, unpack_spec
-from kflow.store.keys import active_member, queue_member, split_active, split_member
-from kflow.store.redis_store import PAGE, Queued, RedisStore
+from kflow.store import (
+    PAGE,
+    Completion,
+    FlowStep,
+    Lease,
+    NodeChunk,
+    Queued,
+    QueueEntry,
+    RedisStore,
+    Settled,
+    node_chunks,
+)
 
 if TYPE_CHECKING:
-    import redis.asyncio
-    import redis.asyncio.cluster
+    from kflow.store import RedisClient
 
 log = logging.getLogger(__name__)
 
@@ -42,25 +57,37 @@ CHUNK_BYTES = 512 * 1024  # and at most about this many bytes of arguments
 INFRA_RETRIES = 5  # infrastructure failures per node that do not spend an attempt
 LOG_CAP = 10_000  # approximate length of a flow's log stream
 ERROR_CAP = 4096  # characters of an error text kept
+STALL_PAGE = 100  # expired leases settled per batch
 
 
 def _new_token() -> str:
     return secrets.token_hex(8)
 
 
-def _json(raw: str | None) -> Any:
-    return None if raw is None else json.loads(raw)
+class _Owed(NamedTuple):
+    """The queue step one flow step owes (see `Engine._queue_step`)."""
+
+    flow_uid: str
+    phase: FlowPhase  # the flow's phase after the step
+    namespace: str
+    leases: Sequence[tuple[str, Lease]]  # (queue id, lease) to free
+    queued: Sequence[Queued]  # made ready or delayed: onto their queues if Running
+    settled: bool  # the step settled an attempt: if it ended the flow, wind the flow down
+
+
+def _after_settling(uid: str, step: FlowStep[Settled], attempts: Sequence[tuple[str, str]]
+                    ) -> _Owed:
+    """What a step that settled (node, token) attempts owes: free the accepted ones' leases,
+    queue what it made ready."""
+    leases = [(step.queue_id(row.queue), Lease(uid, node, token))
+              for (node, token), row in zip(attempts, step.rows, strict=True) if row.accepted]
+    return _Owed(uid, step.phase, step.namespace, leases, step.queued, bool(leases))
 
 
 class Engine:
     """The flow engine over one Redis (single server or cluster); holds no state of its own."""
 
-    def __init__(
-        self,
-        redis: redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster,
-        *,
-        prefix: str = "kflow",
-    ) -> None:
+    def __init__(self, redis: RedisClient, *, prefix: str = "kflow") -> None:
         self.store = RedisStore(redis, prefix=prefix)
         self.chunk_nodes = CHUNK_NODES
         self.infra_retries = INFRA_RETRIES
@@ -71,12 +98,9 @@ class Engine:
         if (config.rate_max is None) != (config.rate_per_ms is None):
             raise ValueError(f"queue {queue_id}: rate_max and rate_per_ms go together; "
                              "set both or neither")
-        await self.store.configure_queue(queue_id, {
-            "concurrency": config.concurrency,
-            "rate_max": config.rate_max,
-            "rate_per_ms": config.rate_per_ms,
-            "max_stalled": config.max_stalled,
-        })
+        await self.store.configure_queue(
+            queue_id, concurrency=config.concurrency, rate_max=config.rate_max,
+            rate_per_ms=config.rate_per_ms, max_stalled=config.max_stalled)
 
     async def queue_depth(self, queue_id: str) -> tuple[int, int, int]:
         """(ready, active, delayed) members of the queue."""
@@ -89,37 +113,38 @@ class Engine:
         """
         return await self.store.takes(queue_id, count)
 
-    async def _enqueue(self, uid: str, namespace: str, queued: Iterable[Queued]) -> None:
-        by_queue: dict[str, list[tuple[str, int, int]]] = defaultdict(list)
-        for q in queued:
-            member = queue_member(uid, q.node)
-            by_queue[f"{namespace}/{q.queue}"].append((member, q.priority, q.due))
-        await asyncio.gather(*(self.store.enqueue(qid, items) for qid, items in by_queue.items()))
+    async def _queue_step(self, owed: Iterable[_Owed]) -> int:
+        """The queue step owed after flow steps, for a batch across flows, one call per queue:
+        free the leases the steps ended, put on their queues the nodes they made ready or
+        delayed, then wind down each flow a step ended before all its nodes settled.
+
+        Nodes made ready in a flow that is not Running (suspended, failed) stay on the
+        flow's ready set only; resume and retry re-queue them by reconciliation. Returns how
+        many queue entries were added.
+        """
+        drop: dict[str, list[Lease]] = defaultdict(list)
+        enqueue: dict[str, list[QueueEntry]] = defaultdict(list)
+        ended: list[str] = []
+        for o in owed:
+            for queue_id, lease in o.leases:
+                drop[queue_id].append(lease)
+            if o.phase is FlowPhase.RUNNING:
+                for q in o.queued:
+                    enqueue[f"{o.namespace}/{q.queue}"].append(
+                        QueueEntry(o.flow_uid, q.node, q.priority, q.due))
+            elif o.settled and o.phase in ENDED_EARLY_PHASES:
+                ended.append(o.flow_uid)
+        await asyncio.gather(*(self.store.drop_leases(qid, ls) for qid, ls in drop.items()))
+        added = await asyncio.gather(*(self.store.enqueue(qid, es)
+                                       for qid, es in enqueue.items()))
+        for uid in ended:
+            await self._wind_down(uid)
+        return sum(added)
 
     # ---- adding a flow -------------------------------------------------------------------
 
-    def _chunks(self, compiled: CompiledFlow) -> list[list[str]]:
-        chunks: list[list[str]] = []
-        rows: list[str] = []
-        size = 0
-        for node in compiled.nodes.values():
-            row = [
-                node.name,
-                pack_spec(node.queue, node.opts),
-                dumps(list(node.parents)) if node.parents else "",
-                dumps(list(node.children)) if node.children else "",
-                str(len(node.children) if node.children else -node.opts.delay_ms),
-                "" if node.data is None else dumps(node.data),
-            ]
-            row_size = sum(len(x) for x in row)
-            if rows and (len(rows) // 6 >= self.chunk_nodes or size + row_size > CHUNK_BYTES):
-                chunks.append(rows)
-                rows, size = [], 0
-            rows.extend(row)
-            size += row_size
-        if rows:
-            chunks.append(rows)
-        return chunks
+    def _chunks(self, compiled: CompiledFlow) -> list[NodeChunk]:
+        return node_chunks(compiled.nodes.values(), self.chunk_nodes, CHUNK_BYTES)
 
     async def submit(self, flow: FlowRef, compiled: CompiledFlow, *,
                      ttl_seconds_after_finished: int | None = None,
@@ -139,19 +164,20 @@ class Engine:
             flow.uid, flow.namespace, flow.name, total=len(compiled.nodes),
             roots=len(compiled.roots), ttl_seconds=ttl_seconds_after_finished,
             chunks=len(chunks), queues=sorted(compiled.queues))
-        if created == "exists":
+        if created is AddStatus.EXISTS:
             return False
-        if created == "resume":
-            stored = int((await self.store.meta(flow.uid)).get("chunks", -1))
+        if created is AddStatus.RESUME:
+            meta = await self.store.meta(flow.uid)
+            stored = -1 if meta is None else meta.chunks
             if stored != len(chunks):
                 raise FlowStateError(
                     f"Flow {flow.namespace}/{flow.name}: an interrupted add split the graph "
                     f"into {stored} chunks, this add into {len(chunks)} (chunk size changed); "
                     "delete the flow from Redis and add it again")
-        for number, rows in enumerate(chunks, start=1):
-            await self.store.add_nodes(flow.uid, number, rows)
+        for number, chunk in enumerate(chunks, start=1):
+            await self.store.add_nodes(flow.uid, number, chunk)
         phase = await self.store.activate(flow.uid)
-        if phase != "Running":
+        if phase != FlowPhase.RUNNING:
             raise FlowStateError(f"Flow {flow.namespace}/{flow.name}: activation left it "
                                  f"{phase}; add it again to finish writing it")
         if suspended:
@@ -160,11 +186,12 @@ class Engine:
                      flow.name, len(compiled.nodes), len(chunks))
             return True
         leaves = [compiled.nodes[name] for name in compiled.leaves]
-        if created == "created" and all(n.opts.delay_ms <= 0 for n in leaves):
+        if created is AddStatus.CREATED and all(n.opts.delay_ms <= 0 for n in leaves):
             # Fresh flow, no start delays: its leaves are exactly the ready set, so they go
             # on their queues without reading it back (four round trips fewer per flow).
-            await self._enqueue(flow.uid, flow.namespace, (
-                Queued(n.name, n.queue, n.opts.priority, 0) for n in leaves))
+            await self._queue_step([_Owed(
+                flow.uid, FlowPhase.RUNNING, flow.namespace, (),
+                [Queued(n.name, n.queue, n.opts.priority, 0) for n in leaves], False)])
         else:
             await self.reconcile_flow(flow.uid)
         log.info("flow %s/%s added: %d nodes in %d chunks", flow.namespace, flow.name,
@@ -178,32 +205,27 @@ class Engine:
         and retry. Returns how many queue entries were missing and are now added.
         """
         meta = await self.store.meta(flow_uid)
-        if meta.get("phase") != "Running" or meta.get("suspended") == "1":
+        if meta is None or meta.shown_phase is not FlowPhase.RUNNING:
             return 0
-        namespace = meta["namespace"]
         added = 0
         async for page in self.store.ready_pages(flow_uid):
             nodes = [n for n, _ in page]
-            states = await self.store.fields(flow_uid, "state", nodes)
-            specs = await self.store.fields(flow_uid, "spec", nodes)
-            by_queue: dict[str, list[tuple[str, int, int]]] = defaultdict(list)
-            for (node, score), state, spec_raw in zip(page, states, specs, strict=True):
-                if spec_raw is None or state not in ("ready", "delayed"):
-                    continue
-                spec = unpack_spec(spec_raw)
-                due = score if state == "delayed" else 0
-                by_queue[f"{namespace}/{spec.queue}"].append(
-                    (queue_member(flow_uid, node), spec.priority, due))
-            counts = await asyncio.gather(
-                *(self.store.enqueue(qid, items) for qid, items in by_queue.items()))
-            added += sum(counts)
+            states = await self.store.node_states(flow_uid, nodes)
+            specs = await self.store.node_specs(flow_uid, nodes)
+            queued = [Queued(node, spec.queue, spec.priority,
+                             score if state is NodeState.DELAYED else 0)
+                      for (node, score), state, spec in zip(page, states, specs, strict=True)
+                      if spec is not None and state in QUEUEABLE_STATES]
+            added += await self._queue_step([_Owed(
+                flow_uid, FlowPhase.RUNNING, meta.namespace, (), queued, False)])
         return added
 
     async def _wind_down(self, flow_uid: str) -> int:
         """Cancel the nodes of an ended flow that never started, a page per call, and take
         them off their queues; returns how many left a queue. Nodes running when the flow
         ended are left to finish: their outcome is recorded as it comes."""
-        namespace = (await self.store.meta(flow_uid)).get("namespace", "")
+        meta = await self.store.meta(flow_uid)
+        namespace = "" if meta is None else meta.namespace
         cursor, removed = "0", 0
         while True:
             unqueue, cursor, done = await self.store.cancel_unstarted(flow_uid, cursor, PAGE)
@@ -222,18 +244,16 @@ class Engine:
         Only an optimisation: a node of a flow that is not Running never starts anyway.
         """
         meta = await self.store.meta(flow_uid)
-        if not meta:
+        if meta is None:
             return 0
-        namespace = meta["namespace"]
         removed = 0
         async for page in self.store.ready_pages(flow_uid):
             nodes = [n for n, _ in page]
-            specs = await self.store.fields(flow_uid, "spec", nodes)
+            specs = await self.store.node_specs(flow_uid, nodes)
             by_queue: dict[str, list[tuple[str, int]]] = defaultdict(list)
-            for name, spec_raw in zip(nodes, specs, strict=True):
-                if spec_raw is not None:
-                    spec = unpack_spec(spec_raw)
-                    by_queue[f"{namespace}/{spec.queue}"].append((name, spec.priority))
+            for name, spec in zip(nodes, specs, strict=True):
+                if spec is not None:
+                    by_queue[f"{meta.namespace}/{spec.queue}"].append((name, spec.priority))
             counts = await asyncio.gather(*(
                 self.store.unqueue(qid, flow_uid, items) for qid, items in by_queue.items()))
             removed += sum(counts)
@@ -263,9 +283,8 @@ class Engine:
             if not taken:
                 break
             by_flow: dict[str, list[tuple[str, str]]] = defaultdict(list)
-            for member, token in taken:
-                uid, node = split_member(member)
-                by_flow[uid].append((node, token))
+            for lease in taken:
+                by_flow[lease.flow_uid].append((lease.node, lease.token))
             replies = await self.store.start_attempts_many(owner, list(by_flow.items()))
             errors = [r for r in replies if isinstance(r, BaseException)]
             if errors and len(errors) == len(replies):
@@ -273,56 +292,54 @@ class Engine:
             for error in errors:  # those nodes stay held until the stalled sweep re-queues them
                 log.warning("queue %s: starting attempts failed: %s", queue_id, error)
             started: dict[tuple[str, str], Attempt] = {}
-            drop: list[str] = []
-            redelay: list[tuple[str, int, int]] = []
+            owed: list[_Owed] = []
             for uid, reply in zip(by_flow, replies, strict=True):
                 if isinstance(reply, BaseException):
                     continue
-                namespace, name, rows = reply
-                tokens = dict(by_flow[uid])
-                for row in rows:
-                    token = tokens[row.node]
-                    if row.status == "ok":
-                        started[(uid, row.node)] = Attempt(
-                            flow_uid=uid, namespace=namespace, flow_name=name, node=row.node,
-                            queue=queue_name, attempt=row.attempt, token=token,
-                            data=json.loads(row.data_json),
-                            timeout_ms=None if row.timeout_ms < 0 else row.timeout_ms)
+                refused: list[tuple[str, Lease]] = []
+                early: list[Queued] = []
+                for (node, token), row in zip(by_flow[uid], reply.rows, strict=True):
+                    if row.status is StartStatus.OK:
+                        started[(uid, node)] = Attempt(
+                            flow_uid=uid, namespace=reply.namespace, flow_name=reply.name,
+                            node=node, queue=queue_name, attempt=row.attempt, token=token,
+                            data=row.data, timeout_ms=row.timeout_ms)
                         continue
-                    drop.append(active_member(uid, row.node, token))
-                    if row.status == "early":
-                        redelay.append((queue_member(uid, row.node), row.attempt, row.due))
-            attempts.extend(started[(uid, node)] for member, _ in taken
-                            for uid, node in [split_member(member)] if (uid, node) in started)
-            if drop:
-                await self.store.drop_active(queue_id, drop)
-            if redelay:
-                await self.store.enqueue(queue_id, redelay)
-            if not drop or len(taken) < want:
+                    refused.append((queue_id, Lease(uid, node, token)))
+                    if row.status is StartStatus.EARLY:  # back on the delayed set
+                        early.append(Queued(node, queue_name, row.priority, row.due))
+                if refused:
+                    owed.append(_Owed(uid, reply.phase, reply.namespace, refused, early, False))
+            attempts.extend(started[key] for key in ((t.flow_uid, t.node) for t in taken)
+                            if key in started)
+            if owed:
+                await self._queue_step(owed)
+            if not owed or len(taken) < want:
                 break
         return attempts
 
     async def renew(self, attempts: list[Attempt], lease_ms: int) -> None:
-        by_queue: dict[str, list[str]] = defaultdict(list)
+        by_queue: dict[str, list[Lease]] = defaultdict(list)
         for a in attempts:
-            by_queue[a.queue_id].append(active_member(a.flow_uid, a.node, a.token))
-        await asyncio.gather(*(self.store.renew(qid, lease_ms, members)
-                               for qid, members in by_queue.items()))
+            by_queue[a.queue_id].append(Lease(a.flow_uid, a.node, a.token))
+        await asyncio.gather(*(self.store.renew(qid, lease_ms, leases)
+                               for qid, leases in by_queue.items()))
 
     # ---- settling attempts ---------------------------------------------------------------
 
     async def store_result(self, flow_uid: str, node: str, token: str, value: Any) -> bool:
         """Record the attempt's value ahead of completion; False if the token is stale."""
-        return await self.store.store_result(flow_uid, node, token, dumps(value))
+        return await self.store.store_result(flow_uid, node, token, value)
 
     async def complete(self, flow_uid: str, node: str, token: str,
                        value: Any = MISSING) -> CompleteOutcome:
-        value_json = None if value is MISSING else dumps(value)
-        reply = await self.store.complete(flow_uid, node, token, value_json)
-        if reply.accepted:
-            await self._after_flow_step(flow_uid, node, token, reply.namespace, reply.queue,
-                                        reply.phase, reply.queued)
-        return CompleteOutcome(accepted=reply.accepted,
+        completion = Completion(node, token, None if value is MISSING else value,
+                                use_stored=value is MISSING)
+        [reply] = await self.store.complete([(flow_uid, [completion])])
+        if isinstance(reply, BaseException):
+            raise reply
+        await self._queue_step([_after_settling(flow_uid, reply, [(node, token)])])
+        return CompleteOutcome(accepted=reply.rows[0].accepted,
                                newly_ready=[q.node for q in reply.queued], phase=reply.phase)
 
     async def complete_many(self, flow_uid: str, items: list[tuple[str, str, Any]]
@@ -349,38 +366,29 @@ class Engine:
         for uid, indexes in by_flow.items():
             for j in range(0, len(indexes), self.chunk_nodes):
                 calls.append((uid, indexes[j:j + self.chunk_nodes]))
-        replies = await self.store.complete_many([
-            (uid, [(items[i][1], items[i][2], dumps(items[i][3])) for i in indexes])
+        replies = await self.store.complete([
+            (uid, [Completion(items[i][1], items[i][2],
+                              None if items[i][3] is MISSING else items[i][3],
+                              use_stored=items[i][3] is MISSING) for i in indexes])
             for uid, indexes in calls])
         # Flows whose call failed are left out: the queue step of the others must still run.
         # The error is raised at the end; sending the batch again is safe (fenced by token).
         error = next((r for r in replies if isinstance(r, BaseException)), None)
-        kept = [(call, r) for call, r in zip(calls, replies, strict=True)
-                if not isinstance(r, BaseException)]
         outcomes: list[CompleteOutcome | None] = [None] * len(items)
-        drop: dict[str, list[str]] = defaultdict(list)
-        queue: dict[str, list[tuple[str, int, int]]] = defaultdict(list)
-        ended: list[str] = []
-        for (uid, indexes), (phase, namespace, rows, queued) in kept:
-            ready = [q.node for q in queued]
-            for i, (ok, node_queue) in zip(indexes, rows, strict=True):
-                outcomes[i] = CompleteOutcome(accepted=ok, newly_ready=ready if ok else [],
-                                              phase=phase)
-                if ok:
+        owed: list[_Owed] = []
+        for (uid, indexes), reply in zip(calls, replies, strict=True):
+            if isinstance(reply, BaseException):
+                continue
+            ready = [q.node for q in reply.queued]
+            for i, row in zip(indexes, reply.rows, strict=True):
+                outcomes[i] = CompleteOutcome(accepted=row.accepted,
+                                              newly_ready=ready if row.accepted else [],
+                                              phase=reply.phase)
+                if row.accepted:
                     ready = []
-                    _, node, token, _ = items[i]
-                    drop[f"{namespace}/{node_queue}"].append(active_member(uid, node, token))
-            if phase == "Running":
-                for q in queued:
-                    queue[f"{namespace}/{q.queue}"].append(
-                        (queue_member(uid, q.node), q.priority, q.due))
-            elif phase in ("Failed", "Cancelled") and any(ok for ok, _ in rows):
-                ended.append(uid)
-        # The queue step after the flow steps (as in `_after_flow_step`), batched per queue.
-        await asyncio.gather(*(self.store.drop_active(qid, m) for qid, m in drop.items()))
-        await asyncio.gather(*(self.store.enqueue(qid, q) for qid, q in queue.items()))
-        for uid in ended:
-            await self._wind_down(uid)
+            owed.append(_after_settling(uid, reply, [(items[i][1], items[i][2])
+                                                     for i in indexes]))
+        await self._queue_step(owed)
         if error is not None:
             raise error
         return [o for o in outcomes if o is not None]
@@ -408,7 +416,7 @@ class Engine:
                 if isinstance(reply, BaseException):
                     got = reply
                 elif not isinstance(got, BaseException):
-                    got.extend(({c: json.loads(v) for c, v in row.values}, dict(row.ignored),
+                    got.extend((dict(row.values), dict(row.ignored),
                                 dict(row.failed)) for row in reply)
             out.append(got)
         return out
@@ -419,31 +427,14 @@ class Engine:
         For a worker shutting down; unlike a lease running out this is not a stall, so it
         does not count against maxStalled. Returns how many attempts were still current.
         """
-        by_flow: dict[str, list[Attempt]] = defaultdict(list)
+        by_flow: dict[str, list[tuple[str, str]]] = defaultdict(list)
         for a in attempts:
-            by_flow[a.flow_uid].append(a)
-        released = 0
-        for uid, group in by_flow.items():
-            phase, namespace, rows, queued = await self.store.release(
-                uid, reason, [(a.node, a.token) for a in group])
-            await self._after_batch(uid, namespace, phase, queued, [
-                (a.node, a.token, queue) for a, (ok, queue) in zip(group, rows, strict=True)
-                if ok])
-            released += sum(1 for ok, _ in rows if ok)
-        return released
-
-    async def _after_batch(self, uid: str, namespace: str, phase: str, queued: list[Queued],
-                           settled: list[tuple[str, str, str]]) -> None:
-        """`_after_flow_step` for a batch: free the (node, token, queue) leases, queue the rest."""
-        by_queue: dict[str, list[str]] = defaultdict(list)
-        for node, token, queue in settled:
-            by_queue[f"{namespace}/{queue}"].append(active_member(uid, node, token))
-        await asyncio.gather(*(self.store.drop_active(qid, members)
-                               for qid, members in by_queue.items()))
-        if phase == "Running" and queued:
-            await self._enqueue(uid, namespace, queued)
-        elif settled and phase in ("Failed", "Cancelled"):
-            await self._wind_down(uid)
+            by_flow[a.flow_uid].append((a.node, a.token))
+        owed: list[_Owed] = []
+        for uid, pairs in by_flow.items():
+            owed.append(_after_settling(uid, await self.store.release(uid, reason, pairs), pairs))
+        await self._queue_step(owed)
+        return sum(len(o.leases) for o in owed)
 
     async def fail(self, flow_uid: str, node: str, token: str, error: str, *,
                    infrastructure: bool = False) -> FailOutcome:
@@ -451,20 +442,10 @@ class Engine:
                                       infrastructure=infrastructure,
                                       infra_retries=self.infra_retries,
                                       jitter_share=random.random())
-        if reply.accepted:
-            await self._after_flow_step(flow_uid, node, token, reply.namespace, reply.queue,
-                                        reply.phase, reply.queued)
-        return FailOutcome(accepted=reply.accepted, action=reply.action,
-                           retry_at_ms=reply.retry_at_ms, phase=reply.phase)
-
-    async def _after_flow_step(self, uid: str, node: str, token: str, namespace: str,
-                               queue: str, phase: str, queued: list[Queued]) -> None:
-        """The queue step owed after a flow step: free the lease, queue what became ready.
-
-        Nodes made ready in a flow that is not Running (suspended, failed) stay on the
-        flow's ready set only; resume and retry re-queue them by reconciliation.
-        """
-        await self._after_batch(uid, namespace, phase, queued, [(node, token, queue)])
+        await self._queue_step([_after_settling(flow_uid, reply, [(node, token)])])
+        [row] = reply.rows
+        return FailOutcome(accepted=row.accepted, action=row.outcome, retry_at_ms=row.at_ms,
+                           phase=reply.phase)
 
     async def release_stalled(self, queue_id: str) -> list[tuple[str, str]]:
         """Settle attempts whose lease ended: back to ready (up to max_stalled), then failed.
@@ -472,24 +453,30 @@ class Engine:
         Returns (flow uid, node) of the stalled attempts; leftover leases of attempts that
         already ended are dropped, and a node still ready is re-queued.
         """
-        namespace = queue_id.split("/", 1)[0]
-        max_stalled = (await self.store.queue_config(queue_id)).get("max_stalled", 1)
+        max_stalled = await self.store.max_stalled(queue_id, default=1)
         stalled: list[tuple[str, str]] = []
         while True:
-            members = await self.store.expired_leases(queue_id, 100)
-            for member in members:
-                uid, node, token = split_active(member)
-                action, phase, queued = await self.store.stall(
-                    uid, node, token, max_stalled=max_stalled, jitter_share=random.random())
-                if action != "gone":
-                    stalled.append((uid, node))
-                    log.warning("flow %s node %s: lease expired, %s", uid, node, action)
-                await self.store.drop_active(queue_id, [member])
-                if queued and phase == "Running":
-                    await self._enqueue(uid, namespace, queued)
-                elif action != "gone" and phase in ("Failed", "Cancelled"):
-                    await self._wind_down(uid)
-            if len(members) < 100:
+            leases = await self.store.expired_leases(queue_id, STALL_PAGE)
+            replies = await self.store.stall_many(
+                leases, max_stalled=max_stalled, jitter_shares=[random.random() for _ in leases])
+            error: BaseException | None = None
+            owed: list[_Owed] = []
+            for lease, reply in zip(leases, replies, strict=True):
+                if isinstance(reply, BaseException):
+                    error = error or reply
+                    continue
+                [row] = reply.rows
+                if row.accepted:
+                    stalled.append((lease.flow_uid, lease.node))
+                    log.warning("flow %s node %s: lease expired, %s", lease.flow_uid,
+                                lease.node, row.outcome)
+                # The lease goes either way: stalled now, or left over by a step before.
+                owed.append(_Owed(lease.flow_uid, reply.phase, reply.namespace,
+                                  [(queue_id, lease)], reply.queued, row.accepted))
+            await self._queue_step(owed)
+            if error is not None:
+                raise error
+            if len(leases) < STALL_PAGE:
                 return stalled
 
     # ---- flow control ------------------------------------------------------------------
@@ -503,22 +490,22 @@ class Engine:
 
     async def cancel(self, flow_uid: str) -> list[tuple[str, str]]:
         """Cancel the flow; returns (node, token) of attempts still running, to be stopped."""
-        _, active = await self.store.cancel(flow_uid)
+        reply = await self.store.cancel(flow_uid)
         await self._wind_down(flow_uid)
-        return active
+        return reply.rows
 
     async def retry_failed(self, flow_uid: str) -> int:
         """Re-run the failed nodes of a Failed flow; returns how many nodes became ready."""
-        count = await self.store.retry_failed(flow_uid)
-        if count < 0:
+        reply = await self.store.retry_failed(flow_uid)
+        if not reply.rows[0]:
             meta = await self.store.meta(flow_uid)
-            if not meta:
+            if meta is None:
                 raise FlowNotFound(f"flow {flow_uid} is not in Redis")
             raise FlowStateError(
-                f"Flow {meta.get('namespace')}/{meta.get('name')} is {meta.get('phase')}: "
+                f"Flow {meta.namespace}/{meta.name} is {meta.phase}: "
                 "only a Failed flow can retry its failed nodes")
         await self.reconcile_flow(flow_uid)
-        return count
+        return len(reply.queued)
 
     async def delete(self, flow_uid: str) -> None:
         """Remove every key of the flow and free the queue leases of its running attempts.
@@ -526,86 +513,80 @@ class Engine:
         Its other queue entries are dropped lazily: a node of a missing flow never starts.
         """
         await self._purge_queued(flow_uid)
-        namespace = (await self.store.meta(flow_uid)).get("namespace")
+        meta = await self.store.meta(flow_uid)
         tokens = await self.store.active_tokens(flow_uid)
         nodes = list(tokens)
-        specs = await self.store.fields(flow_uid, "spec", nodes)
+        specs = await self.store.node_specs(flow_uid, nodes)
         await self.store.delete(flow_uid)
-        by_queue: dict[str, list[str]] = defaultdict(list)
-        for node, spec in zip(nodes, specs, strict=True):
-            if spec is not None and namespace is not None:
-                by_queue[f"{namespace}/{unpack_spec(spec).queue}"].append(
-                    active_member(flow_uid, node, tokens[node]))
-        await asyncio.gather(*(self.store.drop_active(qid, members)
-                               for qid, members in by_queue.items()))
+        leases = [(f"{meta.namespace}/{spec.queue}", Lease(flow_uid, node, tokens[node]))
+                  for node, spec in zip(nodes, specs, strict=True)
+                  if spec is not None and meta is not None]
+        await self._queue_step([_Owed(flow_uid, FlowPhase.MISSING, "", leases, (), False)])
 
     # ---- reads -------------------------------------------------------------------------
 
     async def snapshot(self, flow_uid: str) -> FlowSnapshot:
         meta = await self.store.meta(flow_uid)
-        if not meta:
+        if meta is None:
             raise FlowNotFound(f"flow {flow_uid} is not in Redis (never added, deleted, "
                                "or expired after ttlSecondsAfterFinished)")
-        counts = await self.store.counts(flow_uid)
+        counts: dict[str, int] = {s: n for s, n in (await self.store.counts(flow_uid)).items()}
         failures = await self.store.failures(flow_uid)
-        phase = meta["phase"]
-        if phase == "Running" and meta.get("suspended") == "1":
-            phase = "Suspended"
         return FlowSnapshot(
-            phase=phase,
-            total=int(meta["total"]),
+            phase=meta.shown_phase,
+            total=meta.total,
             counts=counts,
             done=sum(n for state, n in counts.items() if state in TERMINAL_STATES),
-            started_at_ms=int(meta["started_at"]) if "started_at" in meta else None,
-            finished_at_ms=int(meta["finished_at"]) if "finished_at" in meta else None,
+            started_at_ms=meta.started_at_ms,
+            finished_at_ms=meta.finished_at_ms,
             failures=[NodeFailure(node=n, error=e, attempt=a) for n, e, a in failures],
         )
 
     async def node_infos(self, flow_uid: str) -> dict[str, NodeInfo]:
         states = await self.store.scan_states(flow_uid)
         nodes = [n for n, _ in states]
-        attempts = await self.store.fields(flow_uid, "attempt", nodes)
-        results = await self.store.fields(flow_uid, "result", nodes)
-        errors = await self.store.fields(flow_uid, "error", nodes)
-        progress = await self.store.fields(flow_uid, "progress", nodes)
+        attempts = await self.store.node_attempts(flow_uid, nodes)
+        results = await self.store.node_results(flow_uid, nodes)
+        errors = await self.store.node_errors(flow_uid, nodes)
+        progress = await self.store.node_progress(flow_uid, nodes)
         return {
-            node: NodeInfo(state=state, attempt=int(att or 0), result=_json(res), error=err,
-                           progress=_json(prog))
+            node: NodeInfo(state=state, attempt=att, result=res, error=err, progress=prog)
             for (node, state), att, res, err, prog
             in zip(states, attempts, results, errors, progress, strict=True)
         }
 
-    async def _children(self, flow_uid: str, node: str) -> list[str]:
-        raw = await self.store.field(flow_uid, "children", node)
-        return [] if raw is None else list(json.loads(raw))
+    async def node_data(self, flow_uid: str, node: str) -> Any:
+        """The node's input as its Flow gave it (None without data)."""
+        return await self.store.node_data(flow_uid, node)
 
     async def children_values(self, flow_uid: str, node: str) -> dict[str, Any]:
         """Return values of the node's completed children, keyed by child name."""
-        children = await self._children(flow_uid, node)
-        states = await self.store.fields(flow_uid, "state", children)
-        done = [c for c, s in zip(children, states, strict=True) if s == "completed"]
-        values = await self.store.fields(flow_uid, "result", done)
-        return {c: _json(v) for c, v in zip(done, values, strict=True)}
+        children = await self.store.node_children(flow_uid, node)
+        states = await self.store.node_states(flow_uid, children)
+        done = [c for c, s in zip(children, states, strict=True) if s is NodeState.COMPLETED]
+        values = await self.store.node_results(flow_uid, done)
+        return dict(zip(done, values, strict=True))
 
-    async def _children_errors(self, flow_uid: str, node: str, state: str) -> dict[str, str]:
-        children = await self._children(flow_uid, node)
-        states = await self.store.fields(flow_uid, "state", children)
-        chosen = [c for c, s in zip(children, states, strict=True) if s == state]
-        errors = await self.store.fields(flow_uid, "error", chosen)
+    async def _children_errors(self, flow_uid: str, node: str,
+                               state: NodeState) -> dict[str, str]:
+        children = await self.store.node_children(flow_uid, node)
+        states = await self.store.node_states(flow_uid, children)
+        chosen = [c for c, s in zip(children, states, strict=True) if s is state]
+        errors = await self.store.node_errors(flow_uid, chosen)
         return {c: e or "" for c, e in zip(chosen, errors, strict=True)}
 
     async def ignored_failures(self, flow_uid: str, node: str) -> dict[str, str]:
         """Errors of the node's children that failed under onFailure=ignore."""
-        return await self._children_errors(flow_uid, node, "ignored")
+        return await self._children_errors(flow_uid, node, NodeState.IGNORED)
 
     async def failed_children(self, flow_uid: str, node: str) -> dict[str, str]:
         """Errors of the node's children that failed for good (BullMQ's
         getFailedChildrenValues): a parent runs with such children only when one of them
         was continueParent and released it."""
-        return await self._children_errors(flow_uid, node, "failed")
+        return await self._children_errors(flow_uid, node, NodeState.FAILED)
 
     async def update_progress(self, flow_uid: str, node: str, token: str, progress: Any) -> None:
-        await self.store.update_progress(flow_uid, node, token, dumps(progress))
+        await self.store.update_progress(flow_uid, node, token, progress)
 
     async def log(self, flow_uid: str, node: str, token: str, message: str) -> None:
         await self.store.log(flow_uid, node, token, message, LOG_CAP)
@@ -613,9 +594,9 @@ class Engine:
     async def logs(self, flow_uid: str, *, node: str | None = None,
                    count: int = 1000) -> list[dict[str, str]]:
         """The latest log lines of the flow (fields node, attempt, msg), oldest first."""
-        lines = await self.store.stream(flow_uid, "logs", count)
+        lines = await self.store.logs(flow_uid, count)
         return [line for line in lines if node is None or line.get("node") == node]
 
     async def events(self, flow_uid: str, count: int = 1000) -> list[dict[str, str]]:
         """The latest events of the flow (started, completed, retry, failed, flow...)."""
-        return await self.store.stream(flow_uid, "events", count)
+        return await self.store.events(flow_uid, count)

@@ -5,12 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-NODE_STATES: Final = ("waiting-children", "delayed", "ready", "active", "completed", "failed",
-                      "ignored", "removed", "cancelled")
-# Settled: nothing more happens to the node in this run of its flow. "cancelled" is a node
-# that will not run because its flow ended (failed or cancelled) first.
-TERMINAL_STATES: Final = frozenset({"completed", "failed", "ignored", "removed", "cancelled"})
-FLOW_PHASES: Final = ("Pending", "Running", "Succeeded", "Failed", "Cancelled", "Suspended")
+from kflow.api.states import FLOW_PHASES, SETTLED_STATES, AttemptOutcome, FlowPhase, NodeState
+
+NODE_STATES: Final = tuple(NodeState)
+# Settled: nothing more happens to the node in this run of its flow (api.states).
+TERMINAL_STATES: Final = SETTLED_STATES
 
 
 # What a node reads before it runs: its children's values (by child name), the errors of
@@ -84,7 +83,7 @@ class NodeFailure:
 
 @dataclass(frozen=True)
 class FlowSnapshot:
-    phase: str  # Pending|Running|Succeeded|Failed|Cancelled|Suspended
+    phase: FlowPhase  # any of FLOW_PHASES
     total: int
     counts: dict[str, int]  # by node state
     done: int  # nodes in a terminal state
@@ -95,7 +94,7 @@ class FlowSnapshot:
 
 @dataclass(frozen=True)
 class NodeInfo:
-    state: str
+    state: NodeState
     attempt: int
     result: Any
     error: str | None
@@ -106,12 +105,31 @@ class NodeInfo:
 class CompleteOutcome:
     accepted: bool
     newly_ready: list[str]
-    phase: str
+    phase: FlowPhase
 
 
 @dataclass(frozen=True)
 class FailOutcome:
     accepted: bool
-    action: str  # "retry" | "failed" | "requeued" | "cancelled" | "stale"
+    action: AttemptOutcome  # retry | failed | requeued | cancelled | stale
     retry_at_ms: int | None
-    phase: str
+    phase: FlowPhase
+
+
+__all__ = [
+    "FLOW_PHASES",
+    "MISSING",
+    "NODE_STATES",
+    "TERMINAL_STATES",
+    "Attempt",
+    "CompleteOutcome",
+    "FailOutcome",
+    "FlowNotFound",
+    "FlowRef",
+    "FlowSnapshot",
+    "FlowStateError",
+    "Inputs",
+    "NodeFailure",
+    "NodeInfo",
+    "QueueConfig",
+]

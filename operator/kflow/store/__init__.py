@@ -1,21 +1,54 @@
-"""Redis keys, Lua scripts and their wrappers: the only place that speaks Redis."""
+"""The only place that speaks Redis: keys, Lua scripts and the typed store over them."""
 
-from kflow.store.codec import NodeSpec, pack_spec, unpack_spec
-from kflow.store.keys import FLOW_KEY_NAMES, FlowKeys, QueueKeys, flow_keys, queue_keys
-from kflow.store.redis_store import FlowReply, Queued, RedisStore, Started
-from kflow.store.scripts import Scripts, script_sources
+from kflow.store.codec import NodeChunk, NodeSpec, node_chunks, pack_spec, unpack_spec
+from kflow.store.keys import (
+    FLOW_KEY_NAMES,
+    QUEUE_KEY_NAMES,
+    FlowKeys,
+    QueueKeys,
+    flow_keys,
+    queue_keys,
+)
+from kflow.store.redis_store import PAGE, RedisStore
+from kflow.store.scripts import GROUPS, Scripts, script_sources
+from kflow.store.types import (
+    Completion,
+    FlowMeta,
+    FlowStep,
+    Lease,
+    NodeInputs,
+    Queued,
+    QueueEntry,
+    RedisClient,
+    Settled,
+    Started,
+    decode_step,
+)
 
 __all__ = [
     "FLOW_KEY_NAMES",
+    "GROUPS",
+    "PAGE",
+    "QUEUE_KEY_NAMES",
+    "Completion",
     "FlowKeys",
-    "FlowReply",
+    "FlowMeta",
+    "FlowStep",
+    "Lease",
+    "NodeChunk",
+    "NodeInputs",
     "NodeSpec",
+    "QueueEntry",
     "QueueKeys",
     "Queued",
+    "RedisClient",
     "RedisStore",
     "Scripts",
+    "Settled",
     "Started",
+    "decode_step",
     "flow_keys",
+    "node_chunks",
     "pack_spec",
     "queue_keys",
     "script_sources",

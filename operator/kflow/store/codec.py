@@ -1,16 +1,19 @@
-"""How a node's static options are packed into one short field of the flow's spec hash."""
+"""How the store encodes what it writes: a node's options packed into one short spec field,
+a compiled node as the add-nodes script's arguments, values as compact JSON."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from kflow.api.models import MAX_PRIORITY
-from kflow.graph.dag import NodeOptions
+from kflow.graph.dag import CompiledNode, NodeOptions
 
 _ON_FAILURE = {"failParent": "P", "ignore": "I", "remove": "R", "continueParent": "C"}
 _BACKOFF = {"fixed": "f", "exponential": "e"}
+ROW_WIDTH = 6  # arguments per node of lua/flow/add-nodes.lua
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,8 +25,16 @@ class NodeSpec:
     timeout_ms: int | None
 
 
+@dataclass(frozen=True, slots=True)
+class NodeChunk:
+    """Nodes written by one add-nodes call, already encoded (only the store reads `args`)."""
+
+    names: tuple[str, ...]
+    args: tuple[str, ...]
+
+
 def pack_spec(queue: str, opts: NodeOptions) -> str:
-    """A compact JSON array; the index layout is documented in lua/_flow-lib.lua."""
+    """A compact JSON array; the index layout is documented in lua/flow/_lib.lua."""
     if not 0 <= opts.priority <= MAX_PRIORITY:
         raise ValueError(f"priority {opts.priority} is out of range 0..{MAX_PRIORITY}")
     return json.dumps(
@@ -50,9 +61,48 @@ def unpack_spec(raw: str | bytes) -> NodeSpec:
                     timeout_ms=None if timeout < 0 else timeout)
 
 
+def node_row(node: CompiledNode) -> list[str]:
+    """The add-nodes arguments of one node: name, spec, parents, children, start, data."""
+    return [
+        node.name,
+        pack_spec(node.queue, node.opts),
+        dumps(list(node.parents)) if node.parents else "",
+        dumps(list(node.children)) if node.children else "",
+        str(len(node.children) if node.children else -node.opts.delay_ms),
+        "" if node.data is None else dumps(node.data),
+    ]
+
+
+def node_chunks(nodes: Iterable[CompiledNode], max_nodes: int, max_bytes: int
+                ) -> list[NodeChunk]:
+    """Split nodes, in their order, into chunks of at most `max_nodes` nodes and about
+    `max_bytes` bytes of arguments (a single larger node gets a chunk of its own)."""
+    chunks: list[NodeChunk] = []
+    names: list[str] = []
+    args: list[str] = []
+    size = 0
+    for node in nodes:
+        row = node_row(node)
+        row_size = sum(len(x) for x in row)
+        if names and (len(names) >= max_nodes or size + row_size > max_bytes):
+            chunks.append(NodeChunk(tuple(names), tuple(args)))
+            names, args, size = [], [], 0
+        names.append(node.name)
+        args.extend(row)
+        size += row_size
+    if names:
+        chunks.append(NodeChunk(tuple(names), tuple(args)))
+    return chunks
+
+
 def dumps(value: Any) -> str:
     """JSON as stored in Redis: compact, UTF-8 kept as is."""
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def loads(raw: str | bytes | None) -> Any:
+    """A stored JSON value; None for a field that is not there."""
+    return None if raw is None else json.loads(raw)
 
 
 def text(raw: str | bytes) -> str:

@@ -1,57 +1,53 @@
-"""Redis key names: one hash tag per flow, one per queue, so every script touches one slot."""
+"""Redis key names and queue members: one hash tag per flow, one per queue, so every script
+touches one slot. Nothing above the store sees a key name or a member string."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-# Order matters: it is the KEYS layout of every flow script (see lua/_flow-keys.lua).
-FLOW_KEY_NAMES: tuple[str, ...] = (
-    "meta",  # hash: namespace, name, phase, total, roots_left, times, ttl, suspended, queues
-    "state",  # hash node -> state
-    "spec",  # hash node -> packed static options (codec.pack_spec)
-    "parents",  # hash node -> JSON list (only nodes that have parents)
-    "children",  # hash node -> JSON list (only nodes that have children)
-    "data",  # hash node -> input JSON (only nodes with data)
-    "pending",  # hash node -> dependencies not yet settled (waiting nodes only)
-    "attempt",  # hash node -> attempts started
-    "token",  # hash node -> fencing token of the running attempt (active nodes only)
-    "result",  # hash node -> return value JSON
-    "error",  # hash node -> last error text
-    "progress",  # hash node -> progress JSON of the running attempt
-    "counts",  # hash state -> number of nodes
-    "ready",  # zset node -> time ready / due: ready and delayed nodes, for reconciliation
-    "failed",  # hash node -> "o" failed on its own attempts | "p" failed by propagation
-    "requeues",  # hash "i|node" infrastructure retries, "s|node" stalls
-    "failures",  # list: first failures, capped
-    "events",  # stream, bounded: started, completed, retry, failed, flow phase...
-    "logs",  # stream, bounded: log lines of attempts
-)
+from dataclasses import dataclass, fields
+from operator import attrgetter
 
 
 @dataclass(frozen=True, slots=True)
 class FlowKeys:
-    """Every key of one flow, all under the hash tag `{<uid>}`."""
+    """Every key of one flow, all under the hash tag `{<uid>}`.
+
+    The field order (after uid) is the KEYS layout of every flow script (lua/flow/_keys.lua).
+    """
 
     uid: str
-    all: tuple[str, ...]
+    meta: str  # hash: namespace, name, phase, total, roots_left, times, ttl, suspended, queues
+    state: str  # hash node -> state
+    spec: str  # hash node -> packed static options (codec.pack_spec)
+    parents: str  # hash node -> JSON list (only nodes that have parents)
+    children: str  # hash node -> JSON list (only nodes that have children)
+    data: str  # hash node -> input JSON (only nodes with data)
+    pending: str  # hash node -> dependencies not yet settled (waiting nodes only)
+    attempt: str  # hash node -> attempts started
+    token: str  # hash node -> fencing token of the running attempt (active nodes only)
+    result: str  # hash node -> return value JSON
+    error: str  # hash node -> last error text
+    progress: str  # hash node -> progress JSON of the running attempt
+    counts: str  # hash state -> number of nodes
+    ready: str  # zset node -> time ready / due: ready and delayed nodes, for reconciliation
+    failed: str  # hash node -> "o" failed on its own attempts | "p" by propagation | "c" cancelled
+    requeues: str  # hash "i|node" infrastructure retries, "s|node" stalls
+    failures: str  # list: first failures, capped
+    events: str  # stream, bounded: started, completed, retry, failed, flow phase...
+    logs: str  # stream, bounded: log lines of attempts
 
-    def __getattr__(self, name: str) -> str:
-        try:
-            return self.all[FLOW_KEY_NAMES.index(name)]
-        except ValueError:
-            raise AttributeError(name) from None
-
-
-def flow_keys(prefix: str, uid: str) -> FlowKeys:
-    if "{" in uid or "}" in uid or "|" in uid:
-        raise ValueError(f'flow uid "{uid}" must not contain "{{", "}}" or "|"')
-    tag = f"{prefix}:{{{uid}}}"
-    return FlowKeys(uid=uid, all=tuple(f"{tag}:{name}" for name in FLOW_KEY_NAMES))
+    @property
+    def all(self) -> tuple[str, ...]:
+        """The keys in KEYS order, as every flow script takes them."""
+        return _flow_keys_in_order(self)
 
 
 @dataclass(frozen=True, slots=True)
 class QueueKeys:
-    """The keys of one queue (`<namespace>/<queue>`), all under the hash tag `{<queue id>}`."""
+    """Every key of one queue (`<namespace>/<queue>`), all under the hash tag `{<queue id>}`.
+
+    The field order (after queue_id) is the KEYS layout of every queue script
+    (lua/queue/_keys.lua).
+    """
 
     queue_id: str
     ready: str  # zset "<uid>|<node>" -> priority * 2^32 + FIFO sequence
@@ -62,21 +58,31 @@ class QueueKeys:
     seq: str  # string: FIFO sequence
     takes: str  # stream: one entry (n taken) per take call, bounded
 
+    @property
+    def all(self) -> tuple[str, ...]:
+        """The keys in KEYS order, as every queue script takes them."""
+        return _queue_keys_in_order(self)
+
+
+# The key lists of the two script groups, stated once: the dataclass fields above.
+FLOW_KEY_NAMES: tuple[str, ...] = tuple(f.name for f in fields(FlowKeys))[1:]
+QUEUE_KEY_NAMES: tuple[str, ...] = tuple(f.name for f in fields(QueueKeys))[1:]
+_flow_keys_in_order = attrgetter(*FLOW_KEY_NAMES)
+_queue_keys_in_order = attrgetter(*QUEUE_KEY_NAMES)
+
+
+def flow_keys(prefix: str, uid: str) -> FlowKeys:
+    if "{" in uid or "}" in uid or "|" in uid:
+        raise ValueError(f'flow uid "{uid}" must not contain "{{", "}}" or "|"')
+    tag = f"{prefix}:{{{uid}}}"
+    return FlowKeys(uid, *(f"{tag}:{name}" for name in FLOW_KEY_NAMES))
+
 
 def queue_keys(prefix: str, queue_id: str) -> QueueKeys:
     if "{" in queue_id or "}" in queue_id:
         raise ValueError(f'queue "{queue_id}" must not contain "{{" or "}}"')
     tag = f"{prefix}:q:{{{queue_id}}}"
-    return QueueKeys(
-        queue_id=queue_id,
-        ready=f"{tag}:ready",
-        active=f"{tag}:active",
-        delayed=f"{tag}:delayed",
-        config=f"{tag}:config",
-        rate=f"{tag}:rate",
-        seq=f"{tag}:seq",
-        takes=f"{tag}:takes",
-    )
+    return QueueKeys(queue_id, *(f"{tag}:{name}" for name in QUEUE_KEY_NAMES))
 
 
 def queue_member(uid: str, node: str) -> str:

@@ -1,57 +1,43 @@
-"""Typed wrappers over the Lua scripts and the plain reads of flow and queue keys."""
+"""The sealed store: typed methods over the Lua scripts and the plain reads of flow and queue
+keys. It takes and returns domain values; key names, members and encodings stay in here."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from typing import Any, NamedTuple
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Literal, TypeVar
 
-from kflow.store.codec import text
-from kflow.store.keys import FlowKeys, QueueKeys, flow_keys, queue_keys, queue_member
+from kflow.api.states import AddStatus, FlowPhase, NodeState
+from kflow.store.codec import NodeChunk, NodeSpec, dumps, loads, text, unpack_spec
+from kflow.store.keys import (
+    FlowKeys,
+    QueueKeys,
+    active_member,
+    flow_keys,
+    queue_keys,
+    queue_member,
+    split_active,
+    split_member,
+)
 from kflow.store.scripts import Scripts
+from kflow.store.types import (
+    Completion,
+    FlowMeta,
+    FlowStep,
+    Lease,
+    NodeInputs,
+    QueueEntry,
+    RedisClient,
+    Settled,
+    Started,
+    decode_step,
+    settled_row,
+    started_row,
+)
 
 PAGE = 1000  # nodes per read or write call: keeps every call short for other clients
 
-
-class Queued(NamedTuple):
-    """A node the flow step made ready (due 0) or delayed (due ms): it goes on its queue."""
-
-    node: str
-    queue: str  # queue name, in the flow's namespace
-    priority: int
-    due: int
-
-
-class Started(NamedTuple):
-    """One row of start-19.lua."""
-
-    node: str
-    status: str  # ok | suspended | early | gone
-    attempt: int  # priority when status is "early"
-    data_json: str
-    timeout_ms: int
-    due: int
-
-
-class NodeInputs(NamedTuple):
-    """One row of inputs-19: (child, JSON value) of completed children, (child, error) of
-    children ignored after failing, and (child, error) of children that failed for good."""
-
-    values: list[tuple[str, str]]
-    ignored: list[tuple[str, str]]
-    failed: list[tuple[str, str]]
-
-
-class FlowReply(NamedTuple):
-    """What complete/fail/stall report: the outcome and the queue step the engine owes."""
-
-    accepted: bool
-    action: str
-    retry_at_ms: int | None
-    phase: str
-    queued: list[Queued]
-    namespace: str
-    queue: str
+R = TypeVar("R")
 
 
 def _decode(raw: Any) -> Any:
@@ -63,15 +49,15 @@ def _rows(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
-def _queued(value: Any) -> list[Queued]:
-    return [Queued(str(r[0]), str(r[1]), int(r[2]), int(r[3])) for r in _rows(value)]
+def _pair(r: Any) -> tuple[str, str]:
+    return str(r[0]), str(r[1])
 
 
 class RedisStore:
     """The only place that speaks Redis: one method per script, plus bounded reads."""
 
-    def __init__(self, redis: Any, *, prefix: str = "kflow") -> None:
-        self.redis = redis
+    def __init__(self, redis: RedisClient, *, prefix: str = "kflow") -> None:
+        self.redis: Any = redis
         self.prefix = prefix
         self.scripts = Scripts(redis)
 
@@ -82,86 +68,95 @@ class RedisStore:
         return queue_keys(self.prefix, queue_id)
 
     async def _flow_script(self, verb: str, uid: str, *args: Any) -> Any:
-        return _decode(await self.scripts.run(verb, self.flow(uid).all, list(args)))
+        return _decode(await self.scripts.run(f"flow/{verb}", self.flow(uid).all, list(args)))
+
+    async def _flow_step(self, verb: str, uid: str, row: Callable[[Any], R], *args: Any
+                         ) -> FlowStep[R]:
+        raw = await self.scripts.run(f"flow/{verb}", self.flow(uid).all, list(args))
+        return decode_step(raw, row)
 
     async def _flow_scripts(self, verb: str, calls: list[tuple[str, list[Any]]]) -> list[Any]:
         """One flow script on several flows, batched (`Scripts.run_many`); per call its
-        decoded reply, or the exception it raised."""
-        replies = await self.scripts.run_many(
-            [(verb, self.flow(uid).all, args) for uid, args in calls])
-        return [r if isinstance(r, BaseException) else _decode(r) for r in replies]
+        raw reply, or the exception it raised."""
+        if len(calls) == 1:  # one call: no pipeline to build
+            uid, args = calls[0]
+            try:
+                return [await self.scripts.run(f"flow/{verb}", self.flow(uid).all, args)]
+            except Exception as exc:  # reported per call, as run_many does
+                return [exc]
+        return await self.scripts.run_many(
+            [(f"flow/{verb}", self.flow(uid).all, args) for uid, args in calls])
+
+    async def _flow_steps(self, verb: str, calls: list[tuple[str, list[Any]]],
+                          row: Callable[[Any], R]) -> list[FlowStep[R] | BaseException]:
+        replies = await self._flow_scripts(verb, calls)
+        return [r if isinstance(r, BaseException) else decode_step(r, row) for r in replies]
+
+    async def _queue_script(self, verb: str, queue_id: str, args: list[Any]) -> Any:
+        return _decode(await self.scripts.run(f"queue/{verb}", self.queue(queue_id).all, args))
 
     # ---- adding a flow -------------------------------------------------------------------
 
     async def create_flow(self, uid: str, namespace: str, name: str, *, total: int, roots: int,
-                          ttl_seconds: int | None, chunks: int, queues: list[str]) -> str:
-        return str(await self._flow_script(
+                          ttl_seconds: int | None, chunks: int, queues: list[str]) -> AddStatus:
+        return AddStatus(await self._flow_script(
             "create", uid, namespace, name, total, roots,
             -1 if ttl_seconds is None else ttl_seconds, chunks, json.dumps(sorted(queues))))
 
-    async def add_nodes(self, uid: str, chunk_no: int, flat_rows: list[str]) -> str:
-        return str(await self._flow_script("add-nodes", uid, chunk_no, *flat_rows))
+    async def add_nodes(self, uid: str, chunk_no: int, chunk: NodeChunk) -> bool:
+        """Write one chunk (codec.node_chunks) of a Pending flow; False if already written."""
+        return bool(await self._flow_script("add-nodes", uid, chunk_no, *chunk.args)
+                    == "written")
 
-    async def activate(self, uid: str) -> str:
-        return str(await self._flow_script("activate", uid))
+    async def activate(self, uid: str) -> FlowPhase | Literal["incomplete"]:
+        phase = await self._flow_script("activate", uid)
+        return "incomplete" if phase == "incomplete" else FlowPhase(phase)
 
     # ---- attempts ----------------------------------------------------------------------
 
-    async def start_attempts(self, uid: str, owner: str,
-                             pairs: list[tuple[str, str]]) -> tuple[str, str, list[Started]]:
-        flat = [x for pair in pairs for x in pair]
-        ns, name, rows = await self._flow_script("start", uid, owner, *flat)
-        started = [Started(str(r[0]), str(r[1]), int(r[2]), str(r[3]), int(r[4]), int(r[5]))
-                   for r in _rows(rows)]
-        return str(ns), str(name), started
-
     async def start_attempts_many(self, owner: str, calls: list[tuple[str, list[tuple[str, str]]]]
-                                  ) -> list[tuple[str, str, list[Started]] | BaseException]:
-        """`start_attempts` on several flows in one batch: (uid, pairs) per call."""
-        replies = await self._flow_scripts(
+                                  ) -> list[FlowStep[Started] | BaseException]:
+        """Start attempts on several flows in one batch: (uid, (node, token) pairs) per call;
+        per call one Started row per pair, or the exception of that call."""
+        return await self._flow_steps(
             "start", [(uid, [owner, *(x for pair in pairs for x in pair)])
-                      for uid, pairs in calls])
-        out: list[tuple[str, str, list[Started]] | BaseException] = []
-        for r in replies:
-            if isinstance(r, BaseException):
-                out.append(r)
-                continue
-            ns, name, rows = r
-            out.append((str(ns), str(name), [
-                Started(str(x[0]), str(x[1]), int(x[2]), str(x[3]), int(x[4]), int(x[5]))
-                for x in _rows(rows)]))
-        return out
+                      for uid, pairs in calls], started_row)
 
-    async def store_result(self, uid: str, node: str, token: str, value_json: str) -> bool:
-        return bool(await self._flow_script("store-result", uid, node, token, value_json))
+    async def store_result(self, uid: str, node: str, token: str, value: Any) -> bool:
+        return bool(await self._flow_script("store-result", uid, node, token, dumps(value)))
 
-    async def complete(self, uid: str, node: str, token: str, value_json: str | None) -> FlowReply:
-        r = await self._flow_script("complete", uid, node, token,
-                                    "0" if value_json is None else "1", value_json or "")
-        return FlowReply(bool(r[0]), "completed" if r[0] else "stale", None, str(r[1]),
-                         _queued(r[2]), str(r[3]), str(r[4]))
+    async def complete(self, calls: list[tuple[str, list[Completion]]]
+                       ) -> list[FlowStep[Settled] | BaseException]:
+        """Complete attempts on several flows in one batch: (uid, completions) per call;
+        per call one Settled row per completion, or the exception of that call."""
+        return await self._flow_steps("complete", [
+            (uid, [x for c in completions for x in (
+                c.node, c.token, "0" if c.use_stored else "1",
+                "" if c.use_stored else dumps(c.value))])
+            for uid, completions in calls], settled_row)
 
-    async def complete_many(self, calls: list[tuple[str, list[tuple[str, str, str]]]]
-                            ) -> list[tuple[str, str, list[tuple[bool, str]], list[Queued]]
-                                      | BaseException]:
-        """complete-many-19 on several flows in one batch: (uid, (node, token, value JSON)
-        triples) per call -> (phase, namespace, (accepted, queue) per triple, nodes to
-        queue), or the exception of that call."""
-        replies = await self._flow_scripts(
-            "complete-many", [(uid, [x for t in triples for x in t]) for uid, triples in calls])
-        out: list[tuple[str, str, list[tuple[bool, str]], list[Queued]] | BaseException] = []
-        for r in replies:
-            if isinstance(r, BaseException):
-                out.append(r)
-                continue
-            phase, ns, rows, queued = r
-            out.append((str(phase), str(ns), [(bool(x[0]), str(x[1])) for x in _rows(rows)],
-                        _queued(queued)))
-        return out
+    async def fail(self, uid: str, node: str, token: str, error: str, *, infrastructure: bool,
+                   infra_retries: int, jitter_share: float) -> FlowStep[Settled]:
+        return await self._flow_step("fail", uid, settled_row, node, token, error,
+                                     "1" if infrastructure else "0", infra_retries, jitter_share)
+
+    async def stall_many(self, leases: list[Lease], *, max_stalled: int,
+                         jitter_shares: list[float]) -> list[FlowStep[Settled] | BaseException]:
+        """Settle expired leases on their flows in one batch: one Settled row each (not
+        accepted when the lease was left over), or the exception of that call."""
+        return await self._flow_steps("stall", [
+            (lease.flow_uid, [lease.node, lease.token, max_stalled, share])
+            for lease, share in zip(leases, jitter_shares, strict=True)], settled_row)
+
+    async def release(self, uid: str, reason: str, pairs: list[tuple[str, str]]
+                      ) -> FlowStep[Settled]:
+        """Hand back (node, token) attempts of one flow: one Settled row per pair."""
+        return await self._flow_step("release", uid, settled_row, reason,
+                                     *(x for pair in pairs for x in pair))
 
     async def inputs(self, calls: list[tuple[str, list[str]]]
                      ) -> list[list[NodeInputs] | BaseException]:
-        """inputs-19 on several flows in one batch: (uid, nodes) per call -> per node, its
+        """Inputs of several flows' nodes in one batch: (uid, nodes) per call -> per node, its
         children's values and the errors of its ignored and failed children."""
         replies = await self._flow_scripts("inputs", [(uid, list(nodes)) for uid, nodes in calls])
 
@@ -169,73 +164,56 @@ class RedisStore:
             items = _rows(flat)
             return [(str(items[i]), str(items[i + 1])) for i in range(0, len(items), 2)]
 
+        def values(flat: Any) -> list[tuple[str, Any]]:
+            return [(child, json.loads(value)) for child, value in pairs(flat)]
+
         return [r if isinstance(r, BaseException) else [
-                    NodeInputs(pairs(x[0]), pairs(x[1]), pairs(x[2])) for x in _rows(r)]
+                    NodeInputs(values(x[0]), pairs(x[1]), pairs(x[2])) for x in _rows(_decode(r))]
                 for r in replies]
 
-    async def release(self, uid: str, reason: str, pairs: list[tuple[str, str]]
-                      ) -> tuple[str, str, list[tuple[bool, str]], list[Queued]]:
-        """release-19: (node, token) of one flow -> (phase, namespace, (released, queue) per
-        pair, nodes to queue)."""
-        flat = [x for pair in pairs for x in pair]
-        phase, ns, rows, queued = await self._flow_script("release", uid, reason, *flat)
-        return (str(phase), str(ns), [(bool(r[0]), str(r[1])) for r in _rows(rows)],
-                _queued(queued))
-
-    async def fail(self, uid: str, node: str, token: str, error: str, *, infrastructure: bool,
-                   infra_retries: int, jitter_share: float) -> FlowReply:
-        r = await self._flow_script("fail", uid, node, token, error,
-                                    "1" if infrastructure else "0", infra_retries, jitter_share)
-        retry_at = int(r[1]) if r[1] is not False else None
-        return FlowReply(r[0] != "stale", str(r[0]), retry_at, str(r[2]), _queued(r[3]),
-                         str(r[4]), str(r[5]))
-
-    async def stall(self, uid: str, node: str, token: str, *, max_stalled: int,
-                    jitter_share: float) -> tuple[str, str, list[Queued]]:
-        r = await self._flow_script("stall", uid, node, token, max_stalled, jitter_share)
-        return str(r[0]), str(r[1]), _queued(r[2])
-
-    async def update_progress(self, uid: str, node: str, token: str, progress_json: str) -> bool:
-        return bool(await self._flow_script("progress", uid, node, token, progress_json))
+    async def update_progress(self, uid: str, node: str, token: str, progress: Any) -> bool:
+        return bool(await self._flow_script("progress", uid, node, token, dumps(progress)))
 
     async def log(self, uid: str, node: str, token: str, message: str, cap: int) -> bool:
         return bool(await self._flow_script("log", uid, node, token, message, cap))
 
     # ---- flow control -----------------------------------------------------------------
 
-    async def suspend(self, uid: str) -> str:
-        return str(await self._flow_script("suspend", uid))
+    async def suspend(self, uid: str) -> FlowPhase:
+        return (await self._flow_step("suspend", uid, _pair)).phase
 
-    async def resume(self, uid: str) -> str:
-        return str(await self._flow_script("resume", uid))
+    async def resume(self, uid: str) -> FlowPhase:
+        return (await self._flow_step("resume", uid, _pair)).phase
 
-    async def cancel(self, uid: str) -> tuple[str, list[tuple[str, str]]]:
-        phase, active = await self._flow_script("cancel", uid)
-        return str(phase), [(str(n), str(t)) for n, t in _rows(active)]
+    async def cancel(self, uid: str) -> FlowStep[tuple[str, str]]:
+        """Cancel the flow: one (node, token) row per attempt still running."""
+        return await self._flow_step("cancel", uid, _pair)
 
     async def cancel_unstarted(self, uid: str, cursor: str, limit: int
                                ) -> tuple[list[tuple[str, str, int]], str, bool]:
-        """cancel-unstarted-19: one bounded step -> ((node, queue, priority) taken off the
-        ready set, the cursor for the next step, done)."""
+        """One bounded step of cancelling an ended flow's unstarted nodes -> ((node, queue,
+        priority) taken off the ready set, the cursor for the next step, done)."""
         unqueue, cursor, done = await self._flow_script("cancel-unstarted", uid, cursor, limit)
         return ([(str(r[0]), str(r[1]), int(r[2])) for r in _rows(unqueue)], str(cursor),
                 bool(done))
 
-    async def retry_failed(self, uid: str) -> int:
-        return int(await self._flow_script("retry-failed", uid))
+    async def retry_failed(self, uid: str) -> FlowStep[bool]:
+        """Retry a Failed flow's failed nodes: one row, False when the flow is not Failed."""
+        return await self._flow_step("retry-failed", uid, bool)
 
     async def delete(self, uid: str) -> int:
         return int(await self._flow_script("delete", uid))
 
     # ---- flow reads (bounded pages) ------------------------------------------------------
 
-    async def meta(self, uid: str) -> dict[str, str]:
+    async def meta(self, uid: str) -> FlowMeta | None:
+        """The flow's record; None when the flow is not in Redis."""
         raw = await self.redis.hgetall(self.flow(uid).meta)
-        return {text(k): text(v) for k, v in raw.items()}
+        return FlowMeta.decode({text(k): text(v) for k, v in raw.items()}) if raw else None
 
-    async def counts(self, uid: str) -> dict[str, int]:
+    async def counts(self, uid: str) -> dict[NodeState, int]:
         raw = await self.redis.hgetall(self.flow(uid).counts)
-        return {text(k): int(v) for k, v in raw.items() if int(v) != 0}
+        return {NodeState(text(k)): int(v) for k, v in raw.items() if int(v) != 0}
 
     async def failures(self, uid: str) -> list[tuple[str, str, int]]:
         raw = await self.redis.lrange(self.flow(uid).failures, 0, -1)
@@ -253,45 +231,83 @@ class RedisStore:
             if int(cursor) == 0:
                 return
 
-    async def fields(self, uid: str, key_name: str, nodes: list[str]) -> list[str | None]:
-        """HMGET of one per-node hash (state, spec, result...), paged."""
-        key = getattr(self.flow(uid), key_name)
+    async def _fields(self, key: str, nodes: list[str]) -> list[str | None]:
+        """HMGET of one per-node hash, paged."""
         out: list[str | None] = []
         for i in range(0, len(nodes), PAGE):
             raw = await self.redis.hmget(key, nodes[i:i + PAGE])
             out.extend(None if v is None else text(v) for v in raw)
         return out
 
-    async def field(self, uid: str, key_name: str, node: str) -> str | None:
-        raw = await self.redis.hget(getattr(self.flow(uid), key_name), node)
-        return None if raw is None else text(raw)
+    async def node_states(self, uid: str, nodes: list[str]) -> list[NodeState | None]:
+        """Each node's state; None for a node the flow does not have."""
+        raw = await self._fields(self.flow(uid).state, nodes)
+        return [None if s is None else NodeState(s) for s in raw]
+
+    async def node_specs(self, uid: str, nodes: list[str]) -> list[NodeSpec | None]:
+        raw = await self._fields(self.flow(uid).spec, nodes)
+        return [None if s is None else unpack_spec(s) for s in raw]
+
+    async def node_attempts(self, uid: str, nodes: list[str]) -> list[int]:
+        """Attempts started per node (0 for none)."""
+        return [int(a or 0) for a in await self._fields(self.flow(uid).attempt, nodes)]
+
+    async def node_results(self, uid: str, nodes: list[str]) -> list[Any]:
+        """Each node's return value (None when it has none)."""
+        return [loads(v) for v in await self._fields(self.flow(uid).result, nodes)]
+
+    async def node_errors(self, uid: str, nodes: list[str]) -> list[str | None]:
+        return await self._fields(self.flow(uid).error, nodes)
+
+    async def node_progress(self, uid: str, nodes: list[str]) -> list[Any]:
+        return [loads(v) for v in await self._fields(self.flow(uid).progress, nodes)]
+
+    async def node_children(self, uid: str, node: str) -> list[str]:
+        raw = await self.redis.hget(self.flow(uid).children, node)
+        return [] if raw is None else [str(c) for c in json.loads(raw)]
+
+    async def node_data(self, uid: str, node: str) -> Any:
+        """The node's input (None without data)."""
+        return loads(await self.redis.hget(self.flow(uid).data, node))
 
     async def active_tokens(self, uid: str) -> dict[str, str]:
         """node -> token of the attempts running now (bounded by the queues' concurrency)."""
         raw = await self.redis.hgetall(self.flow(uid).token)
         return {text(k): text(v) for k, v in raw.items()}
 
-    async def scan_states(self, uid: str) -> list[tuple[str, str]]:
+    async def scan_states(self, uid: str) -> list[tuple[str, NodeState]]:
         """Every node's state, read with HSCAN so no single call is long."""
-        out: list[tuple[str, str]] = []
+        out: list[tuple[str, NodeState]] = []
         cursor: int = 0
         key = self.flow(uid).state
         while True:
             cursor, page = await self.redis.hscan(key, cursor, count=PAGE)
-            out.extend((text(k), text(v)) for k, v in page.items())
+            out.extend((text(k), NodeState(text(v))) for k, v in page.items())
             if int(cursor) == 0:
                 return out
 
-    async def stream(self, uid: str, key_name: str, count: int) -> list[dict[str, str]]:
-        raw = await self.redis.xrevrange(getattr(self.flow(uid), key_name), count=count)
+    async def _stream(self, key: str, count: int) -> list[dict[str, str]]:
+        raw = await self.redis.xrevrange(key, count=count)
         return [
             {"id": text(entry_id), **{text(k): text(v) for k, v in fields.items()}}
             for entry_id, fields in reversed(raw)
         ]
 
+    async def logs(self, uid: str, count: int) -> list[dict[str, str]]:
+        """The latest lines of the flow's log stream (id, node, attempt, msg), oldest first."""
+        return await self._stream(self.flow(uid).logs, count)
+
+    async def events(self, uid: str, count: int) -> list[dict[str, str]]:
+        """The latest entries of the flow's event stream (id, type, node...), oldest first."""
+        return await self._stream(self.flow(uid).events, count)
+
     # ---- queues ---------------------------------------------------------------------
 
-    async def configure_queue(self, queue_id: str, settings: dict[str, int | None]) -> None:
+    async def configure_queue(self, queue_id: str, *, concurrency: int | None,
+                              rate_max: int | None, rate_per_ms: int | None,
+                              max_stalled: int) -> None:
+        settings = {"concurrency": concurrency, "rate_max": rate_max,
+                    "rate_per_ms": rate_per_ms, "max_stalled": max_stalled}
         key = self.queue(queue_id).config
         present = {k: v for k, v in settings.items() if v is not None}
         absent = [k for k, v in settings.items() if v is None]
@@ -300,40 +316,39 @@ class RedisStore:
         if absent:
             await self.redis.hdel(key, *absent)
 
-    async def queue_config(self, queue_id: str) -> dict[str, int]:
-        raw = await self.redis.hgetall(self.queue(queue_id).config)
-        return {text(k): int(v) for k, v in raw.items()}
+    async def max_stalled(self, queue_id: str, default: int) -> int:
+        """How many lease expiries a node of the queue may have (`default` if unset)."""
+        raw = await self.redis.hget(self.queue(queue_id).config, "max_stalled")
+        return default if raw is None else int(raw)
 
-    async def enqueue(self, queue_id: str, items: list[tuple[str, int, int]]) -> int:
-        q = self.queue(queue_id)
+    async def enqueue(self, queue_id: str, entries: list[QueueEntry]) -> int:
+        """Put nodes on the queue (idempotent); returns how many were not on it yet."""
         added = 0
-        for i in range(0, len(items), PAGE):
-            flat = [x for item in items[i:i + PAGE] for x in item]
-            added += int(_decode(await self.scripts.run(
-                "enqueue", (q.ready, q.delayed, q.seq), flat)))
+        for i in range(0, len(entries), PAGE):
+            flat = [x for e in entries[i:i + PAGE]
+                    for x in (queue_member(e.flow_uid, e.node), e.priority, e.due)]
+            added += int(await self._queue_script("enqueue", queue_id, flat))
         return added
 
     async def take(self, queue_id: str, max_members: int, lease_ms: int,
-                   tokens: list[str]) -> tuple[list[tuple[str, str]], int]:
-        q = self.queue(queue_id)
-        taken, rate_wait = _decode(await self.scripts.run(
-            "take", (q.ready, q.active, q.config, q.rate, q.takes),
-            [max_members, lease_ms, *tokens]))
-        return [(str(m), str(t)) for m, t in _rows(taken)], int(rate_wait)
+                   tokens: list[str]) -> tuple[list[Lease], int]:
+        """Hold up to `max_members` ready nodes under the given tokens -> (leases, ms until
+        the rate limit frees a slot or 0)."""
+        taken, rate_wait = await self._queue_script("take", queue_id,
+                                                     [max_members, lease_ms, *tokens])
+        return [Lease(*split_member(str(m)), str(t)) for m, t in _rows(taken)], int(rate_wait)
 
     async def promote(self, queue_id: str, max_members: int) -> tuple[int, int | None]:
-        q = self.queue(queue_id)
-        moved, next_due = _decode(await self.scripts.run(
-            "promote", (q.delayed, q.ready, q.seq), [max_members]))
+        moved, next_due = await self._queue_script("promote", queue_id, [max_members])
         return int(moved), None if int(next_due) < 0 else int(next_due)
 
-    async def renew(self, queue_id: str, lease_ms: int, members: list[str]) -> int:
-        return int(_decode(await self.scripts.run(
-            "renew", (self.queue(queue_id).active,), [lease_ms, *members])))
+    async def renew(self, queue_id: str, lease_ms: int, leases: list[Lease]) -> int:
+        return int(await self._queue_script(
+            "renew", queue_id, [lease_ms, *(active_member(*lease) for lease in leases)]))
 
-    async def expired_leases(self, queue_id: str, max_members: int) -> list[str]:
-        return [str(m) for m in _rows(_decode(await self.scripts.run(
-            "expired-leases", (self.queue(queue_id).active,), [max_members])))]
+    async def expired_leases(self, queue_id: str, max_members: int) -> list[Lease]:
+        return [Lease(*split_active(str(m))) for m in _rows(await self._queue_script(
+            "expired-leases", queue_id, [max_members]))]
 
     async def unqueue(self, queue_id: str, uid: str, nodes: list[tuple[str, int]]) -> int:
         """Remove (node, priority) of one flow from the queue's ready and delayed sets."""
@@ -343,10 +358,12 @@ class RedisStore:
         removed = int(await self.redis.zrem(q.ready, *ready))
         return removed + int(await self.redis.zrem(q.delayed, *delayed))
 
-    async def drop_active(self, queue_id: str, members: list[str]) -> int:
-        if not members:
+    async def drop_leases(self, queue_id: str, leases: list[Lease]) -> int:
+        """Free the queue's hold on these attempts (settled, refused or left over)."""
+        if not leases:
             return 0
-        return int(await self.redis.zrem(self.queue(queue_id).active, *members))
+        return int(await self.redis.zrem(self.queue(queue_id).active,
+                                         *(active_member(*lease) for lease in leases)))
 
     async def takes(self, queue_id: str, count: int = 10_000) -> list[tuple[int, int]]:
         """(server time ms, nodes taken) of the queue's latest take calls, oldest first."""

@@ -1,4 +1,4 @@
-"""Load the Lua scripts from `lua/`, resolve their includes, and register them with a client."""
+"""Load the Lua scripts from `lua/<group>/`, resolve their includes, register them with a client."""
 
 from __future__ import annotations
 
@@ -8,12 +8,21 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+from kflow.store.keys import FLOW_KEY_NAMES, QUEUE_KEY_NAMES
+
 _INCLUDE = re.compile(r"^-- @include (\S+)\s*$", re.MULTILINE)
-_SCRIPT_NAME = re.compile(r"^([a-z-]+)-(\d+)\.lua$")
+_SCRIPT_NAME = re.compile(r"^([a-z-]+)\.lua$")
+# The script groups: the slot a script works in, and the keys every script of it takes.
+GROUPS: dict[str, tuple[str, ...]] = {"flow": FLOW_KEY_NAMES, "queue": QUEUE_KEY_NAMES}
 
 
-def _read(name: str) -> str:
-    return resources.files("kflow.store.lua").joinpath(name).read_text(encoding="utf-8")
+def _read(path: str) -> str:
+    """An include by its path under lua/ without ".lua": "flow/_lib", "_clock"."""
+    folder = resources.files("kflow.store.lua")
+    *dirs, name = path.split("/")
+    for part in dirs:
+        folder = folder.joinpath(part)
+    return folder.joinpath(f"{name}.lua").read_text(encoding="utf-8")
 
 
 def _resolve(source: str, seen: frozenset[str] = frozenset()) -> str:
@@ -21,37 +30,44 @@ def _resolve(source: str, seen: frozenset[str] = frozenset()) -> str:
         name = match.group(1)
         if name in seen:
             raise ValueError(f"Lua include cycle through {name}.lua")
-        return _resolve(_read(f"{name}.lua"), seen | {name})
+        return _resolve(_read(name), seen | {name})
 
     return _INCLUDE.sub(include, source)
 
 
 @cache
 def script_sources() -> dict[str, tuple[int, str]]:
-    """verb -> (key count, full source with includes inlined), for every `verb-N.lua`."""
+    """"<group>/<verb>" -> (key count, full source with includes inlined), for every script
+    `lua/<group>/<verb>.lua` (files starting with "_" are includes)."""
     out: dict[str, tuple[int, str]] = {}
-    for entry in resources.files("kflow.store.lua").iterdir():
-        match = _SCRIPT_NAME.match(entry.name)
-        if match:
-            out[match.group(1)] = (int(match.group(2)), _resolve(entry.read_text("utf-8")))
+    for group, key_names in GROUPS.items():
+        for entry in resources.files(f"kflow.store.lua.{group}").iterdir():
+            match = _SCRIPT_NAME.match(entry.name)
+            if match:
+                out[f"{group}/{match.group(1)}"] = (len(key_names),
+                                                     _resolve(entry.read_text("utf-8")))
     return out
 
 
 class Scripts:
-    """The registered scripts of one client; `run` checks the key count against the file name."""
+    """The registered scripts of one client; `run` checks the key count against the group."""
 
     def __init__(self, client: Any) -> None:
         self._client = client
         self._scripts = {
-            verb: (nkeys, client.register_script(source))
-            for verb, (nkeys, source) in script_sources().items()
+            name: (nkeys, client.register_script(source))
+            for name, (nkeys, source) in script_sources().items()
         }
 
-    async def run(self, verb: str, keys: tuple[str, ...] | list[str], args: list[Any]) -> Any:
-        nkeys, script = self._scripts[verb]
+    def _script(self, name: str, keys: tuple[str, ...] | list[str]) -> Any:
+        nkeys, script = self._scripts[name]
         if len(keys) != nkeys:
-            raise ValueError(f"script {verb}-{nkeys}.lua called with {len(keys)} keys")
-        return await script(keys=list(keys), args=args)
+            raise ValueError(f"script {name}.lua takes the {nkeys} keys of its group, "
+                             f"called with {len(keys)}")
+        return script
+
+    async def run(self, name: str, keys: tuple[str, ...] | list[str], args: list[Any]) -> Any:
+        return await self._script(name, keys)(keys=list(keys), args=args)
 
     async def run_many(self, calls: list[tuple[str, tuple[str, ...] | list[str], list[Any]]]
                        ) -> list[Any]:
@@ -69,9 +85,6 @@ class Scripts:
             return list(await asyncio.gather(*(self.run(v, k, a) for v, k, a in calls),
                                              return_exceptions=True))
         pipe = self._client.pipeline(transaction=False)
-        for verb, keys, args in calls:
-            nkeys, script = self._scripts[verb]
-            if len(keys) != nkeys:
-                raise ValueError(f"script {verb}-{nkeys}.lua called with {len(keys)} keys")
-            await script(keys=list(keys), args=args, client=pipe)
+        for name, keys, args in calls:
+            await self._script(name, keys)(keys=list(keys), args=args, client=pipe)
         return list(await pipe.execute(raise_on_error=False))

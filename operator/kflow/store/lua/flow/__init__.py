@@ -1,0 +1,1 @@
+"""Scripts that work in one flow's slot (keys: `_keys.lua`)."""

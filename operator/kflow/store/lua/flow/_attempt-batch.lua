@@ -1,0 +1,30 @@
+--[[
+  Include: settle a batch of attempts of one flow, each fenced by its token. Needs
+  flow/_keys, _clock, flow/_lib, flow/_fence and flow/_reply. ARGV holds groups of `width`
+  values from index `first` on, each group starting with node and token;
+  `settle(i, node, now, out)` runs for every attempt whose node is still active with that
+  token (i: the group's first ARGV index) and returns its outcome and a time (ms) or false.
+  Returns the script's reply, the flow-step envelope (_reply) with one row per group:
+    {accepted, the node's queue, outcome, retry time ms or false}
+  outcome "stale" for a refused group; a flow that no longer exists refuses every group.
+]]
+local function settle_attempts(first, width, settle)
+  local rows = {}
+  if not redis.call('HGET', K_META, 'phase') then
+    for _ = first, #ARGV, width do rows[#rows + 1] = {false, '', 'stale', false} end
+    return step_reply(rows, {})
+  end
+  local now = now_ms()
+  local out = {}
+  for i = first, #ARGV, width do
+    local node, token = ARGV[i], ARGV[i + 1]
+    if holds(node, token) then
+      local outcome, at = settle(i, node, now, out)
+      rows[#rows + 1] = {true, queue_of(node), outcome, at or false}
+    else
+      rows[#rows + 1] = {false, queue_of(node), 'stale', false}
+    end
+  end
+  apply_expiry()
+  return step_reply(rows, out)
+end

@@ -1,0 +1,29 @@
+--[[
+  Include: the key list of the flow group, stated once. Every flow script takes these 19
+  keys, all under the flow's hash tag {<flow uid>}, in the order of the fields of
+  kflow.store.keys.FlowKeys; none of them is ever built in Lua.
+
+    KEYS[1] meta      hash: namespace, name, phase, total, roots_left, times, ttl, suspended
+    KEYS[2] state     hash node -> state
+    KEYS[3] spec      hash node -> packed static options (see _lib)
+    KEYS[4] parents   hash node -> JSON list (only nodes that have parents)
+    KEYS[5] children  hash node -> JSON list (only nodes that have children)
+    KEYS[6] data      hash node -> input JSON (only nodes with data)
+    KEYS[7] pending   hash node -> dependencies not yet settled (waiting nodes only)
+    KEYS[8] attempt   hash node -> attempts started
+    KEYS[9] token     hash node -> fencing token of the running attempt
+    KEYS[10] result   hash node -> return value JSON
+    KEYS[11] error    hash node -> last error text
+    KEYS[12] progress hash node -> progress JSON of the running attempt
+    KEYS[13] counts   hash state -> number of nodes
+    KEYS[14] ready    zset node -> time ready / due (ready and delayed nodes)
+    KEYS[15] failed   hash node -> "o" own failure | "p" propagated | "c" cancelled
+    KEYS[16] requeues hash "i|node" infrastructure retries, "s|node" stalls
+    KEYS[17] failures list: first failures, capped
+    KEYS[18] events   stream, bounded
+    KEYS[19] logs     stream, bounded: log lines of attempts
+]]
+local K_META, K_STATE, K_SPEC, K_PARENTS, K_CHILDREN = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local K_DATA, K_PENDING, K_ATTEMPT, K_TOKEN, K_RESULT = KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
+local K_ERROR, K_PROGRESS, K_COUNTS, K_READY, K_FAILED = KEYS[11], KEYS[12], KEYS[13], KEYS[14], KEYS[15]
+local K_REQUEUES, K_FAILURES, K_EVENTS, K_LOGS = KEYS[16], KEYS[17], KEYS[18], KEYS[19]

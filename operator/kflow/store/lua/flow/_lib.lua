@@ -1,0 +1,119 @@
+--[[
+  Include: node state bookkeeping shared by the flow scripts. Needs flow/_keys and _clock.
+
+  A node's static options live in K_SPEC as a JSON array (see kflow.store.codec.pack_spec):
+    [1] queue  [2] priority  [3] attempts  [4] backoff "f"|"e"  [5] backoff delay ms
+    [6] backoff max delay ms (-1 none)  [7] jitter 0..1  [8] start delay ms
+    [9] timeout ms (-1 none)  [10] onFailure "P"(failParent)|"I"(ignore)|"R"(remove)|"C"(continueParent)
+]]
+local S_QUEUE, S_PRIORITY, S_ATTEMPTS, S_BACKOFF, S_DELAY = 1, 2, 3, 4, 5
+local S_MAXDELAY, S_JITTER, S_START_DELAY, S_TIMEOUT, S_ONFAIL = 6, 7, 8, 9, 10
+local EVENTS_MAXLEN = 1000
+local FAILURES_CAP = 10
+-- States in which nothing more happens to a node in this run of its flow.
+local SETTLED_STATES = {'completed', 'failed', 'ignored', 'removed', 'cancelled'}
+
+local function spec_of(node)
+  return cjson.decode(redis.call('HGET', K_SPEC, node))
+end
+
+-- Parents and children are stored only for nodes that have them.
+local function list_of(key, node)
+  local v = redis.call('HGET', key, node)
+  if v then return cjson.decode(v) end
+  return {}
+end
+
+-- Every state change goes through here so that the per-state counts stay exact.
+local function set_state(node, old, new)
+  redis.call('HSET', K_STATE, node, new)
+  if old then redis.call('HINCRBY', K_COUNTS, old, -1) end
+  redis.call('HINCRBY', K_COUNTS, new, 1)
+end
+
+local function emit(kind, node, ...)
+  redis.call('XADD', K_EVENTS, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'type', kind, 'node', node, ...)
+end
+
+-- Once a finished flow has an expiry time, every key it writes later (a late result, a new
+-- hash created after the finish) must carry the same expiry, or it would outlive the flow.
+local function apply_expiry()
+  local at = redis.call('HGET', K_META, 'expire_at')
+  if at then
+    for i = 1, #KEYS do redis.call('PEXPIREAT', KEYS[i], at) end
+  end
+end
+
+-- The node's queue name ("" for a node the flow does not have): where its lease is held.
+local function queue_of(node)
+  local spec = redis.call('HGET', K_SPEC, node)
+  if spec then return cjson.decode(spec)[S_QUEUE] end
+  return ''
+end
+
+local function finish_flow(phase, now)
+  redis.call('HSET', K_META, 'phase', phase, 'finished_at', now)
+  local ttl = redis.call('HGET', K_META, 'ttl')
+  if ttl and tonumber(ttl) >= 0 then
+    redis.call('HSET', K_META, 'expire_at', now + tonumber(ttl) * 1000)
+  end
+  emit('flow', '', 'phase', phase)
+end
+
+-- Nodes of the flow not settled yet: waiting, delayed, ready or running.
+local function unsettled()
+  local n = tonumber(redis.call('HGET', K_META, 'total'))
+  local c = redis.call('HMGET', K_COUNTS, unpack(SETTLED_STATES))
+  for i = 1, #c do n = n - tonumber(c[i] or '0') end
+  return n
+end
+
+-- A running flow succeeds when every root completed and no node is left to settle:
+-- continueParent can release a parent (and so a root) while its other children still run,
+-- and those run to their end before the flow does.
+local function maybe_succeed(now)
+  if tonumber(redis.call('HGET', K_META, 'roots_left')) <= 0 and unsettled() == 0 then
+    finish_flow('Succeeded', now)
+  end
+end
+
+-- A node that will not run (again) because its flow ended: cancelled, with the reason as its
+-- error, and marked "c" in the failed hash so that a retry of the flow brings it back.
+local function cancel_node(node, reason)
+  set_state(node, redis.call('HGET', K_STATE, node), 'cancelled')
+  redis.call('HSET', K_FAILED, node, 'c')
+  redis.call('HSET', K_ERROR, node, reason)
+  redis.call('ZREM', K_READY, node)
+  redis.call('HDEL', K_TOKEN, node)
+  redis.call('HDEL', K_PENDING, node)
+  emit('cancelled', node, 'reason', reason)
+end
+
+-- Put `node` on the flow's ready set: state ready (due <= now) or delayed (due > now).
+-- Appends {node, queue, priority, due or 0} to `out` for the engine's queue step.
+local function schedule(node, old, due, now, out, spec)
+  spec = spec or spec_of(node)
+  if due > now then
+    set_state(node, old, 'delayed')
+    redis.call('ZADD', K_READY, due, node)
+    out[#out + 1] = {node, spec[S_QUEUE], spec[S_PRIORITY], due}
+  else
+    set_state(node, old, 'ready')
+    redis.call('ZADD', K_READY, now, node)
+    out[#out + 1] = {node, spec[S_QUEUE], spec[S_PRIORITY], 0}
+  end
+end
+
+-- A waiting parent whose dependencies are met: honour its start delay.
+local function unlock(node, now, out)
+  local spec = spec_of(node)
+  redis.call('HDEL', K_PENDING, node)
+  schedule(node, 'waiting-children', now + spec[S_START_DELAY], now, out, spec)
+end
+
+-- One dependency of a waiting parent is settled (completed, ignored or removed).
+local function child_settled(parent, now, out)
+  if redis.call('HGET', K_STATE, parent) == 'waiting-children' then
+    if redis.call('HINCRBY', K_PENDING, parent, -1) <= 0 then unlock(parent, now, out) end
+  end
+end

@@ -1,0 +1,19 @@
+--[[
+  Include: the reply envelope of every flow step, decoded in one place
+  (kflow.store.redis_store.decode_step). Needs flow/_keys.
+
+    {phase, namespace, name, rows, queued}
+    phase      the phase a reader sees: a suspended running flow shows as "Suspended";
+               "Missing" when the flow has no keys
+    namespace  the flow's namespace ("" when missing): queue ids are "<namespace>/<queue>"
+    name       the flow's name ("" when missing)
+    rows       one row per item the script was given; each script documents its rows
+    queued     {node, queue, priority, due or 0} per node the step made ready or delayed:
+               the engine's queue step puts them on their queues (only in a running flow)
+]]
+local function step_reply(rows, queued)
+  local m = redis.call('HMGET', K_META, 'phase', 'suspended', 'namespace', 'name')
+  local phase = m[1] or 'Missing'
+  if phase == 'Running' and m[2] == '1' then phase = 'Suspended' end
+  return cjson.encode({phase, m[3] or '', m[4] or '', rows, queued})
+end

@@ -1,0 +1,30 @@
+--[[
+  Complete active attempts of one flow, one or a worker's batch in one call: each node
+  becomes completed with its value, and every parent waiting on it has one dependency less;
+  a parent whose last dependency settled becomes ready (or delayed by its start delay).
+  Parents read the value from the result hash. The flow succeeds when no root is left and
+  no other node is still to settle. An attempt whose token is stale or whose node already
+  completed is refused on its own (nothing changes for it); the others still complete.
+
+  Keys: the flow group (flow/_keys.lua); uses meta, result (and those of flow/_complete).
+  ARGV quadruples: node, token, "1" value given / "0" use the value stored earlier,
+                   value JSON (when given)
+
+  Returns (JSON): the flow-step envelope (flow/_reply) with rows as flow/_attempt-batch:
+    {accepted, the node's queue, "completed" or "stale", false} per quadruple
+  Events: completed (node) per accepted attempt; flow phase Succeeded.
+]]
+-- @include flow/_keys
+-- @include _clock
+-- @include flow/_lib
+-- @include flow/_fence
+-- @include flow/_reply
+-- @include flow/_complete
+-- @include flow/_attempt-batch
+
+return settle_attempts(1, 4, function(i, node, now, out)
+  local value = ARGV[i + 3]
+  if ARGV[i + 2] == '0' then value = redis.call('HGET', K_RESULT, node) or 'null' end
+  complete_checked(node, value, redis.call('HGET', K_META, 'phase'), now, out)
+  return 'completed'
+end)

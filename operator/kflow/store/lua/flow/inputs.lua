@@ -1,0 +1,34 @@
+--[[
+  Read the inputs of several nodes of one flow in one call (a worker's batch): for each,
+  the values of its completed children, the errors of its children that failed under
+  onFailure=ignore, and the errors of its children that failed for good (a parent runs with
+  such a child only when continueParent released it). Read-only.
+
+  Keys: the flow group (flow/_keys.lua); uses state, children, result, error.
+  ARGV: nodes
+  Returns (JSON): [ {[child, value JSON, ...], [child, error, ...] ignored,
+                     [child, error, ...] failed} per node ]
+    (flat name/value lists: cjson cannot tell an empty object from an empty list)
+  Events: none.
+]]
+-- @include flow/_keys
+-- @include flow/_lib
+
+local res = {}
+for i = 1, #ARGV do
+  local values, ignored, failed = {}, {}, {}
+  for _, c in ipairs(list_of(K_CHILDREN, ARGV[i])) do
+    local st = redis.call('HGET', K_STATE, c)
+    if st == 'completed' then
+      values[#values + 1] = c
+      values[#values + 1] = redis.call('HGET', K_RESULT, c) or 'null'
+    elseif st == 'ignored' or st == 'failed' then
+      local into = ignored
+      if st == 'failed' then into = failed end
+      into[#into + 1] = c
+      into[#into + 1] = redis.call('HGET', K_ERROR, c) or ''
+    end
+  end
+  res[i] = {values, ignored, failed}
+end
+return cjson.encode(res)

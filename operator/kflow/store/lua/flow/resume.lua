@@ -1,0 +1,17 @@
+--[[
+  Resume a suspended flow; the engine then re-queues the flow's ready set (reconciliation).
+
+  Keys: the flow group (flow/_keys.lua); uses meta.
+  ARGV: none.
+  Returns (JSON): the flow-step envelope (flow/_reply), no rows, queued empty.
+  Events: flow suspended 0.
+]]
+-- @include flow/_keys
+-- @include flow/_lib
+-- @include flow/_reply
+
+if redis.call('HGET', K_META, 'suspended') == '1' then
+  redis.call('HDEL', K_META, 'suspended')
+  emit('flow', '', 'suspended', '0')
+end
+return step_reply({}, {})

@@ -1,0 +1,65 @@
+--[[
+  Retry a Failed flow: every node that failed on its own attempts becomes ready with fresh
+  attempts (a root that ended ignored or removed counts as failed); every node failed by
+  propagation or cancelled by the end of the flow goes back to waiting-children with its
+  pending count recomputed (ready at once, start delay honoured, if nothing is pending).
+  The flow is Running again and loses its expiry; the engine then re-queues the flow's
+  ready set.
+
+  Keys: the flow group (flow/_keys.lua); uses meta, state, parents, children, attempt,
+  error, failed, requeues, pending, failures (and every key, to drop the expiry).
+  ARGV: none.
+  Returns (JSON): the flow-step envelope (flow/_reply) with one row {retried}: false when
+    the flow is not Failed; queued holds the nodes made ready (or delayed).
+  Events: flow phase Running (retry).
+]]
+-- @include flow/_keys
+-- @include _clock
+-- @include flow/_lib
+-- @include flow/_reply
+
+if redis.call('HGET', K_META, 'phase') ~= 'Failed' then return step_reply({false}, {}) end
+local now = now_ms()
+-- Nodes in state failed are retried; so are roots that ended ignored or removed (they failed
+-- the flow, and no parent moved on without them). Other ignored/removed nodes stay settled.
+local own, propagated, states = {}, {}, {}
+local f = redis.call('HGETALL', K_FAILED)
+for i = 1, #f, 2 do
+  local node = f[i]
+  local st = redis.call('HGET', K_STATE, node)
+  if st == 'failed' or st == 'cancelled' or ((st == 'ignored' or st == 'removed')
+      and redis.call('HEXISTS', K_PARENTS, node) == 0) then
+    states[node] = st
+    if f[i + 1] == 'o' then own[#own + 1] = node else propagated[#propagated + 1] = node end
+  end
+end
+local out = {}
+for _, node in ipairs(own) do
+  redis.call('HDEL', K_ATTEMPT, node)
+  redis.call('HDEL', K_ERROR, node)
+  redis.call('HDEL', K_FAILED, node)
+  redis.call('HDEL', K_REQUEUES, 'i|' .. node, 's|' .. node)
+  schedule(node, states[node], 0, now, out)
+end
+-- Own failures are ready now, so they count as pending for the propagated parents.
+local settled = {completed = true, ignored = true, removed = true}
+for _, node in ipairs(propagated) do
+  redis.call('HDEL', K_ERROR, node)
+  redis.call('HDEL', K_FAILED, node)
+  -- A cancelled node starts over: attempts it had count for nothing now.
+  redis.call('HDEL', K_ATTEMPT, node)
+  redis.call('HDEL', K_REQUEUES, 'i|' .. node, 's|' .. node)
+  local pending = 0
+  for _, c in ipairs(list_of(K_CHILDREN, node)) do
+    if not settled[redis.call('HGET', K_STATE, c)] then pending = pending + 1 end
+  end
+  set_state(node, states[node], 'waiting-children')
+  redis.call('HSET', K_PENDING, node, pending)
+  if pending == 0 then unlock(node, now, out) end
+end
+redis.call('HSET', K_META, 'phase', 'Running')
+redis.call('HDEL', K_META, 'finished_at', 'expire_at')
+redis.call('DEL', K_FAILURES)
+for i = 1, #KEYS do redis.call('PERSIST', KEYS[i]) end
+emit('flow', '', 'phase', 'Running', 'retry', #out)
+return step_reply({true}, out)

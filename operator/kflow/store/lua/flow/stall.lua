@@ -1,0 +1,52 @@
+--[[
+  Handle one expired queue lease: if the node is still active under that token, its
+  attempt stalled (worker or pod vanished): back to ready without spending an attempt, up
+  to ARGV[3] times per node, then the attempt fails as "stalled" (retry/onFailure apply).
+  If the token no longer matches, the lease was left over (a crash between a flow step and
+  a queue step): nothing changes here, and a node still ready is reported for re-queueing.
+
+  Keys: the flow group (flow/_keys.lua); uses meta, state, ready, requeues (and those of
+  flow/_attempt-failure).
+  ARGV[1] node   ARGV[2] token   ARGV[3] max stalls per node   ARGV[4] jitter share 0..1
+
+  Returns (JSON): the flow-step envelope (flow/_reply) with one row as flow/_attempt-batch:
+    {accepted, the node's queue, outcome, retry time ms or false}
+    outcome "requeued" | "retry" | "failed" | "cancelled" (the flow had ended) | "stale"
+    (the lease was left over; queued then holds the node if it is still ready or delayed)
+  Events: stalled; then as flow/fail.
+]]
+-- @include flow/_keys
+-- @include _clock
+-- @include flow/_lib
+-- @include flow/_fence
+-- @include flow/_reply
+-- @include flow/_attempt-failure
+
+local node, token = ARGV[1], ARGV[2]
+if not redis.call('HGET', K_META, 'phase') then
+  return step_reply({{false, '', 'stale', false}}, {})
+end
+local now = now_ms()
+local out = {}
+if not holds(node, token) then
+  local st = redis.call('HGET', K_STATE, node)
+  if st == 'ready' or st == 'delayed' then
+    local spec = spec_of(node)
+    local due = 0
+    if st == 'delayed' then due = tonumber(redis.call('ZSCORE', K_READY, node) or '0') end
+    out[1] = {node, spec[S_QUEUE], spec[S_PRIORITY], due}
+  end
+  return step_reply({{false, queue_of(node), 'stale', false}}, out)
+end
+emit('stalled', node)
+local stalls = redis.call('HINCRBY', K_REQUEUES, 's|' .. node, 1)
+local outcome, at = 'requeued', false
+if stalls <= tonumber(ARGV[3]) and redis.call('HGET', K_META, 'phase') == 'Running' then
+  requeue_without_attempt(node, now, out)
+else
+  local r = attempt_failed(node, 'stalled: the attempt lost its lease ' .. stalls .. ' times',
+    now, tonumber(ARGV[4]), out, true)
+  outcome, at = r[1], r[2]
+end
+apply_expiry()
+return step_reply({{true, queue_of(node), outcome, at}}, out)

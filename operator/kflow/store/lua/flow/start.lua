@@ -1,0 +1,60 @@
+--[[
+  Start attempts of nodes the queue just handed out (the queue step ran first and holds
+  each under its token). A node starts only if the flow is Running, not suspended, and the
+  node is still ready (or delayed and due); anything else is refused and the engine drops
+  the queue's hold.
+
+  Keys: the flow group (flow/_keys.lua); uses meta, state, spec, data, attempt, token,
+  result, progress, counts, ready, events.
+  ARGV[1] owner (who runs the attempts)
+  ARGV[2..] pairs: node, token (unique per attempt; becomes the node's fencing token)
+
+  Returns (JSON): the flow-step envelope (flow/_reply), queued empty, one row per pair:
+    {node, status, attempt, data JSON, timeout ms, due, priority}
+    status "ok"        started: attempt number, data and timeout (-1: none) filled in
+           "suspended" flow suspended: node stays ready and is re-queued on resume
+           "early"     node delayed and not yet due: due and priority filled in
+           "gone"      flow missing/finished/cancelled or node no longer ready
+  Events: started (node, attempt, owner).
+]]
+-- @include flow/_keys
+-- @include _clock
+-- @include flow/_lib
+-- @include flow/_reply
+
+local m = redis.call('HMGET', K_META, 'phase', 'suspended')
+local now = now_ms()
+local res = {}
+for i = 2, #ARGV, 2 do
+  local node, token = ARGV[i], ARGV[i + 1]
+  local r = {node, 'gone', 0, 'null', -1, 0, 0}
+  if m[1] == 'Running' then
+    if m[2] == '1' then
+      r[2] = 'suspended'
+    else
+      local st = redis.call('HGET', K_STATE, node)
+      local due = 0
+      if st == 'delayed' then due = tonumber(redis.call('ZSCORE', K_READY, node) or '0') end
+      if st == 'delayed' and due > now then
+        r[2] = 'early'
+        r[6] = due
+        r[7] = spec_of(node)[S_PRIORITY]
+      elseif st == 'ready' or st == 'delayed' then
+        local attempt = redis.call('HINCRBY', K_ATTEMPT, node, 1)
+        redis.call('HSET', K_TOKEN, node, token)
+        set_state(node, st, 'active')
+        redis.call('ZREM', K_READY, node)
+        redis.call('HDEL', K_RESULT, node)
+        redis.call('HDEL', K_PROGRESS, node)
+        local spec = spec_of(node)
+        r[2] = 'ok'
+        r[3] = attempt
+        r[4] = redis.call('HGET', K_DATA, node) or 'null'
+        r[5] = spec[S_TIMEOUT]
+        emit('started', node, 'attempt', attempt, 'owner', ARGV[1])
+      end
+    end
+  end
+  res[#res + 1] = r
+end
+return step_reply(res, {})

@@ -1,0 +1,1 @@
+"""Scripts that work in one queue's slot (keys: `_keys.lua`)."""

@@ -1,0 +1,42 @@
+--[[
+  Take up to ARGV[1] ready members of a queue, lowest score first (priority, then FIFO),
+  within the queue's concurrency (size of the active set) and rate limit (a sliding window
+  on the server clock), and hold each in the active set under its token until its lease
+  ends. The engine then starts each attempt on its flow (flow/start).
+
+  Keys: the queue group (queue/_keys.lua); uses ready, active, config, rate, takes.
+  ARGV[1] max members   ARGV[2] lease ms   ARGV[3..] one token per possible member
+  Returns (JSON): {[ {member, token} ... ], ms until the rate limit frees a slot or 0}
+  Events: none on flows; one entry in the queue's takes stream per call that took something.
+]]
+-- @include queue/_keys
+-- @include _clock
+
+local now = now_ms()
+local limit = math.min(tonumber(ARGV[1]), #ARGV - 2)
+local cfg = redis.call('HMGET', K_CONFIG, 'concurrency', 'rate_max', 'rate_per_ms')
+if cfg[1] then limit = math.min(limit, tonumber(cfg[1]) - redis.call('ZCARD', K_ACTIVE)) end
+local rate_wait = 0
+if cfg[2] and cfg[3] then
+  redis.call('ZREMRANGEBYSCORE', K_RATE, '-inf', now - tonumber(cfg[3]))
+  local room = tonumber(cfg[2]) - redis.call('ZCARD', K_RATE)
+  if room <= limit then
+    local oldest = redis.call('ZRANGE', K_RATE, 0, 0, 'WITHSCORES')
+    if #oldest > 0 then rate_wait = math.max(1, tonumber(oldest[2]) + tonumber(cfg[3]) - now) end
+    limit = room
+  end
+end
+local taken = {}
+if limit > 0 then
+  local popped = redis.call('ZPOPMIN', K_READY, limit)
+  for i = 1, #popped, 2 do
+    local token = ARGV[2 + (i + 1) / 2]
+    redis.call('ZADD', K_ACTIVE, now + tonumber(ARGV[2]), popped[i] .. '|' .. token)
+    if cfg[2] and cfg[3] then redis.call('ZADD', K_RATE, now, popped[i] .. '|' .. token) end
+    taken[#taken + 1] = {popped[i], token}
+  end
+end
+if #taken > 0 then
+  redis.call('XADD', K_TAKES, 'MAXLEN', '~', 10000, '*', 'n', #taken, 'at', now)
+end
+return cjson.encode({taken, rate_wait})

@@ -1,0 +1,162 @@
+"""The values the store takes and returns: domain values, never Redis encodings."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeAlias, TypeVar
+
+from kflow.api.states import AttemptOutcome, FlowPhase, StartStatus
+
+if TYPE_CHECKING:
+    import redis.asyncio
+    import redis.asyncio.cluster
+
+# The client the store is built on: one server or a cluster (kflow.store.connect opens one).
+RedisClient: TypeAlias = "redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster"
+
+R = TypeVar("R")
+
+
+class Queued(NamedTuple):
+    """A node a flow step made ready (due 0) or delayed (due ms): it goes on its queue."""
+
+    node: str
+    queue: str  # queue name, in the flow's namespace
+    priority: int
+    due: int
+
+
+class QueueEntry(NamedTuple):
+    """A node of a flow on a queue: ready (due 0) in priority order, or delayed until due."""
+
+    flow_uid: str
+    node: str
+    priority: int
+    due: int
+
+
+class Lease(NamedTuple):
+    """A queue's hold on a node while an attempt (its token) runs: ends by settling the
+    attempt, or by running out."""
+
+    flow_uid: str
+    node: str
+    token: str
+
+
+class Completion(NamedTuple):
+    """One attempt to complete: with its value, or with the one it stored earlier."""
+
+    node: str
+    token: str
+    value: Any = None
+    use_stored: bool = False
+
+
+class Settled(NamedTuple):
+    """A row of an attempt-settling step (complete, fail, release, stall)."""
+
+    accepted: bool  # the attempt was current (its token held the node): it was settled
+    queue: str  # the node's queue name: where its lease is held
+    outcome: AttemptOutcome
+    at_ms: int | None  # retry: when it runs again; requeued: now
+
+
+class Started(NamedTuple):
+    """A row of the start step: one node the queue handed out."""
+
+    node: str
+    status: StartStatus
+    attempt: int  # ok: the 1-based attempt number
+    data: Any  # ok: the node's input
+    timeout_ms: int | None  # ok: the attempt's timeout
+    due: int  # early: when the node is due
+    priority: int  # early: its priority, to put it back on the queue's delayed set
+
+
+class NodeInputs(NamedTuple):
+    """What a node reads before it runs: (child, value) of completed children, (child,
+    error) of children ignored after failing, (child, error) of children that failed for
+    good."""
+
+    values: list[tuple[str, Any]]
+    ignored: list[tuple[str, str]]
+    failed: list[tuple[str, str]]
+
+
+@dataclass(frozen=True, slots=True)
+class FlowStep(Generic[R]):
+    """The reply of every flow-step script (lua/flow/_reply.lua): where the flow is after
+    the step, one row per item the step was given, and what the engine's queue step owes."""
+
+    phase: FlowPhase  # as a reader sees it: Suspended for a suspended running flow
+    namespace: str
+    name: str
+    rows: list[R]
+    queued: list[Queued]  # made ready or delayed: to put on their queues if Running
+
+    def queue_id(self, queue: str) -> str:
+        return f"{self.namespace}/{queue}"
+
+
+def _rows(value: Any) -> list[Any]:
+    # cjson encodes an empty Lua table as {}.
+    return value if isinstance(value, list) else []
+
+
+def decode_step(raw: str | bytes, row: Callable[[Any], R]) -> FlowStep[R]:
+    """The one decoder of the flow-step envelope; `row` decodes the script's own rows."""
+    phase, namespace, name, rows, queued = json.loads(raw)
+    return FlowStep(
+        phase=FlowPhase(phase), namespace=str(namespace), name=str(name),
+        rows=[row(r) for r in _rows(rows)],
+        queued=[Queued(str(q[0]), str(q[1]), int(q[2]), int(q[3])) for q in _rows(queued)])
+
+
+def settled_row(r: Any) -> Settled:
+    return Settled(bool(r[0]), str(r[1]), AttemptOutcome(r[2]),
+                   None if r[3] is False else int(r[3]))
+
+
+def started_row(r: Any) -> Started:
+    status = StartStatus(r[1])
+    timeout = int(r[4])
+    return Started(str(r[0]), status, int(r[2]),
+                   json.loads(r[3]) if status is StartStatus.OK else None,
+                   None if timeout < 0 else timeout, int(r[5]), int(r[6]))
+
+
+@dataclass(frozen=True, slots=True)
+class FlowMeta:
+    """A flow's own record (its meta hash)."""
+
+    namespace: str
+    name: str
+    phase: FlowPhase  # as stored: Pending, Running, Succeeded, Failed or Cancelled
+    suspended: bool
+    total: int
+    chunks: int
+    written: int
+    started_at_ms: int | None
+    finished_at_ms: int | None
+    expire_at_ms: int | None
+
+    @property
+    def shown_phase(self) -> FlowPhase:
+        """The phase a reader sees: a suspended running flow shows as Suspended."""
+        if self.phase is FlowPhase.RUNNING and self.suspended:
+            return FlowPhase.SUSPENDED
+        return self.phase
+
+    @classmethod
+    def decode(cls, raw: dict[str, str]) -> FlowMeta:
+        def ms(field: str) -> int | None:
+            return int(raw[field]) if field in raw else None
+
+        return cls(namespace=raw.get("namespace", ""), name=raw.get("name", ""),
+                   phase=FlowPhase(raw["phase"]), suspended=raw.get("suspended") == "1",
+                   total=int(raw.get("total", 0)), chunks=int(raw.get("chunks", -1)),
+                   written=int(raw.get("written", 0)), started_at_ms=ms("started_at"),
+                   finished_at_ms=ms("finished_at"), expire_at_ms=ms("expire_at"))
