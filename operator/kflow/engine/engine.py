@@ -134,12 +134,15 @@ class Engine:
                         QueueEntry(o.flow_uid, q.node, q.priority, q.due))
             elif o.settled and o.phase in ENDED_EARLY_PHASES:
                 ended.append(o.flow_uid)
-        await asyncio.gather(*(self.store.drop_leases(qid, ls) for qid, ls in drop.items()))
-        added = await asyncio.gather(*(self.store.enqueue(qid, es)
-                                       for qid, es in enqueue.items()))
+        if drop:
+            await asyncio.gather(*(self.store.drop_leases(qid, ls) for qid, ls in drop.items()))
+        added = 0
+        if enqueue:
+            added = sum(await asyncio.gather(*(self.store.enqueue(qid, es)
+                                               for qid, es in enqueue.items())))
         for uid in ended:
             await self._wind_down(uid)
-        return sum(added)
+        return added
 
     # ---- adding a flow -------------------------------------------------------------------
 
