@@ -494,7 +494,8 @@ class Engine:
     async def cancel(self, flow_uid: str) -> list[tuple[str, str]]:
         """Cancel the flow; returns (node, token) of attempts still running, to be stopped."""
         reply = await self.store.cancel(flow_uid)
-        await self._wind_down(flow_uid)
+        # Running attempts keep their leases until they report; what never started goes.
+        await self._queue_step([_Owed(flow_uid, reply.phase, reply.namespace, (), (), True)])
         return reply.rows
 
     async def retry_failed(self, flow_uid: str) -> int:
