@@ -1,4 +1,11 @@
-"""The operator's configuration: one settings object, read once from KFLOW_* variables."""
+"""kflow's configuration: small documented groups, each read once from its KFLOW_* variables.
+
+After kopf's `OperatorSettings`, the settings are a tree of groups. `RedisSettings` is the one
+group every kflow process reads (the operator, `kflow-run` in a Job's pod, `kflow worker`), so
+they cannot drift in how they reach Redis; the others belong to the operator. Every field is
+the environment variable named beside it; the names are the ones kflow has always read, so a
+value set before the settings were grouped still applies.
+"""
 
 from __future__ import annotations
 
@@ -6,85 +13,78 @@ import json
 from functools import lru_cache
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+# Where a process reaches Redis when nothing says otherwise (a local development server).
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
-class Settings(BaseSettings):
-    """Everything the operator can be told; each field is the env var KFLOW_<NAME>."""
+
+class RedisSettings(BaseSettings):
+    """How to reach Redis: the same fields for the operator, `kflow-run` and `kflow worker`.
+
+    Satisfies `kflow.store.connect.RedisTarget`, so `connect_to(settings.redis)` opens it.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="KFLOW_REDIS_", extra="ignore")
+
+    # KFLOW_REDIS_URL: redis:// or rediss:// (TLS); any node of a Redis Cluster works too.
+    # kflow-run and kflow worker refuse to start without it (see `url_given`).
+    url: str = DEFAULT_REDIS_URL
+    # KFLOW_REDIS_PASSWORD: when the URL carries none.
+    password: str | None = None
+    # KFLOW_REDIS_TLS: true turns a redis:// URL into rediss:// (TLS).
+    tls: bool = False
+    # KFLOW_REDIS_TLS_CA_FILE: the PEM bundle of the CA that signed the server's certificate,
+    # for a private CA; the system's CAs otherwise.
+    tls_ca_file: str | None = None
+    # KFLOW_REDIS_PREFIX: every key kflow writes starts with it; processes that share flows
+    # must agree on it.
+    prefix: str = "kflow"
+    # KFLOW_REDIS_CONNECT_TIMEOUT: seconds to open a connection; none (the OS decides) when
+    # unset, as before this setting existed.
+    connect_timeout: float | None = None
+    # KFLOW_REDIS_SOCKET_TIMEOUT: seconds a command may wait for its reply; none when unset.
+    # Leave it unset unless you need it: while redis-py has a read timeout armed, a task
+    # cancelled inside a command may swallow the cancellation (a dead server is found by TCP
+    # keepalive and the client's health check instead).
+    socket_timeout: float | None = None
+
+    @property
+    def url_given(self) -> bool:
+        """True when the URL was set (KFLOW_REDIS_URL or an argument), not the default."""
+        return "url" in self.model_fields_set
+
+
+class PodRedisSettings(BaseSettings):
+    """What the operator's pods (Jobs and worker Deployments) get to reach Redis.
+
+    A Secret in the flow's namespace, referenced by name, never a literal value in a Job. The
+    pods also get the operator's KFLOW_REDIS_TLS and KFLOW_REDIS_PREFIX.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="KFLOW_REDIS_SECRET_", extra="ignore")
+
+    name: str = "kflow-redis"  # KFLOW_REDIS_SECRET_NAME
+    url_key: str = "url"  # KFLOW_REDIS_SECRET_URL_KEY: its key holding the URL
+    password_key: str = "password"  # KFLOW_REDIS_SECRET_PASSWORD_KEY: optional in the Secret
+    # KFLOW_REDIS_SECRET_CA_KEY: its key holding the CA bundle (PEM) of a private CA. Set, the
+    # pods mount that key as a file and read it as KFLOW_REDIS_TLS_CA_FILE; unset, they trust
+    # the system's CAs.
+    ca_key: str | None = None
+
+
+class WatchingSettings(BaseSettings):
+    """Which objects the operator serves."""
 
     model_config = SettingsConfigDict(env_prefix="KFLOW_", extra="ignore")
 
-    # Redis, as the operator itself reaches it.
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    redis_password: str | None = None
-    redis_tls: bool = False
-    redis_tls_ca_file: str | None = None
-    redis_prefix: str = "kflow"
-
-    # What the pods get: a Secret in the Flow's namespace, referenced by name, never a literal.
-    redis_secret_name: str = "kflow-redis"
-    redis_secret_url_key: str = "url"
-    redis_secret_password_key: str = "password"
-
-    # Which namespaces to watch; empty means all of them (cluster-wide).
+    # KFLOW_NAMESPACES: "a,b" or a JSON list; empty means all of them (cluster-wide).
     namespaces: Annotated[list[str], NoDecode] = Field(default_factory=list)
-
-    # HA: kopf peering. Standalone disables it (single replica, no peering CRD needed).
-    peering_name: str = "kflow"
-    standalone: bool = False
-    # kopf pauses every operator when two share a priority, so replicas pick a random one
-    # unless told; the highest is active.
-    priority: int | None = None
-    peering_lifetime: int = 30  # seconds without a heartbeat before a peer counts as gone
-
-    # Status patches are coalesced to at most one per flow per this many seconds.
-    status_interval_seconds: float = 1.0
-    # How many first failures the Flow status lists; the rest stay in Redis.
-    status_max_failures: int = 10
-
-    # Dispatch.
-    take_batch: int = 50  # nodes taken per engine.take call
-    lease_ms: int = 30_000  # an active node whose Job vanished goes back to ready after this
-    idle_recheck_seconds: float = 30.0  # safety net for wake-ups that happen in other processes
-    # A node whose Job vanished this many times (lease expired unrenewed) fails its attempt.
-    max_stalled: int = 3
-    job_create_retries: int = 5
-    keep_finished_jobs: bool = False  # keep Jobs (and pod logs) after their outcome is recorded
-
-    # Identity of this operator process in leases; defaults to host name + pid.
-    identity: str | None = None
-
-    # Validating admission webhook: `kubectl apply` of a Flow or Queue gets the verdict of
-    # `kflow lint` (node, field, "did you mean", inline children, graph). Off, the operator's
-    # Valid=False condition is the only report; on, that condition stays as the backstop.
-    webhook_enabled: bool = False
-    webhook_listen: str = "0.0.0.0"  # address the HTTPS server binds
-    webhook_port: int = 9443
-    # How the API server reaches this process, used only when the operator manages the
-    # configuration (its clientConfig.url); e.g. 127.0.0.1 for an operator on the API server's
-    # host. Under the Helm chart a Service reaches the pods instead.
-    webhook_host: str | None = None
-    webhook_cert_file: str | None = None  # the server's certificate (PEM), required when enabled
-    webhook_key_file: str | None = None
-    webhook_ca_file: str | None = None  # CA bundle the API server trusts; default: the cert
-    # True: the operator creates and patches a ValidatingWebhookConfiguration of this name
-    # itself (kopf's managed mode; an operator run outside the cluster, the tests). False:
-    # something else owns it (the Helm chart).
-    webhook_managed: bool = False
-    webhook_configuration_name: str = "kflow.dev"
-    # Ignore: while the operator is down, applies go through unchecked and the Valid condition
-    # reports problems later, as with no webhook. Fail: nothing invalid is ever stored, but no
-    # Flow or Queue can be created while the webhook is unreachable.
-    webhook_failure_policy: Literal["Ignore", "Fail"] = "Ignore"
-
-    metrics_port: int | None = None  # serve Prometheus text on /metrics when set
-    liveness_endpoint: str | None = None  # e.g. http://0.0.0.0:8080/healthz
 
     @field_validator("namespaces", mode="before")
     @classmethod
     def _split_namespaces(cls, value: object) -> object:
-        # Accept KFLOW_NAMESPACES="a,b" as well as a JSON list.
         if isinstance(value, str):
             if value.strip().startswith("["):
                 return json.loads(value)
@@ -92,7 +92,110 @@ class Settings(BaseSettings):
         return value
 
 
+class PeeringSettings(BaseSettings):
+    """High availability through kopf peering: one active operator, the others waiting."""
+
+    model_config = SettingsConfigDict(env_prefix="KFLOW_PEERING_", extra="ignore",
+                                      populate_by_name=True)
+
+    name: str = "kflow"  # KFLOW_PEERING_NAME: the peering object the replicas share
+    # KFLOW_STANDALONE: no peering (a single replica; no peering CRD needed).
+    standalone: bool = Field(False, validation_alias="KFLOW_STANDALONE")
+    # KFLOW_PRIORITY: kopf pauses every operator when two share a priority, so replicas pick
+    # a random one unless told; the highest is active.
+    priority: int | None = Field(None, validation_alias="KFLOW_PRIORITY")
+    lifetime: int = 30  # KFLOW_PEERING_LIFETIME: seconds without a heartbeat: a peer is gone
+    # KFLOW_IDENTITY: this process in leases and Events; default host name + pid.
+    identity: str | None = Field(None, validation_alias="KFLOW_IDENTITY")
+
+
+class DispatchSettings(BaseSettings):
+    """How ready nodes become Jobs, and how long an attempt's lease lasts."""
+
+    model_config = SettingsConfigDict(env_prefix="KFLOW_", extra="ignore")
+
+    take_batch: int = 50  # KFLOW_TAKE_BATCH: nodes taken per engine.take call
+    # KFLOW_LEASE_MS: an active node whose Job vanished goes back to ready after this.
+    lease_ms: int = 30_000
+    # KFLOW_IDLE_RECHECK_SECONDS: safety net for wake-ups that happen in other processes.
+    idle_recheck_seconds: float = 30.0
+    # KFLOW_MAX_STALLED: a node whose Job vanished this many times (lease expired unrenewed)
+    # fails its attempt.
+    max_stalled: int = 3
+    job_create_retries: int = 5  # KFLOW_JOB_CREATE_RETRIES
+    # KFLOW_KEEP_FINISHED_JOBS: keep Jobs (and pod logs) after their outcome is recorded.
+    keep_finished_jobs: bool = False
+
+
+class StatusSettings(BaseSettings):
+    """The Flow status the operator patches."""
+
+    model_config = SettingsConfigDict(env_prefix="KFLOW_STATUS_", extra="ignore")
+
+    # KFLOW_STATUS_INTERVAL_SECONDS: patches are coalesced to at most one per flow per this.
+    interval_seconds: float = 1.0
+    # KFLOW_STATUS_MAX_FAILURES: how many first failures the status lists (the rest stay in
+    # Redis).
+    max_failures: int = 10
+
+
+class WebhookSettings(BaseSettings):
+    """The validating admission webhook: `kubectl apply` gets `kflow lint`'s verdict.
+
+    Off, the operator's Valid=False condition is the only report; on, that condition stays
+    as the backstop.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="KFLOW_WEBHOOK_", extra="ignore")
+
+    enabled: bool = False  # KFLOW_WEBHOOK_ENABLED
+    listen: str = "0.0.0.0"  # KFLOW_WEBHOOK_LISTEN: address the HTTPS server binds
+    port: int = 9443  # KFLOW_WEBHOOK_PORT
+    # KFLOW_WEBHOOK_HOST: how the API server reaches this process, used only when the operator
+    # manages the configuration (its clientConfig.url); e.g. 127.0.0.1 for an operator on the
+    # API server's host. Under the Helm chart a Service reaches the pods instead.
+    host: str | None = None
+    # KFLOW_WEBHOOK_CERT_FILE / _KEY_FILE: the server's certificate and key (PEM), required
+    # when enabled.
+    cert_file: str | None = None
+    key_file: str | None = None
+    ca_file: str | None = None  # KFLOW_WEBHOOK_CA_FILE: what the API server trusts; default cert
+    # KFLOW_WEBHOOK_MANAGED: true, the operator creates and patches a
+    # ValidatingWebhookConfiguration of this name itself (kopf's managed mode; an operator
+    # run outside the cluster, the tests); false, something else owns it (the Helm chart).
+    managed: bool = False
+    configuration_name: str = "kflow.dev"  # KFLOW_WEBHOOK_CONFIGURATION_NAME
+    # KFLOW_WEBHOOK_FAILURE_POLICY: Ignore, while the operator is down applies go through
+    # unchecked and the Valid condition reports problems later; Fail, nothing invalid is ever
+    # stored, but no Flow or Queue can be created while the webhook is unreachable.
+    failure_policy: Literal["Ignore", "Fail"] = "Ignore"
+
+
+class MetricsSettings(BaseSettings):
+    """What the operator serves for monitoring: Prometheus metrics and a liveness probe."""
+
+    model_config = SettingsConfigDict(env_prefix="KFLOW_METRICS_", extra="ignore",
+                                      populate_by_name=True)
+
+    port: int | None = None  # KFLOW_METRICS_PORT: serve Prometheus text on /metrics when set
+    # KFLOW_LIVENESS_ENDPOINT: e.g. http://0.0.0.0:8080/healthz (kopf serves it).
+    liveness_endpoint: str | None = Field(None, validation_alias="KFLOW_LIVENESS_ENDPOINT")
+
+
+class Settings(BaseModel):
+    """Everything the operator can be told, by group; each group reads its own variables."""
+
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    pods: PodRedisSettings = Field(default_factory=PodRedisSettings)
+    watching: WatchingSettings = Field(default_factory=WatchingSettings)
+    peering: PeeringSettings = Field(default_factory=PeeringSettings)
+    dispatch: DispatchSettings = Field(default_factory=DispatchSettings)
+    status: StatusSettings = Field(default_factory=StatusSettings)
+    webhook: WebhookSettings = Field(default_factory=WebhookSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process-wide settings, read from the environment on first use."""
+    """The operator's settings, read from the environment on first use."""
     return Settings()

@@ -78,6 +78,33 @@ def test_redis_settings_reach_the_pod_only_through_a_secret() -> None:
     assert "redis://" not in json.dumps(job)
 
 
+def test_pods_get_the_operators_tls_and_a_private_ca_as_a_file_from_the_secret() -> None:
+    from kflow.settings import PodRedisSettings, RedisSettings, Settings
+
+    settings = Settings(redis=RedisSettings(tls=True, prefix="team-a"),
+                        pods=PodRedisSettings(name="redis-creds", ca_key="ca.pem"))
+    job = build_job(attempt(), flow_uid=UID, template=TEMPLATE,
+                    redis=RedisEnv.from_settings(settings))
+
+    pod = job["spec"]["template"]["spec"]
+    main = pod["containers"][1]
+    env = {e["name"]: e for e in main["env"]}
+    assert env["KFLOW_REDIS_TLS"]["value"] == "true"
+    assert env["KFLOW_REDIS_PREFIX"]["value"] == "team-a"
+    ca_file = env["KFLOW_REDIS_TLS_CA_FILE"]["value"]
+    mount = next(m for m in main["volumeMounts"] if ca_file.startswith(m["mountPath"] + "/"))
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    assert volume["secret"] == {"secretName": "redis-creds",
+                                "items": [{"key": "ca.pem",
+                                           "path": ca_file.rpartition("/")[2]}]}
+    # Without TLS settings the pod spec is what it always was.
+    plain = build_job(attempt(), flow_uid=UID, template=TEMPLATE, redis=RedisEnv())
+    plain_main = plain["spec"]["template"]["spec"]["containers"][1]
+    assert not {e["name"] for e in plain_main["env"]} & {"KFLOW_REDIS_TLS",
+                                                          "KFLOW_REDIS_TLS_CA_FILE"}
+    assert "volumes" not in plain["spec"]["template"]["spec"] and "volumeMounts" not in plain_main
+
+
 def test_template_is_not_modified_and_big_data_stays_out_of_the_env() -> None:
     before = json.dumps(TEMPLATE, sort_keys=True)
     job = build_job(attempt(data={"blob": "x" * 40_000}, timeout_ms=None), flow_uid=UID,
@@ -246,9 +273,9 @@ def test_settings_read_namespaces_as_a_list_or_comma_separated(
     mp.setenv("KFLOW_NAMESPACES", "etl, payments")
     mp.setenv("KFLOW_STATUS_INTERVAL_SECONDS", "2.5")
     settings = Settings()
-    assert settings.namespaces == ["etl", "payments"]
-    assert settings.status_interval_seconds == 2.5
+    assert settings.watching.namespaces == ["etl", "payments"]
+    assert settings.status.interval_seconds == 2.5
     mp.setenv("KFLOW_NAMESPACES", '["a"]')
-    assert Settings().namespaces == ["a"]
+    assert Settings().watching.namespaces == ["a"]
     mp.delenv("KFLOW_NAMESPACES")
-    assert Settings().namespaces == [] and Settings().redis_secret_name == "kflow-redis"
+    assert Settings().watching.namespaces == [] and Settings().pods.name == "kflow-redis"

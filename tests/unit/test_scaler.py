@@ -84,6 +84,26 @@ def test_deployment_runs_the_worker_from_a_job_mode_template() -> None:
     assert body["spec"]["selector"]["matchLabels"].items() <= labels.items()
 
 
+def test_worker_pods_get_redis_tls_and_the_private_ca_like_job_pods() -> None:
+    from kflow.kube.jobs import RedisEnv
+
+    queue = Queue.model_validate(copy.deepcopy(POOL_QUEUE))
+    redis = RedisEnv(secret_name="creds", tls=True, ca_key="ca.crt")
+    body = build_deployment(queue, 1, redis=redis)
+
+    pod = body["spec"]["template"]["spec"]
+    main = pod["containers"][0]
+    env = {e["name"]: e.get("value") for e in main["env"]}
+    assert env["KFLOW_REDIS_TLS"] == "true"
+    ca_file = env["KFLOW_REDIS_TLS_CA_FILE"]
+    assert ca_file is not None
+    assert any(ca_file.startswith(m["mountPath"] + "/") for m in main["volumeMounts"])
+    assert [v["secret"]["secretName"] for v in pod["volumes"]] == ["creds"]
+    # The same mount again (a reconcile of the built template) is not doubled.
+    redis.mount_ca(pod, main)
+    assert len(pod["volumes"]) == 1 and len(main["volumeMounts"]) == 1
+
+
 def test_worker_command_accepts_both_job_mode_forms_and_leaves_others_alone() -> None:
     expected = ["kflow", "worker", "--queue", "ns/q", "--concurrency", "4", "--grace-ms",
                 "3000", "pkg.mod:fn"]

@@ -24,7 +24,7 @@ import kopf
 from kflow.api.errors import SpecError, error_lines
 from kflow.api.models import API_VERSION, GROUP, VERSION
 from kflow.graph import check_manifest
-from kflow.settings import Settings
+from kflow.settings import WebhookSettings
 
 FLOW_WEBHOOK = "validate-flow"  # kopf handler ids, also the URL paths the webhook is served at
 QUEUE_WEBHOOK = "validate-queue"
@@ -73,21 +73,24 @@ async def validate_queue(body: kopf.Body, namespace: str | None, **kwargs: Any) 
     await _judge("Queue", body, namespace)
 
 
-def register(config: Settings) -> None:
-    """Register the webhook handlers and the startup step that gives kopf its server."""
-    if not (config.webhook_cert_file and config.webhook_key_file):
+def register(config: WebhookSettings, namespaces: list[str]) -> None:
+    """Register the webhook handlers and the startup step that gives kopf its server.
+
+    `namespaces`: the ones the operator serves (all when empty).
+    """
+    if not (config.cert_file and config.key_file):
         raise ValueError(
             "KFLOW_WEBHOOK_ENABLED is true but KFLOW_WEBHOOK_CERT_FILE and "
             "KFLOW_WEBHOOK_KEY_FILE are not both set; the API server only calls webhooks over "
             "HTTPS (the Helm chart mounts a generated certificate)")
-    watched = frozenset(config.namespaces)
+    watched = frozenset(namespaces)
 
     def in_watched_namespace(namespace: str | None, **_: Any) -> bool:
         # A managed configuration has no namespace selector: objects in namespaces this
         # operator does not serve are let through, not judged by it.
         return not watched or namespace in watched
 
-    ignore = config.webhook_failure_policy == "Ignore"
+    ignore = config.failure_policy == "Ignore"
     kopf.on.validate(GROUP, VERSION, "flows", id=FLOW_WEBHOOK, operations=["CREATE"],
                      ignore_failures=ignore, when=in_watched_namespace)(validate_flow)
     kopf.on.validate(GROUP, VERSION, "queues", id=QUEUE_WEBHOOK,
@@ -97,12 +100,12 @@ def register(config: Settings) -> None:
     @kopf.on.startup()
     async def serve_admission(settings: kopf.OperatorSettings, **_: Any) -> None:
         settings.admission.server = kopf.WebhookServer(
-            addr=config.webhook_listen,
-            port=config.webhook_port,
-            host=config.webhook_host,
-            certfile=config.webhook_cert_file,
-            pkeyfile=config.webhook_key_file,
-            cafile=config.webhook_ca_file,
+            addr=config.listen,
+            port=config.port,
+            host=config.host,
+            certfile=config.cert_file,
+            pkeyfile=config.key_file,
+            cafile=config.ca_file,
         )
-        if config.webhook_managed:
-            settings.admission.managed = config.webhook_configuration_name
+        if config.managed:
+            settings.admission.managed = config.configuration_name

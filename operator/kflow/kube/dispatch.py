@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +32,37 @@ class QueueInfo:
     @property
     def queue_id(self) -> str:
         return f"{self.namespace}/{self.name}"
+
+
+class FlowRoutes:
+    """Which queue each node of each admitted flow is on: which dispatcher a node wakes."""
+
+    def __init__(self) -> None:
+        self._node_queues: dict[str, dict[str, str]] = {}  # flow uid -> node -> queue name
+        self._queue_names: dict[str, frozenset[str]] = {}  # flow uid -> the queues it uses
+
+    def add(self, flow_uid: str, node_queues: Mapping[str, str],
+            queue_names: Iterable[str]) -> None:
+        self._node_queues[flow_uid] = dict(node_queues)
+        self._queue_names[flow_uid] = frozenset(queue_names)
+
+    def forget(self, flow_uid: str) -> None:
+        self._node_queues.pop(flow_uid, None)
+        self._queue_names.pop(flow_uid, None)
+
+    def knows(self, flow_uid: str) -> bool:
+        return flow_uid in self._node_queues
+
+    def queue_of(self, flow_uid: str, node: str) -> str | None:
+        return self._node_queues.get(flow_uid, {}).get(node)
+
+    def node_queues(self, flow_uid: str) -> frozenset[str]:
+        """The queue names the flow's nodes are on."""
+        return frozenset(self._node_queues.get(flow_uid, {}).values())
+
+    def queue_names(self) -> list[tuple[str, frozenset[str]]]:
+        """(flow uid, the queues it uses) of every admitted flow."""
+        return list(self._queue_names.items())
 
 
 LaunchFn = Callable[[QueueInfo, Attempt], Awaitable[None]]

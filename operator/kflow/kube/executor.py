@@ -7,14 +7,13 @@ import json
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
 from kflow.engine import MISSING, Attempt, Engine, FlowNotFound
-from kflow.kube.dispatch import Dispatchers, QueueInfo
+from kflow.kube.dispatch import Dispatchers, FlowRoutes, QueueInfo
+from kflow.kube.events import EventPoster, FlowEvent
 from kflow.kube.jobs import (
     FATAL_REASONS,
     JobIdentity,
@@ -27,20 +26,11 @@ from kflow.kube.jobs import (
     termination_output,
 )
 from kflow.kube.k8s import KubeApi
+from kflow.kube.metrics import Metrics
+from kflow.kube.status import StatusMarks
+from kflow.settings import DispatchSettings
 
 log = logging.getLogger("kflow.kube.executor")
-
-
-@dataclass(frozen=True)
-class NodeEvent:
-    """Something worth a Kubernetes Event on the Flow (a node failed for good)."""
-
-    flow_uid: str
-    namespace: str
-    flow_name: str
-    reason: str
-    message: str
-    warning: bool
 
 
 class JobExecutor:
@@ -51,22 +41,21 @@ class JobExecutor:
     """
 
     def __init__(self, *, engine: Engine, api: KubeApi, dispatchers: Dispatchers,
-                 redis_env: RedisEnv, lease_ms: int, create_retries: int,
-                 keep_finished_jobs: bool, node_queue: Callable[[str, str], str | None],
-                 mark_flow: Callable[[str], None], post_event: Callable[[NodeEvent], None],
-                 namespaces: list[str] | None = None, metrics: Any = None) -> None:
+                 routes: FlowRoutes, events: EventPoster, marks: StatusMarks, metrics: Metrics,
+                 redis_env: RedisEnv, settings: DispatchSettings,
+                 namespaces: list[str] | None = None) -> None:
         self.engine = engine
         self.api = api
         self.dispatchers = dispatchers
-        self.redis_env = redis_env
-        self.lease_ms = lease_ms
-        self.create_retries = create_retries
-        self.keep_finished_jobs = keep_finished_jobs
-        self._node_queue = node_queue
-        self._mark_flow = mark_flow
-        self._post_event = post_event
+        self.routes = routes  # which queue a newly ready parent is on
+        self.events = events
+        self.marks = marks  # flows whose status changed
         self.metrics = metrics
-        self.namespaces = list(namespaces or [])
+        self.redis_env = redis_env
+        self.lease_ms = settings.lease_ms
+        self.create_retries = settings.job_create_retries
+        self.keep_finished_jobs = settings.keep_finished_jobs
+        self.namespaces = list(namespaces or [])  # where to list Jobs on resync; [] = all
         # Running attempts by Job name, grouped per queue id for lease renewal.
         self.running: dict[str, tuple[str, Attempt]] = {}
         self._processed: OrderedDict[str, None] = OrderedDict()
@@ -89,10 +78,9 @@ class JobExecutor:
                 await self.api.create_job(attempt.namespace, job)
                 unlocked = self._unlocked.pop((attempt.flow_uid, attempt.node), None)
                 latency = None if unlocked is None else time.monotonic() - unlocked
-                if self.metrics:
-                    self.metrics.dispatched(queue.queue_id)
-                    if latency is not None:
-                        self.metrics.unlocked(latency)
+                self.metrics.dispatched(queue.queue_id)
+                if latency is not None:
+                    self.metrics.unlocked(latency)
                 log.info("Flow %s/%s node %s: Job %s created (attempt %d)%s", attempt.namespace,
                          attempt.flow_name, attempt.node, name, attempt.attempt,
                          "" if latency is None else
@@ -163,15 +151,14 @@ class JobExecutor:
         started = time.monotonic()
         outcome = await self.engine.complete(ident.flow_uid, ident.node, ident.token,
                                              value if found else MISSING)
-        if self.metrics:
-            self.metrics.completed(queue_id, time.monotonic() - started, outcome.accepted)
-        self._mark_flow(ident.flow_uid)
+        self.metrics.completed(queue_id, time.monotonic() - started, outcome.accepted)
+        self.marks.mark(ident.flow_uid)
         self.dispatchers.kick(queue_id)  # capacity freed
         if len(self._unlocked) > 10_000:  # parents never launched (flow deleted): forget
             self._unlocked.clear()
         for parent in outcome.newly_ready:
             self._unlocked[(ident.flow_uid, parent)] = seen
-            parent_queue = self._node_queue(ident.flow_uid, parent)
+            parent_queue = self.routes.queue_of(ident.flow_uid, parent)
             if parent_queue is None:
                 self.dispatchers.kick_namespace(ident.namespace)
             else:
@@ -193,16 +180,15 @@ class JobExecutor:
                     attempt: int = 0) -> None:
         outcome = await self.engine.fail(flow_uid, node, token, error,
                                          infrastructure=infrastructure)
-        if self.metrics:
-            self.metrics.failed(queue_id, outcome.action)
-        self._mark_flow(flow_uid)
+        self.metrics.failed(queue_id, outcome.action)
+        self.marks.mark(flow_uid)
         self.dispatchers.kick(queue_id)
         if not outcome.accepted:
             return
         log.info("Flow %s/%s node %s: attempt %d failed (%s) -> %s", namespace, flow_name, node,
                  attempt, error[:200], outcome.action)
         if outcome.action == "failed":
-            self._post_event(NodeEvent(flow_uid, namespace, flow_name, "NodeFailed",
+            self.events.post(FlowEvent(flow_uid, namespace, flow_name, "NodeFailed",
                                        f'node "{node}" failed: {error[:900]}', warning=True))
         if outcome.phase not in ("Running", "Pending", "Suspended"):
             # A failParent chain may have unlocked or ended other nodes: look at every queue.
@@ -226,7 +212,7 @@ class JobExecutor:
             self._stuck_reported.popitem(last=False)
         text = f'node "{ident.node}" (attempt {ident.attempt}): pod {pod_name} cannot start: ' \
                f"{reason}: {message}"[:1000]
-        self._post_event(NodeEvent(ident.flow_uid, ident.namespace, ident.flow_name,
+        self.events.post(FlowEvent(ident.flow_uid, ident.namespace, ident.flow_name,
                                    "NodeStuck", text, warning=True))
         if reason in FATAL_REASONS:
             job = (pod["metadata"].get("labels") or {}).get("job-name")

@@ -1,4 +1,4 @@
-"""kopf handlers: each unpacks one Kubernetes event and hands it to the runtime, nothing more."""
+"""kopf handlers: each unpacks one Kubernetes event and calls one method of the runtime's parts."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from typing import Any
 
 import kopf
 
-from kflow.kube.jobs import GROUP, LABEL_FLOW_UID, VERSION
+from kflow.api.models import GROUP, VERSION
+from kflow.kube.jobs import LABEL_FLOW_UID
 from kflow.kube.runtime import Runtime
 from kflow.settings import get_settings
 
@@ -32,7 +33,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         ignored_fields=["spec.nodes", "spec.defaults"])
     settings.posting.level = logging.INFO
     settings.batching.worker_limit = 256
-    settings.peering.lifetime = config.peering_lifetime
+    settings.peering.lifetime = config.peering.lifetime
     settings.watching.server_timeout = 300
     runtime = await Runtime.from_settings(config)
     runtime.start()
@@ -52,29 +53,29 @@ RETRY_SECONDS = 3.0
 @kopf.on.resume(GROUP, VERSION, "flows", backoff=RETRY_SECONDS)
 @kopf.on.create(GROUP, VERSION, "flows", backoff=RETRY_SECONDS)
 async def flow_admitted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    await memo.runtime.admit_flow(body)
+    await memo.runtime.flows.admit(body)
 
 
 @kopf.on.update(GROUP, VERSION, "flows", field="spec.suspend", backoff=RETRY_SECONDS)
 async def flow_suspend_changed(body: kopf.Body, new: Any, memo: kopf.Memo, **_: Any) -> None:
-    await memo.runtime.set_suspended(body, bool(new))
+    await memo.runtime.flows.set_suspended(body, bool(new))
 
 
 @kopf.on.update(GROUP, VERSION, "flows", field="spec.cancel", new=True,
                 backoff=RETRY_SECONDS)
 async def flow_cancelled(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    await memo.runtime.cancel_flow(body)
+    await memo.runtime.flows.cancel(body)
 
 
 @kopf.on.update(GROUP, VERSION, "flows", field=("metadata", "annotations", ANNOTATION_RETRY),
                 new=kopf.PRESENT, backoff=RETRY_SECONDS)
 async def flow_retry_requested(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    await memo.runtime.retry_flow(body)
+    await memo.runtime.flows.retry(body)
 
 
 @kopf.on.delete(GROUP, VERSION, "flows", backoff=RETRY_SECONDS)
 async def flow_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    await memo.runtime.delete_flow(body)
+    await memo.runtime.flows.delete(body)
 
 
 # ---- Queue -----------------------------------------------------------------------------
@@ -84,9 +85,9 @@ async def queue_event(type: str, namespace: str | None, name: str, spec: kopf.Sp
                       **_: Any) -> None:
     assert namespace is not None  # Queue is a namespaced kind
     if type == "DELETED":
-        memo.runtime.queue_gone(namespace, name)
+        memo.runtime.queues.gone(namespace, name)
     else:
-        await memo.runtime.queue_seen(namespace, name, spec, uid, annotations)
+        await memo.runtime.queues.seen(namespace, name, spec, uid, annotations)
 
 
 # One daemon per Queue: Job dispatch, or (Worker mode) the scaler of its worker Deployment.
@@ -95,8 +96,8 @@ async def queue_dispatcher(namespace: str | None, name: str, spec: kopf.Spec, ui
                            annotations: kopf.Annotations, stopped: Any, memo: Any,
                            **_: Any) -> None:
     assert namespace is not None
-    await memo.runtime.queue_seen(namespace, name, spec, uid, annotations)
-    await memo.runtime.run_queue(namespace, name, stopped)
+    await memo.runtime.queues.seen(namespace, name, spec, uid, annotations)
+    await memo.runtime.queues.run(namespace, name, stopped)
 
 
 # ---- Job -------------------------------------------------------------------------------

@@ -10,11 +10,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from kflow.api.models import API_VERSION
 from kflow.engine import Attempt
-
-GROUP = "kflow.dev"
-VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
+from kflow.settings import Settings
 
 LABEL_FLOW = "kflow.dev/flow"
 LABEL_FLOW_UID = "kflow.dev/flow-uid"
@@ -25,8 +23,10 @@ ANNOTATION_NODE = "kflow.dev/node"
 ANNOTATION_TOKEN = "kflow.dev/token"
 ANNOTATION_QUEUE = "kflow.dev/queue"
 
-# Kubernetes' own limit for a termination message; outputs above it need the SDK.
-TERMINATION_MESSAGE_LIMIT = 4096
+# A private CA of Redis, from the pods' Redis Secret, is mounted here in every kflow pod.
+REDIS_CA_VOLUME = "kflow-redis-ca"
+REDIS_CA_DIR = "/etc/kflow/redis-ca"
+REDIS_CA_FILE = "ca.crt"
 # Data at most this large travels to any-image pods as the KFLOW_DATA env var.
 DATA_ENV_LIMIT = 32 * 1024
 
@@ -62,12 +62,55 @@ def job_name(flow_name: str, node: str, attempt: int, token: str) -> str:
 
 @dataclass(frozen=True)
 class RedisEnv:
-    """How pods reach Redis: names of a Secret and its keys, never the values."""
+    """How pods reach Redis: names of a Secret and its keys, never the values.
+
+    What the pods read back is `kflow.settings.RedisSettings`: the URL and password from the
+    Secret, the operator's TLS switch and key prefix, and a private CA (when the Secret holds
+    one under `ca_key`) as a file mounted from the Secret.
+    """
 
     secret_name: str = "kflow-redis"
     url_key: str = "url"
     password_key: str = "password"
     prefix: str = "kflow"
+    tls: bool = False
+    ca_key: str | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RedisEnv:
+        pods = settings.pods
+        return cls(secret_name=pods.name, url_key=pods.url_key, password_key=pods.password_key,
+                   prefix=settings.redis.prefix, tls=settings.redis.tls, ca_key=pods.ca_key)
+
+    def env(self) -> list[dict[str, Any]]:
+        """The KFLOW_REDIS_* variables of a pod's container."""
+        env: list[dict[str, Any]] = [
+            {"name": "KFLOW_REDIS_URL", "valueFrom": {"secretKeyRef": {
+                "name": self.secret_name, "key": self.url_key}}},
+            {"name": "KFLOW_REDIS_PASSWORD", "valueFrom": {"secretKeyRef": {
+                "name": self.secret_name, "key": self.password_key, "optional": True}}},
+            {"name": "KFLOW_REDIS_PREFIX", "value": self.prefix},
+        ]
+        # Only when set, so that a pod template without TLS stays as it always was.
+        if self.tls:
+            env.append({"name": "KFLOW_REDIS_TLS", "value": "true"})
+        if self.ca_key:
+            env.append({"name": "KFLOW_REDIS_TLS_CA_FILE",
+                        "value": f"{REDIS_CA_DIR}/{REDIS_CA_FILE}"})
+        return env
+
+    def mount_ca(self, pod_spec: dict[str, Any], container: dict[str, Any]) -> None:
+        """Mount the CA bundle from the Secret where KFLOW_REDIS_TLS_CA_FILE points."""
+        if not self.ca_key:
+            return
+        volume = {"name": REDIS_CA_VOLUME, "secret": {
+            "secretName": self.secret_name,
+            "items": [{"key": self.ca_key, "path": REDIS_CA_FILE}]}}
+        pod_spec["volumes"] = [v for v in pod_spec.get("volumes") or []
+                               if v.get("name") != REDIS_CA_VOLUME] + [volume]
+        container["volumeMounts"] = [
+            m for m in container.get("volumeMounts") or [] if m.get("name") != REDIS_CA_VOLUME
+        ] + [{"name": REDIS_CA_VOLUME, "mountPath": REDIS_CA_DIR, "readOnly": True}]
 
 
 def _pod_env(attempt: Attempt, redis: RedisEnv) -> list[dict[str, Any]]:
@@ -79,11 +122,7 @@ def _pod_env(attempt: Attempt, redis: RedisEnv) -> list[dict[str, Any]]:
         {"name": "KFLOW_QUEUE", "value": attempt.queue},
         {"name": "KFLOW_ATTEMPT", "value": str(attempt.attempt)},
         {"name": "KFLOW_TOKEN", "value": attempt.token},
-        {"name": "KFLOW_REDIS_URL", "valueFrom": {"secretKeyRef": {
-            "name": redis.secret_name, "key": redis.url_key}}},
-        {"name": "KFLOW_REDIS_PASSWORD", "valueFrom": {"secretKeyRef": {
-            "name": redis.secret_name, "key": redis.password_key, "optional": True}}},
-        {"name": "KFLOW_REDIS_PREFIX", "value": redis.prefix},
+        *redis.env(),
     ]
     if attempt.data is not None:
         encoded = json.dumps(attempt.data, separators=(",", ":"))
@@ -126,9 +165,11 @@ def build_job(
     containers = pod_spec.get("containers") or []
     if containers:
         main = next((c for c in containers if c.get("name") == "main"), containers[0])
-        own_names = {e["name"] for e in _pod_env(attempt, redis)}
+        own = _pod_env(attempt, redis)
+        own_names = {e["name"] for e in own}
         main["env"] = [e for e in (main.get("env") or []) if e.get("name") not in own_names]
-        main["env"].extend(_pod_env(attempt, redis))
+        main["env"].extend(own)
+        redis.mount_ca(pod_spec, main)
 
     spec: dict[str, Any] = {
         "backoffLimit": 0,

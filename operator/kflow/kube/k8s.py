@@ -12,7 +12,8 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from kflow.kube.jobs import GROUP, LABEL_FLOW_UID, VERSION
+from kflow.api.models import GROUP, VERSION
+from kflow.kube.jobs import LABEL_FLOW_UID
 
 log = logging.getLogger("kflow.kube")
 

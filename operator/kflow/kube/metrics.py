@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import bisect
 from collections import Counter
-from typing import Any
 
 from aiohttp import web
 
@@ -110,7 +109,8 @@ class Metrics:
         lines.append(f"kflow_complete_seconds_count {self._complete_count}")
         return "\n".join(lines) + "\n"
 
-    async def serve(self, port: int, runtime: Any = None) -> None:
+    async def serve(self, port: int) -> None:
+        """Serve `render()` on http://0.0.0.0:<port>/metrics until cancelled."""
         async def handle(_request: web.Request) -> web.Response:
             return web.Response(text=self.render(), content_type="text/plain")
 

@@ -147,14 +147,10 @@ def build_deployment(queue: Queue, replicas: int, *,
     if command is not None:
         main["command"] = command
         main.pop("args", None)
-    own = {"KFLOW_REDIS_URL", "KFLOW_REDIS_PASSWORD", "KFLOW_REDIS_PREFIX"}
-    main["env"] = [e for e in (main.get("env") or []) if e.get("name") not in own] + [
-        {"name": "KFLOW_REDIS_URL", "valueFrom": {"secretKeyRef": {
-            "name": redis.secret_name, "key": redis.url_key}}},
-        {"name": "KFLOW_REDIS_PASSWORD", "valueFrom": {"secretKeyRef": {
-            "name": redis.secret_name, "key": redis.password_key, "optional": True}}},
-        {"name": "KFLOW_REDIS_PREFIX", "value": redis.prefix},
-    ]
+    own = redis.env()
+    own_names = {e["name"] for e in own}
+    main["env"] = [e for e in (main.get("env") or []) if e.get("name") not in own_names] + own
+    redis.mount_ca(pod, main)
     metadata: dict[str, Any] = {
         "name": deployment_name(name), "namespace": namespace, "labels": labels,
         "annotations": {ANNOTATION_TEMPLATE_HASH: template_hash(template)},

@@ -1,4 +1,4 @@
-"""Flow status: built from the engine's snapshot, bounded in size, patched ~once a second."""
+"""Flow and Queue status: built from the engine's view, bounded in size, patched ~once a second."""
 
 from __future__ import annotations
 
@@ -9,14 +9,17 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from kflow.api.durations import format_duration
 from kflow.engine import NODE_STATES, FlowNotFound, FlowSnapshot
+from kflow.kube.metrics import Metrics
 
 log = logging.getLogger("kflow.kube.status")
 
 TERMINAL_PHASES = frozenset({"Succeeded", "Failed", "Cancelled"})
+# A Queue's status is patched only when it changed, and at most this often.
+QUEUE_STATUS_MIN_INTERVAL_SECONDS = 1.0
 # The error text of each listed failure is cut to this many characters: status stays bounded.
 FAILURE_TEXT_LIMIT = 500
 
@@ -126,6 +129,12 @@ def build_status(view: FlowView, snapshot: FlowSnapshot | None,
     return status
 
 
+class StatusMarks(Protocol):
+    """Asks for a Flow's status to be refreshed soon (StatusPatcher does it, coalesced)."""
+
+    def mark(self, uid: str) -> None: ...
+
+
 PatchFn = Callable[[str, str, dict[str, Any]], Awaitable[bool]]
 SnapshotFn = Callable[[str], Awaitable[FlowSnapshot]]
 FinishedFn = Callable[[FlowView, str], None]
@@ -222,3 +231,35 @@ class StatusPatcher:
             log.exception("status patch of Flow %s/%s failed; will retry", view.namespace,
                           view.name)
             self._dirty.add(uid)
+
+
+class QueueStatusApi(Protocol):
+    """The call QueueStatus makes (kflow.kube.k8s.KubeApi has it)."""
+
+    async def patch_queue_status(self, namespace: str, name: str,
+                                 status: dict[str, Any]) -> None: ...
+
+
+class QueueStatus:
+    """A Queue's depth in its status and in the metrics; patched on change, at most 1/s."""
+
+    def __init__(self, api: QueueStatusApi, metrics: Metrics) -> None:
+        self.api = api
+        self.metrics = metrics
+        self._last: dict[str, tuple[dict[str, Any], float]] = {}  # as last written, and when
+
+    async def report(self, queue_id: str, ready: int, active: int, delayed: int,
+                     workers: int | None = None) -> None:
+        self.metrics.queue_depth(queue_id, ready, active, delayed)
+        status = {"waiting": ready, "active": active, "delayed": delayed}
+        if workers is not None:
+            status["workers"] = workers
+        last, at = self._last.get(queue_id, ({}, -1e9))
+        if status == last or time.monotonic() - at < QUEUE_STATUS_MIN_INTERVAL_SECONDS:
+            return
+        namespace, _, name = queue_id.partition("/")
+        self._last[queue_id] = (status, time.monotonic())
+        await self.api.patch_queue_status(namespace, name, status)
+
+    def forget(self, queue_id: str) -> None:
+        self._last.pop(queue_id, None)

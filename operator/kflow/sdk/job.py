@@ -31,16 +31,6 @@ class JobSink(Protocol):
     async def log(self, flow_uid: str, node: str, token: str, message: str) -> None: ...
 
 
-class JobInputs(Protocol):
-    """Where a job's inputs come from: the Engine satisfies this."""
-
-    async def children_values(self, flow_uid: str, node: str) -> dict[str, Any]: ...
-
-    async def ignored_failures(self, flow_uid: str, node: str) -> dict[str, str]: ...
-
-    async def failed_children(self, flow_uid: str, node: str) -> dict[str, str]: ...
-
-
 class Job:
     """One attempt of one node, as the handler sees it.
 

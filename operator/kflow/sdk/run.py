@@ -15,17 +15,22 @@ from typing import Any
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from kflow.api.pods import TERMINATION_MESSAGE_LIMIT
+from kflow.settings import RedisSettings
+
 log = logging.getLogger("kflow.run")
 
 EXIT_OK = 0
 EXIT_HANDLER_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 143  # 128 + SIGTERM, what a shell reports for a terminated process
-TERMINATION_MESSAGE_LIMIT = 4096  # Kubernetes keeps at most this much of the message
 
 
 class RunSettings(BaseSettings):
-    """The attempt a pod runs, from the KFLOW_* variables the Job spec sets (read once)."""
+    """The attempt a pod runs, from the KFLOW_* variables the Job spec sets (read once).
+
+    How to reach Redis is the shared `RedisSettings` group, read beside it.
+    """
 
     model_config = SettingsConfigDict(env_prefix="KFLOW_", extra="ignore")
 
@@ -36,9 +41,6 @@ class RunSettings(BaseSettings):
     queue: str = ""
     attempt: int = 1
     token: str
-    redis_url: str
-    redis_password: str | None = None
-    redis_prefix: str = "kflow"
     # The node's data as JSON when it is small enough to travel in the pod spec; otherwise
     # it is read from Redis.
     data: str | None = None
@@ -67,12 +69,12 @@ async def _node_data(engine: Any, settings: RunSettings) -> Any:
     return None if raw is None else json.loads(raw)
 
 
-async def run_attempt(spec: str, settings: RunSettings) -> int:
+async def run_attempt(spec: str, settings: RunSettings, redis_settings: RedisSettings) -> int:
     """Run the handler named by `spec` for the attempt described by `settings`; exit code."""
     from kflow.engine import Attempt, Engine
     from kflow.sdk.handlers import call_handler, format_error, resolve_function
     from kflow.sdk.job import Job
-    from kflow.store.connect import connect
+    from kflow.store.connect import connect_to
 
     try:
         fn = resolve_function(spec)
@@ -84,14 +86,14 @@ async def run_attempt(spec: str, settings: RunSettings) -> int:
 
     where = f"flow {settings.namespace}/{settings.flow_name} node {settings.node}"
     try:
-        redis = await connect(settings.redis_url, password=settings.redis_password)
+        redis = await connect_to(redis_settings)
     except Exception as exc:
         message = f"kflow-run: cannot reach Redis for {where}: {exc}"
         log.error("%s", message)
         write_termination_message(settings.termination_log, message)
         return EXIT_HANDLER_FAILED
     try:
-        engine = Engine(redis, prefix=settings.redis_prefix)
+        engine = Engine(redis, prefix=redis_settings.prefix)
         attempt = Attempt(
             flow_uid=settings.flow_uid, namespace=settings.namespace,
             flow_name=settings.flow_name, node=settings.node, queue=settings.queue,
@@ -160,11 +162,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
         settings = RunSettings()  # the fields come from the environment
+        redis = RedisSettings()
+        if not redis.url_given:
+            raise ValueError("KFLOW_REDIS_URL is not set (the Job's pod gets it from the "
+                             "Redis Secret)")
     except Exception as exc:
         message = f"kflow-run: missing or invalid KFLOW_* environment: {exc}"
         print(message, file=sys.stderr)
         return EXIT_USAGE
-    return asyncio.run(run_attempt(args.function, settings))
+    return asyncio.run(run_attempt(args.function, settings, redis))
 
 
 if __name__ == "__main__":

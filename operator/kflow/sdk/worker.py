@@ -21,6 +21,7 @@ from typing import Any
 from kflow.engine import Attempt, Engine, Inputs
 from kflow.sdk.handlers import call_handler, format_error, resolve_function
 from kflow.sdk.job import Job, JobFlow
+from kflow.settings import RedisSettings
 
 log = logging.getLogger("kflow.worker")
 
@@ -56,7 +57,7 @@ class WorkerOptions:
 # Told of each node's progress through this worker: (attempt, state, detail), where state is
 # active | completed (detail: the value as compact JSON) | delayed | failed (detail: the error) |
 # ready (detail: the name of a parent the completion made ready).
-NodeEvent = Callable[[Attempt, str, str], None]
+ProgressListener = Callable[[Attempt, str, str], None]
 
 
 def default_owner() -> str:
@@ -74,7 +75,7 @@ class Worker:
 
     def __init__(self, engine: Engine, queue_id: str, fn: Callable[..., Any],
                  options: WorkerOptions | None = None, *,
-                 on_event: NodeEvent | None = None) -> None:
+                 on_event: ProgressListener | None = None) -> None:
         if "/" not in queue_id:
             raise ValueError(f'worker queue "{queue_id}": expected <namespace>/<queue>, '
                              'e.g. "default/extract"')
@@ -350,7 +351,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the nodes of one queue in a long-lived process: take ready nodes in "
                     "batches, call module:function(job) on each (as kflow-run does), renew "
                     "their locks while they run. SIGTERM: stop taking, finish within the "
-                    "grace period, hand back the rest. Redis from --redis or KFLOW_REDIS_URL.",
+                    "grace period, hand back the rest. Redis from --redis or KFLOW_REDIS_URL "
+                    "(and the other KFLOW_REDIS_* settings: password, TLS, CA file, timeouts).",
     )
     parser.add_argument("function", metavar="module:function",
                         help="the handler, a dotted module or a .py file, then :function")
@@ -375,11 +377,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def run_worker(args: argparse.Namespace) -> int:
-    from kflow.store.connect import connect
+def worker_redis(args: argparse.Namespace, base: RedisSettings | None = None) -> RedisSettings:
+    """How `kflow worker` reaches Redis: the KFLOW_REDIS_* settings (or `base`), with --redis
+    and --prefix over them."""
+    settings = base or RedisSettings()
+    overrides = {key: value for key, value in (("url", args.redis), ("prefix", args.prefix))
+                 if value}
+    return settings.model_copy(update=overrides) if overrides else settings
 
-    url = args.redis or os.environ.get("KFLOW_REDIS_URL")
-    if not url:
+
+async def run_worker(args: argparse.Namespace) -> int:
+    """Serve the queue until SIGTERM or SIGINT; the exit code."""
+    from kflow.store.connect import connect_to
+
+    settings = worker_redis(args)
+    if not settings.url_given:
         print("kflow worker: no Redis: pass --redis URL or set KFLOW_REDIS_URL", file=sys.stderr)
         return EXIT_USAGE
     try:
@@ -392,9 +404,9 @@ async def run_worker(args: argparse.Namespace) -> int:
         print(f"kflow worker: {exc}", file=sys.stderr)
         return EXIT_USAGE
     # connect() hands out a pool that waits for a free connection instead of failing.
-    redis = await connect(url, password=os.environ.get("KFLOW_REDIS_PASSWORD"))
+    redis = await connect_to(settings)
     try:
-        engine = Engine(redis, prefix=args.prefix or os.environ.get("KFLOW_REDIS_PREFIX", "kflow"))
+        engine = Engine(redis, prefix=settings.prefix)
         try:
             worker = Worker(engine, args.queue, fn, options)
         except ValueError as exc:

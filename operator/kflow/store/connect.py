@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
@@ -13,23 +13,57 @@ from redis.asyncio.cluster import RedisCluster
 MAX_CONNECTIONS = 64
 
 
+class RedisTarget(Protocol):
+    """Where Redis is and how to talk to it; `kflow.settings.RedisSettings` is one.
+
+    The store takes these as values and reads no environment itself.
+    """
+
+    @property
+    def url(self) -> str: ...
+    @property
+    def password(self) -> str | None: ...
+    @property
+    def tls(self) -> bool: ...
+    @property
+    def tls_ca_file(self) -> str | None: ...
+    @property
+    def connect_timeout(self) -> float | None: ...
+    @property
+    def socket_timeout(self) -> float | None: ...
+
+
+async def connect_to(target: RedisTarget, *, max_connections: int = MAX_CONNECTIONS) -> Any:
+    """A client for the Redis `target` describes (see `connect`)."""
+    return await connect(target.url, password=target.password, tls=target.tls,
+                         tls_ca_file=target.tls_ca_file, connect_timeout=target.connect_timeout,
+                         socket_timeout=target.socket_timeout, max_connections=max_connections)
+
+
 async def connect(url: str, *, password: str | None = None, tls: bool = False,
-                  tls_ca_file: str | None = None, max_connections: int = MAX_CONNECTIONS) -> Any:
+                  tls_ca_file: str | None = None, connect_timeout: float | None = None,
+                  socket_timeout: float | None = None,
+                  max_connections: int = MAX_CONNECTIONS) -> Any:
     """A client for `url`: `RedisCluster` when the server runs in cluster mode.
 
     Asking the server (INFO cluster) instead of taking a flag means the same URL works for a
     single Redis and for any node of a Redis Cluster. TLS comes from a `rediss://` URL or
     from `tls=True`; `tls_ca_file` names the CA bundle that signed the server's certificate.
+    Both timeouts are in seconds; None (the default) waits as long as the OS does.
     """
     extra: dict[str, Any] = {"password": password} if password else {}
     if tls and url.startswith("redis://"):
         url = "rediss://" + url.removeprefix("redis://")
     if tls_ca_file:
         extra["ssl_ca_certs"] = tls_ca_file
-    # No read timeout: while redis-py has one armed, a task cancelled inside a command swallows
-    # the CancelledError and keeps running (tests/integration/test_redis_client.py). Dead
-    # peers are found by TCP keepalive and the periodic health check instead.
-    extra |= {"socket_timeout": None, "socket_keepalive": True, "health_check_interval": 30}
+    if connect_timeout is not None:
+        extra["socket_connect_timeout"] = connect_timeout
+    # No read timeout by default: while redis-py has one armed, a task cancelled inside a
+    # command swallows the CancelledError and keeps running
+    # (tests/integration/test_redis_client.py). Dead peers are found by TCP keepalive and the
+    # periodic health check instead.
+    extra |= {"socket_timeout": socket_timeout, "socket_keepalive": True,
+              "health_check_interval": 30}
     pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections,
                                                      timeout=None, **extra)
     client = aioredis.Redis(connection_pool=pool)

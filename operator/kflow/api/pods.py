@@ -1,0 +1,10 @@
+"""What the operator and the pods it starts both rely on: Kubernetes' limits on a pod's output."""
+
+from __future__ import annotations
+
+from typing import Final
+
+# Kubernetes keeps at most this many bytes of a container's termination message. The operator
+# reads a node's output from it (a larger output needs the SDK, which writes it to Redis);
+# `kflow-run` cuts the error it leaves there to it.
+TERMINATION_MESSAGE_LIMIT: Final = 4096

@@ -1,0 +1,217 @@
+"""The life of a Flow in the operator: admit, suspend and resume, cancel, retry, delete, TTL."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from kflow.api.errors import SpecError, error_lines
+from kflow.api.models import API_VERSION, MAX_CONDITION_MESSAGE
+from kflow.engine import Engine, FlowNotFound, FlowRef
+from kflow.graph.verdict import check_manifest
+from kflow.kube.dispatch import Dispatchers, FlowRoutes
+from kflow.kube.events import EventPoster, FlowEvent
+from kflow.kube.jobs import job_state
+from kflow.kube.k8s import KubeApi
+from kflow.kube.metrics import Metrics
+from kflow.kube.status import TERMINAL_PHASES, FlowView, StatusPatcher
+from kflow.settings import StatusSettings
+
+log = logging.getLogger("kflow.kube")
+
+
+def _flow_document(body: Mapping[str, Any]) -> dict[str, Any]:
+    meta = body.get("metadata") or {}
+    return {
+        "apiVersion": body.get("apiVersion", API_VERSION),
+        "kind": "Flow",
+        "metadata": {k: meta.get(k) for k in ("name", "generateName", "namespace", "uid",
+                                              "generation") if meta.get(k) is not None},
+        "spec": dict(body.get("spec") or {}),
+    }
+
+
+class FlowLifecycle:
+    """One method per Flow event; owns the Flows' status (`status`) and their TTL timers."""
+
+    def __init__(self, *, engine: Engine, api: KubeApi, dispatchers: Dispatchers,
+                 routes: FlowRoutes, events: EventPoster, metrics: Metrics,
+                 settings: StatusSettings) -> None:
+        self.engine = engine
+        self.api = api
+        self.dispatchers = dispatchers
+        self.routes = routes
+        self.events = events
+        self.metrics = metrics
+        self.status = StatusPatcher(
+            patch=api.patch_flow_status, snapshot=engine.snapshot,
+            on_phase_change=self._phase_changed, interval=settings.interval_seconds,
+            max_failures=settings.max_failures)
+
+    async def admit(self, body: Mapping[str, Any]) -> None:
+        """Create or resume: validate, compile, record the graph in Redis, start tracking."""
+        meta = body.get("metadata") or {}
+        uid, namespace, name = meta["uid"], meta["namespace"], meta["name"]
+        spec = body.get("spec") or {}
+        old_status = body.get("status") or {}
+        view = self.status.track(FlowView(
+            uid=uid, namespace=namespace, name=name, generation=meta.get("generation"),
+            ttl_seconds=spec.get("ttlSecondsAfterFinished"), phase=old_status.get("phase"),
+            conditions={c.get("type"): dict(c) for c in old_status.get("conditions") or []}))
+        try:
+            compiled = check_manifest(_flow_document(body)).compiled
+            assert compiled is not None  # a Flow document always compiles or raises
+        except SpecError as exc:
+            # The same lines as `kflow lint` and the admission webhook, schema and graph
+            # problems together; bounded like every condition message.
+            message = "\n".join(error_lines(exc))[:MAX_CONDITION_MESSAGE]
+            already = view.conditions.get("Valid", {})
+            view.valid, view.invalid_message = False, message
+            await self.status.flush(uid)
+            if not (already.get("status") == "False" and already.get("message") == message):
+                self.events.post(FlowEvent(uid, namespace, name, "InvalidSpec", message,
+                                           warning=True))
+            log.warning("Flow %s/%s is invalid: %s", namespace, name, message)
+            return
+        view.valid, view.invalid_message = True, ""
+        self.routes.add(uid, {n.name: n.queue for n in compiled.nodes.values()},
+                        compiled.queues)
+        created = await self.engine.submit(
+            FlowRef(uid=uid, namespace=namespace, name=name), compiled,
+            ttl_seconds_after_finished=spec.get("ttlSecondsAfterFinished"),
+            suspended=bool(spec.get("suspend") or spec.get("cancel")))
+        if created:
+            log.info("Flow %s/%s: %d nodes recorded in Redis", namespace, name,
+                     len(compiled.nodes))
+            if spec.get("cancel"):
+                await self.cancel(body)
+        else:
+            # Resumed after a restart: a crash between a flow step and its queue step left
+            # ready nodes off their queue; put them back.
+            await self.engine.reconcile_flow(uid)
+        self.refresh_missing_queues(namespace)
+        for queue in compiled.queues:
+            self.dispatchers.kick(f"{namespace}/{queue}")
+        await self.status.flush(uid)
+
+    async def set_suspended(self, body: Mapping[str, Any], suspended: bool) -> None:
+        uid = body["metadata"]["uid"]
+        try:
+            if suspended:
+                await self.engine.suspend(uid)
+            else:
+                await self.engine.resume(uid)
+        except FlowNotFound:
+            return
+        self.dispatchers.kick_namespace(body["metadata"]["namespace"])
+        self.status.mark(uid)
+
+    async def cancel(self, body: Mapping[str, Any]) -> None:
+        """Stop the flow: no more dispatches, running Jobs deleted, phase Cancelled."""
+        meta = body["metadata"]
+        try:
+            await self.engine.cancel(meta["uid"])
+        except FlowNotFound:
+            return
+        for job in await self.api.flow_jobs(meta["namespace"], meta["uid"]):
+            if job_state(job) == "running":
+                await self.api.delete_job(meta["namespace"], job["metadata"]["name"])
+        self.dispatchers.kick_namespace(meta["namespace"])
+        self.status.mark(meta["uid"])
+
+    async def retry(self, body: Mapping[str, Any]) -> None:
+        """Put the flow's failed nodes back to ready (the kflow.dev/retry annotation)."""
+        meta = body["metadata"]
+        try:
+            count = await self.engine.retry_failed(meta["uid"])
+        except FlowNotFound:
+            return
+        log.info("Flow %s/%s: %d failed node(s) back to ready", meta["namespace"], meta["name"],
+                 count)
+        if count:
+            self.events.post(FlowEvent(meta["uid"], meta["namespace"], meta["name"], "Retried",
+                                       f"{count} failed node(s) retried", warning=False))
+        self.dispatchers.kick_namespace(meta["namespace"])
+        self.status.mark(meta["uid"])
+
+    async def delete(self, body: Mapping[str, Any]) -> None:
+        """Finalizer: the flow's Redis keys go now; its Jobs go with it."""
+        meta = body["metadata"]
+        uid = meta["uid"]
+        self.status.forget(uid)
+        self.routes.forget(uid)
+        await self.engine.delete(uid)
+        # The garbage collector would remove them after the Flow; do it now, pods included.
+        for job in await self.api.flow_jobs(meta["namespace"], uid):
+            await self.api.delete_job(meta["namespace"], job["metadata"]["name"])
+        log.info("Flow %s/%s deleted: Redis keys and Jobs removed", meta["namespace"],
+                 meta["name"])
+
+    def refresh_missing_queues(self, namespace: str) -> None:
+        """Recompute the QueueMissing condition of every flow of the namespace."""
+        for uid, view in list(self.status.views.items()):
+            if view.namespace != namespace or not self.routes.knows(uid):
+                continue
+            missing = tuple(sorted(q for q in self.routes.node_queues(uid)
+                                   if f"{namespace}/{q}" not in self.dispatchers.queues))
+            if missing != view.missing_queues:
+                view.missing_queues = missing
+                self.status.mark(uid)
+
+    def progressed_on(self, namespace: str, queue: str) -> set[str]:
+        """Workers moved this queue's flows on: mark the unfinished ones for a status refresh;
+        returns the other queues those flows use (a parent may have become ready there)."""
+        others: set[str] = set()
+        for uid, names in self.routes.queue_names():
+            view = self.status.views.get(uid)
+            if queue not in names or view is None or view.namespace != namespace \
+                    or view.phase in TERMINAL_PHASES:
+                continue
+            self.status.mark(uid)
+            others.update(names)
+        others.discard(queue)
+        return others
+
+    def _phase_changed(self, view: FlowView, previous: str) -> None:
+        phase = view.phase or ""
+        self.metrics.flow_phase(view.uid, phase)
+        if not view.valid:
+            return
+
+        def event(reason: str, message: str, *, warning: bool = False) -> None:
+            self.events.post(FlowEvent(view.uid, view.namespace, view.name, reason, message,
+                                       warning=warning))
+
+        if phase == "Succeeded":
+            progress = (view.last_status or {}).get("progress")
+            event("FlowSucceeded", f"all nodes done ({progress})")
+        elif phase == "Failed":
+            failures = (view.last_status or {}).get("firstFailures") or []
+            cause = f': node "{failures[0]["node"]}": {failures[0]["error"][:300]}' \
+                if failures else ""
+            event("FlowFailed", f"flow failed{cause}", warning=True)
+        elif phase == "Cancelled":
+            event("FlowCancelled", "flow cancelled")
+        if phase in TERMINAL_PHASES:
+            self._schedule_ttl(view)
+
+    def _schedule_ttl(self, view: FlowView) -> None:
+        """Delete the Flow ttlSecondsAfterFinished after it finished (kept when unset)."""
+        if view.ttl_seconds is None or view.ttl_task is not None:
+            return
+        finished = (view.last_status or {}).get("finishedAt")
+        finished_at = datetime.fromisoformat(finished.replace("Z", "+00:00")).timestamp() \
+            if finished else time.time()
+        delay = max(0.0, finished_at + view.ttl_seconds - time.time())
+
+        async def expire() -> None:
+            await asyncio.sleep(delay)
+            log.info("Flow %s/%s: ttlSecondsAfterFinished passed; deleting it", view.namespace,
+                     view.name)
+            await self.api.delete_flow(view.namespace, view.name)
+
+        view.ttl_task = asyncio.create_task(expire())

@@ -1,0 +1,126 @@
+"""Worker-mode queues: each one's loop that keeps its worker Deployment sized to its depth."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from kflow.api.models import Queue
+from kflow.engine import Engine
+from kflow.kube.dispatch import Dispatchers, QueueInfo, wait_any
+from kflow.kube.flows import FlowLifecycle
+from kflow.kube.jobs import RedisEnv
+from kflow.kube.k8s import KubeApi
+from kflow.kube.metrics import Metrics
+from kflow.kube.scaler import (
+    LABEL_COMPONENT,
+    WORKER_COMPONENT,
+    PoolState,
+    deployment_name,
+    reconcile_worker_pool,
+)
+from kflow.kube.status import QueueStatus
+
+log = logging.getLogger("kflow.kube")
+
+# A Worker-mode queue's pool is reconciled this often, and at once when work arrives.
+POOL_TICK_SECONDS = 1.0
+# Flows served by a worker pool progress without the operator seeing it; their status is
+# refreshed while the pool works, and at least this often otherwise.
+POOL_STATUS_SAFETY_SECONDS = 5.0
+
+
+class WorkerPools:
+    """The worker Deployments of Worker-mode queues, and what their workers' progress means
+    for the flows (status refresh) and the other queues (a parent may have become ready)."""
+
+    def __init__(self, *, engine: Engine, api: KubeApi, dispatchers: Dispatchers,
+                 flows: FlowLifecycle, status: QueueStatus, metrics: Metrics,
+                 redis_env: RedisEnv) -> None:
+        self.engine = engine
+        self.api = api
+        self.dispatchers = dispatchers
+        self.flows = flows
+        self.status = status
+        self.metrics = metrics
+        self.redis_env = redis_env
+        self.pools: dict[str, PoolState] = {}
+
+    def forget(self, queue_id: str) -> None:
+        self.pools.pop(queue_id, None)
+
+    async def run(self, queue_id: str, stopped: Any) -> None:
+        """Reconcile a Worker-mode queue's Deployment every second, and when kicked."""
+        wake = self.dispatchers.pool_wakeup(queue_id)
+        was_worker: bool | None = None
+        last_depth: tuple[int, int] | None = None
+        last_marked = 0.0
+        failing = ""
+        while not stopped:
+            wake.clear()
+            info = self.dispatchers.queues.get(queue_id)
+            timeout = POOL_TICK_SECONDS
+            try:
+                if info is None:
+                    pass
+                elif info.mode != "Worker":
+                    if was_worker is not False:
+                        await self._drop(info)
+                    was_worker = False
+                    timeout = 60.0  # only a mode change (which kicks) matters here
+                else:
+                    was_worker = True
+                    depth = await self._tick(info)
+                    # Workers move the queue's flows on without the operator seeing it:
+                    # refresh their status, and wake the other queues their parents use.
+                    busy = depth[0] + depth[1] > 0 or depth != last_depth
+                    if busy or time.monotonic() - last_marked >= POOL_STATUS_SAFETY_SECONDS:
+                        self._progressed(info)
+                        last_marked = time.monotonic()
+                    last_depth = depth
+                failing = ""
+            except Exception as exc:
+                # Logged once per distinct error, not every second while it lasts.
+                if str(exc) != failing:
+                    log.exception("worker pool of queue %s: reconcile failed; retrying every "
+                                  "%.0f s", queue_id, timeout)
+                failing = str(exc)
+            await wait_any(wake, stopped, timeout)
+
+    async def _tick(self, info: QueueInfo) -> tuple[int, int]:
+        """One reconcile of the queue's pool; returns (ready, active)."""
+        queue_id = info.queue_id
+        queue = Queue.model_validate({"metadata": {"name": info.name, "namespace": info.namespace,
+                                                   "uid": info.uid}, "spec": info.spec})
+        await self.engine.promote_due(queue_id)  # no dispatcher promotes delayed nodes here
+        if info.external_scaler:
+            ready, active, delayed = await self.engine.queue_depth(queue_id)
+            await self.status.report(queue_id, ready, active, delayed)
+            return ready, active
+        state = self.pools.setdefault(queue_id, PoolState())
+        report = await reconcile_worker_pool(queue, self.engine, self.api, state,
+                                             redis=self.redis_env)
+        self.metrics.pool_size(queue_id, report.replicas)
+        await self.status.report(queue_id, report.ready, report.active, report.delayed,
+                                 workers=report.pods)
+        return report.ready, report.active
+
+    def _progressed(self, info: QueueInfo) -> None:
+        for name in self.flows.progressed_on(info.namespace, info.name):
+            other = self.dispatchers.queues.get(f"{info.namespace}/{name}")
+            # Worker-mode queues look every second anyway; kicking them would make two busy
+            # pools of one flow wake each other without pause.
+            if other is not None and other.mode == "Job":
+                self.dispatchers.kick(other.queue_id)
+
+    async def _drop(self, info: QueueInfo) -> None:
+        """A queue not in Worker mode keeps no worker Deployment (its mode may have changed)."""
+        self.pools.pop(info.queue_id, None)
+        self.metrics.pool_size(info.queue_id, None)
+        name = deployment_name(info.name)
+        found = await self.api.read_deployment(info.namespace, name)
+        labels = ((found or {}).get("metadata") or {}).get("labels") or {}
+        if found is not None and labels.get(LABEL_COMPONENT) == WORKER_COMPONENT:
+            await self.api.delete_deployment(info.namespace, name)
+            log.info("Queue %s: not in Worker mode; Deployment %s deleted", info.queue_id, name)

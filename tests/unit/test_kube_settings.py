@@ -1,0 +1,100 @@
+"""Settings, grouped: every KFLOW_* name the chart sets and the docs name is still read, into
+its group; the Redis group is the one the operator, kflow-run and kflow worker share."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kflow.settings import RedisSettings, Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# Every variable the operator reads: (name, a value to set, where it lands, what it becomes).
+OPERATOR_VARIABLES: list[tuple[str, str, str, Any]] = [
+    ("KFLOW_REDIS_URL", "rediss://redis.ops:6380/1", "redis.url", "rediss://redis.ops:6380/1"),
+    ("KFLOW_REDIS_PASSWORD", "s3cret", "redis.password", "s3cret"),
+    ("KFLOW_REDIS_TLS", "true", "redis.tls", True),
+    ("KFLOW_REDIS_TLS_CA_FILE", "/etc/ca.pem", "redis.tls_ca_file", "/etc/ca.pem"),
+    ("KFLOW_REDIS_PREFIX", "team-a", "redis.prefix", "team-a"),
+    ("KFLOW_REDIS_CONNECT_TIMEOUT", "2.5", "redis.connect_timeout", 2.5),
+    ("KFLOW_REDIS_SOCKET_TIMEOUT", "7", "redis.socket_timeout", 7.0),
+    ("KFLOW_REDIS_SECRET_NAME", "creds", "pods.name", "creds"),
+    ("KFLOW_REDIS_SECRET_URL_KEY", "address", "pods.url_key", "address"),
+    ("KFLOW_REDIS_SECRET_PASSWORD_KEY", "pw", "pods.password_key", "pw"),
+    ("KFLOW_REDIS_SECRET_CA_KEY", "ca.crt", "pods.ca_key", "ca.crt"),
+    ("KFLOW_NAMESPACES", "etl,ml", "watching.namespaces", ["etl", "ml"]),
+    ("KFLOW_PEERING_NAME", "kflow-b", "peering.name", "kflow-b"),
+    ("KFLOW_STANDALONE", "true", "peering.standalone", True),
+    ("KFLOW_PRIORITY", "20", "peering.priority", 20),
+    ("KFLOW_PEERING_LIFETIME", "45", "peering.lifetime", 45),
+    ("KFLOW_IDENTITY", "operator-0", "peering.identity", "operator-0"),
+    ("KFLOW_TAKE_BATCH", "20", "dispatch.take_batch", 20),
+    ("KFLOW_LEASE_MS", "60000", "dispatch.lease_ms", 60_000),
+    ("KFLOW_IDLE_RECHECK_SECONDS", "12", "dispatch.idle_recheck_seconds", 12.0),
+    ("KFLOW_MAX_STALLED", "5", "dispatch.max_stalled", 5),
+    ("KFLOW_JOB_CREATE_RETRIES", "2", "dispatch.job_create_retries", 2),
+    ("KFLOW_KEEP_FINISHED_JOBS", "true", "dispatch.keep_finished_jobs", True),
+    ("KFLOW_STATUS_INTERVAL_SECONDS", "2.5", "status.interval_seconds", 2.5),
+    ("KFLOW_STATUS_MAX_FAILURES", "3", "status.max_failures", 3),
+    ("KFLOW_WEBHOOK_ENABLED", "true", "webhook.enabled", True),
+    ("KFLOW_WEBHOOK_LISTEN", "127.0.0.1", "webhook.listen", "127.0.0.1"),
+    ("KFLOW_WEBHOOK_PORT", "8443", "webhook.port", 8443),
+    ("KFLOW_WEBHOOK_HOST", "10.0.0.1", "webhook.host", "10.0.0.1"),
+    ("KFLOW_WEBHOOK_CERT_FILE", "/w/tls.crt", "webhook.cert_file", "/w/tls.crt"),
+    ("KFLOW_WEBHOOK_KEY_FILE", "/w/tls.key", "webhook.key_file", "/w/tls.key"),
+    ("KFLOW_WEBHOOK_CA_FILE", "/w/ca.crt", "webhook.ca_file", "/w/ca.crt"),
+    ("KFLOW_WEBHOOK_MANAGED", "true", "webhook.managed", True),
+    ("KFLOW_WEBHOOK_CONFIGURATION_NAME", "x.kflow.dev", "webhook.configuration_name",
+     "x.kflow.dev"),
+    ("KFLOW_WEBHOOK_FAILURE_POLICY", "Fail", "webhook.failure_policy", "Fail"),
+    ("KFLOW_METRICS_PORT", "9090", "metrics.port", 9090),
+    ("KFLOW_LIVENESS_ENDPOINT", "http://0.0.0.0:8080/healthz", "metrics.liveness_endpoint",
+     "http://0.0.0.0:8080/healthz"),
+]
+# Variables of the pods (kflow-run's attempt, a plain container's input), not the operator's.
+POD_VARIABLES = {"KFLOW_DATA"}
+
+
+def lookup(settings: Settings, path: str) -> Any:
+    group, field = path.split(".")
+    return getattr(getattr(settings, group), field)
+
+
+def mentioned(path: Path) -> set[str]:
+    return set(re.findall(r"\bKFLOW_[A-Z][A-Z_]*[A-Z]\b", path.read_text()))
+
+
+@pytest.mark.parametrize(("name", "value", "path", "expected"), OPERATOR_VARIABLES,
+                         ids=[v[0] for v in OPERATOR_VARIABLES])
+def test_each_variable_is_read_into_its_group(monkeypatch: pytest.MonkeyPatch, name: str,
+                                              value: str, path: str, expected: Any) -> None:
+    before = lookup(Settings(), path)
+    monkeypatch.setenv(name, value)
+
+    assert lookup(Settings(), path) == expected != before
+
+
+def test_every_name_the_chart_sets_and_the_docs_name_is_read() -> None:
+    known = {name for name, *_ in OPERATOR_VARIABLES}
+    chart = mentioned(ROOT / "charts" / "kflow" / "templates" / "deployment.yaml")
+    docs = mentioned(ROOT / "README.md") | mentioned(ROOT / "docs" / "autoscaling.md")
+
+    assert chart and chart <= known, chart - known
+    assert docs - POD_VARIABLES <= known, docs - POD_VARIABLES - known
+
+
+def test_the_redis_group_is_one_class_for_every_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KFLOW_REDIS_URL", "redis://r:6379/0")
+    monkeypatch.setenv("KFLOW_REDIS_TLS", "1")
+
+    assert type(Settings().redis) is RedisSettings
+    assert Settings().redis == RedisSettings()
+    assert RedisSettings().url_given
+    monkeypatch.delenv("KFLOW_REDIS_URL")
+    assert not RedisSettings().url_given and RedisSettings().url == "redis://127.0.0.1:6379/0"
+    # Today's behaviour: no timeouts unless set.
+    assert RedisSettings().connect_timeout is None and RedisSettings().socket_timeout is None
