@@ -20,14 +20,14 @@ import redis.asyncio as aredis
 from kflow.devkit.redis import redis_server
 from kflow.devkit.results import record, table
 from kflow.engine import Engine, FlowRef
-from kflow.graph.dag import CompiledFlow, CompiledNode, NodeOptions
+from kflow.graph.dag import CompiledFlow, CompiledNode, CompiledOptions
 
 NS, QUEUE = "bench", "work"
 HANDLER = f"{Path(__file__).resolve().with_name('_noop_handler.py')}:run"
 
 
 def fan_out(width: int) -> CompiledFlow:
-    opts = NodeOptions()
+    opts = CompiledOptions()
     names = [f"leaf-{i:05d}" for i in range(width)]
     nodes = {n: CompiledNode(n, QUEUE, {"i": i}, opts, (), ("sum",)) for i, n in enumerate(names)}
     nodes["sum"] = CompiledNode("sum", QUEUE, {}, opts, tuple(names), ())

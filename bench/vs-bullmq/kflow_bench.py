@@ -14,7 +14,7 @@ import uuid
 from typing import Any
 
 from kflow.engine import Engine, FlowRef
-from kflow.graph.dag import CompiledFlow, CompiledNode, NodeOptions
+from kflow.graph.dag import CompiledFlow, CompiledNode, CompiledOptions
 from kflow.sdk.worker import Worker, WorkerOptions
 from kflow.store.connect import connect
 
@@ -27,7 +27,7 @@ FAN_OUT_UID = "fan-out-10k"
 
 
 def fan_out() -> CompiledFlow:
-    opts = NodeOptions()
+    opts = CompiledOptions()
     names = [f"leaf-{i:05d}" for i in range(WIDTH)]
     nodes = {n: CompiledNode(n, QUEUE, {"i": i}, opts, (), ("sum",)) for i, n in enumerate(names)}
     nodes["sum"] = CompiledNode("sum", QUEUE, {}, opts, tuple(names), ())
@@ -35,7 +35,7 @@ def fan_out() -> CompiledFlow:
 
 
 def chain(k: int) -> CompiledFlow:
-    opts = NodeOptions()
+    opts = CompiledOptions()
     names = [f"step-{s}" for s in range(1, CHAIN_LENGTH)] + ["root"]
     nodes = {}
     for i, n in enumerate(names):

@@ -14,7 +14,7 @@ import redis
 from kflow.cli.local.command import derive_flow_uid
 from kflow.cli.local.view import render_tree
 from kflow.engine import NodeInfo
-from kflow.graph.dag import CompiledFlow, CompiledNode, NodeOptions
+from kflow.graph.dag import CompiledFlow, CompiledNode, CompiledOptions
 from tests.e2e.local_support import EXAMPLES, HANDLERS, ROOT
 
 KFLOW = ROOT / ".venv" / "bin" / "kflow"
@@ -203,7 +203,7 @@ def test_version_and_usage() -> None:
 
 def _node(name: str, queue: str, children: tuple[str, ...] = (),
           parents: tuple[str, ...] = ()) -> CompiledNode:
-    return CompiledNode(name, queue, None, NodeOptions(), children, parents)
+    return CompiledNode(name, queue, None, CompiledOptions(), children, parents)
 
 
 def test_tree_draws_a_shared_child_once_and_summarises_long_child_lists() -> None:

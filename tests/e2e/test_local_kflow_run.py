@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from kflow.api import load_manifests
+from kflow.api import QueueId, load_manifests
 from kflow.engine import Attempt, Engine, FlowRef
 from kflow.graph import compile_flow
 from kflow.store.connect import connect
@@ -63,7 +63,8 @@ class Pod:
     namespace: str
 
     async def take(self, queue: str) -> Attempt:
-        (attempt,) = await self.engine.take(f"{self.namespace}/{queue}", 1, owner="test-op")
+        (attempt,) = await self.engine.take(QueueId(self.namespace, queue), 1,
+                                             owner="test-op")
         return attempt
 
     def env(self, attempt: Attempt, *, with_data: bool = True, token: str | None = None

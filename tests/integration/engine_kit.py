@@ -11,8 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from kflow.api import QueueId
 from kflow.engine import Attempt, Engine, FlowRef
-from kflow.graph.dag import CompiledFlow, CompiledNode, NodeOptions
+from kflow.graph.dag import CompiledFlow, CompiledNode, CompiledOptions
 
 NS = "team-a"
 
@@ -25,11 +26,11 @@ class N:
     queue: str = "work"
     children: tuple[str, ...] = ()
     data: Any = None
-    opts: NodeOptions = field(default_factory=NodeOptions)
+    opts: CompiledOptions = field(default_factory=CompiledOptions)
 
 
 def node(name: str, *children: str, queue: str = "work", data: Any = None, **opts: Any) -> N:
-    return N(name, queue, tuple(children), data, NodeOptions(**opts))
+    return N(name, queue, tuple(children), data, CompiledOptions(**opts))
 
 
 def build(*nodes: N) -> CompiledFlow:
@@ -66,8 +67,8 @@ def new_ref(name: str = "flow") -> FlowRef:
     return FlowRef(uid=str(uuid.uuid4()), namespace=NS, name=name)
 
 
-def qid(queue: str = "work") -> str:
-    return f"{NS}/{queue}"
+def qid(queue: str = "work") -> QueueId:
+    return QueueId(NS, queue)
 
 
 async def take_all(engine: Engine, queue: str = "work", n: int = 100) -> list[Attempt]:

@@ -9,10 +9,11 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from kflow.api import parse_manifest
+from kflow.api import QueueId, parse_manifest
 from kflow.engine import Attempt, Engine, FlowRef, QueueConfig
 from kflow.graph import compile_flow
 from kflow.kube.dispatch import Dispatchers, QueueInfo
+from kflow.kube.queues import queue_info
 
 pytestmark = [pytest.mark.redis]
 
@@ -41,6 +42,8 @@ def fan_out(n: int, queue: str) -> Any:
     return compile_flow(parse_manifest(doc))  # type: ignore[arg-type]
 
 
+TEMPLATE = {"template": {"spec": {"containers": [{"name": "main", "image": "runner"}]}}}
+
 @pytest.fixture
 async def engine(redis_srv: Any) -> Any:
     client = aioredis.Redis.from_url(redis_srv.url)
@@ -49,11 +52,11 @@ async def engine(redis_srv: Any) -> Any:
 
 
 async def test_dispatcher_never_exceeds_concurrency_and_wakes_on_kicks(engine: Engine) -> None:
-    queue_id = "ns/items"
+    queue_id = QueueId("ns", "items")
     await engine.configure_queue(queue_id, QueueConfig(concurrency=3))
     dispatchers = Dispatchers(engine, identity="test", batch=10, lease_ms=60_000,
                               idle_recheck=3600)  # no safety-net wake-ups: only kicks count
-    dispatchers.queues[queue_id] = QueueInfo(namespace="ns", name="items", concurrency=3)
+    dispatchers.queues[queue_id] = queue_info("ns", "items", {**TEMPLATE, "concurrency": 3})
     running: dict[str, Attempt] = {}
     most = 0
     launched: list[str] = []
@@ -64,7 +67,7 @@ async def test_dispatcher_never_exceeds_concurrency_and_wakes_on_kicks(engine: E
         launched.append(attempt.node)
         most = max(most, len(running))
 
-    async def housekeep(_queue_id: str) -> None:
+    async def housekeep(_queue_id: QueueId) -> None:
         return None
 
     uid = str(uuid.uuid4())
@@ -92,7 +95,9 @@ async def test_dispatcher_never_exceeds_concurrency_and_wakes_on_kicks(engine: E
 async def test_dispatcher_ignores_worker_mode_and_missing_queues(engine: Engine) -> None:
     dispatchers = Dispatchers(engine, identity="test", batch=10, lease_ms=60_000,
                               idle_recheck=3600)
-    dispatchers.queues["ns/w"] = QueueInfo(namespace="ns", name="w", mode="Worker")
+    worker_queue = QueueId("ns", "w")
+    dispatchers.queues[worker_queue] = queue_info("ns", "w", {**TEMPLATE, "mode": "Worker",
+                                                              "workers": {"max": 2}})
     uid = str(uuid.uuid4())
     await engine.submit(FlowRef(uid, "ns", "fan"), fan_out(2, "w"))
     launched: list[str] = []
@@ -100,18 +105,18 @@ async def test_dispatcher_ignores_worker_mode_and_missing_queues(engine: Engine)
     async def launch(_queue: QueueInfo, attempt: Attempt) -> None:
         launched.append(attempt.node)
 
-    async def housekeep(_queue_id: str) -> None:
+    async def housekeep(_queue_id: QueueId) -> None:
         return None
 
     stopped = Stopped()
-    loop = asyncio.create_task(dispatchers.run("ns/w", stopped, launch, housekeep))
+    loop = asyncio.create_task(dispatchers.run(worker_queue, stopped, launch, housekeep))
     await asyncio.sleep(0.3)
-    dispatchers.kick("ns/w")
+    dispatchers.kick(worker_queue)
     await asyncio.sleep(0.3)
     stopped.set()
     await asyncio.wait_for(loop, timeout=5)
     assert launched == []
-    assert (await engine.queue_depth("ns/w"))[0] == 2, "the nodes stay ready for workers"
+    assert (await engine.queue_depth(worker_queue))[0] == 2, "the nodes stay ready for workers"
 
 
 async def _until(predicate: Any) -> None:

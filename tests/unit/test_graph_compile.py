@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from kflow.api import Flow
-from kflow.graph import GraphError, GraphErrors, NodeOptions, compile_flow
+from kflow.graph import CompiledOptions, GraphError, GraphErrors, compile_flow
 
 
 def make_flow(*nodes: dict[str, Any], **spec: Any) -> Flow:
@@ -81,18 +81,18 @@ def test_defaults_are_merged_into_each_node() -> None:
         "backoff_delay_ms": 1000,
         "backoff_max_delay_ms": 60_000,
     }
-    assert compiled.nodes["validate-customer"].opts == NodeOptions(attempts=3, **exponential)
-    assert compiled.nodes["validate-items"].opts == NodeOptions(
+    assert compiled.nodes["validate-customer"].opts == CompiledOptions(attempts=3, **exponential)
+    assert compiled.nodes["validate-items"].opts == CompiledOptions(
         attempts=3, on_failure="ignore", **exponential
     )
-    assert compiled.nodes["process-payment"].opts == NodeOptions(
+    assert compiled.nodes["process-payment"].opts == CompiledOptions(
         attempts=5, priority=1, timeout_ms=120_000, **exponential
     )
 
 
 def test_no_defaults_means_kflow_defaults() -> None:
     compiled = compile_flow(make_flow(node("a")))
-    assert compiled.nodes["a"].opts == NodeOptions()
+    assert compiled.nodes["a"].opts == CompiledOptions()
     assert compiled.roots == compiled.leaves == ("a",)
 
 

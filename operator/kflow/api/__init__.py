@@ -2,6 +2,7 @@
 
 from kflow.api.durations import format_duration, parse_duration
 from kflow.api.errors import SpecError, SpecErrors
+from kflow.api.ids import QueueId
 from kflow.api.manifests import load_manifests, parse_manifest
 from kflow.api.models import (
     API_VERSION,
@@ -43,6 +44,7 @@ __all__ = [
     "NodeSpec",
     "ObjectMeta",
     "Queue",
+    "QueueId",
     "QueueSpec",
     "QueueStatus",
     "RateLimit",

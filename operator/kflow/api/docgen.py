@@ -73,12 +73,12 @@ def _type_name(schema: dict[str, Any], defs: dict[str, Any]) -> str:
     schema = _unwrap(schema)
     if "x-kflow-type" in schema:
         return str(schema["x-kflow-type"])
+    if "enum" in schema:  # before $ref: a field may narrow an enum type to fewer values
+        return " | ".join(f"`{value}`" for value in schema["enum"])
     if "$ref" in schema:
         target = schema["$ref"].rsplit("/", 1)[-1]
         extra = defs.get(target, {}).get("x-kflow-type")
         return str(extra) if extra else "object"
-    if "enum" in schema:
-        return " | ".join(f"`{value}`" for value in schema["enum"])
     kind = schema.get("type", "any")
     if kind == "array":
         return f"list of {_type_name(schema.get('items', {}), defs)}" + _bounds(schema)

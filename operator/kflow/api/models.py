@@ -26,6 +26,8 @@ from pydantic_core import PydanticCustomError
 
 from kflow.api.durations import DURATION_PATTERN, format_duration, parse_duration
 from kflow.api.errors import PATTERN_RULES, SpecError, combine, from_validation_error
+from kflow.api.ids import QueueId
+from kflow.api.states import FLOW_PHASES, FlowPhase
 
 GROUP = "kflow.dev"
 VERSION = "v1alpha1"
@@ -57,7 +59,6 @@ PATTERN_RULES[OBJECT_NAME_PATTERN] = (
 
 OnFailure = Literal["failParent", "ignore", "remove", "continueParent"]
 BackoffType = Literal["fixed", "exponential"]
-FlowPhase = Literal["Pending", "Running", "Succeeded", "Failed", "Cancelled", "Suspended"]
 QueueMode = Literal["Job", "Worker"]
 ConditionStatus = Literal["True", "False", "Unknown"]
 
@@ -564,7 +565,9 @@ class FlowStatus(_Status):
     """What the operator reports; bounded whatever the flow's size (per-node state is in Redis)."""
 
     phase: FlowPhase | None = Field(
-        None, description="Pending, Running, Succeeded, Failed, Cancelled or Suspended."
+        None, description="Pending, Running, Succeeded, Failed, Cancelled or Suspended.",
+        # "Missing" is a script's word for a flow without keys, never a phase to report.
+        json_schema_extra={"enum": [str(phase) for phase in FLOW_PHASES]},
     )
     total: int | None = Field(None, ge=0, description="Number of nodes in the flow.")
     counts: NodeCounts | None = Field(None, description="Number of nodes in each state.")
@@ -879,9 +882,9 @@ class Queue(BaseModel):
         return object_ref("Queue", self.metadata)
 
     @property
-    def queue_id(self) -> str:
+    def queue_id(self) -> QueueId:
         """`<namespace>/<name>`, the queue's identity in the engine."""
-        return f"{self.metadata.namespace or 'default'}/{self.metadata.name}"
+        return QueueId(self.metadata.namespace or "default", self.metadata.name or "")
 
 
 def _field_names(*models: type[BaseModel]) -> frozenset[str]:

@@ -10,6 +10,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from kflow.api.ids import QueueId
 from kflow.api.states import (
     ENDED_EARLY_PHASES,
     QUEUEABLE_STATES,
@@ -70,7 +71,7 @@ class _Owed(NamedTuple):
     flow_uid: str
     phase: FlowPhase  # the flow's phase after the step
     namespace: str
-    leases: Sequence[tuple[str, Lease]]  # (queue id, lease) to free
+    leases: Sequence[tuple[QueueId, Lease]]  # (queue id, lease) to free
     queued: Sequence[Queued]  # made ready or delayed: onto their queues if Running
     settled: bool  # the step settled an attempt: if it ended the flow, wind the flow down
 
@@ -94,7 +95,7 @@ class Engine:
 
     # ---- queues ------------------------------------------------------------------------
 
-    async def configure_queue(self, queue_id: str, config: QueueConfig) -> None:
+    async def configure_queue(self, queue_id: QueueId, config: QueueConfig) -> None:
         if (config.rate_max is None) != (config.rate_per_ms is None):
             raise ValueError(f"queue {queue_id}: rate_max and rate_per_ms go together; "
                              "set both or neither")
@@ -102,11 +103,11 @@ class Engine:
             queue_id, concurrency=config.concurrency, rate_max=config.rate_max,
             rate_per_ms=config.rate_per_ms, max_stalled=config.max_stalled)
 
-    async def queue_depth(self, queue_id: str) -> tuple[int, int, int]:
+    async def queue_depth(self, queue_id: QueueId) -> tuple[int, int, int]:
         """(ready, active, delayed) members of the queue."""
         return await self.store.depth(queue_id)
 
-    async def queue_takes(self, queue_id: str, count: int = 10_000) -> list[tuple[int, int]]:
+    async def queue_takes(self, queue_id: QueueId, count: int = 10_000) -> list[tuple[int, int]]:
         """(server time ms, nodes started) per take call of the queue, oldest first (bounded).
 
         The queue's own record of starts: what its rate limit is judged against.
@@ -122,15 +123,15 @@ class Engine:
         flow's ready set only; resume and retry re-queue them by reconciliation. Returns how
         many queue entries were added.
         """
-        drop: dict[str, list[Lease]] = defaultdict(list)
-        enqueue: dict[str, list[QueueEntry]] = defaultdict(list)
+        drop: dict[QueueId, list[Lease]] = defaultdict(list)
+        enqueue: dict[QueueId, list[QueueEntry]] = defaultdict(list)
         ended: list[str] = []
         for o in owed:
             for queue_id, lease in o.leases:
                 drop[queue_id].append(lease)
             if o.phase is FlowPhase.RUNNING:
                 for q in o.queued:
-                    enqueue[f"{o.namespace}/{q.queue}"].append(
+                    enqueue[QueueId(o.namespace, q.queue)].append(
                         QueueEntry(o.flow_uid, q.node, q.priority, q.due))
             elif o.settled and o.phase in ENDED_EARLY_PHASES:
                 ended.append(o.flow_uid)
@@ -228,13 +229,15 @@ class Engine:
         them off their queues; returns how many left a queue. Nodes running when the flow
         ended are left to finish: their outcome is recorded as it comes."""
         meta = await self.store.meta(flow_uid)
-        namespace = "" if meta is None else meta.namespace
+        if meta is None:
+            return 0  # the flow is gone: nothing left to wind down
+        namespace = meta.namespace
         cursor, removed = "0", 0
         while True:
             unqueue, cursor, done = await self.store.cancel_unstarted(flow_uid, cursor, PAGE)
-            by_queue: dict[str, list[tuple[str, int]]] = defaultdict(list)
+            by_queue: dict[QueueId, list[tuple[str, int]]] = defaultdict(list)
             for node, queue, priority in unqueue:
-                by_queue[f"{namespace}/{queue}"].append((node, priority))
+                by_queue[QueueId(namespace, queue)].append((node, priority))
             counts = await asyncio.gather(*(
                 self.store.unqueue(qid, flow_uid, items) for qid, items in by_queue.items()))
             removed += sum(counts)
@@ -253,10 +256,10 @@ class Engine:
         async for page in self.store.ready_pages(flow_uid):
             nodes = [n for n, _ in page]
             specs = await self.store.node_specs(flow_uid, nodes)
-            by_queue: dict[str, list[tuple[str, int]]] = defaultdict(list)
+            by_queue: dict[QueueId, list[tuple[str, int]]] = defaultdict(list)
             for name, spec in zip(nodes, specs, strict=True):
                 if spec is not None:
-                    by_queue[f"{meta.namespace}/{spec.queue}"].append((name, spec.priority))
+                    by_queue[QueueId(meta.namespace, spec.queue)].append((name, spec.priority))
             counts = await asyncio.gather(*(
                 self.store.unqueue(qid, flow_uid, items) for qid, items in by_queue.items()))
             removed += sum(counts)
@@ -264,17 +267,17 @@ class Engine:
 
     # ---- dispatch ------------------------------------------------------------------------
 
-    async def promote_due(self, queue_id: str) -> int | None:
+    async def promote_due(self, queue_id: QueueId) -> int | None:
         """Move due delayed nodes to ready; returns the next due time (ms) or None."""
         while True:
             moved, next_due = await self.store.promote(queue_id, PAGE)
             if moved < PAGE:
                 return next_due
 
-    async def take(self, queue_id: str, max_nodes: int, *, owner: str,
+    async def take(self, queue_id: QueueId, max_nodes: int, *, owner: str,
                    lease_ms: int = 30_000) -> list[Attempt]:
         """Start up to `max_nodes` ready nodes of the queue, priority order then FIFO."""
-        queue_name = queue_id.split("/", 1)[1]
+        queue_name = queue_id.name
         attempts: list[Attempt] = []
         await self.store.promote(queue_id, PAGE)
         for _ in range(4):  # refused members free their slot: try again, a bounded number of times
@@ -299,7 +302,7 @@ class Engine:
             for uid, reply in zip(by_flow, replies, strict=True):
                 if isinstance(reply, BaseException):
                     continue
-                refused: list[tuple[str, Lease]] = []
+                refused: list[tuple[QueueId, Lease]] = []
                 early: list[Queued] = []
                 for (node, token), row in zip(by_flow[uid], reply.rows, strict=True):
                     if row.status is StartStatus.OK:
@@ -322,7 +325,7 @@ class Engine:
         return attempts
 
     async def renew(self, attempts: list[Attempt], lease_ms: int) -> None:
-        by_queue: dict[str, list[Lease]] = defaultdict(list)
+        by_queue: dict[QueueId, list[Lease]] = defaultdict(list)
         for a in attempts:
             by_queue[a.queue_id].append(Lease(a.flow_uid, a.node, a.token))
         await asyncio.gather(*(self.store.renew(qid, lease_ms, leases)
@@ -450,7 +453,7 @@ class Engine:
         return FailOutcome(accepted=row.accepted, action=row.outcome, retry_at_ms=row.at_ms,
                            phase=reply.phase)
 
-    async def release_stalled(self, queue_id: str) -> list[tuple[str, str]]:
+    async def release_stalled(self, queue_id: QueueId) -> list[tuple[str, str]]:
         """Settle attempts whose lease ended: back to ready (up to max_stalled), then failed.
 
         Returns (flow uid, node) of the stalled attempts; leftover leases of attempts that
@@ -522,7 +525,7 @@ class Engine:
         nodes = list(tokens)
         specs = await self.store.node_specs(flow_uid, nodes)
         await self.store.delete(flow_uid)
-        leases = [(f"{meta.namespace}/{spec.queue}", Lease(flow_uid, node, tokens[node]))
+        leases = [(QueueId(meta.namespace, spec.queue), Lease(flow_uid, node, tokens[node]))
                   for node, spec in zip(nodes, specs, strict=True)
                   if spec is not None and meta is not None]
         await self._queue_step([_Owed(flow_uid, FlowPhase.MISSING, "", leases, (), False)])

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from kflow.api.ids import QueueId
+from kflow.api.models import QueueSpec
 from kflow.api.states import FLOW_PHASES, SETTLED_STATES, AttemptOutcome, FlowPhase, NodeState
 
 NODE_STATES: Final = tuple(NodeState)
@@ -51,10 +53,25 @@ class FlowRef:
 
 @dataclass(frozen=True)
 class QueueConfig:
+    """What the engine enforces for one queue, across every worker and dispatcher of it."""
+
     concurrency: int | None = None
     rate_max: int | None = None
     rate_per_ms: int | None = None
     max_stalled: int = 1  # lease expiries a node may have before its attempt fails as stalled
+
+    @classmethod
+    def of(cls, spec: QueueSpec | None, *, max_stalled: int = 1,
+           default_concurrency: int | None = None) -> QueueConfig:
+        """The one derivation from a Queue's spec (the operator's and `kflow run --local`'s);
+        no Queue object means `default_concurrency` and no rate limit."""
+        if spec is None:
+            return cls(concurrency=default_concurrency, max_stalled=max_stalled)
+        rate = spec.rate_limit
+        return cls(concurrency=spec.concurrency,  # unset: unlimited
+                   rate_max=rate.max if rate is not None else None,
+                   rate_per_ms=rate.per if rate is not None else None,  # already milliseconds
+                   max_stalled=max_stalled)
 
 
 @dataclass(frozen=True)
@@ -70,8 +87,8 @@ class Attempt:
     timeout_ms: int | None
 
     @property
-    def queue_id(self) -> str:
-        return f"{self.namespace}/{self.queue}"
+    def queue_id(self) -> QueueId:
+        return QueueId(self.namespace, self.queue)
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from kflow.api.errors import SpecError, SpecErrors, did_you_mean
-from kflow.api.models import Flow, LocatedNode, NodeOpts
-from kflow.graph.dag import CompiledFlow, CompiledNode, NodeOptions, OnFailure
+from kflow.api.models import Flow, LocatedNode, NodeOpts, OnFailure
+from kflow.graph.dag import CompiledFlow, CompiledNode, CompiledOptions
 
 # Caps that keep an error report short, and cheap on huge flows (a suggestion scans every name).
 MAX_SUGGESTED_REFERENCES = 20
@@ -41,13 +41,13 @@ def _raise(errors: Sequence[SpecError]) -> None:
     raise GraphErrors(graph_errors)
 
 
-def merge_options(opts: NodeOpts | None, defaults: NodeOpts | None) -> NodeOptions:
+def merge_options(opts: NodeOpts | None, defaults: NodeOpts | None) -> CompiledOptions:
     """A node's own options over the flow's defaults over kflow's; durations already in ms.
 
     `backoff` is taken whole from whichever level sets it, as BullMQ merges job options:
     half of one backoff and half of another is never what anyone meant.
     """
-    base = NodeOptions()
+    base = CompiledOptions()
     levels = [level for level in (opts, defaults) if level is not None]
 
     def pick(attr: str) -> object:
@@ -68,7 +68,7 @@ def merge_options(opts: NodeOpts | None, defaults: NodeOpts | None) -> NodeOptio
         defaults.on_failure_policy("failParent") if defaults is not None else "failParent"
     )
     on_failure = opts.on_failure_policy(inherited) if opts is not None else inherited
-    return NodeOptions(
+    return CompiledOptions(
         attempts=attempts if isinstance(attempts, int) else base.attempts,
         backoff_type=backoff.type if backoff is not None else base.backoff_type,
         backoff_delay_ms=backoff.delay if backoff is not None else base.backoff_delay_ms,
@@ -156,9 +156,9 @@ def _compile(flow: Flow) -> CompiledFlow:
         _raise(errors)
 
     defaults = flow.spec.defaults
-    # NodeOptions is immutable, so nodes with the same opts object share one merged result;
+    # CompiledOptions is immutable, so nodes with the same opts object share one merged result;
     # most nodes set no opts at all and share the defaults.
-    merged: dict[int, NodeOptions] = {}
+    merged: dict[int, CompiledOptions] = {}
     nodes: dict[str, CompiledNode] = {}
     for position in order:
         node = located[position].node

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-OnFailure = Literal["failParent", "ignore", "remove", "continueParent"]
-BackoffType = Literal["fixed", "exponential"]
+from kflow.api.models import BackoffType, OnFailure
 
 
 @dataclass(frozen=True, slots=True)
-class NodeOptions:
+class CompiledOptions:
     """A node's options after the flow's defaults are merged in; durations in milliseconds."""
 
     attempts: int = 1
@@ -31,7 +30,7 @@ class CompiledNode:
     name: str
     queue: str
     data: Any  # JSON-compatible
-    opts: NodeOptions
+    opts: CompiledOptions
     children: tuple[str, ...]
     parents: tuple[str, ...]
 

@@ -6,32 +6,49 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from kflow.engine import Attempt, Engine
+from kflow.api.ids import QueueId
+from kflow.api.models import Queue
+from kflow.engine import Attempt, Engine, QueueConfig
 
 log = logging.getLogger("kflow.kube.dispatch")
 
 
 @dataclass
 class QueueInfo:
-    """The current spec of one Queue object, as the dispatcher needs it."""
+    """A Queue object as the operator runs it: the Queue parsed once by the api model, and
+    what Kubernetes adds to it (uid, the external-scaler annotation)."""
 
-    namespace: str
-    name: str
-    mode: str = "Job"
-    template: dict[str, Any] = field(default_factory=dict)
-    concurrency: int | None = None
-    rate_max: int | None = None
-    rate_per_ms: int | None = None
+    queue: Queue
     uid: str | None = None
-    spec: dict[str, Any] = field(default_factory=dict)  # the whole spec (Worker mode reads it)
     external_scaler: bool = False  # Worker mode, pool sized by KEDA/HPA/a person, not by kflow
 
     @property
-    def queue_id(self) -> str:
-        return f"{self.namespace}/{self.name}"
+    def queue_id(self) -> QueueId:
+        return self.queue.queue_id
+
+    @property
+    def namespace(self) -> str:
+        return self.queue_id.namespace
+
+    @property
+    def name(self) -> str:
+        return self.queue_id.name
+
+    @property
+    def mode(self) -> str:
+        return self.queue.spec.mode
+
+    @property
+    def template(self) -> dict[str, Any]:
+        return dict(self.queue.spec.template or {})
+
+    @property
+    def config(self) -> QueueConfig:
+        """Concurrency and rate limit as the engine takes them (max_stalled is the operator's)."""
+        return QueueConfig.of(self.queue.spec)
 
 
 class FlowRoutes:
@@ -66,7 +83,7 @@ class FlowRoutes:
 
 
 LaunchFn = Callable[[QueueInfo, Attempt], Awaitable[None]]
-HousekeepFn = Callable[[str], Awaitable[None]]
+HousekeepFn = Callable[[QueueId], Awaitable[None]]
 
 
 class Dispatchers:
@@ -79,24 +96,24 @@ class Dispatchers:
         self.batch = batch
         self.lease_ms = lease_ms
         self.idle_recheck = idle_recheck
-        self.queues: dict[str, QueueInfo] = {}
-        self._kicks: dict[str, asyncio.Event] = {}
-        self._pool_kicks: dict[str, asyncio.Event] = {}
+        self.queues: dict[QueueId, QueueInfo] = {}
+        self._kicks: dict[QueueId, asyncio.Event] = {}
+        self._pool_kicks: dict[QueueId, asyncio.Event] = {}
 
-    def _event(self, queue_id: str) -> asyncio.Event:
+    def _event(self, queue_id: QueueId) -> asyncio.Event:
         event = self._kicks.get(queue_id)
         if event is None:
             event = self._kicks[queue_id] = asyncio.Event()
         return event
 
-    def pool_wakeup(self, queue_id: str) -> asyncio.Event:
+    def pool_wakeup(self, queue_id: QueueId) -> asyncio.Event:
         """An event `kick` also sets, for the queue's worker-pool loop (it clears its own)."""
         event = self._pool_kicks.get(queue_id)
         if event is None:
             event = self._pool_kicks[queue_id] = asyncio.Event()
         return event
 
-    def kick(self, queue_id: str) -> None:
+    def kick(self, queue_id: QueueId) -> None:
         """Something may have become ready (or capacity freed) on this queue: look now."""
         self._event(queue_id).set()
         pool = self._pool_kicks.get(queue_id)
@@ -104,12 +121,11 @@ class Dispatchers:
             pool.set()
 
     def kick_namespace(self, namespace: str) -> None:
-        prefix = f"{namespace}/"
         for queue_id in list(self.queues):
-            if queue_id.startswith(prefix):
+            if queue_id.namespace == namespace:
                 self.kick(queue_id)
 
-    async def run(self, queue_id: str, stopped: Any, launch: LaunchFn,
+    async def run(self, queue_id: QueueId, stopped: Any, launch: LaunchFn,
                   housekeep: HousekeepFn) -> None:
         """Dispatch ready nodes of one queue until `stopped` (a kopf daemon flag) is set."""
         kick = self._event(queue_id)
@@ -132,7 +148,7 @@ class Dispatchers:
                         continue  # more may be waiting: no sleep between full batches
                     if next_due is not None:
                         timeout = min(timeout or 1e9, max(0.0, next_due / 1000 - time.time()))
-                    if queue.rate_max and not attempts:
+                    if queue.config.rate_max and not attempts:
                         timeout = min(timeout or 1e9, await self._rate_wait(queue))
                 except Exception:
                     log.exception("dispatch of queue %s failed; retrying", queue_id)
@@ -143,9 +159,10 @@ class Dispatchers:
     async def _rate_wait(self, queue: QueueInfo) -> float:
         """How long to wait when a rate limit (not an empty queue) held nodes back."""
         ready, active, _delayed = await self.engine.queue_depth(queue.queue_id)
-        if ready == 0 or (queue.concurrency is not None and active >= queue.concurrency):
+        config = queue.config
+        if ready == 0 or (config.concurrency is not None and active >= config.concurrency):
             return self.idle_recheck  # empty, or full: an event will wake us
-        per = (queue.rate_per_ms or 1000) / max(1, queue.rate_max or 1)
+        per = (config.rate_per_ms or 1000) / max(1, config.rate_max or 1)
         return min(5.0, max(0.05, per / 1000))
 
 

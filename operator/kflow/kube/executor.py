@@ -11,6 +11,7 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
+from kflow.api.ids import QueueId
 from kflow.engine import MISSING, Attempt, Engine, FlowNotFound
 from kflow.kube.dispatch import Dispatchers, FlowRoutes, QueueInfo
 from kflow.kube.events import EventPoster, FlowEvent
@@ -116,7 +117,7 @@ class JobExecutor:
         if ident is None:
             return
         name = job["metadata"]["name"]
-        queue_id = f"{ident.namespace}/{ident.queue}"
+        queue_id = QueueId(ident.namespace, ident.queue)
         state = job_state(job)
         if state == "running" and event_type != "DELETED":
             if name not in self._processed:
@@ -144,7 +145,7 @@ class JobExecutor:
         if not self.keep_finished_jobs and event_type != "DELETED":
             await self.api.delete_job(ident.namespace, name)
 
-    async def _succeeded(self, ident: JobIdentity, name: str, queue_id: str) -> None:
+    async def _succeeded(self, ident: JobIdentity, name: str, queue_id: QueueId) -> None:
         seen = time.monotonic()
         pods = await self.api.job_pods(ident.namespace, name)
         found, value = termination_output(pods)
@@ -162,13 +163,13 @@ class JobExecutor:
             if parent_queue is None:
                 self.dispatchers.kick_namespace(ident.namespace)
             else:
-                self.dispatchers.kick(f"{ident.namespace}/{parent_queue}")
+                self.dispatchers.kick(QueueId(ident.namespace, parent_queue))
         log.info("Flow %s/%s node %s: succeeded (attempt %d)%s", ident.namespace,
                  ident.flow_name, ident.node, ident.attempt,
                  "" if outcome.accepted else " (already recorded)")
 
     async def _failed(self, ident: JobIdentity, job: dict[str, Any], name: str,
-                      queue_id: str) -> None:
+                      queue_id: QueueId) -> None:
         pods = await self.api.job_pods(ident.namespace, name)
         failure = classify_failure(job, pods)
         await self._fail(ident.flow_uid, ident.namespace, ident.flow_name, ident.node, queue_id,
@@ -176,7 +177,7 @@ class JobExecutor:
                          attempt=ident.attempt)
 
     async def _fail(self, flow_uid: str, namespace: str, flow_name: str, node: str,
-                    queue_id: str, token: str, error: str, *, infrastructure: bool,
+                    queue_id: QueueId, token: str, error: str, *, infrastructure: bool,
                     attempt: int = 0) -> None:
         outcome = await self.engine.fail(flow_uid, node, token, error,
                                          infrastructure=infrastructure)
@@ -216,7 +217,7 @@ class JobExecutor:
                                    "NodeStuck", text, warning=True))
         if reason in FATAL_REASONS:
             job = (pod["metadata"].get("labels") or {}).get("job-name")
-            queue_id = f"{ident.namespace}/{ident.queue}"
+            queue_id = QueueId(ident.namespace, ident.queue)
             if job:
                 self._remember(job)
                 self.running.pop(job, None)
@@ -232,7 +233,7 @@ class JobExecutor:
             self._processed.popitem(last=False)
 
     # ---- leases and resynchronisation --------------------------------------------------
-    async def housekeep(self, queue_id: str) -> None:
+    async def housekeep(self, queue_id: QueueId) -> None:
         """Renew the leases of this queue's running Jobs, then release the lost ones.
 
         An active node whose Job vanished (deleted while the operator was down, or never

@@ -10,7 +10,9 @@ from datetime import datetime
 from typing import Any
 
 from kflow.api.errors import SpecError, error_lines
+from kflow.api.ids import QueueId
 from kflow.api.models import API_VERSION, MAX_CONDITION_MESSAGE
+from kflow.api.states import TERMINAL_PHASES
 from kflow.engine import Engine, FlowNotFound, FlowRef
 from kflow.graph.verdict import check_manifest
 from kflow.kube.dispatch import Dispatchers, FlowRoutes
@@ -18,7 +20,7 @@ from kflow.kube.events import EventPoster, FlowEvent
 from kflow.kube.jobs import job_state
 from kflow.kube.k8s import KubeApi
 from kflow.kube.metrics import Metrics
-from kflow.kube.status import TERMINAL_PHASES, FlowView, StatusPatcher
+from kflow.kube.status import FlowView, StatusPatcher
 from kflow.settings import StatusSettings
 
 log = logging.getLogger("kflow.kube")
@@ -95,7 +97,7 @@ class FlowLifecycle:
             await self.engine.reconcile_flow(uid)
         self.refresh_missing_queues(namespace)
         for queue in compiled.queues:
-            self.dispatchers.kick(f"{namespace}/{queue}")
+            self.dispatchers.kick(QueueId(namespace, queue))
         await self.status.flush(uid)
 
     async def set_suspended(self, body: Mapping[str, Any], suspended: bool) -> None:
@@ -157,7 +159,7 @@ class FlowLifecycle:
             if view.namespace != namespace or not self.routes.knows(uid):
                 continue
             missing = tuple(sorted(q for q in self.routes.node_queues(uid)
-                                   if f"{namespace}/{q}" not in self.dispatchers.queues))
+                                   if QueueId(namespace, q) not in self.dispatchers.queues))
             if missing != view.missing_queues:
                 view.missing_queues = missing
                 self.status.mark(uid)

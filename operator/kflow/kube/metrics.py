@@ -8,6 +8,8 @@ from collections import Counter
 
 from aiohttp import web
 
+from kflow.api.ids import QueueId
+
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
@@ -28,10 +30,10 @@ class Metrics:
         self._complete_sum = 0.0
         self._complete_count = 0
 
-    def dispatched(self, queue_id: str) -> None:
+    def dispatched(self, queue_id: QueueId) -> None:
         self.dispatched_total[queue_id] += 1
 
-    def completed(self, queue_id: str, seconds: float, accepted: bool) -> None:
+    def completed(self, queue_id: QueueId, seconds: float, accepted: bool) -> None:
         if accepted:
             self.completed_total[queue_id] += 1
         self._complete_buckets[bisect.bisect_left(_BUCKETS, seconds)] += 1
@@ -46,13 +48,13 @@ class Metrics:
         if len(self.unlock_seconds) > 10_000:
             del self.unlock_seconds[:1000]
 
-    def failed(self, queue_id: str, action: str) -> None:
+    def failed(self, queue_id: QueueId, action: str) -> None:
         self.failed_total[(queue_id, action)] += 1
 
-    def queue_depth(self, queue_id: str, ready: int, active: int, delayed: int) -> None:
+    def queue_depth(self, queue_id: QueueId, ready: int, active: int, delayed: int) -> None:
         self.depth[queue_id] = (ready, active, delayed)
 
-    def pool_size(self, queue_id: str, replicas: int | None) -> None:
+    def pool_size(self, queue_id: QueueId, replicas: int | None) -> None:
         if replicas is None:
             self.pools.pop(queue_id, None)
         else:

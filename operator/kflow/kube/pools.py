@@ -6,7 +6,7 @@ import logging
 import time
 from typing import Any
 
-from kflow.api.models import Queue
+from kflow.api.ids import QueueId
 from kflow.engine import Engine
 from kflow.kube.dispatch import Dispatchers, QueueInfo, wait_any
 from kflow.kube.flows import FlowLifecycle
@@ -47,10 +47,10 @@ class WorkerPools:
         self.redis_env = redis_env
         self.pools: dict[str, PoolState] = {}
 
-    def forget(self, queue_id: str) -> None:
+    def forget(self, queue_id: QueueId) -> None:
         self.pools.pop(queue_id, None)
 
-    async def run(self, queue_id: str, stopped: Any) -> None:
+    async def run(self, queue_id: QueueId, stopped: Any) -> None:
         """Reconcile a Worker-mode queue's Deployment every second, and when kicked."""
         wake = self.dispatchers.pool_wakeup(queue_id)
         was_worker: bool | None = None
@@ -91,8 +91,9 @@ class WorkerPools:
     async def _tick(self, info: QueueInfo) -> tuple[int, int]:
         """One reconcile of the queue's pool; returns (ready, active)."""
         queue_id = info.queue_id
-        queue = Queue.model_validate({"metadata": {"name": info.name, "namespace": info.namespace,
-                                                   "uid": info.uid}, "spec": info.spec})
+        # The Deployment is owned by the Queue: its uid comes from the watch event.
+        queue = info.queue.model_copy(
+            update={"metadata": info.queue.metadata.model_copy(update={"uid": info.uid})})
         await self.engine.promote_due(queue_id)  # no dispatcher promotes delayed nodes here
         if info.external_scaler:
             ready, active, delayed = await self.engine.queue_depth(queue_id)
@@ -108,7 +109,7 @@ class WorkerPools:
 
     def _progressed(self, info: QueueInfo) -> None:
         for name in self.flows.progressed_on(info.namespace, info.name):
-            other = self.dispatchers.queues.get(f"{info.namespace}/{name}")
+            other = self.dispatchers.queues.get(QueueId(info.namespace, name))
             # Worker-mode queues look every second anyway; kicking them would make two busy
             # pools of one flow wake each other without pause.
             if other is not None and other.mode == "Job":

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from kflow.api.ids import QueueId
 from kflow.api.models import Queue, Workers
 from kflow.kube.jobs import LABEL_QUEUE, RedisEnv, label_value
 
@@ -91,7 +92,7 @@ def deployment_name(queue_name: str) -> str:
     return f"kflow-worker-{queue_name}"[:63].rstrip("-")
 
 
-def worker_command(command: list[str], args: list[str], queue_id: str, per: int,
+def worker_command(command: list[str], args: list[str], queue_id: QueueId, per: int,
                    grace_ms: int) -> list[str] | None:
     """The `kflow worker` command line for a Job-mode container, or None to keep it as is.
 
@@ -142,7 +143,7 @@ def build_deployment(queue: Queue, replicas: int, *,
     grace_s = int(pod.get("terminationGracePeriodSeconds", 30))
     main = containers[0]
     command = worker_command(list(main.get("command") or []), list(main.get("args") or []),
-                             f"{namespace}/{name}", per,
+                             QueueId(namespace, name), per,
                              max(1000, (grace_s - GRACE_MARGIN_S) * 1000))
     if command is not None:
         main["command"] = command

@@ -12,12 +12,13 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from kflow.api.durations import format_duration
+from kflow.api.ids import QueueId
+from kflow.api.states import TERMINAL_PHASES
 from kflow.engine import NODE_STATES, FlowNotFound, FlowSnapshot
 from kflow.kube.metrics import Metrics
 
 log = logging.getLogger("kflow.kube.status")
 
-TERMINAL_PHASES = frozenset({"Succeeded", "Failed", "Cancelled"})
 # A Queue's status is patched only when it changed, and at most this often.
 QUEUE_STATUS_MIN_INTERVAL_SECONDS = 1.0
 # The error text of each listed failure is cut to this many characters: status stays bounded.
@@ -248,7 +249,7 @@ class QueueStatus:
         self.metrics = metrics
         self._last: dict[str, tuple[dict[str, Any], float]] = {}  # as last written, and when
 
-    async def report(self, queue_id: str, ready: int, active: int, delayed: int,
+    async def report(self, queue_id: QueueId, ready: int, active: int, delayed: int,
                      workers: int | None = None) -> None:
         self.metrics.queue_depth(queue_id, ready, active, delayed)
         status = {"waiting": ready, "active": active, "delayed": delayed}
@@ -261,5 +262,5 @@ class QueueStatus:
         self._last[queue_id] = (status, time.monotonic())
         await self.api.patch_queue_status(namespace, name, status)
 
-    def forget(self, queue_id: str) -> None:
+    def forget(self, queue_id: QueueId) -> None:
         self._last.pop(queue_id, None)

@@ -11,12 +11,15 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from kflow.api.pods import TERMINATION_MESSAGE_LIMIT
 from kflow.settings import RedisSettings
+
+if TYPE_CHECKING:
+    from kflow.engine import Engine
 
 log = logging.getLogger("kflow.run")
 
@@ -58,15 +61,10 @@ def write_termination_message(path: str, text: str) -> None:
         log.debug("cannot write the termination message to %s: %s", path, exc)
 
 
-async def _node_data(engine: Any, settings: RunSettings) -> Any:
+async def _node_data(engine: Engine, settings: RunSettings) -> Any:
     if settings.data is not None:
         return json.loads(settings.data)
-    read = getattr(engine, "node_data", None)
-    if read is not None:
-        return await read(settings.flow_uid, settings.node)
-    # Until the engine has a reader for one node's data, read the flow's data hash directly.
-    raw = await engine.store.field(settings.flow_uid, "data", settings.node)
-    return None if raw is None else json.loads(raw)
+    return await engine.node_data(settings.flow_uid, settings.node)
 
 
 async def run_attempt(spec: str, settings: RunSettings, redis_settings: RedisSettings) -> int:

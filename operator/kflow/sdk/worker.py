@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from kflow.api.ids import QueueId
 from kflow.engine import Attempt, Engine, Inputs
 from kflow.sdk.handlers import call_handler, format_error, resolve_function
 from kflow.sdk.job import Job, JobFlow
@@ -76,11 +77,12 @@ class Worker:
     def __init__(self, engine: Engine, queue_id: str, fn: Callable[..., Any],
                  options: WorkerOptions | None = None, *,
                  on_event: ProgressListener | None = None) -> None:
-        if "/" not in queue_id:
+        try:
+            self.queue_id = QueueId.parse(queue_id)
+        except ValueError:
             raise ValueError(f'worker queue "{queue_id}": expected <namespace>/<queue>, '
-                             'e.g. "default/extract"')
+                             'e.g. "default/extract"') from None
         self.engine = engine
-        self.queue_id = queue_id
         self.fn = fn
         self.options = options or WorkerOptions()
         self.owner = self.options.owner or default_owner()

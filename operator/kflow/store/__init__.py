@@ -1,6 +1,6 @@
 """The only place that speaks Redis: keys, Lua scripts and the typed store over them."""
 
-from kflow.store.codec import NodeChunk, NodeSpec, node_chunks, pack_spec, unpack_spec
+from kflow.store.codec import NodeChunk, NodeRoute, node_chunks, pack_spec, unpack_spec
 from kflow.store.keys import (
     FLOW_KEY_NAMES,
     QUEUE_KEY_NAMES,
@@ -37,7 +37,7 @@ __all__ = [
     "Lease",
     "NodeChunk",
     "NodeInputs",
-    "NodeSpec",
+    "NodeRoute",
     "QueueEntry",
     "QueueKeys",
     "Queued",

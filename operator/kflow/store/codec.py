@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kflow.api.models import MAX_PRIORITY
-from kflow.graph.dag import CompiledNode, NodeOptions
+from kflow.graph.dag import CompiledNode, CompiledOptions
 
 _ON_FAILURE = {"failParent": "P", "ignore": "I", "remove": "R", "continueParent": "C"}
 _BACKOFF = {"fixed": "f", "exponential": "e"}
@@ -17,7 +17,7 @@ ROW_WIDTH = 6  # arguments per node of lua/flow/add-nodes.lua
 
 
 @dataclass(frozen=True, slots=True)
-class NodeSpec:
+class NodeRoute:
     """The unpacked spec field: what the engine needs to queue a node."""
 
     queue: str
@@ -33,7 +33,7 @@ class NodeChunk:
     args: tuple[str, ...]
 
 
-def pack_spec(queue: str, opts: NodeOptions) -> str:
+def pack_spec(queue: str, opts: CompiledOptions) -> str:
     """A compact JSON array; the index layout is documented in lua/flow/_lib.lua."""
     if not 0 <= opts.priority <= MAX_PRIORITY:
         raise ValueError(f"priority {opts.priority} is out of range 0..{MAX_PRIORITY}")
@@ -54,10 +54,10 @@ def pack_spec(queue: str, opts: NodeOptions) -> str:
     )
 
 
-def unpack_spec(raw: str | bytes) -> NodeSpec:
+def unpack_spec(raw: str | bytes) -> NodeRoute:
     fields: list[Any] = json.loads(raw)
     timeout = int(fields[8])
-    return NodeSpec(queue=str(fields[0]), priority=int(fields[1]),
+    return NodeRoute(queue=str(fields[0]), priority=int(fields[1]),
                     timeout_ms=None if timeout < 0 else timeout)
 
 

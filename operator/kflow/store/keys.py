@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from operator import attrgetter
 
+from kflow.api.ids import QueueId
+
 
 @dataclass(frozen=True, slots=True)
 class FlowKeys:
@@ -49,7 +51,7 @@ class QueueKeys:
     (lua/queue/_keys.lua).
     """
 
-    queue_id: str
+    queue_id: QueueId
     ready: str  # zset "<uid>|<node>" -> priority * 2^32 + FIFO sequence
     active: str  # zset "<uid>|<node>|<token>" -> lease deadline ms
     delayed: str  # zset "<uid>|<node>|<priority>" -> due ms
@@ -78,7 +80,7 @@ def flow_keys(prefix: str, uid: str) -> FlowKeys:
     return FlowKeys(uid, *(f"{tag}:{name}" for name in FLOW_KEY_NAMES))
 
 
-def queue_keys(prefix: str, queue_id: str) -> QueueKeys:
+def queue_keys(prefix: str, queue_id: QueueId) -> QueueKeys:
     if "{" in queue_id or "}" in queue_id:
         raise ValueError(f'queue "{queue_id}" must not contain "{{" or "}}"')
     tag = f"{prefix}:q:{{{queue_id}}}"

@@ -7,8 +7,9 @@ import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Literal, TypeVar
 
+from kflow.api.ids import QueueId
 from kflow.api.states import AddStatus, FlowPhase, NodeState
-from kflow.store.codec import NodeChunk, NodeSpec, dumps, loads, text, unpack_spec
+from kflow.store.codec import NodeChunk, NodeRoute, dumps, loads, text, unpack_spec
 from kflow.store.keys import (
     FlowKeys,
     QueueKeys,
@@ -64,7 +65,7 @@ class RedisStore:
     def flow(self, uid: str) -> FlowKeys:
         return flow_keys(self.prefix, uid)
 
-    def queue(self, queue_id: str) -> QueueKeys:
+    def queue(self, queue_id: QueueId) -> QueueKeys:
         return queue_keys(self.prefix, queue_id)
 
     async def _flow_script(self, verb: str, uid: str, *args: Any) -> Any:
@@ -92,7 +93,7 @@ class RedisStore:
         replies = await self._flow_scripts(verb, calls)
         return [r if isinstance(r, BaseException) else decode_step(r, row) for r in replies]
 
-    async def _queue_script(self, verb: str, queue_id: str, args: list[Any]) -> Any:
+    async def _queue_script(self, verb: str, queue_id: QueueId, args: list[Any]) -> Any:
         return _decode(await self.scripts.run(f"queue/{verb}", self.queue(queue_id).all, args))
 
     # ---- adding a flow -------------------------------------------------------------------
@@ -244,7 +245,7 @@ class RedisStore:
         raw = await self._fields(self.flow(uid).state, nodes)
         return [None if s is None else NodeState(s) for s in raw]
 
-    async def node_specs(self, uid: str, nodes: list[str]) -> list[NodeSpec | None]:
+    async def node_specs(self, uid: str, nodes: list[str]) -> list[NodeRoute | None]:
         raw = await self._fields(self.flow(uid).spec, nodes)
         return [None if s is None else unpack_spec(s) for s in raw]
 
@@ -303,7 +304,7 @@ class RedisStore:
 
     # ---- queues ---------------------------------------------------------------------
 
-    async def configure_queue(self, queue_id: str, *, concurrency: int | None,
+    async def configure_queue(self, queue_id: QueueId, *, concurrency: int | None,
                               rate_max: int | None, rate_per_ms: int | None,
                               max_stalled: int) -> None:
         settings = {"concurrency": concurrency, "rate_max": rate_max,
@@ -316,12 +317,12 @@ class RedisStore:
         if absent:
             await self.redis.hdel(key, *absent)
 
-    async def max_stalled(self, queue_id: str, default: int) -> int:
+    async def max_stalled(self, queue_id: QueueId, default: int) -> int:
         """How many lease expiries a node of the queue may have (`default` if unset)."""
         raw = await self.redis.hget(self.queue(queue_id).config, "max_stalled")
         return default if raw is None else int(raw)
 
-    async def enqueue(self, queue_id: str, entries: list[QueueEntry]) -> int:
+    async def enqueue(self, queue_id: QueueId, entries: list[QueueEntry]) -> int:
         """Put nodes on the queue (idempotent); returns how many were not on it yet."""
         added = 0
         for i in range(0, len(entries), PAGE):
@@ -330,7 +331,7 @@ class RedisStore:
             added += int(await self._queue_script("enqueue", queue_id, flat))
         return added
 
-    async def take(self, queue_id: str, max_members: int, lease_ms: int,
+    async def take(self, queue_id: QueueId, max_members: int, lease_ms: int,
                    tokens: list[str]) -> tuple[list[Lease], int]:
         """Hold up to `max_members` ready nodes under the given tokens -> (leases, ms until
         the rate limit frees a slot or 0)."""
@@ -338,19 +339,19 @@ class RedisStore:
                                                      [max_members, lease_ms, *tokens])
         return [Lease(*split_member(str(m)), str(t)) for m, t in _rows(taken)], int(rate_wait)
 
-    async def promote(self, queue_id: str, max_members: int) -> tuple[int, int | None]:
+    async def promote(self, queue_id: QueueId, max_members: int) -> tuple[int, int | None]:
         moved, next_due = await self._queue_script("promote", queue_id, [max_members])
         return int(moved), None if int(next_due) < 0 else int(next_due)
 
-    async def renew(self, queue_id: str, lease_ms: int, leases: list[Lease]) -> int:
+    async def renew(self, queue_id: QueueId, lease_ms: int, leases: list[Lease]) -> int:
         return int(await self._queue_script(
             "renew", queue_id, [lease_ms, *(active_member(*lease) for lease in leases)]))
 
-    async def expired_leases(self, queue_id: str, max_members: int) -> list[Lease]:
+    async def expired_leases(self, queue_id: QueueId, max_members: int) -> list[Lease]:
         return [Lease(*split_active(str(m))) for m in _rows(await self._queue_script(
             "expired-leases", queue_id, [max_members]))]
 
-    async def unqueue(self, queue_id: str, uid: str, nodes: list[tuple[str, int]]) -> int:
+    async def unqueue(self, queue_id: QueueId, uid: str, nodes: list[tuple[str, int]]) -> int:
         """Remove (node, priority) of one flow from the queue's ready and delayed sets."""
         q = self.queue(queue_id)
         ready = [queue_member(uid, n) for n, _ in nodes]
@@ -358,20 +359,20 @@ class RedisStore:
         removed = int(await self.redis.zrem(q.ready, *ready))
         return removed + int(await self.redis.zrem(q.delayed, *delayed))
 
-    async def drop_leases(self, queue_id: str, leases: list[Lease]) -> int:
+    async def drop_leases(self, queue_id: QueueId, leases: list[Lease]) -> int:
         """Free the queue's hold on these attempts (settled, refused or left over)."""
         if not leases:
             return 0
         return int(await self.redis.zrem(self.queue(queue_id).active,
                                          *(active_member(*lease) for lease in leases)))
 
-    async def takes(self, queue_id: str, count: int = 10_000) -> list[tuple[int, int]]:
+    async def takes(self, queue_id: QueueId, count: int = 10_000) -> list[tuple[int, int]]:
         """(server time ms, nodes taken) of the queue's latest take calls, oldest first."""
         raw = await self.redis.xrevrange(self.queue(queue_id).takes, count=count)
         rows = [{text(k): text(v) for k, v in fields.items()} for _, fields in reversed(raw)]
         return [(int(row["at"]), int(row["n"])) for row in rows]
 
-    async def depth(self, queue_id: str) -> tuple[int, int, int]:
+    async def depth(self, queue_id: QueueId) -> tuple[int, int, int]:
         q = self.queue(queue_id)
         ready = await self.redis.zcard(q.ready)
         active = await self.redis.zcard(q.active)

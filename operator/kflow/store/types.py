@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeAlias, TypeVar
 
+from kflow.api.ids import QueueId
 from kflow.api.states import AttemptOutcome, FlowPhase, StartStatus
 
 if TYPE_CHECKING:
@@ -97,8 +98,8 @@ class FlowStep(Generic[R]):
     rows: list[R]
     queued: list[Queued]  # made ready or delayed: to put on their queues if Running
 
-    def queue_id(self, queue: str) -> str:
-        return f"{self.namespace}/{queue}"
+    def queue_id(self, queue: str) -> QueueId:
+        return QueueId(self.namespace, queue)
 
 
 def _rows(value: Any) -> list[Any]:

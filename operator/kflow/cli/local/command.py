@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from kflow.api.ids import QueueId
 from kflow.cli.local.runner import DEFAULT_LEASE_MS, LocalRunner, RunInterrupted
 from kflow.cli.local.view import JobLogForwarder, TreeView
 from kflow.cli.redis_server import private_redis
@@ -22,6 +23,7 @@ from kflow.sdk.handlers import Handler
 from kflow.store.connect import connect
 
 if TYPE_CHECKING:
+    from kflow.api import Queue
     from kflow.api.errors import SpecError
 
 log = logging.getLogger("kflow.local")
@@ -48,29 +50,18 @@ def derive_flow_uid(namespace: str, name: str) -> str:
 
 
 def queue_configs(
-    namespace: str, flow_queues: Iterable[str], queue_objects: Iterable[Any]
-) -> dict[str, QueueConfig]:
+    namespace: str, flow_queues: Iterable[str], queue_objects: Iterable[Queue]
+) -> dict[QueueId, QueueConfig]:
     """QueueConfig per queue id for every queue the flow uses (defaults where no Queue is given)."""
-    declared: dict[str, Any] = {}
-    for queue in queue_objects:
-        ns = getattr(queue.metadata, "namespace", None) or namespace
-        declared[f"{ns}/{queue.metadata.name}"] = queue
-    configs: dict[str, QueueConfig] = {}
+    declared = {QueueId(queue.metadata.namespace or namespace, queue.metadata.name or ""): queue
+                for queue in queue_objects}
+    configs: dict[QueueId, QueueConfig] = {}
     for queue_name in sorted(flow_queues):
-        queue_id = f"{namespace}/{queue_name}"
-        obj = declared.get(queue_id)
-        if obj is None:
-            configs[queue_id] = QueueConfig(concurrency=DEFAULT_QUEUE_CONCURRENCY,
-                                            max_stalled=LOCAL_MAX_STALLED)
-            continue
-        spec = obj.spec
-        rate = getattr(spec, "rate_limit", None)
-        configs[queue_id] = QueueConfig(
-            concurrency=spec.concurrency,  # unset: unlimited, as on a cluster
-            rate_max=rate.max if rate is not None else None,
-            rate_per_ms=rate.per if rate is not None else None,  # already milliseconds
-            max_stalled=LOCAL_MAX_STALLED,
-        )
+        queue_id = QueueId(namespace, queue_name)
+        queue = declared.get(queue_id)
+        configs[queue_id] = QueueConfig.of(
+            queue.spec if queue is not None else None, max_stalled=LOCAL_MAX_STALLED,
+            default_concurrency=DEFAULT_QUEUE_CONCURRENCY)
     return configs
 
 
@@ -87,7 +78,7 @@ class LocalRun:
 
     flow: Any
     compiled: CompiledFlow
-    queues: list[Any]
+    queues: list[Queue]
     handlers: dict[str, Handler]
     namespace: str
     name: str

@@ -11,12 +11,12 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from kflow.api.ids import QueueId
+from kflow.api.states import TERMINAL_PHASES
 from kflow.engine import Attempt, Engine, FlowSnapshot
 from kflow.graph.dag import CompiledFlow
 from kflow.sdk.handlers import Handler
 from kflow.sdk.worker import Worker, WorkerOptions
-
-TERMINAL_PHASES = frozenset({"Succeeded", "Failed", "Cancelled"})
 
 # A local run is the only executor of its flow, so a short lease lets a restarted runner take
 # back the nodes of a killed one within seconds (the engine hands them back once it expires).
@@ -114,7 +114,7 @@ class LocalRunner:
                                 # and an interrupted run resumes them: hand them back at once.
                                 grace_ms=0)
         self._workers = {
-            f"{namespace}/{queue}": Worker(self.engine, f"{namespace}/{queue}",
+            QueueId(namespace, queue): Worker(self.engine, QueueId(namespace, queue),
                                            self.handlers[queue], options,
                                            on_event=self._node_event)
             for queue in sorted(compiled.queues)
