@@ -14,6 +14,8 @@ from typing import Any
 from kflow.api import QueueId
 from kflow.engine import Attempt, Engine, FlowRef
 from kflow.graph.dag import CompiledFlow, CompiledNode, CompiledOptions
+from kflow.store.codec import queue_rank
+from kflow.store.keys import queue_member
 
 NS = "team-a"
 
@@ -65,6 +67,11 @@ def build(*nodes: N) -> CompiledFlow:
 
 def new_ref(name: str = "flow") -> FlowRef:
     return FlowRef(uid=str(uuid.uuid4()), namespace=NS, name=name)
+
+
+def delayed_member(uid: str, node: str, priority: int = 0) -> str:
+    """The queue's delayed-set member of a FIFO node (what a test reads a due time by)."""
+    return f"{queue_member(uid, node)}|{queue_rank(priority, lifo=False)}"
 
 
 def qid(queue: str = "work") -> QueueId:

@@ -7,9 +7,9 @@ import asyncio
 import pytest
 
 from kflow.engine import Attempt, Engine
-from kflow.store.keys import queue_member
 from tests.integration.engine_kit import (
     build,
+    delayed_member,
     new_ref,
     node,
     qid,
@@ -125,7 +125,7 @@ async def test_exponential_backoff_capped_by_max_delay(engine: Engine) -> None:
         out = await engine.fail(ref.uid, "x", attempt.token, f"try {expected_attempt}")
         assert out.action == "retry" and out.retry_at_ms is not None
         dues.append(out.retry_at_ms)
-        assert await engine.store.redis.zscore(delayed_key, f"{queue_member(ref.uid, 'x')}|0") \
+        assert await engine.store.redis.zscore(delayed_key, delayed_member(ref.uid, "x")) \
             == out.retry_at_ms
         assert (await engine.node_infos(ref.uid))["x"].state == "delayed"
         attempt = await _wait_ready(engine, "x")

@@ -12,6 +12,7 @@ from tests.integration.engine_kit import (
     NS,
     N,
     build,
+    delayed_member,
     new_ref,
     node,
     qid,
@@ -263,7 +264,7 @@ async def test_parent_start_delay_counts_from_its_unlock(engine: Engine) -> None
     assert (await engine.node_infos(ref.uid))["top"].state == "delayed"
     assert await engine.queue_depth(qid()) == (0, 0, 1)
     due = await engine.store.redis.zscore(engine.store.queue(qid()).delayed,
-                                          f"{queue_member(ref.uid, 'top')}|0")
+                                          delayed_member(ref.uid, "top"))
     completed_ms = next(int(e["id"].split("-")[0]) for e in await engine.events(ref.uid)
                         if e["type"] == "completed")
     assert abs(due - (completed_ms + 60_000)) <= 2  # both read from the server clock
@@ -286,3 +287,15 @@ def test_build_orders_children_before_parents() -> None:
     assert flow.roots == ("top",)
     assert set(flow.leaves) == {"leaf1", "leaf2"}
     assert flow.nodes["leaf1"].parents == ("mid",)
+
+
+async def test_lifo_nodes_are_taken_before_those_queued_earlier_of_the_same_priority(
+        engine: Engine) -> None:
+    # BullMQ's lifo option: within one priority, the newest lifo node goes first; FIFO
+    # nodes keep their order behind them, and a better priority still wins.
+    for name, opts in [("fifo-1", {}), ("fifo-2", {}), ("lifo-1", {"lifo": True}),
+                       ("lifo-2", {"lifo": True}), ("late", {"lifo": True, "priority": 5}),
+                       ("urgent", {"priority": 0})]:
+        await engine.submit(new_ref(name), build(node(name, **{"priority": 2, **opts})))
+    order = [a.node for _ in range(6) for a in await engine.take(qid(), 1, owner="t")]
+    assert order == ["urgent", "lifo-2", "lifo-1", "fifo-1", "fifo-2", "late"]

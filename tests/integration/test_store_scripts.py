@@ -20,7 +20,7 @@ from kflow.store.keys import (
     split_member,
 )
 from kflow.store.scripts import GROUPS, script_sources
-from tests.integration.engine_kit import NS, build, new_ref, node, qid, take_map
+from tests.integration.engine_kit import NS, build, delayed_member, new_ref, node, qid, take_map
 
 
 def _lua_files(group: str) -> dict[str, str]:
@@ -256,7 +256,7 @@ async def test_reconcile_queues_the_leaves_of_a_flow_activated_before_a_crash(
     assert await engine.reconcile_flow(ref.uid) == 2
     assert await engine.queue_depth(qid()) == (1, 0, 1)
     due = await engine.store.redis.zscore(engine.store.queue(qid()).delayed,
-                                          f"{queue_member(ref.uid, 'b')}|0")
+                                          delayed_member(ref.uid, "b"))
     meta = await engine.store.meta(ref.uid)
     assert meta is not None and meta.started_at_ms is not None
     assert meta.started_at_ms <= due <= meta.started_at_ms + 60_000

@@ -90,6 +90,14 @@ def test_defaults_are_merged_into_each_node() -> None:
     )
 
 
+def test_lifo_is_inherited_from_the_defaults_and_a_node_can_turn_it_off() -> None:
+    compiled = compile_flow(make_flow(node("a", children=["b"]), node("b", opts={"lifo": False}),
+                                      defaults={"lifo": True}))
+    assert compiled.nodes["a"].opts.lifo is True
+    assert compiled.nodes["b"].opts.lifo is False
+    assert CompiledOptions().lifo is False  # FIFO unless asked, as in BullMQ
+
+
 def test_no_defaults_means_kflow_defaults() -> None:
     compiled = compile_flow(make_flow(node("a")))
     assert compiled.nodes["a"].opts == CompiledOptions()

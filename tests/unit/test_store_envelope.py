@@ -43,7 +43,7 @@ def test_start_rows_keep_an_early_node_priority_apart_from_its_attempt() -> None
         ["c", "gone", 0, "null", -1, 0, 0]], {}]), started_row)
     a, b, c = step.rows
     assert (a.status, a.attempt, a.data, a.timeout_ms) == (StartStatus.OK, 2, {"k": 1}, 5000)
-    assert (b.status, b.attempt, b.due, b.priority) == (StartStatus.EARLY, 0, 99, 7)
+    assert (b.status, b.attempt, b.due, b.rank) == (StartStatus.EARLY, 0, 99, 7)
     assert c.status is StartStatus.GONE and c.timeout_ms is None
 
 

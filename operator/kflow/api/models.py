@@ -220,6 +220,11 @@ class NodeOpts(_Spec):
         description=f"Dispatch order within a queue: lower runs first, 0 is the highest "
         f"(as in BullMQ; 0..{MAX_PRIORITY}, default 0).",
     )
+    lifo: StrictBool | None = Field(
+        None,
+        description="Last in, first out (BullMQ's `lifo`): among ready nodes of the same "
+        "priority, this one is taken before those queued earlier; FIFO when unset.",
+    )
     delay: Duration | None = Field(
         None, description="Wait this long after the node becomes ready before its first attempt."
     )

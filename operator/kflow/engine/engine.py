@@ -46,6 +46,7 @@ from kflow.store import (
     RedisStore,
     Settled,
     node_chunks,
+    queue_rank,
 )
 
 if TYPE_CHECKING:
@@ -132,7 +133,7 @@ class Engine:
             if o.phase is FlowPhase.RUNNING:
                 for q in o.queued:
                     enqueue[QueueId(o.namespace, q.queue)].append(
-                        QueueEntry(o.flow_uid, q.node, q.priority, q.due))
+                        QueueEntry(o.flow_uid, q.node, q.rank, q.due))
             elif o.settled and o.phase in ENDED_EARLY_PHASES:
                 ended.append(o.flow_uid)
         if drop:
@@ -195,7 +196,8 @@ class Engine:
             # on their queues without reading it back (four round trips fewer per flow).
             await self._queue_step([_Owed(
                 flow.uid, FlowPhase.RUNNING, flow.namespace, (),
-                [Queued(n.name, n.queue, n.opts.priority, 0) for n in leaves], False)])
+                [Queued(n.name, n.queue, queue_rank(n.opts.priority, n.opts.lifo), 0)
+                 for n in leaves], False)])
         else:
             await self.reconcile_flow(flow.uid)
         log.info("flow %s/%s added: %d nodes in %d chunks", flow.namespace, flow.name,
@@ -216,7 +218,7 @@ class Engine:
             nodes = [n for n, _ in page]
             states = await self.store.node_states(flow_uid, nodes)
             specs = await self.store.node_specs(flow_uid, nodes)
-            queued = [Queued(node, spec.queue, spec.priority,
+            queued = [Queued(node, spec.queue, spec.rank,
                              score if state is NodeState.DELAYED else 0)
                       for (node, score), state, spec in zip(page, states, specs, strict=True)
                       if spec is not None and state in QUEUEABLE_STATES]
@@ -236,8 +238,8 @@ class Engine:
         while True:
             unqueue, cursor, done = await self.store.cancel_unstarted(flow_uid, cursor, PAGE)
             by_queue: dict[QueueId, list[tuple[str, int]]] = defaultdict(list)
-            for node, queue, priority in unqueue:
-                by_queue[QueueId(namespace, queue)].append((node, priority))
+            for node, queue, rank in unqueue:
+                by_queue[QueueId(namespace, queue)].append((node, rank))
             counts = await asyncio.gather(*(
                 self.store.unqueue(qid, flow_uid, items) for qid, items in by_queue.items()))
             removed += sum(counts)
@@ -259,7 +261,7 @@ class Engine:
             by_queue: dict[QueueId, list[tuple[str, int]]] = defaultdict(list)
             for name, spec in zip(nodes, specs, strict=True):
                 if spec is not None:
-                    by_queue[QueueId(meta.namespace, spec.queue)].append((name, spec.priority))
+                    by_queue[QueueId(meta.namespace, spec.queue)].append((name, spec.rank))
             counts = await asyncio.gather(*(
                 self.store.unqueue(qid, flow_uid, items) for qid, items in by_queue.items()))
             removed += sum(counts)
@@ -313,7 +315,7 @@ class Engine:
                         continue
                     refused.append((queue_id, Lease(uid, node, token)))
                     if row.status is StartStatus.EARLY:  # back on the delayed set
-                        early.append(Queued(node, queue_name, row.priority, row.due))
+                        early.append(Queued(node, queue_name, row.rank, row.due))
                 if refused:
                     owed.append(_Owed(uid, reply.phase, reply.namespace, refused, early, False))
             attempts.extend(started[key] for key in ((t.flow_uid, t.node) for t in taken)

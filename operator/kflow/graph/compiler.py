@@ -59,6 +59,7 @@ def merge_options(opts: NodeOpts | None, defaults: NodeOpts | None) -> CompiledO
 
     attempts = pick("attempts")
     priority = pick("priority")
+    lifo = pick("lifo")
     delay = pick("delay")
     timeout = pick("timeout")
     backoff = opts.backoff if opts is not None and opts.backoff is not None else None
@@ -75,6 +76,7 @@ def merge_options(opts: NodeOpts | None, defaults: NodeOpts | None) -> CompiledO
         backoff_max_delay_ms=backoff.max_delay if backoff is not None else None,
         backoff_jitter=backoff.jitter if backoff is not None else base.backoff_jitter,
         priority=priority if isinstance(priority, int) else base.priority,
+        lifo=lifo if isinstance(lifo, bool) else base.lifo,
         delay_ms=delay if isinstance(delay, int) else base.delay_ms,
         timeout_ms=timeout if isinstance(timeout, int) else None,
         on_failure=on_failure,

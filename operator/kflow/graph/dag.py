@@ -18,6 +18,7 @@ class CompiledOptions:
     backoff_max_delay_ms: int | None = None
     backoff_jitter: float = 0.0  # 0..1: the share of each delay that is randomised
     priority: int = 0  # lower runs first, as in BullMQ; 0 is the highest
+    lifo: bool = False  # within its priority, taken before the nodes queued earlier
     delay_ms: int = 0  # wait this long after becoming ready before the first attempt
     timeout_ms: int | None = None
     on_failure: OnFailure = "failParent"

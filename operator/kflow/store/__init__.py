@@ -1,6 +1,13 @@
 """The only place that speaks Redis: keys, Lua scripts and the typed store over them."""
 
-from kflow.store.codec import NodeChunk, NodeRoute, node_chunks, pack_spec, unpack_spec
+from kflow.store.codec import (
+    NodeChunk,
+    NodeRoute,
+    node_chunks,
+    pack_spec,
+    queue_rank,
+    unpack_spec,
+)
 from kflow.store.keys import (
     FLOW_KEY_NAMES,
     QUEUE_KEY_NAMES,
@@ -51,6 +58,7 @@ __all__ = [
     "node_chunks",
     "pack_spec",
     "queue_keys",
+    "queue_rank",
     "script_sources",
     "unpack_spec",
 ]

@@ -21,8 +21,17 @@ class NodeRoute:
     """The unpacked spec field: what the engine needs to queue a node."""
 
     queue: str
-    priority: int
+    rank: int  # its order on the queue (queue_rank)
     timeout_ms: int | None
+
+
+def queue_rank(priority: int, lifo: bool) -> int:
+    """A node's order key on its queue: its priority, and within it LIFO before FIFO.
+
+    Only the store reads it (lua/queue/_order.lua turns it and a sequence into the score);
+    everyone else carries it as an opaque int.
+    """
+    return priority * 2 + (0 if lifo else 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +58,7 @@ def pack_spec(queue: str, opts: CompiledOptions) -> str:
             opts.delay_ms,
             -1 if opts.timeout_ms is None else opts.timeout_ms,
             _ON_FAILURE[opts.on_failure],
+            1 if opts.lifo else 0,
         ],
         separators=(",", ":"),
     )
@@ -57,7 +67,8 @@ def pack_spec(queue: str, opts: CompiledOptions) -> str:
 def unpack_spec(raw: str | bytes) -> NodeRoute:
     fields: list[Any] = json.loads(raw)
     timeout = int(fields[8])
-    return NodeRoute(queue=str(fields[0]), priority=int(fields[1]),
+    lifo = len(fields) > 10 and fields[10] == 1  # flows written before lifo existed: FIFO
+    return NodeRoute(queue=str(fields[0]), rank=queue_rank(int(fields[1]), lifo),
                     timeout_ms=None if timeout < 0 else timeout)
 
 

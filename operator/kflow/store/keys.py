@@ -52,9 +52,9 @@ class QueueKeys:
     """
 
     queue_id: QueueId
-    ready: str  # zset "<uid>|<node>" -> priority * 2^32 + FIFO sequence
+    ready: str  # zset "<uid>|<node>" -> score from rank and sequence (lua/queue/_order.lua)
     active: str  # zset "<uid>|<node>|<token>" -> lease deadline ms
-    delayed: str  # zset "<uid>|<node>|<priority>" -> due ms
+    delayed: str  # zset "<uid>|<node>|<rank>" -> due ms
     config: str  # hash concurrency, rate_max, rate_per_ms, max_stalled
     rate: str  # zset of takes in the rate-limit window
     seq: str  # string: FIFO sequence

@@ -193,7 +193,7 @@ class RedisStore:
     async def cancel_unstarted(self, uid: str, cursor: str, limit: int
                                ) -> tuple[list[tuple[str, str, int]], str, bool]:
         """One bounded step of cancelling an ended flow's unstarted nodes -> ((node, queue,
-        priority) taken off the ready set, the cursor for the next step, done)."""
+        rank) taken off the ready set, the cursor for the next step, done)."""
         unqueue, cursor, done = await self._flow_script("cancel-unstarted", uid, cursor, limit)
         return ([(str(r[0]), str(r[1]), int(r[2])) for r in _rows(unqueue)], str(cursor),
                 bool(done))
@@ -327,7 +327,7 @@ class RedisStore:
         added = 0
         for i in range(0, len(entries), PAGE):
             flat = [x for e in entries[i:i + PAGE]
-                    for x in (queue_member(e.flow_uid, e.node), e.priority, e.due)]
+                    for x in (queue_member(e.flow_uid, e.node), e.rank, e.due)]
             added += int(await self._queue_script("enqueue", queue_id, flat))
         return added
 
@@ -352,7 +352,7 @@ class RedisStore:
             "expired-leases", queue_id, [max_members]))]
 
     async def unqueue(self, queue_id: QueueId, uid: str, nodes: list[tuple[str, int]]) -> int:
-        """Remove (node, priority) of one flow from the queue's ready and delayed sets."""
+        """Remove (node, rank) of one flow from the queue's ready and delayed sets."""
         q = self.queue(queue_id)
         ready = [queue_member(uid, n) for n, _ in nodes]
         delayed = [f"{queue_member(uid, n)}|{p}" for n, p in nodes]

@@ -25,16 +25,16 @@ class Queued(NamedTuple):
 
     node: str
     queue: str  # queue name, in the flow's namespace
-    priority: int
+    rank: int  # order on the queue (codec.queue_rank)
     due: int
 
 
 class QueueEntry(NamedTuple):
-    """A node of a flow on a queue: ready (due 0) in priority order, or delayed until due."""
+    """A node of a flow on a queue: ready (due 0) in rank order, or delayed until due."""
 
     flow_uid: str
     node: str
-    priority: int
+    rank: int  # order on the queue (codec.queue_rank)
     due: int
 
 
@@ -74,7 +74,7 @@ class Started(NamedTuple):
     data: Any  # ok: the node's input
     timeout_ms: int | None  # ok: the attempt's timeout
     due: int  # early: when the node is due
-    priority: int  # early: its priority, to put it back on the queue's delayed set
+    rank: int  # early: its queue rank, to put it back on the queue's delayed set
 
 
 class NodeInputs(NamedTuple):

@@ -5,13 +5,20 @@
     [1] queue  [2] priority  [3] attempts  [4] backoff "f"|"e"  [5] backoff delay ms
     [6] backoff max delay ms (-1 none)  [7] jitter 0..1  [8] start delay ms
     [9] timeout ms (-1 none)  [10] onFailure "P"(failParent)|"I"(ignore)|"R"(remove)|"C"(continueParent)
+    [11] lifo 1|0 (absent in flows written before it existed: FIFO)
 ]]
 local S_QUEUE, S_PRIORITY, S_ATTEMPTS, S_BACKOFF, S_DELAY = 1, 2, 3, 4, 5
-local S_MAXDELAY, S_JITTER, S_START_DELAY, S_TIMEOUT, S_ONFAIL = 6, 7, 8, 9, 10
+local S_MAXDELAY, S_JITTER, S_START_DELAY, S_TIMEOUT, S_ONFAIL, S_LIFO = 6, 7, 8, 9, 10, 11
 local EVENTS_MAXLEN = 1000
 local FAILURES_CAP = 10
 -- States in which nothing more happens to a node in this run of its flow.
 local SETTLED_STATES = {'completed', 'failed', 'ignored', 'removed', 'cancelled'}
+
+-- A node's order key on its queue (kflow.store.codec.queue_rank): priority, LIFO before FIFO.
+local function rank_of(spec)
+  if spec[S_LIFO] == 1 then return spec[S_PRIORITY] * 2 end
+  return spec[S_PRIORITY] * 2 + 1
+end
 
 local function spec_of(node)
   return cjson.decode(redis.call('HGET', K_SPEC, node))
@@ -90,17 +97,17 @@ local function cancel_node(node, reason)
 end
 
 -- Put `node` on the flow's ready set: state ready (due <= now) or delayed (due > now).
--- Appends {node, queue, priority, due or 0} to `out` for the engine's queue step.
+-- Appends {node, queue, rank, due or 0} to `out` for the engine's queue step.
 local function schedule(node, old, due, now, out, spec)
   spec = spec or spec_of(node)
   if due > now then
     set_state(node, old, 'delayed')
     redis.call('ZADD', K_READY, due, node)
-    out[#out + 1] = {node, spec[S_QUEUE], spec[S_PRIORITY], due}
+    out[#out + 1] = {node, spec[S_QUEUE], rank_of(spec), due}
   else
     set_state(node, old, 'ready')
     redis.call('ZADD', K_READY, now, node)
-    out[#out + 1] = {node, spec[S_QUEUE], spec[S_PRIORITY], 0}
+    out[#out + 1] = {node, spec[S_QUEUE], rank_of(spec), 0}
   end
 end
 

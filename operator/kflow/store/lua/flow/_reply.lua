@@ -8,7 +8,7 @@
     namespace  the flow's namespace ("" when missing): queue ids are "<namespace>/<queue>"
     name       the flow's name ("" when missing)
     rows       one row per item the script was given; each script documents its rows
-    queued     {node, queue, priority, due or 0} per node the step made ready or delayed:
+    queued     {node, queue, rank, due or 0} per node the step made ready or delayed:
                the engine's queue step puts them on their queues (only in a running flow)
 ]]
 local function step_reply(rows, queued)

@@ -9,7 +9,7 @@
   Keys: the flow group (flow/_keys.lua); uses meta, ready, pending, state (and those of cancel_node in flow/_lib).
   ARGV[1] cursor over the pending hash ("0" on the first call)   ARGV[2] most nodes this call
 
-  Returns (JSON): {[ {node, queue, priority} taken off the ready set ], next cursor, done}
+  Returns (JSON): {[ {node, queue, rank} taken off the ready set ], next cursor, done}
     done is true once nothing is left to cancel (at once when the flow has not ended).
     (Not the flow-step envelope: a paged sweep that carries a cursor, like a scan.)
   Events: cancelled (node, reason) per node.
@@ -26,7 +26,7 @@ local limit = tonumber(ARGV[2])
 local unqueue = {}
 for _, node in ipairs(redis.call('ZRANGE', K_READY, 0, limit - 1)) do
   local spec = spec_of(node)
-  unqueue[#unqueue + 1] = {node, spec[S_QUEUE], spec[S_PRIORITY]}
+  unqueue[#unqueue + 1] = {node, spec[S_QUEUE], rank_of(spec)}
   cancel_node(node, reason)
 end
 if #unqueue >= limit then

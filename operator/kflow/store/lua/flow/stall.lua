@@ -34,7 +34,7 @@ if not holds(node, token) then
     local spec = spec_of(node)
     local due = 0
     if st == 'delayed' then due = tonumber(redis.call('ZSCORE', K_READY, node) or '0') end
-    out[1] = {node, spec[S_QUEUE], spec[S_PRIORITY], due}
+    out[1] = {node, spec[S_QUEUE], rank_of(spec), due}
   end
   return step_reply({{false, queue_of(node), 'stale', false}}, out)
 end

@@ -10,10 +10,10 @@
   ARGV[2..] pairs: node, token (unique per attempt; becomes the node's fencing token)
 
   Returns (JSON): the flow-step envelope (flow/_reply), queued empty, one row per pair:
-    {node, status, attempt, data JSON, timeout ms, due, priority}
+    {node, status, attempt, data JSON, timeout ms, due, rank}
     status "ok"        started: attempt number, data and timeout (-1: none) filled in
            "suspended" flow suspended: node stays ready and is re-queued on resume
-           "early"     node delayed and not yet due: due and priority filled in
+           "early"     node delayed and not yet due: due and queue rank filled in
            "gone"      flow missing/finished/cancelled or node no longer ready
   Events: started (node, attempt, owner).
 ]]
@@ -38,7 +38,7 @@ for i = 2, #ARGV, 2 do
       if st == 'delayed' and due > now then
         r[2] = 'early'
         r[6] = due
-        r[7] = spec_of(node)[S_PRIORITY]
+        r[7] = rank_of(spec_of(node))
       elseif st == 'ready' or st == 'delayed' then
         local attempt = redis.call('HINCRBY', K_ATTEMPT, node, 1)
         redis.call('HSET', K_TOKEN, node, token)

@@ -3,9 +3,9 @@
   keys, all under the queue's hash tag {<namespace>/<queue>}, in the order of the fields of
   kflow.store.keys.QueueKeys.
 
-    KEYS[1] ready    zset member "<uid>|<node>", score priority * 2^32 + FIFO sequence
+    KEYS[1] ready    zset member "<uid>|<node>", score from rank and sequence (_order)
     KEYS[2] active   zset member "<uid>|<node>|<token>", score lease deadline ms
-    KEYS[3] delayed  zset member "<uid>|<node>|<priority>", score due ms
+    KEYS[3] delayed  zset member "<uid>|<node>|<rank>", score due ms
     KEYS[4] config   hash concurrency, rate_max, rate_per_ms, max_stalled
     KEYS[5] rate     zset one member per take in the rate window, score take time ms
     KEYS[6] seq      string: the FIFO sequence

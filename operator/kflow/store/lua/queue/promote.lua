@@ -8,6 +8,7 @@
   Events: none.
 ]]
 -- @include queue/_keys
+-- @include queue/_order
 -- @include _clock
 
 local due = redis.call('ZRANGEBYSCORE', K_DELAYED, '-inf', now_ms(), 'LIMIT', 0, tonumber(ARGV[1]))
@@ -16,9 +17,8 @@ if #due > 0 then
   for _, member in ipairs(due) do
     seq = seq + 1
     local cut = string.find(member, '|[^|]*$')
-    local priority = tonumber(string.sub(member, cut + 1))
-    redis.call('ZADD', K_READY, 'NX', string.format('%.0f', priority * 4294967296 + seq),
-      string.sub(member, 1, cut - 1))
+    local rank = tonumber(string.sub(member, cut + 1))
+    redis.call('ZADD', K_READY, 'NX', ready_score(rank, seq), string.sub(member, 1, cut - 1))
     redis.call('ZREM', K_DELAYED, member)
   end
 end

@@ -1,6 +1,6 @@
 --[[
-  Take up to ARGV[1] ready members of a queue, lowest score first (priority, then FIFO),
-  within the queue's concurrency (size of the active set) and rate limit (a sliding window
+  Take up to ARGV[1] ready members of a queue, lowest score first (queue/_order: priority,
+  then LIFO or FIFO), within the queue's concurrency (size of the active set) and rate limit (a sliding window
   on the server clock), and hold each in the active set under its token until its lease
   ends. The engine then starts each attempt on its flow (flow/start).
 
