@@ -15,7 +15,7 @@ from typing import Any
 
 import redis.asyncio as aredis
 
-from kflow.api import parse_manifest
+from kflow.api import QueueId, parse_manifest
 from kflow.api.models import Flow
 from kflow.cli.local.runner import LocalRunner
 from kflow.devkit.pinger import pinging
@@ -101,7 +101,7 @@ async def bench_throughput(url: str) -> None:
     await client.flushall()
     engine = Engine(client)
     for queue in ("work", "collect"):
-        await engine.configure_queue(f"{NS}/{queue}", QueueConfig(concurrency=None))
+        await engine.configure_queue(QueueId(NS, queue), QueueConfig(concurrency=None))
 
     async def noop(job: Any) -> Any:
         return None
@@ -149,12 +149,12 @@ async def bench_unlock(url: str) -> None:
     for i in range(flows):
         ref = new_ref(f"pair-{i}")
         await engine.submit(ref, compiled)
-        (attempt,) = await engine.take(f"{NS}/down", 1, owner="bench")
+        (attempt,) = await engine.take(QueueId(NS, "down"), 1, owner="bench")
         t0 = time.perf_counter()
         outcome = await engine.complete(attempt.flow_uid, attempt.node, attempt.token, i)
         samples.append((time.perf_counter() - t0) * 1000)
         assert outcome.newly_ready == ["parent"]
-        (parent,) = await engine.take(f"{NS}/up", 1, owner="bench")
+        (parent,) = await engine.take(QueueId(NS, "up"), 1, owner="bench")
         assert parent.flow_uid == ref.uid
         await engine.complete(parent.flow_uid, parent.node, parent.token, None)
     await client.aclose()

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import redis.asyncio as aredis
 
+from kflow.api import QueueId
 from kflow.devkit.redis import redis_server
 from kflow.devkit.results import record, table
 from kflow.engine import Engine, FlowRef
@@ -48,7 +49,7 @@ async def one_run(url: str, workers: int, width: int, concurrency: int) -> float
         while (await engine.snapshot(uid)).phase == "Running":
             await asyncio.sleep(0.05)
         snap = await engine.snapshot(uid)
-        first = min(at for at, _ in await engine.queue_takes(f"{NS}/{QUEUE}"))
+        first = min(at for at, _ in await engine.queue_takes(QueueId(NS, QUEUE)))
         assert snap.phase == "Succeeded" and snap.finished_at_ms is not None
         return (width + 1) / ((snap.finished_at_ms - first) / 1000)
     finally:

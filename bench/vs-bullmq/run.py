@@ -92,7 +92,7 @@ def run_side(side: str, port: int) -> dict[str, dict[str, Any]]:
 
 
 def median_of(runs: list[dict[str, dict[str, Any]]], workload: str, key: str) -> float:
-    return statistics.median(r[workload][key] for r in runs)
+    return float(statistics.median(r[workload][key] for r in runs))
 
 
 def main() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 
 class QueueId(str):
     """A queue's identity in the engine and the store: `<namespace>/<name>`.
@@ -17,6 +19,12 @@ class QueueId(str):
             raise ValueError(f"a queue id needs a namespace and a name without '/': "
                              f"{namespace!r}, {name!r}")
         return super().__new__(cls, f"{namespace}/{name}")
+
+    @classmethod
+    def of(cls, namespace: str, name: str) -> QueueId:
+        """`QueueId(namespace, name)`, remembered: the engine's hot paths build the same few
+        ids for every node they queue or settle."""
+        return _remembered(namespace, name)
 
     @classmethod
     def parse(cls, text: str) -> QueueId:
@@ -36,3 +44,8 @@ class QueueId(str):
 
     def __getnewargs__(self) -> tuple[str, str]:  # type: ignore[override]
         return self.namespace, self.name
+
+
+@lru_cache(maxsize=4096)
+def _remembered(namespace: str, name: str) -> QueueId:
+    return QueueId(namespace, name)

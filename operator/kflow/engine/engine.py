@@ -132,7 +132,7 @@ class Engine:
                 drop[queue_id].append(lease)
             if o.phase is FlowPhase.RUNNING:
                 for q in o.queued:
-                    enqueue[QueueId(o.namespace, q.queue)].append(
+                    enqueue[QueueId.of(o.namespace, q.queue)].append(
                         QueueEntry(o.flow_uid, q.node, q.rank, q.due))
             elif o.settled and o.phase in ENDED_EARLY_PHASES:
                 ended.append(o.flow_uid)
@@ -239,7 +239,7 @@ class Engine:
             unqueue, cursor, done = await self.store.cancel_unstarted(flow_uid, cursor, PAGE)
             by_queue: dict[QueueId, list[tuple[str, int]]] = defaultdict(list)
             for node, queue, rank in unqueue:
-                by_queue[QueueId(namespace, queue)].append((node, rank))
+                by_queue[QueueId.of(namespace, queue)].append((node, rank))
             counts = await asyncio.gather(*(
                 self.store.unqueue(qid, flow_uid, items) for qid, items in by_queue.items()))
             removed += sum(counts)
@@ -261,7 +261,7 @@ class Engine:
             by_queue: dict[QueueId, list[tuple[str, int]]] = defaultdict(list)
             for name, spec in zip(nodes, specs, strict=True):
                 if spec is not None:
-                    by_queue[QueueId(meta.namespace, spec.queue)].append((name, spec.rank))
+                    by_queue[QueueId.of(meta.namespace, spec.queue)].append((name, spec.rank))
             counts = await asyncio.gather(*(
                 self.store.unqueue(qid, flow_uid, items) for qid, items in by_queue.items()))
             removed += sum(counts)
@@ -527,7 +527,7 @@ class Engine:
         nodes = list(tokens)
         specs = await self.store.node_specs(flow_uid, nodes)
         await self.store.delete(flow_uid)
-        leases = [(QueueId(meta.namespace, spec.queue), Lease(flow_uid, node, tokens[node]))
+        leases = [(QueueId.of(meta.namespace, spec.queue), Lease(flow_uid, node, tokens[node]))
                   for node, spec in zip(nodes, specs, strict=True)
                   if spec is not None and meta is not None]
         await self._queue_step([_Owed(flow_uid, FlowPhase.MISSING, "", leases, (), False)])

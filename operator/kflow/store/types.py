@@ -99,7 +99,7 @@ class FlowStep(Generic[R]):
     queued: list[Queued]  # made ready or delayed: to put on their queues if Running
 
     def queue_id(self, queue: str) -> QueueId:
-        return QueueId(self.namespace, queue)
+        return QueueId.of(self.namespace, queue)
 
 
 def _rows(value: Any) -> list[Any]:
