@@ -214,7 +214,7 @@ class RedisStore:
 
     async def counts(self, uid: str) -> dict[NodeState, int]:
         raw = await self.redis.hgetall(self.flow(uid).counts)
-        return {NodeState(text(k)): int(v) for k, v in raw.items() if int(v) != 0}
+        return {NodeState.parse(text(k)): int(v) for k, v in raw.items() if int(v) != 0}
 
     async def failures(self, uid: str) -> list[tuple[str, str, int]]:
         raw = await self.redis.lrange(self.flow(uid).failures, 0, -1)
@@ -243,7 +243,7 @@ class RedisStore:
     async def node_states(self, uid: str, nodes: list[str]) -> list[NodeState | None]:
         """Each node's state; None for a node the flow does not have."""
         raw = await self._fields(self.flow(uid).state, nodes)
-        return [None if s is None else NodeState(s) for s in raw]
+        return [None if s is None else NodeState.parse(s) for s in raw]
 
     async def node_specs(self, uid: str, nodes: list[str]) -> list[NodeRoute | None]:
         raw = await self._fields(self.flow(uid).spec, nodes)
@@ -283,7 +283,7 @@ class RedisStore:
         key = self.flow(uid).state
         while True:
             cursor, page = await self.redis.hscan(key, cursor, count=PAGE)
-            out.extend((text(k), NodeState(text(v))) for k, v in page.items())
+            out.extend((text(k), NodeState.parse(text(v))) for k, v in page.items())
             if int(cursor) == 0:
                 return out
 

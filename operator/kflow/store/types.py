@@ -111,18 +111,18 @@ def decode_step(raw: str | bytes, row: Callable[[Any], R]) -> FlowStep[R]:
     """The one decoder of the flow-step envelope; `row` decodes the script's own rows."""
     phase, namespace, name, rows, queued = json.loads(raw)
     return FlowStep(
-        phase=FlowPhase(phase), namespace=str(namespace), name=str(name),
+        phase=FlowPhase.parse(phase), namespace=str(namespace), name=str(name),
         rows=[row(r) for r in _rows(rows)],
         queued=[Queued(str(q[0]), str(q[1]), int(q[2]), int(q[3])) for q in _rows(queued)])
 
 
 def settled_row(r: Any) -> Settled:
-    return Settled(bool(r[0]), str(r[1]), AttemptOutcome(r[2]),
+    return Settled(bool(r[0]), str(r[1]), AttemptOutcome.parse(r[2]),
                    None if r[3] is False else int(r[3]))
 
 
 def started_row(r: Any) -> Started:
-    status = StartStatus(r[1])
+    status = StartStatus.parse(r[1])
     timeout = int(r[4])
     return Started(str(r[0]), status, int(r[2]),
                    json.loads(r[3]) if status is StartStatus.OK else None,
@@ -157,7 +157,7 @@ class FlowMeta:
             return int(raw[field]) if field in raw else None
 
         return cls(namespace=raw.get("namespace", ""), name=raw.get("name", ""),
-                   phase=FlowPhase(raw["phase"]), suspended=raw.get("suspended") == "1",
+                   phase=FlowPhase.parse(raw["phase"]), suspended=raw.get("suspended") == "1",
                    total=int(raw.get("total", 0)), chunks=int(raw.get("chunks", -1)),
                    written=int(raw.get("written", 0)), started_at_ms=ms("started_at"),
                    finished_at_ms=ms("finished_at"), expire_at_ms=ms("expire_at"))
