@@ -299,3 +299,15 @@ async def test_lifo_nodes_are_taken_before_those_queued_earlier_of_the_same_prio
         await engine.submit(new_ref(name), build(node(name, **{"priority": 2, **opts})))
     order = [a.node for _ in range(6) for a in await engine.take(qid(), 1, owner="t")]
     assert order == ["urgent", "lifo-2", "lifo-1", "fifo-1", "fifo-2", "late"]
+
+
+async def test_a_long_lived_queue_restarts_its_sequence_so_lifo_stays_in_its_priority(
+        engine: Engine) -> None:
+    # The order key packs priority and a per-queue sequence into one exact double; a queue
+    # that has handed out 2^31 members would let a lifo node of a worse priority jump ahead.
+    # The sequence starts again whenever the ready set is empty.
+    await engine.store.redis.set(engine.store.queue(qid()).seq, 2**31 + 10)
+    await engine.submit(new_ref("late"), build(node("late", priority=1, lifo=True)))
+    await engine.submit(new_ref("first"), build(node("first", priority=0)))
+    order = [a.node for _ in range(2) for a in await engine.take(qid(), 1, owner="t")]
+    assert order == ["first", "late"]

@@ -14,7 +14,7 @@
 
 local n = (#ARGV) / 3
 if n == 0 then return cjson.encode(0) end
-local seq = redis.call('INCRBY', K_SEQ, n) - n
+local seq = next_seq(n)
 local added = 0
 for i = 1, #ARGV, 3 do
   seq = seq + 1

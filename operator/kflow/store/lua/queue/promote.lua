@@ -13,7 +13,7 @@
 
 local due = redis.call('ZRANGEBYSCORE', K_DELAYED, '-inf', now_ms(), 'LIMIT', 0, tonumber(ARGV[1]))
 if #due > 0 then
-  local seq = redis.call('INCRBY', K_SEQ, #due) - #due
+  local seq = next_seq(#due)
   for _, member in ipairs(due) do
     seq = seq + 1
     local cut = string.find(member, '|[^|]*$')
