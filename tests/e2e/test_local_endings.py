@@ -3,7 +3,6 @@ flow's running nodes finish, and the summary agrees with every node's state."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 from pathlib import Path
 
@@ -109,4 +108,4 @@ def test_a_failed_flow_lets_running_nodes_finish_and_cancels_the_rest(tmp_path: 
     assert "1 cancelled" in summary and "1 completed" in summary and "2 failed" in summary
     assert marks == {"slow": "finished"}
     assert "later [top] cancelled: not started: the flow failed" in out, out
-    assert json.dumps("released") not in out
+    assert "released" not in out

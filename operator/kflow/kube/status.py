@@ -13,8 +13,9 @@ from typing import Any, Protocol
 
 from kflow.api.durations import format_duration
 from kflow.api.ids import QueueId
+from kflow.api.models import NodeCounts
 from kflow.api.states import TERMINAL_PHASES
-from kflow.engine import NODE_STATES, FlowNotFound, FlowSnapshot
+from kflow.engine import FlowNotFound, FlowSnapshot
 from kflow.kube.metrics import Metrics
 
 log = logging.getLogger("kflow.kube.status")
@@ -23,11 +24,6 @@ log = logging.getLogger("kflow.kube.status")
 QUEUE_STATUS_MIN_INTERVAL_SECONDS = 1.0
 # The error text of each listed failure is cut to this many characters: status stays bounded.
 FAILURE_TEXT_LIMIT = 500
-
-
-def _camel(state: str) -> str:
-    head, *rest = state.split("-")
-    return head + "".join(part.title() for part in rest)
 
 
 def rfc3339(ms: int | None) -> str | None:
@@ -91,9 +87,9 @@ def build_status(view: FlowView, snapshot: FlowSnapshot | None,
         phase=phase,
         progress=f"{snapshot.done}/{snapshot.total}",
         total=snapshot.total,
-        # Every state, zeros included: the status is a merge patch, so a state left out
-        # would keep its last value and the counts would stop adding up to the total.
-        counts={_camel(state): snapshot.counts.get(state, 0) for state in NODE_STATES},
+        # Every state, zeros included (the api model's fields): the status is a merge patch,
+        # so a state left out would keep its last value and the counts would stop adding up.
+        counts=NodeCounts.from_states(snapshot.counts).model_dump(by_alias=True),
     )
     if snapshot.started_at_ms is not None:
         status["startedAt"] = rfc3339(snapshot.started_at_ms)
