@@ -17,9 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kflow.devkit.checkout import REPO
+from kflow.devkit.checkout import in_checkout
 
-SCRIPTS = REPO / "tests" / "cluster" / "scripts"
 K8S_VERSION = os.environ.get("K8S_VERSION", "v1.33.13")
 COMPONENTS = (
     "etcd",
@@ -50,10 +49,7 @@ def run_script(
 
     Output is captured, or shown on the terminal with capture=False (a first build is long).
     """
-    script = SCRIPTS / name
-    if not script.exists():
-        raise FileNotFoundError(f"{script} not found: the local cluster's scripts come with a "
-                                "checkout of the kflow repository")
+    script = in_checkout("tests", "cluster", "scripts", name)
     return subprocess.run(
         ["bash", str(script), *args],
         capture_output=capture,
