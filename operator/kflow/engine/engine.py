@@ -233,18 +233,22 @@ class Engine:
         meta = await self.store.meta(flow_uid)
         if meta is None:
             return 0  # the flow is gone: nothing left to wind down
-        namespace = meta.namespace
         cursor, removed = "0", 0
         while True:
             unqueue, cursor, done = await self.store.cancel_unstarted(flow_uid, cursor, PAGE)
-            by_queue: dict[QueueId, list[tuple[str, int]]] = defaultdict(list)
-            for node, queue, rank in unqueue:
-                by_queue[QueueId.of(namespace, queue)].append((node, rank))
-            counts = await asyncio.gather(*(
-                self.store.unqueue(qid, flow_uid, items) for qid, items in by_queue.items()))
-            removed += sum(counts)
+            removed += await self._unqueue(flow_uid, meta.namespace, unqueue)
             if done:
                 return removed
+
+    async def _unqueue(self, flow_uid: str, namespace: str,
+                       nodes: Iterable[tuple[str, str, int]]) -> int:
+        """Take (node, queue name, rank) of one flow off their queues, one call per queue."""
+        by_queue: dict[QueueId, list[tuple[str, int]]] = defaultdict(list)
+        for node, queue, rank in nodes:
+            by_queue[QueueId.of(namespace, queue)].append((node, rank))
+        counts = await asyncio.gather(*(
+            self.store.unqueue(qid, flow_uid, items) for qid, items in by_queue.items()))
+        return sum(counts)
 
     async def _purge_queued(self, flow_uid: str) -> int:
         """Take a stopped flow's ready and delayed nodes off their queues (paged).
@@ -258,13 +262,9 @@ class Engine:
         async for page in self.store.ready_pages(flow_uid):
             nodes = [n for n, _ in page]
             specs = await self.store.node_specs(flow_uid, nodes)
-            by_queue: dict[QueueId, list[tuple[str, int]]] = defaultdict(list)
-            for name, spec in zip(nodes, specs, strict=True):
-                if spec is not None:
-                    by_queue[QueueId.of(meta.namespace, spec.queue)].append((name, spec.rank))
-            counts = await asyncio.gather(*(
-                self.store.unqueue(qid, flow_uid, items) for qid, items in by_queue.items()))
-            removed += sum(counts)
+            removed += await self._unqueue(flow_uid, meta.namespace, (
+                (name, spec.queue, spec.rank)
+                for name, spec in zip(nodes, specs, strict=True) if spec is not None))
         return removed
 
     # ---- dispatch ------------------------------------------------------------------------
