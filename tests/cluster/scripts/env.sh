@@ -18,9 +18,17 @@ KFLOW_KUBELET_PORT="${KFLOW_KUBELET_PORT:-10250}"
 KFLOW_KUBELET_HEALTHZ_PORT="${KFLOW_KUBELET_HEALTHZ_PORT:-10248}"
 KFLOW_CONTROLLER_PORT="${KFLOW_CONTROLLER_PORT:-10257}"
 KFLOW_SCHEDULER_PORT="${KFLOW_SCHEDULER_PORT:-10259}"
+# CoreDNS: the version is the one coredns/go.mod requires; the cache dir also carries a hash of
+# the module and its main, so changing the plugin list or the version builds it again.
+COREDNS_VERSION=$(awk '$1 == "require" && $2 == "github.com/coredns/coredns" {print $3}' \
+  "$(dirname "${BASH_SOURCE[0]}")/../coredns/go.mod")
+KFLOW_COREDNS_DIR="$KFLOW_CACHE_DIR/coredns-$COREDNS_VERSION-$(cat "$(dirname "${BASH_SOURCE[0]}")"/../coredns/{go.mod,go.sum,main.go} | sha256sum | cut -c1-12)"
+# The cluster's DNS Service address (kubelet --cluster-dns) and the bridge's (pods' gateway).
+KFLOW_DNS_IP="${KFLOW_DNS_IP:-10.96.0.10}"
 # Name of the cgroup (under the caller's memory cgroup) that holds the pods.
 KFLOW_CGROUP_NAME="${KFLOW_CGROUP_NAME:-kflow}"
 export KFLOW_KUBELET_PORT KFLOW_KUBELET_HEALTHZ_PORT KFLOW_CONTROLLER_PORT KFLOW_SCHEDULER_PORT \
   KFLOW_CGROUP_NAME
+export COREDNS_VERSION KFLOW_COREDNS_DIR KFLOW_DNS_IP
 export K8S_VERSION KFLOW_CACHE_DIR KFLOW_CLUSTER_DIR KFLOW_BIN_DIR KFLOW_RUN_DIR KFLOW_NODE_NAME \
   KFLOW_BRIDGE KFLOW_POD_CIDR KFLOW_SERVICE_CIDR KFLOW_API_PORT KFLOW_ETCD_PORT
