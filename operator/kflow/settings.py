@@ -182,6 +182,26 @@ class MetricsSettings(BaseSettings):
     liveness_endpoint: str | None = Field(None, validation_alias="KFLOW_LIVENESS_ENDPOINT")
 
 
+class OperatorPodSettings(BaseSettings):
+    """Where the operator itself runs, so it can post Events on its own Deployment.
+
+    In a pod, the downward API gives the pod's name and namespace, and the operator finds its
+    Deployment through the pod's owner (a ReplicaSet) and that one's owner; a Deployment named
+    here is used as is. Unset (a process on a host), warnings go to the log and /metrics only.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="KFLOW_", extra="ignore",
+                                      populate_by_name=True)
+
+    # KFLOW_POD_NAME / KFLOW_POD_NAMESPACE: the downward API's metadata.name and
+    # metadata.namespace.
+    pod_name: str | None = None
+    pod_namespace: str | None = None
+    # KFLOW_OPERATOR_DEPLOYMENT: the operator's Deployment (in KFLOW_POD_NAMESPACE), when the
+    # owner chain cannot be read or the pod is not a Deployment's.
+    deployment: str | None = Field(None, validation_alias="KFLOW_OPERATOR_DEPLOYMENT")
+
+
 class Settings(BaseModel):
     """Everything the operator can be told, by group; each group reads its own variables."""
 
@@ -193,6 +213,7 @@ class Settings(BaseModel):
     status: StatusSettings = Field(default_factory=StatusSettings)
     webhook: WebhookSettings = Field(default_factory=WebhookSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    operator_pod: OperatorPodSettings = Field(default_factory=OperatorPodSettings)
 
 
 @lru_cache(maxsize=1)

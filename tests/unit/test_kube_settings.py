@@ -54,6 +54,9 @@ OPERATOR_VARIABLES: list[tuple[str, str, str, Any]] = [
     ("KFLOW_METRICS_PORT", "9090", "metrics.port", 9090),
     ("KFLOW_LIVENESS_ENDPOINT", "http://0.0.0.0:8080/healthz", "metrics.liveness_endpoint",
      "http://0.0.0.0:8080/healthz"),
+    ("KFLOW_POD_NAME", "kflow-7d4b9-x2k", "operator_pod.pod_name", "kflow-7d4b9-x2k"),
+    ("KFLOW_POD_NAMESPACE", "kflow-system", "operator_pod.pod_namespace", "kflow-system"),
+    ("KFLOW_OPERATOR_DEPLOYMENT", "kflow", "operator_pod.deployment", "kflow"),
 ]
 # Variables of the pods (kflow-run's attempt, a plain container's input), not the operator's.
 POD_VARIABLES = {"KFLOW_DATA"}

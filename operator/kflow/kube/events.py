@@ -1,4 +1,5 @@
-"""Kubernetes Events on Flows, posted from one place in the background (never delaying work)."""
+"""Kubernetes Events on Flows and on the operator's own Deployment, posted from one place in the
+background (never delaying work)."""
 
 from __future__ import annotations
 
@@ -45,17 +46,24 @@ class EventPoster:
     def post(self, event: FlowEvent) -> None:
         involved = {"name": event.flow_name, "namespace": event.namespace, "uid": event.flow_uid,
                     "kind": "Flow", "apiVersion": API_VERSION}
+        self.post_on(involved, reason=event.reason, message=event.message, warning=event.warning)
+
+    def post_on(self, involved: dict[str, Any], *, reason: str, message: str,
+                warning: bool) -> asyncio.Task[None]:
+        """Post an Event on any object (`involved`: apiVersion, kind, name, namespace, uid);
+        the returned task never raises, so a caller may await it or leave it."""
 
         async def post() -> None:
             try:
                 await self._api.post_event(
-                    involved, type="Warning" if event.warning else "Normal",
-                    reason=event.reason, message=event.message, component=COMPONENT,
-                    instance=self._identity)
+                    involved, type="Warning" if warning else "Normal", reason=reason,
+                    message=message, component=COMPONENT, instance=self._identity)
             except Exception as exc:
-                log.warning("could not post %s Event on Flow %s/%s: %s", event.reason,
-                            event.namespace, event.flow_name, exc)
+                log.warning("could not post %s Event on %s %s/%s: %s", reason,
+                            involved.get("kind"), involved.get("namespace"),
+                            involved.get("name"), exc)
 
         task = asyncio.create_task(post())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task

@@ -135,6 +135,20 @@ class KubeApi:
             if exc.status != 404:
                 raise
 
+    # ---- the operator's own pod and its owners (kflow.kube.redis_health) ---------------------
+    async def read_object(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """A Pod, ReplicaSet or Deployment by name; None when it does not exist."""
+        read = {"Pod": self._core.read_namespaced_pod,
+                "ReplicaSet": self._apps.read_namespaced_replica_set,
+                "Deployment": self._apps.read_namespaced_deployment}[kind]
+        try:
+            found: dict[str, Any] = await self._call(read, name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return found
+
     # ---- worker Deployments (kflow.kube.scaler.PoolApi) -----------------------------------
     async def read_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:

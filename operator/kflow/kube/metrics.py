@@ -29,6 +29,9 @@ class Metrics:
         self._complete_buckets = [0] * (len(_BUCKETS) + 1)
         self._complete_sum = 0.0
         self._complete_count = 0
+        # 1 when every Redis server kflow uses persists its data, 0 when one does not; None
+        # (not exported) until known (CONFIG unavailable and AOF off leaves it unknown).
+        self.redis_persistence_enabled: int | None = None
 
     def dispatched(self, queue_id: QueueId) -> None:
         self.dispatched_total[queue_id] += 1
@@ -62,6 +65,9 @@ class Metrics:
 
     def flow_phase(self, uid: str, phase: str) -> None:
         self.phases[uid] = phase
+
+    def redis_persistence(self, enabled: bool | None) -> None:
+        self.redis_persistence_enabled = None if enabled is None else int(enabled)
 
     def render(self) -> str:
         lines = ["# TYPE kflow_nodes_dispatched_total counter"]
@@ -109,6 +115,11 @@ class Metrics:
         lines.append(f'kflow_complete_seconds_bucket{{le="+Inf"}} {self._complete_count}')
         lines.append(f"kflow_complete_seconds_sum {self._complete_sum:.6f}")
         lines.append(f"kflow_complete_seconds_count {self._complete_count}")
+        if self.redis_persistence_enabled is not None:
+            lines.append("# HELP kflow_redis_persistence_enabled 1 when Redis persists its data "
+                         "(AOF or RDB snapshots), 0 when a restart would lose every flow.")
+            lines.append("# TYPE kflow_redis_persistence_enabled gauge")
+            lines.append(f"kflow_redis_persistence_enabled {self.redis_persistence_enabled}")
         return "\n".join(lines) + "\n"
 
     async def serve(self, port: int) -> None:

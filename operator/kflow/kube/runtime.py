@@ -9,6 +9,7 @@ metrics.py. This module only wires them.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 from concurrent.futures import ThreadPoolExecutor
@@ -24,9 +25,13 @@ from kflow.kube.k8s import KubeApi
 from kflow.kube.metrics import Metrics
 from kflow.kube.pools import WorkerPools
 from kflow.kube.queues import QueueControl
+from kflow.kube.redis_health import report_persistence
 from kflow.kube.status import QueueStatus
 from kflow.settings import Settings
 from kflow.store.connect import connect_to
+from kflow.store.durability import read_durability
+
+log = logging.getLogger("kflow.kube")
 
 
 class Runtime:
@@ -45,7 +50,7 @@ class Runtime:
                                        lease_ms=dispatch.lease_ms,
                                        idle_recheck=dispatch.idle_recheck_seconds)
         routes = FlowRoutes()
-        events = EventPoster(api, identity=self.identity)
+        self.events = events = EventPoster(api, identity=self.identity)
         redis_env = RedisEnv.from_settings(settings)
         self.flows = FlowLifecycle(engine=engine, api=api, dispatchers=self.dispatchers,
                                    routes=routes, events=events, metrics=self.metrics,
@@ -80,6 +85,21 @@ class Runtime:
         if self.settings.metrics.port:
             self._tasks.append(asyncio.create_task(
                 self.metrics.serve(self.settings.metrics.port), name="kflow-metrics"))
+        if self.redis_client is not None:
+            self._tasks.append(asyncio.create_task(self.report_redis_persistence(),
+                                                   name="kflow-redis-persistence"))
+
+    async def report_redis_persistence(self) -> str | None:
+        """Warn (log, metric, Event on the operator's Deployment) when Redis keeps nothing
+        across a restart; the warning text, or None. Eviction was refused before start
+        (kflow.kube.main)."""
+        try:
+            readings = await read_durability(self.redis_client)
+        except Exception as exc:
+            log.warning("could not read Redis's persistence settings: %s", exc)
+            return None
+        return await report_persistence(readings, metrics=self.metrics, events=self.events,
+                                        api=self.api, pod=self.settings.operator_pod)
 
     async def stop(self) -> None:
         for task in self._tasks:
