@@ -62,6 +62,8 @@ def test_a_default_install_has_everything_the_operator_needs(helm: Helm) -> None
     container = pod["containers"][0]
     env = env_of(container)
     assert env["KFLOW_PEERING_NAME"] == "kflow"
+    assert env["KFLOW_OPERATOR_DEPLOYMENT"] == "kflow"  # Events about the operator itself
+    assert env["KFLOW_POD_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
     assert env["KFLOW_REDIS_URL"] == {"secretKeyRef": {"name": "kflow-redis", "key": "url"}}
     assert env["KFLOW_REDIS_SECRET_NAME"] == PodRedisSettings().name
     liveness = MetricsSettings(KFLOW_LIVENESS_ENDPOINT=env["KFLOW_LIVENESS_ENDPOINT"])
@@ -228,6 +230,14 @@ def test_namespace_rbac_is_a_role_per_watched_namespace(helm: Helm) -> None:
         ("etl", "kflow-system"), ("ml", "kflow-system")}
     assert [peering["metadata"]["namespace"] for peering in rendered.kinds("KopfPeering")] == [
         "etl", "ml"]
+    # In its own namespace: Events on its own Deployment, which it reads for the uid.
+    own = rendered.get("Role", "kflow-self")
+    assert own["metadata"]["namespace"] == "kflow-system"
+    assert own["rules"] == [
+        {"apiGroups": ["apps"], "resources": ["deployments"], "resourceNames": ["kflow"],
+         "verbs": ["get"]},
+        {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]}]
+    assert rendered.get("RoleBinding", "kflow-self")["subjects"][0]["name"] == "kflow"
 
 
 # The namespaced rules of both scopes: operator/kflow/kube/k8s.py's calls and kopf's watches.
