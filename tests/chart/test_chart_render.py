@@ -4,12 +4,18 @@ the operator reads, the bundled Redis, and the values it refuses. No cluster nee
 from __future__ import annotations
 
 import base64
+import os
 import py_compile
+import runpy
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
+from kflow.devkit.checkout import REPO
 from kflow.settings import MetricsSettings, PodRedisSettings
 from tests.chart.conftest import CHART, Helm
 
@@ -306,3 +312,37 @@ def test_bad_values_fail_naming_the_value(helm: Helm, values: list[str],
     for text in named:
         assert text in error, error
 
+
+
+@pytest.mark.redis
+def test_the_helm_test_flow_succeeds_with_its_handler_and_fails_on_a_wrong_value(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Queue and Flow files/helm-test/check.py creates, run by `kflow run --local` with
+    files/helm-test/handler.py (a private redis-server): the word travels from echo to check;
+    a check that is handed another word fails the Flow."""
+    for name, value in (("KFLOW_TEST_NAMESPACE", "t"), ("KFLOW_TEST_NAME", "kflow-test"),
+                        ("KFLOW_TEST_RUNNER_IMAGE", "localhost/kflow-runner:dev"),
+                        ("KFLOW_TEST_HANDLERS_CONFIGMAP", "kflow-test")):
+        monkeypatch.setenv(name, value)
+    check = runpy.run_path(str(CHART / "files" / "helm-test" / "check.py"))
+    handler = CHART / "files" / "helm-test" / "handler.py"
+    (tmp_path / "handlers.py").write_text(
+        "import runpy\n"
+        f"HANDLERS = {{'kflow-test': runpy.run_path({str(handler)!r})['run']}}\n")
+
+    def run(flow: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+        path = tmp_path / "flow.yaml"
+        path.write_text(yaml.safe_dump_all([check["queue"](), flow]))
+        return subprocess.run([sys.executable, "-m", "kflow.cli.main", "run", "--local",
+                               str(path), "--handlers", str(tmp_path / "handlers.py")],
+                              capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                              env={**os.environ, "PYTHONPATH": str(REPO / "operator")})
+
+    good = run(check["flow"]("w0rd"))
+    assert good.returncode == 0, good.stdout + good.stderr
+
+    bad = check["flow"]("w0rd")
+    bad["spec"]["nodes"][0]["data"]["word"] = "other"
+    failed = run(bad)
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert "child echo returned {'echo': 'w0rd'}" in failed.stdout + failed.stderr
