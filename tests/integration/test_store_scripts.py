@@ -10,7 +10,7 @@ from typing import Any
 from redis.crc import key_slot
 
 from kflow.engine import Engine
-from kflow.store import Completion, Lease, QueueEntry
+from kflow.store import Completion, Lease, Queued
 from kflow.store.keys import (
     FLOW_KEY_NAMES,
     QUEUE_KEY_NAMES,
@@ -266,7 +266,7 @@ async def test_start_refuses_a_delayed_node_before_its_due_time(engine: Engine) 
     ref = new_ref()
     await engine.submit(ref, build(node("b", delay_ms=60_000)))
     # Simulate a duplicate ready entry (e.g. a reconcile racing a promote).
-    await engine.store.enqueue(qid(), [QueueEntry(ref.uid, "b", 0, 0)])
+    await engine.store.enqueue(qid(), [(ref.uid, Queued("b", "q", 0, 0))])
     assert await engine.take(qid(), 5, owner="t") == []
     assert await engine.queue_depth(qid()) == (0, 0, 1)
     assert (await engine.node_infos(ref.uid))["b"].state == "delayed"

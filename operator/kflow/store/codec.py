@@ -94,7 +94,7 @@ def node_chunks(nodes: Iterable[CompiledNode], max_nodes: int, max_bytes: int
     size = 0
     for node in nodes:
         row = node_row(node)
-        row_size = sum(len(x) for x in row)
+        row_size = sum(map(len, row))
         if names and (len(names) >= max_nodes or size + row_size > max_bytes):
             chunks.append(NodeChunk(tuple(names), tuple(args)))
             names, args, size = [], [], 0

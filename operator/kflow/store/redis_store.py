@@ -132,8 +132,7 @@ class RedisStore:
         per call one Settled row per completion, or the exception of that call."""
         return await self._flow_steps("complete", [
             (uid, [x for c in completions for x in (
-                c.node, c.token, "0" if c.use_stored else "1",
-                "" if c.use_stored else dumps(c.value))])
+                c.node, c.token, "" if c.use_stored else dumps(c.value))])
             for uid, completions in calls], settled_row)
 
     async def fail(self, uid: str, node: str, token: str, error: str, *, infrastructure: bool,
@@ -326,8 +325,8 @@ class RedisStore:
         """Put nodes on the queue (idempotent); returns how many were not on it yet."""
         added = 0
         for i in range(0, len(entries), PAGE):
-            flat = [x for e in entries[i:i + PAGE]
-                    for x in (queue_member(e.flow_uid, e.node), e.rank, e.due)]
+            flat = [x for uid, q in entries[i:i + PAGE]
+                    for x in (queue_member(uid, q.node), q.rank, q.due)]
             added += int(await self._queue_script("enqueue", queue_id, flat))
         return added
 
@@ -337,7 +336,7 @@ class RedisStore:
         the rate limit frees a slot or 0)."""
         taken, rate_wait = await self._queue_script("take", queue_id,
                                                      [max_members, lease_ms, *tokens])
-        return [Lease(*split_member(str(m)), str(t)) for m, t in _rows(taken)], int(rate_wait)
+        return [Lease(*split_member(m), t) for m, t in _rows(taken)], int(rate_wait)
 
     async def promote(self, queue_id: QueueId, max_members: int) -> tuple[int, int | None]:
         moved, next_due = await self._queue_script("promote", queue_id, [max_members])

@@ -7,11 +7,11 @@
   completed is refused on its own (nothing changes for it); the others still complete.
 
   Keys: the flow group (flow/_keys.lua); uses meta, result (and those of flow/_complete).
-  ARGV quadruples: node, token, "1" value given / "0" use the value stored earlier,
-                   value JSON (when given)
+  ARGV triples: node, token, value JSON, or "" to use the value the attempt stored
+                earlier (store-result; no JSON text is empty)
 
   Returns (JSON): the flow-step envelope (flow/_reply) with rows as flow/_attempt-batch:
-    {accepted, the node's queue, "completed" or "stale", false} per quadruple
+    {accepted, the node's queue, "completed" or "stale", false} per triple
   Events: completed (node) per accepted attempt; flow phase Succeeded.
 ]]
 -- @include flow/_keys
@@ -22,9 +22,9 @@
 -- @include flow/_complete
 -- @include flow/_attempt-batch
 
-return settle_attempts(1, 4, function(i, node, now, out)
-  local value = ARGV[i + 3]
-  if ARGV[i + 2] == '0' then value = redis.call('HGET', K_RESULT, node) or 'null' end
+return settle_attempts(1, 3, function(i, node, now, out)
+  local value = ARGV[i + 2]
+  if value == '' then value = redis.call('HGET', K_RESULT, node) or 'null' end
   complete_checked(node, value, redis.call('HGET', K_META, 'phase'), now, out)
   return 'completed'
 end)
