@@ -62,8 +62,10 @@ ERROR_CAP = 4096  # characters of an error text kept
 STALL_PAGE = 100  # expired leases settled per batch
 
 
-def _new_token() -> str:
-    return secrets.token_hex(8)
+def _new_tokens(n: int) -> list[str]:
+    """n attempt tokens (16 hex digits each) from one read of the system's random source."""
+    hexed = secrets.token_hex(8 * n)
+    return [hexed[i:i + 16] for i in range(0, 16 * n, 16)]
 
 
 class _Owed(NamedTuple):
@@ -81,7 +83,9 @@ def _after_settling(uid: str, step: FlowStep[Settled], attempts: Sequence[tuple[
                     ) -> _Owed:
     """What a step that settled (node, token) attempts owes: free the accepted ones' leases,
     queue what it made ready."""
-    leases = [(step.queue_id(row.queue), Lease(uid, node, token))
+    ids: dict[str, QueueId] = {}  # a batch's rows share a few queues
+    leases = [(ids.get(row.queue) or ids.setdefault(row.queue, step.queue_id(row.queue)),
+               Lease(uid, node, token))
               for (node, token), row in zip(attempts, step.rows, strict=True) if row.accepted]
     return _Owed(uid, step.phase, step.namespace, leases, step.queued, bool(leases))
 
@@ -131,9 +135,12 @@ class Engine:
             for queue_id, lease in o.leases:
                 drop[queue_id].append(lease)
             if o.phase is FlowPhase.RUNNING:
+                lists: dict[str, list[QueueEntry]] = {}  # per queue name, for this flow
                 for q in o.queued:
-                    enqueue[QueueId.of(o.namespace, q.queue)].append(
-                        QueueEntry(o.flow_uid, q.node, q.rank, q.due))
+                    entries = lists.get(q.queue)
+                    if entries is None:
+                        entries = lists[q.queue] = enqueue[QueueId.of(o.namespace, q.queue)]
+                    entries.append((o.flow_uid, q))
             elif o.settled and o.phase in ENDED_EARLY_PHASES:
                 ended.append(o.flow_uid)
         if drop:
@@ -287,7 +294,7 @@ class Engine:
             if want <= 0:
                 break
             taken, _ = await self.store.take(queue_id, want, lease_ms,
-                                             [_new_token() for _ in range(want)])
+                                             _new_tokens(want))
             if not taken:
                 break
             by_flow: dict[str, list[tuple[str, str]]] = defaultdict(list)
@@ -375,9 +382,9 @@ class Engine:
             for j in range(0, len(indexes), self.chunk_nodes):
                 calls.append((uid, indexes[j:j + self.chunk_nodes]))
         replies = await self.store.complete([
-            (uid, [Completion(items[i][1], items[i][2],
-                              None if items[i][3] is MISSING else items[i][3],
-                              use_stored=items[i][3] is MISSING) for i in indexes])
+            (uid, [Completion(node, token, None, True) if value is MISSING
+                   else Completion(node, token, value)
+                   for _, node, token, value in (items[i] for i in indexes)])
             for uid, indexes in calls])
         # Flows whose call failed are left out: the queue step of the others must still run.
         # The error is raised at the end; sending the batch again is safe (fenced by token).
