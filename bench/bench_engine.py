@@ -21,7 +21,7 @@ from kflow.cli.local.runner import LocalRunner
 from kflow.devkit.pinger import pinging
 from kflow.devkit.redis import redis_server
 from kflow.devkit.results import percentile, record, table
-from kflow.engine import Engine, FlowRef, QueueConfig
+from kflow.engine import Engine, FlowRef, QueueConfig, tune_collector
 from kflow.graph import compile_flow
 from kflow.graph.dag import CompiledFlow
 from kflow.store.connect import connect
@@ -209,4 +209,6 @@ async def main(only: str | None) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--only", choices=["add", "throughput", "unlock", "memory"])
-    asyncio.run(main(parser.parse_args().only))
+    only = parser.parse_args().only
+    tune_collector()  # as `kflow run --local`, `kflow worker` and the operator do at start
+    asyncio.run(main(only))

@@ -1,6 +1,7 @@
 """Scheduling over the store: ready, dispatch, complete, fail, retry."""
 
 from kflow.engine.engine import Engine
+from kflow.engine.heap import tune_collector
 from kflow.engine.types import (
     MISSING,
     NODE_STATES,
@@ -34,4 +35,5 @@ __all__ = [
     "NodeFailure",
     "NodeInfo",
     "QueueConfig",
+    "tune_collector",
 ]

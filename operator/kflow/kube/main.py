@@ -8,6 +8,7 @@ import logging
 import random
 from pathlib import Path
 
+from kflow.engine import tune_collector
 from kflow.settings import Settings, get_settings
 
 log = logging.getLogger("kflow.kube")
@@ -40,6 +41,7 @@ def run_operator(settings: Settings | None = None, *, verbose: bool = False) -> 
     if refused is not None:
         return refused
     peering = config.peering
+    tune_collector()
     asyncio.run(kopf.operator(
         clusterwide=not config.watching.namespaces,
         namespaces=config.watching.namespaces,

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kflow.api.ids import QueueId
-from kflow.engine import Attempt, Engine, Inputs
+from kflow.engine import Attempt, Engine, Inputs, tune_collector
 from kflow.sdk.handlers import call_handler, format_error, resolve_function
 from kflow.sdk.job import Job, JobFlow
 from kflow.settings import RedisSettings
@@ -429,6 +429,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    tune_collector()
     return asyncio.run(run_worker(args))
 
 

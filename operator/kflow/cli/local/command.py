@@ -17,7 +17,7 @@ from kflow.api.ids import QueueId
 from kflow.cli.local.runner import DEFAULT_LEASE_MS, LocalRunner, RunInterrupted
 from kflow.cli.local.view import JobLogForwarder, TreeView
 from kflow.cli.redis_server import private_redis
-from kflow.engine import Engine, FlowRef, QueueConfig
+from kflow.engine import Engine, FlowRef, QueueConfig, tune_collector
 from kflow.graph.dag import CompiledFlow
 from kflow.sdk.handlers import Handler
 from kflow.store.connect import connect
@@ -247,6 +247,7 @@ def run_local_command(
                          "command again (same --redis) to resume\n")
             return EXIT_INTERRUPTED
 
+    tune_collector()
     try:
         if redis_url is not None:
             return asyncio.run(main(redis_url))
