@@ -34,7 +34,11 @@ ENV = {
     "KFLOW_CONTROLLER_PORT": "10357",
     "KFLOW_SCHEDULER_PORT": "10359",
     "KFLOW_CGROUP_NAME": "kflow-lifecycle",
+    # No kube-proxy and no DNS: kube-proxy's iptables chains are host-wide, so a second one
+    # would rewrite the shared cluster's Service rules. Its own egress chain it does have.
+    "KFLOW_SERVICES": "0",
 }
+EGRESS_CHAIN = f"KFLOW-EGRESS-{BRIDGE}"
 
 
 def cluster_pids() -> set[int]:
@@ -75,6 +79,22 @@ def cluster_mounts() -> list[str]:
 
 def bridge_exists() -> bool:
     return subprocess.run(["ip", "link", "show", BRIDGE], capture_output=True).returncode == 0
+
+
+def egress_chain_exists() -> bool:
+    return all(
+        subprocess.run([ipt, "-w", "-t", "raw", "-S", EGRESS_CHAIN], capture_output=True).returncode
+        == 0
+        for ipt in ("iptables", "ip6tables")
+    )
+
+
+def egress_chain_gone() -> bool:
+    return not any(
+        subprocess.run([ipt, "-w", "-t", "raw", "-S", EGRESS_CHAIN], capture_output=True).returncode
+        == 0
+        for ipt in ("iptables", "ip6tables")
+    )
 
 
 def up() -> subprocess.CompletedProcess[str]:
@@ -129,6 +149,7 @@ def test_up_down_up_leaves_nothing_and_reuses_the_cache(second_cluster: LocalClu
     assert len(before) > 6  # six components, shims, the pause process and the sleeper
     assert cluster_mounts()
     assert bridge_exists()
+    assert egress_chain_exists()
 
     down()
     assert not cluster_running(ENV)
@@ -139,6 +160,7 @@ def test_up_down_up_leaves_nothing_and_reuses_the_cache(second_cluster: LocalClu
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
     assert f"master {BRIDGE}" not in links
     assert not RUN_DIR.exists()
+    assert egress_chain_gone()
 
     again = up()
     assert "binaries cached" in again.stdout
@@ -164,3 +186,4 @@ def test_up_down_up_leaves_nothing_and_reuses_the_cache(second_cluster: LocalClu
     assert cluster_pids() == set()
     assert cluster_mounts() == []
     assert not bridge_exists()
+    assert egress_chain_gone()

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Build the local images (pause, base, runner, operator) without Docker and cache them as OCI archives.
-# Usage: build-images.sh [pause] [runner] [operator]   (default: all three; base is built as needed)
+# Build the local images (pause, coredns, base, runner, operator) without Docker and cache them as OCI archives.
+# Usage: build-images.sh [pause] [coredns] [runner] [operator]   (default: pause, runner, operator;
+# base is built as needed)
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -84,6 +85,27 @@ build_pause() {
   ln -sf "$archive" "$IMG_DIR/current-pause.tar"
 }
 
+# The cluster's DNS server, made like the pause image: one static binary (build-coredns.sh,
+# cached by version and module hash) in an image from scratch.
+build_coredns() {
+  local key archive tag ctr
+  bash "$HERE/scripts/build-coredns.sh" >/dev/null
+  key=$(basename "$KFLOW_COREDNS_DIR"); key=${key#coredns-}
+  archive="$IMG_DIR/coredns-$key.tar"; tag="localhost/kflow-coredns:$COREDNS_VERSION"
+  if [[ -f "$archive" ]]; then ln -sf "$archive" "$IMG_DIR/current-coredns.tar"; return; fi
+  log "building $tag"
+  ctr=$("${BUILDAH[@]}" from scratch)
+  "${BUILDAH[@]}" copy -q "$ctr" "$KFLOW_COREDNS_DIR/coredns" /coredns >/dev/null
+  "${BUILDAH[@]}" config --entrypoint '["/coredns"]' --cmd '' --port 53/udp --port 53/tcp "$ctr"
+  "${BUILDAH[@]}" commit -q "$ctr" "$tag" >/dev/null
+  "${BUILDAH[@]}" rm "$ctr" >/dev/null
+  "${BUILDAH[@]}" push -q "$tag" "oci-archive:$archive.tmp:$tag"
+  mv "$archive.tmp" "$archive"
+  "${BUILDAH[@]}" rmi "$tag" >/dev/null 2>&1 || true
+  find "$IMG_DIR" -maxdepth 1 -name "coredns-*.tar" ! -name "coredns-$key.tar" -delete
+  ln -sf "$archive" "$IMG_DIR/current-coredns.tar"
+}
+
 # kflow images are rebuilt when the package source, pyproject or the Dockerfile change.
 source_hash() {
   local name=$1
@@ -133,8 +155,9 @@ targets=("$@")
 for t in "${targets[@]}"; do
   case "$t" in
     pause) build_pause ;;
+    coredns) build_coredns ;;
     base) build_base ;;
     runner|operator) build_kflow "$t" ;;
-    *) echo "unknown image $t (pause, base, runner, operator)" >&2; exit 2 ;;
+    *) echo "unknown image $t (pause, coredns, base, runner, operator)" >&2; exit 2 ;;
   esac
 done

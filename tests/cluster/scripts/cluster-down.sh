@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Stop the local cluster and remove every process, mount, network interface and cgroup it made.
+# Stop the local cluster and remove every process, mount, network interface, iptables chain and
+# cgroup it made.
 # Kept for the next start: binaries, image archives, containerd's image store, certificates, logs.
 set -uo pipefail
 
@@ -33,7 +34,7 @@ stop() { # seconds name...: TERM them together, KILL what is still there after t
 }
 
 # Control loops first, so nothing recreates what is removed below.
-stop 15 kube-scheduler kube-controller-manager kubelet
+stop 15 kube-scheduler kube-controller-manager kubelet kube-proxy
 
 # Every container of the cluster, sandboxes included; containerd's records of them go too,
 # so the next start recovers nothing from this one.
@@ -72,24 +73,44 @@ done
 if ip link show "$KFLOW_BRIDGE" >/dev/null 2>&1; then
   ip link delete "$KFLOW_BRIDGE" && say "removed bridge $KFLOW_BRIDGE"
 fi
-# The kubelet's iptables chains (its canaries, and the rule that drops non-local traffic to
-# 127.0.0.0/8), with the jumps into them; they are shared by every kubelet on the host, so
-# they stay while another one (a second local cluster) runs.
+# This instance's egress chain (raw table), with the jump into it.
 for ipt in iptables ip6tables; do
-  pgrep -x kubelet >/dev/null && break
   command -v $ipt >/dev/null || continue
-  for t in filter nat mangle; do
-    chains=$($ipt -w -t "$t" -S 2>/dev/null | awk '$1 == "-N" && ($2 ~ /^KUBE-(KUBELET-CANARY|IPTABLES-HINT|FIREWALL)$/) {print $2}')
-    for c in $chains; do
-      $ipt -w -t "$t" -S 2>/dev/null | awk -v c="$c" '$1 == "-A" && $2 != c && / -j / {for (i = 1; i <= NF; i++) if ($i == "-j" && $(i+1) == c) print}' |
+  while $ipt -w -t raw -D PREROUTING -j "$KFLOW_EGRESS_CHAIN" 2>/dev/null; do :; done
+  if $ipt -w -t raw -F "$KFLOW_EGRESS_CHAIN" 2>/dev/null; then
+    $ipt -w -t raw -X "$KFLOW_EGRESS_CHAIN" && say "removed $ipt chain $KFLOW_EGRESS_CHAIN"
+  fi
+done
+# The chains of the kubelet (its canaries, the rule that drops non-local traffic to
+# 127.0.0.0/8) and of kube-proxy (Services, endpoints, masquerading marks), with the jumps
+# into them. They are shared by every kubelet and kube-proxy on the host, so they stay while
+# another one (a second local cluster) runs.
+if ! pgrep -x kubelet >/dev/null && ! pgrep -x kube-proxy >/dev/null; then
+  # kube-proxy knows its own rules (iptables of both families, and its nftables table).
+  [[ -x "$KFLOW_BIN_DIR/kube-proxy" ]] && "$KFLOW_BIN_DIR/kube-proxy" --cleanup >/dev/null 2>&1
+  # Whatever is left (the kubelet's chains, an older kube-proxy's): jumps from the built-in
+  # chains go first, then every KUBE-* chain is emptied, then deleted.
+  for ipt in iptables ip6tables; do
+    command -v $ipt >/dev/null || continue
+    for t in filter nat mangle raw; do
+      rules=$($ipt -w -t "$t" -S 2>/dev/null) || continue
+      chains=$(awk '$1 == "-N" && $2 ~ /^KUBE-/ {print $2}' <<< "$rules")
+      [[ -n "$chains" ]] || continue
+      awk '$1 == "-A" && $2 !~ /^KUBE-/ {for (i = 1; i <= NF; i++) if ($i == "-j" && $(i+1) ~ /^KUBE-/) {print; next}}' <<< "$rules" |
         while read -r rule; do
           # shellcheck disable=SC2086
-          $ipt -w -t "$t" ${rule/-A /-D } 2>/dev/null
+          eval "$ipt -w -t $t ${rule/-A /-D }" 2>/dev/null
         done
-      $ipt -w -t "$t" -F "$c" 2>/dev/null; $ipt -w -t "$t" -X "$c" 2>/dev/null
+      for c in $chains; do $ipt -w -t "$t" -F "$c" 2>/dev/null; done
+      for c in $chains; do $ipt -w -t "$t" -X "$c" 2>/dev/null; done
     done
   done
-done
+  # The host-wide settings go back to what they were before the first instance started.
+  if [[ -f "$SYSCTL_SAVED" ]]; then
+    while IFS='=' read -r k v; do [[ -n "$k" ]] && sysctl -qw "$k=$v"; done < "$SYSCTL_SAVED"
+    rm -f "$SYSCTL_SAVED"
+  fi
+fi
 
 # Cgroups the kubelet and runc made under our root, then the levels cluster-up created.
 for h in $(cgroup_hierarchies); do

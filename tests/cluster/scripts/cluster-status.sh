@@ -25,6 +25,11 @@ if (( ok == 0 )); then
   if ! kctl get --raw /readyz >/dev/null 2>&1; then say "kube-apiserver not ready"; ok=1; fi
   ready=$(kctl get node "$KFLOW_NODE_NAME" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null)
   if [[ "$ready" != "True" ]]; then say "node $KFLOW_NODE_NAME not Ready"; ok=1; fi
+  # The DNS is reported, not required: a restarting CoreDNS pod is no reason to restart the cluster.
+  if [[ "$KFLOW_SERVICES" == "1" ]]; then
+    dns=$(kctl -n kube-system get deployment coredns -o jsonpath='{.status.readyReplicas}' 2>/dev/null)
+    say "$(printf '%-24s %s' "cluster DNS" "$( (( ${dns:-0} > 0 )) && echo "ready at $KFLOW_DNS_IP" || echo "NOT ready")")"
+  fi
 fi
 if ! $quiet; then
   total=0

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Start the local cluster: etcd, containerd, kube-apiserver, controller-manager, scheduler, kubelet.
+# Start the local cluster: etcd, containerd, kube-apiserver, controller-manager, scheduler, kubelet,
+# kube-proxy and the cluster DNS (CoreDNS).
 # Reuses a running cluster; builds (or takes from the cache) binaries and images first.
 set -euo pipefail
 
@@ -11,14 +12,17 @@ source "$HERE/scripts/lib.sh"
 
 take_lock
 [[ $EUID -eq 0 ]] || die "the local cluster needs root (kubelet, containerd, mounts); run as root"
-for cmd in etcd containerd containerd-shim-runc-v2 runc ctr openssl iptables buildah debootstrap gcc curl; do
+for cmd in etcd containerd containerd-shim-runc-v2 runc ctr openssl iptables ip buildah debootstrap gcc curl; do
   command -v "$cmd" >/dev/null || die "$cmd not found; install the packages listed in tests/cluster/README.md"
 done
 [[ -x /usr/lib/cni/bridge ]] || die "/usr/lib/cni/bridge not found; apt-get install containernetworking-plugins"
+IMAGES=(pause runner)
+[[ "$KFLOW_SERVICES" == "1" ]] && IMAGES+=(coredns)
 
 if bash "$HERE/scripts/cluster-status.sh" --quiet; then
-  bash "$HERE/scripts/build-images.sh" pause runner
+  bash "$HERE/scripts/build-images.sh" "${IMAGES[@]}"
   bash "$HERE/scripts/import-images.sh"
+  [[ "$KFLOW_SERVICES" == "1" ]] && bash "$HERE/scripts/cluster-dns.sh" apply
   log "already running"
   echo "export KUBECONFIG=$KFLOW_CLUSTER_DIR/kubeconfig"
   exit 0
@@ -27,7 +31,7 @@ fi
 bash "$HERE/scripts/cluster-down.sh" --quiet
 
 bash "$HERE/scripts/build-k8s.sh"
-bash "$HERE/scripts/build-images.sh" pause runner
+bash "$HERE/scripts/build-images.sh" "${IMAGES[@]}"
 
 START=$(date +%s.%N)
 mkdir -p "$PID_DIR" "$LOG_DIR/previous" "$KFLOW_RUN_DIR" "$KFLOW_CLUSTER_DIR"
@@ -61,26 +65,35 @@ cert() { # name CN O SANs(comma list or "") usage(server|client|both)
     -days 3650 -sha256 -extfile "$PKI/$name.ext" -out "$PKI/$name.crt" 2>/dev/null
   rm -f "$PKI/$name.csr" "$PKI/$name.ext"
 }
+# A new node name makes a new CA and all; a certificate added later, or new addresses for the
+# API server, only make what is missing, so the CA and the admin kubeconfig stay.
 if [[ ! -f "$PKI/.complete" || "$(cat "$PKI/.complete")" != "$NODE" ]]; then
   rm -rf "$PKI"; mkdir -p "$PKI"; chmod 700 "$PKI"
   openssl ecparam -name prime256v1 -genkey -noout -out "$PKI/ca.key" 2>/dev/null
   openssl req -x509 -new -key "$PKI/ca.key" -subj "/CN=kflow-local-ca" -days 3650 -sha256 \
     -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" \
     -out "$PKI/ca.crt" 2>/dev/null
-  cert apiserver kube-apiserver "" \
-    "IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local" server
-  cert apiserver-kubelet-client kube-apiserver-kubelet-client system:masters "" client
-  cert admin kflow-admin system:masters "" client
-  cert controller-manager system:kube-controller-manager "" "" client
-  cert scheduler system:kube-scheduler "" "" client
-  cert kubelet "system:node:$NODE" system:nodes "" client
-  node_san="DNS:$NODE"
-  [[ "$NODE" =~ ^[0-9.]+$ ]] && node_san="IP:$NODE"
-  cert kubelet-serving "system:node:$NODE" system:nodes "IP:127.0.0.1,DNS:localhost,$node_san" server
   openssl ecparam -name prime256v1 -genkey -noout -out "$PKI/sa.key" 2>/dev/null
   openssl ec -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub" 2>/dev/null
   echo "$NODE" > "$PKI/.complete"
 fi
+# Pods reach the API server at the bridge address (the `kubernetes` Service's endpoint) and
+# by the Service's address and names.
+API_SANS="IP:127.0.0.1,IP:$KFLOW_BRIDGE_IP,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+if [[ "$(cat "$PKI/apiserver.sans" 2>/dev/null)" != "$API_SANS" ]]; then
+  rm -f "$PKI/apiserver.crt" "$PKI/apiserver.key"
+  echo "$API_SANS" > "$PKI/apiserver.sans"
+fi
+cert apiserver kube-apiserver "" "$API_SANS" server
+cert apiserver-kubelet-client kube-apiserver-kubelet-client system:masters "" client
+cert admin kflow-admin system:masters "" client
+cert controller-manager system:kube-controller-manager "" "" client
+cert scheduler system:kube-scheduler "" "" client
+cert kube-proxy system:kube-proxy "" "" client
+cert kubelet "system:node:$NODE" system:nodes "" client
+node_san="DNS:$NODE"
+[[ "$NODE" =~ ^[0-9.]+$ ]] && node_san="IP:$NODE"
+cert kubelet-serving "system:node:$NODE" system:nodes "IP:127.0.0.1,DNS:localhost,$node_san" server
 
 kubeconfig() { # file user cert
   local file=$1 user=$2 crt=$3
@@ -108,6 +121,7 @@ kubeconfig "$KFLOW_CLUSTER_DIR/kubeconfig" kflow-admin admin
 kubeconfig "$PKI/controller-manager.kubeconfig" system:kube-controller-manager controller-manager
 kubeconfig "$PKI/scheduler.kubeconfig" system:kube-scheduler scheduler
 kubeconfig "$PKI/kubelet.kubeconfig" "system:node:$NODE" kubelet
+kubeconfig "$PKI/kube-proxy.kubeconfig" system:kube-proxy kube-proxy
 
 start() { # name binary args...
   local name=$1; shift
@@ -152,24 +166,63 @@ cat > "$KFLOW_CLUSTER_DIR/cni/net.d/10-kflow.conflist" <<CNI
     {
       "type": "bridge",
       "bridge": "$KFLOW_BRIDGE",
-      "isGateway": false,
+      "isGateway": true,
+      "isDefaultGateway": true,
       "ipMasq": false,
       "hairpinMode": true,
       "ipam": {
         "type": "host-local",
-        "ranges": [[{"subnet": "$KFLOW_POD_CIDR"}]],
+        "ranges": [[{"subnet": "$KFLOW_POD_CIDR", "gateway": "$KFLOW_BRIDGE_IP"}]],
         "dataDir": "$KFLOW_RUN_DIR/cni/ipam"
       }
     }
   ]
 }
 CNI
-# The bridge carries no address: pod addresses exist only inside the pods' network namespaces.
+# The bridge carries the first address of the pod range: the pods' gateway to the Service
+# network and to the API server. Nothing routes further: see the egress chain below.
 if ! ip link show "$KFLOW_BRIDGE" >/dev/null 2>&1; then
   ip link add "$KFLOW_BRIDGE" type bridge
   sysctl -qw "net.ipv6.conf.$KFLOW_BRIDGE.disable_ipv6=1" || true
-  ip link set "$KFLOW_BRIDGE" up
 fi
+ip addr replace "$KFLOW_BRIDGE_IP/${KFLOW_POD_CIDR#*/}" dev "$KFLOW_BRIDGE"
+ip link set "$KFLOW_BRIDGE" up
+if [[ "$KFLOW_SERVICES" == "1" ]]; then
+  # Service addresses are on the bridge's side too, so the host's own connections to them never
+  # take the default route; kube-proxy rewrites them to a pod or the API server on the way.
+  ip route replace "$KFLOW_SERVICE_CIDR" dev "$KFLOW_BRIDGE" src "$KFLOW_BRIDGE_IP"
+fi
+# Forwarding between pods and Services needs these (kube-proxy rewrites addresses at layer 3,
+# also for packets bridged between two pods); their values before are kept for cluster-down.
+[[ -d /proc/sys/net/bridge ]] || modprobe br_netfilter 2>/dev/null || true
+[[ -d /proc/sys/net/bridge ]] || die "bridge netfilter is missing (modprobe br_netfilter)"
+if [[ ! -f "$SYSCTL_SAVED" ]]; then
+  for k in "${NET_SYSCTLS[@]}"; do echo "$k=$(sysctl -n "$k")"; done > "$SYSCTL_SAVED.tmp"
+  mv "$SYSCTL_SAVED.tmp" "$SYSCTL_SAVED"
+fi
+for k in "${NET_SYSCTLS[@]}"; do sysctl -qw "$k=1"; done
+
+# The egress rule: in the raw table, before kube-proxy's address rewriting, anything a pod
+# sends that is not for a pod, a Service or loopback is dropped, so a pod reaches nothing
+# off this machine (there is no masquerading either). The chain also keeps outside hosts
+# from reaching the pods and this instance's API server port (which listens on every address
+# so that pods reach it at the bridge address and the host at 127.0.0.1).
+IPTS=(iptables)
+[[ -e /proc/net/if_inet6 ]] && IPTS+=(ip6tables)
+for ipt in "${IPTS[@]}"; do
+  $ipt -w -t raw -N "$KFLOW_EGRESS_CHAIN" 2>/dev/null || $ipt -w -t raw -F "$KFLOW_EGRESS_CHAIN"
+  $ipt -w -t raw -C PREROUTING -j "$KFLOW_EGRESS_CHAIN" 2>/dev/null ||
+    $ipt -w -t raw -I PREROUTING 1 -j "$KFLOW_EGRESS_CHAIN"
+  $ipt -w -t raw -A "$KFLOW_EGRESS_CHAIN" -i lo -j RETURN
+done
+E=(iptables -w -t raw -A "$KFLOW_EGRESS_CHAIN")
+"${E[@]}" -s "$KFLOW_POD_CIDR" -d "$KFLOW_POD_CIDR" -j RETURN
+"${E[@]}" -s "$KFLOW_POD_CIDR" -d "$KFLOW_SERVICE_CIDR" -j RETURN
+"${E[@]}" -s "$KFLOW_POD_CIDR" -d 127.0.0.0/8 -j RETURN
+"${E[@]}" -s "$KFLOW_POD_CIDR" -m comment --comment "kflow: pods reach only this machine" -j DROP
+"${E[@]}" ! -i "$KFLOW_BRIDGE" -d "$KFLOW_POD_CIDR" -j DROP
+"${E[@]}" ! -i "$KFLOW_BRIDGE" -p tcp --dport "$KFLOW_API_PORT" -m addrtype --dst-type LOCAL -j DROP
+[[ -e /proc/net/if_inet6 ]] && ip6tables -w -t raw -A "$KFLOW_EGRESS_CHAIN" -p tcp --dport "$KFLOW_API_PORT" -j DROP
 cat > "$KFLOW_CLUSTER_DIR/containerd/config.toml" <<TOML
 version = 2
 root = "$KFLOW_CLUSTER_DIR/containerd/root"
@@ -215,8 +268,7 @@ start containerd containerd --config "$KFLOW_CLUSTER_DIR/containerd/config.toml"
 wait_for etcd 30 curl -fsS "http://127.0.0.1:$KFLOW_ETCD_PORT/health"
 start kube-apiserver "$B/kube-apiserver" \
   --etcd-servers "http://127.0.0.1:$KFLOW_ETCD_PORT" \
-  --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$KFLOW_API_PORT" \
-  --endpoint-reconciler-type none \
+  --bind-address 0.0.0.0 --advertise-address "$KFLOW_BRIDGE_IP" --secure-port "$KFLOW_API_PORT" \
   --tls-cert-file "$PKI/apiserver.crt" --tls-private-key-file "$PKI/apiserver.key" \
   --client-ca-file "$PKI/ca.crt" \
   --kubelet-client-certificate "$PKI/apiserver-kubelet-client.crt" \
@@ -237,6 +289,31 @@ bash "$HERE/scripts/import-images.sh"
 
 wait_for kube-apiserver 90 curl -fsS --cacert "$PKI/ca.crt" --cert "$PKI/admin.crt" \
   --key "$PKI/admin.key" "$API/readyz"
+
+# ---------------------------------------------------------------- kube-proxy, DNS objects
+if [[ "$KFLOW_SERVICES" == "1" ]]; then
+  mkdir -p "$KFLOW_CLUSTER_DIR/kube-proxy"
+  cat > "$KFLOW_CLUSTER_DIR/kube-proxy/config.yaml" <<YAML
+apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+mode: iptables
+clientConnection: {kubeconfig: $PKI/kube-proxy.kubeconfig}
+hostnameOverride: $NODE
+# The node's primary address for kube-proxy (the node object only has 127.0.0.1).
+bindAddress: $KFLOW_BRIDGE_IP
+clusterCIDR: $KFLOW_POD_CIDR
+detectLocalMode: ClusterCIDR
+healthzBindAddress: 127.0.0.1:$KFLOW_PROXY_HEALTHZ_PORT
+metricsBindAddress: 127.0.0.1:$KFLOW_PROXY_METRICS_PORT
+# NodePorts open on the bridge address only, never on the host's outside interfaces.
+nodePortAddresses: ["$KFLOW_BRIDGE_IP/32"]
+iptables: {localhostNodePorts: false, masqueradeAll: false, syncPeriod: 30s, minSyncPeriod: 0s}
+# Leave the host's conntrack table size and timeouts as they are.
+conntrack: {maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeout: 0s}
+YAML
+  start kube-proxy "$B/kube-proxy" --config "$KFLOW_CLUSTER_DIR/kube-proxy/config.yaml" --v=1
+  bash "$HERE/scripts/cluster-dns.sh" apply
+fi
 
 # ---------------------------------------------------------------- controllers, scheduler
 start kube-controller-manager "$B/kube-controller-manager" \
@@ -304,6 +381,7 @@ failSwapOn: false
 podLogsDir: $KFLOW_CLUSTER_DIR/kubelet/pod-logs
 memorySwap: {}
 clusterDomain: cluster.local
+$( [[ "$KFLOW_SERVICES" == "1" ]] && echo "clusterDNS: [$KFLOW_DNS_IP]" )
 resolvConf: /etc/resolv.conf
 maxPods: 60
 serializeImagePulls: false
@@ -334,7 +412,11 @@ if ! kctl wait --for=condition=Ready "node/$NODE" --timeout=90s >/dev/null; then
 fi
 # Pods can be created only once the service-account controller made the default account.
 wait_for kube-controller-manager 60 kctl -n default get serviceaccount default
+if [[ "$KFLOW_SERVICES" == "1" ]]; then
+  wait_for kube-proxy 30 curl -fsS "http://127.0.0.1:$KFLOW_PROXY_HEALTHZ_PORT/healthz"
+  bash "$HERE/scripts/cluster-dns.sh" wait || die "the cluster DNS did not become Ready"
+fi
 ELAPSED=$(awk -v s="$START" -v e="$(date +%s.%N)" 'BEGIN{printf "%.1f", e-s}')
 echo "$ELAPSED" > "$KFLOW_RUN_DIR/start-seconds"
-log "cluster up in ${ELAPSED}s (kubernetes $K8S_VERSION, node $NODE)"
+log "cluster up in ${ELAPSED}s (kubernetes $K8S_VERSION, node $NODE$( [[ "$KFLOW_SERVICES" == "1" ]] && echo ", DNS $KFLOW_DNS_IP"))"
 echo "export KUBECONFIG=$KFLOW_CLUSTER_DIR/kubeconfig"

@@ -23,12 +23,25 @@ KFLOW_SCHEDULER_PORT="${KFLOW_SCHEDULER_PORT:-10259}"
 COREDNS_VERSION=$(awk '$1 == "require" && $2 == "github.com/coredns/coredns" {print $3}' \
   "$(dirname "${BASH_SOURCE[0]}")/../coredns/go.mod")
 KFLOW_COREDNS_DIR="$KFLOW_CACHE_DIR/coredns-$COREDNS_VERSION-$(cat "$(dirname "${BASH_SOURCE[0]}")"/../coredns/{go.mod,go.sum,main.go} | sha256sum | cut -c1-12)"
-# The cluster's DNS Service address (kubelet --cluster-dns) and the bridge's (pods' gateway).
+# Service network: kube-proxy and the cluster DNS (CoreDNS). 0 leaves both out; a second
+# instance on the same host needs that, as kube-proxy's iptables chains are host-wide.
+KFLOW_SERVICES="${KFLOW_SERVICES:-1}"
+# The cluster DNS Service address (kubelet clusterDNS), inside the Service range.
 KFLOW_DNS_IP="${KFLOW_DNS_IP:-10.96.0.10}"
+KFLOW_PROXY_HEALTHZ_PORT="${KFLOW_PROXY_HEALTHZ_PORT:-10256}"
+KFLOW_PROXY_METRICS_PORT="${KFLOW_PROXY_METRICS_PORT:-10249}"
+# The bridge's own address, the first of the pod range: the pods' gateway and the address
+# the API server advertises for the `kubernetes` Service.
+_pod_net=${KFLOW_POD_CIDR%/*}
+KFLOW_BRIDGE_IP="${KFLOW_BRIDGE_IP:-${_pod_net%.*}.$(( ${_pod_net##*.} + 1 ))}"
+unset _pod_net
+# The instance's own raw-table chain: drops what pods send anywhere but this machine.
+KFLOW_EGRESS_CHAIN="KFLOW-EGRESS-$KFLOW_BRIDGE"
 # Name of the cgroup (under the caller's memory cgroup) that holds the pods.
 KFLOW_CGROUP_NAME="${KFLOW_CGROUP_NAME:-kflow}"
 export KFLOW_KUBELET_PORT KFLOW_KUBELET_HEALTHZ_PORT KFLOW_CONTROLLER_PORT KFLOW_SCHEDULER_PORT \
   KFLOW_CGROUP_NAME
-export COREDNS_VERSION KFLOW_COREDNS_DIR KFLOW_DNS_IP
+export COREDNS_VERSION KFLOW_COREDNS_DIR KFLOW_DNS_IP KFLOW_SERVICES KFLOW_PROXY_HEALTHZ_PORT \
+  KFLOW_PROXY_METRICS_PORT KFLOW_BRIDGE_IP KFLOW_EGRESS_CHAIN
 export K8S_VERSION KFLOW_CACHE_DIR KFLOW_CLUSTER_DIR KFLOW_BIN_DIR KFLOW_RUN_DIR KFLOW_NODE_NAME \
   KFLOW_BRIDGE KFLOW_POD_CIDR KFLOW_SERVICE_CIDR KFLOW_API_PORT KFLOW_ETCD_PORT

@@ -14,7 +14,7 @@ ctrd version >/dev/null 2>&1 || die "containerd of the cluster is not running (m
 for link in "$IMG_DIR"/current-*.tar; do
   [[ -e "$link" ]] || continue
   name=$(basename "$link" .tar); name=${name#current-}
-  case $name in pause) ref="localhost/kflow-pause:1" ;; *) ref="localhost/kflow-$name:dev" ;; esac
+  case $name in pause) ref="localhost/kflow-pause:1" ;; coredns) ref="localhost/kflow-coredns:$COREDNS_VERSION" ;; *) ref="localhost/kflow-$name:dev" ;; esac
   archive=$(readlink -f "$link")
   marker="$KFLOW_CLUSTER_DIR/containerd/imported-$name"
   if [[ -f "$marker" && "$(<"$marker")" == "$archive" ]] && [[ -n "$(ctrd images ls -q "name==$ref")" ]]; then

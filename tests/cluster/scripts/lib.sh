@@ -6,6 +6,7 @@ PKI="$KFLOW_CLUSTER_DIR/pki"
 CTRD_SOCK="$KFLOW_RUN_DIR/containerd/containerd.sock"
 # Components in start order; cluster-down stops them in reverse.
 COMPONENTS=(etcd containerd kube-apiserver kube-controller-manager kube-scheduler kubelet)
+[[ "$KFLOW_SERVICES" == "1" ]] && COMPONENTS+=(kube-proxy)
 
 log() { echo "[cluster] $*"; }
 die() { echo "[cluster] error: $*" >&2; exit 1; }
@@ -66,3 +67,8 @@ take_lock() {
   flock -w 3600 9 || die "another cluster operation holds $KFLOW_CLUSTER_DIR/.lock"
   export KFLOW_CLUSTER_LOCKED=1
 }
+
+# Host-wide network settings the cluster changes, with their values from before the first
+# instance started; the last instance to stop puts them back.
+SYSCTL_SAVED=/run/kflow-cluster-sysctls
+NET_SYSCTLS=(net.ipv4.ip_forward net.bridge.bridge-nf-call-iptables)
