@@ -106,44 +106,104 @@ build_coredns() {
   ln -sf "$archive" "$IMG_DIR/current-coredns.tar"
 }
 
-# kflow images are rebuilt when the package source, pyproject or the Dockerfile change.
+# The runtime dependencies exactly as uv.lock pins them, with their hashes (no dev extra, not kflow
+# itself). Exported on the host by the uv that wrote the lock and `make venv` syncs from; the
+# Dockerfiles install it in a layer of its own. Written once per run into $REQS (call it outside
+# a command substitution, so the variable sticks).
+REQS=""
+export_requirements() {
+  [[ -n "$REQS" ]] && return
+  command -v "${UV:-uv}" >/dev/null || { echo "uv is needed to export uv.lock (make venv installs it)" >&2; exit 1; }
+  REQS=$(mktemp)
+  trap 'rm -f "$REQS"' EXIT
+  (cd "$REPO" && "${UV:-uv}" export --quiet --frozen --no-dev --no-emit-project \
+    --format requirements-txt --no-header --no-annotate) > "$REQS"
+}
+
+# kflow images are rebuilt when the package source, pyproject, the locked dependencies or the
+# Dockerfile change.
 source_hash() {
   local name=$1
+  [[ -n "$REQS" ]] || { echo "source_hash: export_requirements first" >&2; exit 1; }
   (
     cd "$REPO"
     find operator pyproject.toml README.md "images/$name/Dockerfile" -type f \
       -not -path '*/__pycache__/*' -not -name '*.pyc' 2>/dev/null | LC_ALL=C sort | xargs sha256sum
-    echo "$(base_key)"
+    sha256sum < "$REQS"
+    base_key
   ) | sha256sum | cut -c1-12
 }
 
+# The host's CA bundle is mounted for the build steps only (this network may re-sign TLS for
+# PyPI); it is never committed into the image.
+CA_MOUNT=()
+[[ -f /etc/ssl/certs/ca-certificates.crt ]] &&
+  CA_MOUNT=(-v /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro)
+
+# The dependency image of a Dockerfile: its `deps` stage (comments aside) on the base, with the
+# exported lock. runner and operator have the same stage, so they share one.
+deps_ref() {
+  local dockerfile=$1 key
+  # shellcheck disable=SC2016  # the Dockerfile's own ${...}, matched as text
+  key=$(
+    sed -n '/^FROM ${BASE} AS deps/,/^FROM ${DEPS}/p' "$dockerfile" | grep -v -e '^#' -e '^FROM ${DEPS}'
+    cat "$REQS"
+    base_key
+  )
+  echo "localhost/kflow-deps:$(sha256sum <<< "$key" | cut -c1-12)"
+}
+
+# The vfs store keeps the newest build of each image (tagged by its hash: the examples image and
+# tests/images start from it) and the dependency image under runner and operator, so the next
+# build of new code starts from it; everything older goes, since every vfs layer is a full copy.
+prune_store() {
+  local repo=$1; shift
+  local ref keep k
+  while read -r ref; do
+    keep=0
+    for k in "$@"; do [[ "$ref" == "$k" ]] && keep=1; done
+    (( keep )) || "${BUILDAH[@]}" rmi "$ref" >/dev/null 2>&1 || true
+  done < <("${BUILDAH[@]}" images --format '{{.Name}}:{{.Tag}}' | grep -E "^$repo:" || true)
+  "${BUILDAH[@]}" rmi --prune >/dev/null 2>&1 || true
+}
+
+# runner and operator: Python and the locked dependencies (the `deps` stage), then kflow.
+# The dependency image is built once per lock, with --layers (each step cached by its parent and
+# content). kflow goes on top of it in one build without --layers: under vfs every cached step
+# would be another full copy of the file system, and a code change reruns those steps anyway.
 build_kflow() {
-  local name=$1 sum archive tag ctx start
+  local name=$1 sum archive tag deps ctx start
+  export_requirements
   sum=$(source_hash "$name")
-  archive="$IMG_DIR/$name-$sum.tar"; tag="localhost/kflow-$name:dev"
+  archive="$IMG_DIR/$name-$sum.tar"; tag="localhost/kflow-$name:$sum"
   if [[ -f "$archive" ]]; then ln -sf "$archive" "$IMG_DIR/current-$name.tar"; return; fi
   build_base
-  log "building $tag from images/$name/Dockerfile on $BASE_TAG"
+  deps=$(deps_ref "$REPO/images/$name/Dockerfile")
+  log "building $tag from images/$name/Dockerfile on $deps"
   start=$(date +%s)
   # A small context: what the Dockerfile copies, without the venv and caches of the work tree.
   ctx=$(mktemp -d)
+  mkdir "$ctx/images"
+  cp "$REQS" "$ctx/images/requirements.txt"
   cp "$REPO/pyproject.toml" "$ctx/"
   [[ -f "$REPO/README.md" ]] && cp "$REPO/README.md" "$ctx/"
   tar -C "$REPO" --exclude=__pycache__ --exclude='*.pyc' -cf - operator | tar -C "$ctx" -xf -
-  # The host's CA bundle is mounted for the build steps only (this network may re-sign TLS for
-  # PyPI); it is never committed into the image.
-  local ca_mount=()
-  [[ -f /etc/ssl/certs/ca-certificates.crt ]] &&
-    ca_mount=(-v /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro)
-  "${BUILDAH[@]}" bud -q --isolation chroot --layers=false --build-arg "BASE=$BASE_TAG" "${ca_mount[@]}" \
-    -f "$REPO/images/$name/Dockerfile" -t "$tag" "$ctx" > "$IMG_DIR/$name-build.log" 2>&1 \
-    || { tail -30 "$IMG_DIR/$name-build.log"; rm -rf "$ctx"; exit 1; }
+  local bud=("${BUILDAH[@]}" bud --isolation chroot --build-arg "BASE=$BASE_TAG"
+    "${CA_MOUNT[@]}" -f "$REPO/images/$name/Dockerfile")
+  : > "$IMG_DIR/$name-build.log"
+  if ! have_image "$deps"; then
+    "${bud[@]}" --layers --target deps -t "$deps" "$ctx" >> "$IMG_DIR/$name-build.log" 2>&1 \
+      || { tail -30 "$IMG_DIR/$name-build.log"; rm -rf "$ctx"; exit 1; }
+    log "dependency image $deps built in $(( $(date +%s) - start ))s"
+  fi
+  "${bud[@]}" --layers=false --build-arg "DEPS=$deps" -t "$tag" "$ctx" \
+    >> "$IMG_DIR/$name-build.log" 2>&1 || { tail -30 "$IMG_DIR/$name-build.log"; rm -rf "$ctx"; exit 1; }
   rm -rf "$ctx"
-  "${BUILDAH[@]}" push -q "$tag" "oci-archive:$archive.tmp:$tag"
+  # In the archive (and so in the cluster) the image is localhost/kflow-<name>:dev.
+  "${BUILDAH[@]}" push -q "$tag" "oci-archive:$archive.tmp:localhost/kflow-$name:dev"
   mv "$archive.tmp" "$archive"
-  # The archive is the cache; the vfs store keeps only the base (each image there is a full copy).
-  "${BUILDAH[@]}" rmi "$tag" >/dev/null 2>&1 || true
-  "${BUILDAH[@]}" rmi --prune >/dev/null 2>&1 || true
+  prune_store "localhost/kflow-$name" "$tag"
+  prune_store localhost/kflow-deps "$deps"
   # Older archives of this image are superseded.
   find "$IMG_DIR" -maxdepth 1 -name "$name-*.tar" ! -name "$name-$sum.tar" -delete
   ln -sf "$archive" "$IMG_DIR/current-$name.tar"
