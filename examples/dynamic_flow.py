@@ -24,7 +24,7 @@ DEFAULT_CONFIG: dict[str, list[str]] = {
     "transformations": ["clean", "enrich"],
     "destinations": ["warehouse", "search-index"],
 }
-IMAGE = "localhost/kflow-runner:dev"
+IMAGE = "localhost/kflow-examples:dev"
 QUEUES = {  # queue -> (handler function, concurrency)
     "extraction": ("extract_source", 3),
     "transformation": ("apply_transformation", 1),
@@ -34,7 +34,7 @@ QUEUES = {  # queue -> (handler function, concurrency)
 
 
 def queue_objects() -> list[dict[str, Any]]:
-    """The Queue objects the generated flow uses (Job mode, the runner image)."""
+    """The Queue objects the generated flow uses (Job mode, the examples image)."""
     return [
         {
             "apiVersion": "kflow.dev/v1alpha1",

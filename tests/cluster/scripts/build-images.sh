@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the local images (pause, coredns, base, runner, operator) without Docker and cache them as OCI archives.
-# Usage: build-images.sh [pause] [coredns] [runner] [operator]   (default: pause, runner, operator;
-# base is built as needed)
+# Usage: build-images.sh [pause] [coredns] [runner] [operator] [examples]   (default: pause, runner,
+# operator; base is built as needed, examples builds runner first)
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -210,6 +210,48 @@ build_kflow() {
   log "$tag built in $(( $(date +%s) - start ))s"
 }
 
+# The runner image of this build in the vfs store, taken from its archive when the store lost it.
+runner_in_store() {
+  local sum ref
+  sum=$(source_hash runner); ref="localhost/kflow-runner:$sum"
+  if ! have_image "$ref"; then
+    "${BUILDAH[@]}" pull -q "oci-archive:$IMG_DIR/runner-$sum.tar" >/dev/null
+    "${BUILDAH[@]}" tag localhost/kflow-runner:dev "$ref"
+    "${BUILDAH[@]}" rmi localhost/kflow-runner:dev >/dev/null
+  fi
+  RUNNER_REF=$ref
+}
+
+# The examples image: the runner with examples/ in /work (images/examples/Dockerfile); in the
+# cluster localhost/kflow-examples:dev, the image examples/*.yaml name.
+build_examples() {
+  local sum archive tag ctx start
+  build_kflow runner
+  runner_in_store
+  sum=$(
+    cd "$REPO"
+    { find examples images/examples/Dockerfile -type f -not -path '*/__pycache__/*' \
+        -not -name '*.pyc' | LC_ALL=C sort | xargs sha256sum; echo "$RUNNER_REF"; } \
+      | sha256sum | cut -c1-12
+  )
+  archive="$IMG_DIR/examples-$sum.tar"; tag="localhost/kflow-examples:$sum"
+  if [[ -f "$archive" ]]; then ln -sf "$archive" "$IMG_DIR/current-examples.tar"; return; fi
+  log "building $tag from images/examples/Dockerfile on $RUNNER_REF"
+  start=$(date +%s)
+  ctx=$(mktemp -d)
+  tar -C "$REPO" --exclude=__pycache__ --exclude='*.pyc' -cf - examples | tar -C "$ctx" -xf -
+  "${BUILDAH[@]}" bud --isolation chroot --layers=false --build-arg "RUNNER=$RUNNER_REF" \
+    -f "$REPO/images/examples/Dockerfile" -t "$tag" "$ctx" > "$IMG_DIR/examples-build.log" 2>&1 \
+    || { tail -30 "$IMG_DIR/examples-build.log"; rm -rf "$ctx"; exit 1; }
+  rm -rf "$ctx"
+  "${BUILDAH[@]}" push -q "$tag" "oci-archive:$archive.tmp:localhost/kflow-examples:dev"
+  mv "$archive.tmp" "$archive"
+  prune_store localhost/kflow-examples "$tag"
+  find "$IMG_DIR" -maxdepth 1 -name "examples-*.tar" ! -name "examples-$sum.tar" -delete
+  ln -sf "$archive" "$IMG_DIR/current-examples.tar"
+  log "$tag built in $(( $(date +%s) - start ))s"
+}
+
 targets=("$@")
 [[ ${#targets[@]} -eq 0 ]] && targets=(pause runner operator)
 for t in "${targets[@]}"; do
@@ -218,6 +260,7 @@ for t in "${targets[@]}"; do
     coredns) build_coredns ;;
     base) build_base ;;
     runner|operator) build_kflow "$t" ;;
-    *) echo "unknown image $t (pause, coredns, base, runner, operator)" >&2; exit 2 ;;
+    examples) build_examples ;;
+    *) echo "unknown image $t (pause, coredns, base, runner, operator, examples)" >&2; exit 2 ;;
   esac
 done
