@@ -8,16 +8,17 @@ KFLOW_CLUSTER_SCRIPTS := $(CURDIR)/tests/cluster/scripts
 cluster-up:
 	@bash $(KFLOW_CLUSTER_SCRIPTS)/cluster-up.sh
 
-# Stop everything; no process, mount, interface or cgroup of the cluster is left.
+# Stop everything; no process, mount, interface, iptables chain or cgroup of the cluster is left.
 cluster-down:
 	@bash $(KFLOW_CLUSTER_SCRIPTS)/cluster-down.sh
 
 cluster-status:
 	@bash $(KFLOW_CLUSTER_SCRIPTS)/cluster-status.sh
 
-# Build the Kubernetes binaries into the cache (once per version).
+# Build the Kubernetes binaries and CoreDNS into the cache (once per version).
 cluster-build:
 	@bash $(KFLOW_CLUSTER_SCRIPTS)/build-k8s.sh
+	@bash $(KFLOW_CLUSTER_SCRIPTS)/build-coredns.sh
 
 # Build the runner and operator images (and pause); load them when the cluster is running.
 images:

@@ -217,7 +217,8 @@ for ipt in "${IPTS[@]}"; do
 done
 E=(iptables -w -t raw -A "$KFLOW_EGRESS_CHAIN")
 "${E[@]}" -s "$KFLOW_POD_CIDR" -d "$KFLOW_POD_CIDR" -j RETURN
-"${E[@]}" -s "$KFLOW_POD_CIDR" -d "$KFLOW_SERVICE_CIDR" -j RETURN
+# Without our own kube-proxy the Service range would be another instance's: not ours to reach.
+[[ "$KFLOW_SERVICES" == "1" ]] && "${E[@]}" -s "$KFLOW_POD_CIDR" -d "$KFLOW_SERVICE_CIDR" -j RETURN
 "${E[@]}" -s "$KFLOW_POD_CIDR" -d 127.0.0.0/8 -j RETURN
 "${E[@]}" -s "$KFLOW_POD_CIDR" -m comment --comment "kflow: pods reach only this machine" -j DROP
 "${E[@]}" ! -i "$KFLOW_BRIDGE" -d "$KFLOW_POD_CIDR" -j DROP
