@@ -3,6 +3,7 @@ the operator reads, the bundled Redis, and the values it refuses. No cluster nee
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 import py_compile
@@ -346,3 +347,54 @@ def test_the_helm_test_flow_succeeds_with_its_handler_and_fails_on_a_wrong_value
     failed = run(bad)
     assert failed.returncode == 1, failed.stdout + failed.stderr
     assert "child echo returned {'echo': 'w0rd'}" in failed.stdout + failed.stderr
+
+
+@pytest.mark.redis
+async def test_the_bundled_redis_config_is_one_the_operator_accepts(helm: Helm,
+                                                                    tmp_path: Path) -> None:
+    """The redis.conf the chart writes, run by a real redis-server (this machine's, on a free
+    port and a scratch dir instead of /data): kflow's own checks find noeviction and an
+    append-only file, and a write lands in it."""
+    from kflow.cli.redis_server import free_port
+    from kflow.store.connect import connect
+    from kflow.store.durability import (
+        Persistence,
+        eviction_refusal,
+        persistence_of,
+        read_durability,
+    )
+
+    secret = helm.template("redis.deploy=true").get("Secret", "kflow-redis")
+    password = secret_text(secret, "password")
+    port = free_port()
+    conf = secret_text(secret, "redis.conf").replace("port 6379", f"port {port}") \
+        .replace("bind * -::*", "bind 127.0.0.1").replace("dir /data", f"dir {tmp_path}")
+    (tmp_path / "redis.conf").write_text(conf)
+    server = subprocess.Popen(["redis-server", str(tmp_path / "redis.conf")],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        client = None
+        for _ in range(100):
+            try:
+                client = await connect(f"redis://127.0.0.1:{port}/0", password=password)
+                await client.ping()
+                break
+            except Exception:
+                client = None
+                await asyncio.sleep(0.05)
+        assert client is not None, "the bundled Redis's config did not start a server"
+        [reading] = await read_durability(client)
+        assert eviction_refusal(reading) is None
+        assert persistence_of(reading) == Persistence.AOF
+        assert await client.config_get("appendfsync") == {"appendfsync": "everysec"}
+        await client.set("kflow:chart-test", "kept")
+        await client.aclose()
+        # Without the password the server answers nothing.
+        with pytest.raises(Exception, match=r"(?i)auth"):
+            anonymous = await connect(f"redis://127.0.0.1:{port}/0")
+            await anonymous.get("kflow:chart-test")
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    aof = b"".join(path.read_bytes() for path in (tmp_path / "appendonlydir").iterdir())
+    assert b"kflow:chart-test" in aof
