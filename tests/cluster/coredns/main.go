@@ -1,6 +1,6 @@
 // Command coredns is the local cluster's DNS server: CoreDNS with only the plugins our
-// Corefile (tests/cluster/scripts/cluster-up.sh) uses. Nothing here can forward a query off
-// the machine: no forward, proxy or similar plugin is compiled in.
+// Corefile (tests/cluster/scripts/cluster-dns.sh) uses, and log for when a query needs to be
+// seen. Nothing here can forward a query off the machine: no forward plugin is compiled in.
 package main
 
 import (

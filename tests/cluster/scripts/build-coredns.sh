@@ -24,4 +24,7 @@ elapsed=$(( $(date +%s) - start ))
 echo "$elapsed" > "$out.tmp/.build-seconds"
 touch "$out.tmp/.complete"
 rm -rf "$out"; mv "$out.tmp" "$out"
+# Builds of an older version or plugin list are superseded.
+find "$KFLOW_CACHE_DIR" -maxdepth 1 -type d -name 'coredns-*' ! -name "$(basename "$out")" \
+  ! -name '*.tmp' -exec rm -rf {} +
 echo "built coredns $COREDNS_VERSION in ${elapsed}s"
