@@ -252,6 +252,29 @@ build_examples() {
   log "$tag built in $(( $(date +%s) - start ))s"
 }
 
+# Redis for the chart's bundled Redis (images/redis/Dockerfile: Debian's redis-server on the
+# base); in the cluster localhost/kflow-redis:dev. Rebuilt when the Dockerfile or base changes.
+build_redis() {
+  local sum archive tag ctx start
+  build_base
+  sum=$( { sha256sum < "$REPO/images/redis/Dockerfile"; echo "$BASE_TAG"; } | sha256sum | cut -c1-12)
+  archive="$IMG_DIR/redis-$sum.tar"; tag="localhost/kflow-redis:$sum"
+  if [[ -f "$archive" ]]; then ln -sf "$archive" "$IMG_DIR/current-redis.tar"; return; fi
+  log "building $tag from images/redis/Dockerfile on $BASE_TAG"
+  start=$(date +%s)
+  ctx=$(mktemp -d)
+  "${BUILDAH[@]}" bud --isolation chroot --layers=false --build-arg "BASE=$BASE_TAG" \
+    "${CA_MOUNT[@]}" -f "$REPO/images/redis/Dockerfile" -t "$tag" "$ctx" \
+    > "$IMG_DIR/redis-build.log" 2>&1 || { tail -30 "$IMG_DIR/redis-build.log"; rm -rf "$ctx"; exit 1; }
+  rm -rf "$ctx"
+  "${BUILDAH[@]}" push -q "$tag" "oci-archive:$archive.tmp:localhost/kflow-redis:dev"
+  mv "$archive.tmp" "$archive"
+  prune_store localhost/kflow-redis "$tag"
+  find "$IMG_DIR" -maxdepth 1 -name "redis-*.tar" ! -name "redis-$sum.tar" -delete
+  ln -sf "$archive" "$IMG_DIR/current-redis.tar"
+  log "$tag built in $(( $(date +%s) - start ))s"
+}
+
 targets=("$@")
 [[ ${#targets[@]} -eq 0 ]] && targets=(pause runner operator)
 for t in "${targets[@]}"; do
@@ -261,6 +284,7 @@ for t in "${targets[@]}"; do
     base) build_base ;;
     runner|operator) build_kflow "$t" ;;
     examples) build_examples ;;
-    *) echo "unknown image $t (pause, coredns, base, runner, operator, examples)" >&2; exit 2 ;;
+    redis) build_redis ;;
+    *) echo "unknown image $t (pause, coredns, base, runner, operator, examples, redis)" >&2; exit 2 ;;
   esac
 done
