@@ -20,8 +20,9 @@ cluster-build:
 	@bash $(KFLOW_CLUSTER_SCRIPTS)/build-k8s.sh
 	@bash $(KFLOW_CLUSTER_SCRIPTS)/build-coredns.sh
 
-# Build the runner and operator images (and pause); load them when the cluster is running.
+# Build every image (pause, CoreDNS, runner, operator, examples, Redis); load them when the
+# cluster is running.
 images:
-	@bash $(KFLOW_CLUSTER_SCRIPTS)/build-images.sh pause runner operator
+	@bash $(KFLOW_CLUSTER_SCRIPTS)/build-images.sh pause coredns runner operator examples redis
 	@if bash $(KFLOW_CLUSTER_SCRIPTS)/cluster-status.sh --quiet; then \
 	  bash $(KFLOW_CLUSTER_SCRIPTS)/import-images.sh; fi

@@ -27,6 +27,7 @@ COMPONENTS = (
     "kube-controller-manager",
     "kube-scheduler",
     "kubelet",
+    "kube-proxy",
 )
 # The first start on a new machine builds Kubernetes and the images; later ones take seconds.
 UP_TIMEOUT_S = 3600
