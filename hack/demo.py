@@ -1,9 +1,12 @@
-"""`make demo`: run the order workflow end to end on a real cluster, print its nodes, clean up.
+"""`make demo`: the order workflow end to end, installed the way users install kflow.
 
-Brings up what is missing — the local cluster (tests/cluster), a private redis-server, the
-CRDs, the operator as a process — creates examples/order-workflow.yaml, waits with
-`kubectl wait --for=condition=Complete`, prints every node with its result, then removes
-everything it started (a cluster that was already running is left running).
+The local cluster (tests/cluster; built on first use, reused when running), the images built
+from uv.lock and loaded into it, `helm install kflow charts/kflow -n kflow-system
+--create-namespace` with the bundled Redis, the namespace's `kflow-redis` Secret made as the
+chart's NOTES say, `kubectl apply -f examples/order-workflow.yaml` exactly as the file is in
+the repository, `kubectl wait`, the tree of nodes with their results, and everything removed
+again (a cluster that was already running is left running). No host network, no repository
+mounted into a pod.
 """
 
 from __future__ import annotations
@@ -12,22 +15,20 @@ import argparse
 import asyncio
 import contextlib
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 from kflow.api import Flow, load_manifests
 from kflow.cli.local.view import render_tree
 from kflow.devkit.checkout import REPO
 from kflow.devkit.cluster import bin_dir, cluster_dir, cluster_running, run_script
-from kflow.devkit.manifests import runnable_examples
-from kflow.devkit.operator import OperatorWorld, kubectl_from_kubeconfig
-from kflow.devkit.redis import redis_server
+from kflow.devkit.install import Installation, helm_binary, load_images
+from kflow.devkit.operator import JobWatch, kubectl_from_kubeconfig
 from kflow.engine import Engine
 from kflow.graph import compile_flow
 from kflow.store.connect import connect
 
 EXAMPLE = REPO / "examples" / "order-workflow.yaml"
+NAMESPACE = "kflow-demo"
 
 
 def say(message: str) -> None:
@@ -45,7 +46,10 @@ async def node_infos(redis_url: str, uid: str) -> dict[str, object]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--timeout", type=int, default=600, help="seconds to wait for the flow")
+    parser.add_argument("--keep", action="store_true",
+                        help="leave the release, the namespace and the cluster running")
     args = parser.parse_args()
+    t_start = time.monotonic()
 
     started_cluster = False
     if not cluster_running():
@@ -55,50 +59,72 @@ def main() -> int:
         started_cluster = True
     else:
         say("reusing the running local cluster")
-    kubeconfig = cluster_dir() / "kubeconfig"
-    kubectl_bin = bin_dir() / "kubectl"
-    kube = kubectl_from_kubeconfig(kubeconfig, str(kubectl_bin))
+    kube = kubectl_from_kubeconfig(cluster_dir() / "kubeconfig", str(bin_dir() / "kubectl"))
 
     with contextlib.ExitStack() as stack:
-        if started_cluster:
+        if started_cluster and not args.keep:
             stack.callback(run_script, "cluster-down.sh", capture=False, timeout=None)
             stack.callback(say, "stopping the local cluster (it was not running before)")
-        srv = stack.enter_context(redis_server())
-        say(f"Redis at {srv.url}")
-        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="kflow-demo-")))
-        world = OperatorWorld(kube, srv.url, tmp)
-        say("installing the CRDs")
-        world.install_crds()
-        # On exit: deletes the namespace, stops the operator.
-        scenario = stack.enter_context(world.scenario())
-        say(f"operator running, watching namespace {scenario.namespace} "
-            f"(log: {scenario.operator.log_path})")
+        say("building the helm CLI (cached after the first run)")
+        helm = helm_binary()
+        say("building the operator, runner, examples and Redis images from uv.lock "
+            "(cached by their sources) and loading them into the cluster")
+        load_images()
 
-        docs = runnable_examples(EXAMPLE)
-        (flow_doc,) = [d for d in docs if d["kind"] == "Flow"]
-        name = flow_doc["metadata"]["name"]
-        say(f"kubectl create -f {EXAMPLE.relative_to(REPO)}  (the Flow is created, its Queues "
-            "applied; Queues adapted to this cluster: host network to reach Redis, repository "
-            "mounted)")
-        scenario.apply(*docs)
+        inst = Installation(kube, helm, log=say)
+        if not args.keep:
+            stack.callback(inst.purge)
+            stack.callback(say, f"helm uninstall {inst.release} -n {inst.namespace}; "
+                           "deleting its namespace and the Redis volume")
+        say(f"helm install {inst.release} charts/kflow -n {inst.namespace} --create-namespace "
+            "--set redis.deploy=true  (+ this cluster's image names and a hostPath volume)")
         t0 = time.monotonic()
-        waited = kube("wait", "--for=condition=Complete", f"flow/{name}", "-n",
-                      scenario.namespace, f"--timeout={args.timeout}s", check=False,
-                      timeout=args.timeout + 30)
-        body = scenario.get_flow(name)
-        status = body.get("status") or {}
-        say(f"flow {scenario.namespace}/{name}: {status.get('phase')} "
-            f"({status.get('progress')}) in {time.monotonic() - t0:.1f} s")
-        print(kube("get", "flows,queues", "-n", scenario.namespace).stdout)
+        inst.install()
+        say(f"operator and Redis Ready {time.monotonic() - t0:.1f} s after helm install")
+        print(kube("get", "deployments,pods,services", "-n", inst.namespace).stdout)
 
+        kube("create", "namespace", NAMESPACE, check=False)
+        if not args.keep:
+            stack.callback(kube, "delete", "namespace", NAMESPACE, "--ignore-not-found",
+                           check=False, timeout=180)
+        say(f"kubectl -n {NAMESPACE} create secret generic kflow-redis --from-literal=url=... "
+            "--from-literal=password=...  (as the chart's NOTES say)")
+        inst.make_pod_secret(NAMESPACE)
+
+        pods_seen = JobWatch(kube, NAMESPACE, "pods")  # every node pod, also once deleted
+        pods_seen.start()
+        stack.callback(pods_seen.stop)
+        say(f"kubectl -n {NAMESPACE} apply -f {EXAMPLE.relative_to(REPO)}")
+        print(kube("-n", NAMESPACE, "apply", "-f", str(EXAMPLE)).stdout, end="")
         (flow,) = [o for o in load_manifests(EXAMPLE) if isinstance(o, Flow)]
-        compiled = compile_flow(flow)
-        infos = asyncio.run(node_infos(srv.url, body["metadata"]["uid"]))
-        print("\n".join(render_tree(compiled, infos)))  # type: ignore[arg-type]
-        if waited.returncode != 0:
+        name = str(flow.metadata.name)
+        t0 = time.monotonic()
+        say(f"kubectl -n {NAMESPACE} wait --for=condition=Complete flow/{name}")
+        waited = kube("wait", "--for=condition=Complete", f"flow/{name}", "-n", NAMESPACE,
+                      f"--timeout={args.timeout}s", check=False, timeout=args.timeout + 30)
+        body = kube.json("flow", name, "-n", NAMESPACE)
+        status = body.get("status") or {}
+        say(f"flow {NAMESPACE}/{name}: {status.get('phase')} ({status.get('progress')}) in "
+            f"{time.monotonic() - t0:.1f} s")
+        print(kube("get", "flows,queues", "-n", NAMESPACE).stdout)
+
+        pods = {p["metadata"]["name"]: p for kind, p in pods_seen.events if kind == "ADDED"}
+        host = [name for name, p in pods.items()
+                if p["spec"].get("hostNetwork")
+                or any("hostPath" in v for v in p["spec"].get("volumes", []))]
+        say(f"{len(pods)} node pods ran, {len(host)} of them with host network or host mounts")
+
+        with inst.redis_forwarded() as url:  # kubectl port-forward, as a user would
+            infos = asyncio.run(node_infos(url, body["metadata"]["uid"]))
+        print("\n".join(render_tree(compile_flow(flow), infos)))  # type: ignore[arg-type]
+        if waited.returncode != 0 or host:
             print(waited.stderr, file=sys.stderr)
-            print(scenario.operator.log_tail(), file=sys.stderr)
+            for pod in inst.operator_pods():
+                logs = kube("-n", inst.namespace, "logs", pod["metadata"]["name"], "--tail=60",
+                            check=False)
+                print(logs.stdout, file=sys.stderr)
             return 1
+    say(f"demo done in {time.monotonic() - t_start:.0f} s")
     return 0
 
 

@@ -234,18 +234,20 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
 
 
 class JobWatch:
-    """`kubectl get jobs --watch`: Job events in etcd order, for counting concurrent Jobs."""
+    """`kubectl get jobs --watch` (or another resource): events in etcd order, for counting
+    concurrent Jobs or seeing every pod a flow made, even those deleted since."""
 
-    def __init__(self, kube: Kube, namespace: str) -> None:
+    def __init__(self, kube: Kube, namespace: str, resource: str = "jobs") -> None:
         self.kube = kube
         self.namespace = namespace
+        self.resource = resource
         self.events: list[tuple[str, dict[str, Any]]] = []
         self._proc: subprocess.Popen[str] | None = None
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
         self._proc = subprocess.Popen(
-            [self.kube.kubectl, "--kubeconfig", str(self.kube.kubeconfig), "get", "jobs", "-n",
+            [self.kube.kubectl, "--kubeconfig", str(self.kube.kubeconfig), "get", self.resource, "-n",
              self.namespace, "--watch", "--output-watch-events", "-o", "json"],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         self._thread = threading.Thread(target=self._read, daemon=True)
