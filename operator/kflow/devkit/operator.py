@@ -247,8 +247,8 @@ class JobWatch:
 
     def start(self) -> None:
         self._proc = subprocess.Popen(
-            [self.kube.kubectl, "--kubeconfig", str(self.kube.kubeconfig), "get", self.resource, "-n",
-             self.namespace, "--watch", "--output-watch-events", "-o", "json"],
+            [self.kube.kubectl, "--kubeconfig", str(self.kube.kubeconfig), "get", self.resource,
+             "-n", self.namespace, "--watch", "--output-watch-events", "-o", "json"],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
