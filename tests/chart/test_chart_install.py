@@ -1,9 +1,9 @@
 """A real `helm install`, `helm upgrade` and `helm uninstall` of the chart on the local cluster.
 
-No operator pod runs (replicas=0: the cluster has no operator image to pull, and these tests
-are about what Helm makes), and the release serves only its own namespace with namespace RBAC,
-so nothing it installs reaches other tests' objects. The bundled Redis is asked for, to see
-its generated password survive an upgrade and its data claim survive an uninstall.
+No pod needs to run (replicas=0: this test is about what Helm makes and keeps; the pods are
+test_chart_operator_pods.py's), and the release serves only its own namespace with namespace
+RBAC, so nothing it installs reaches other tests' objects. The bundled Redis is asked for, to
+see its generated password survive an upgrade and its data claim survive an uninstall.
 """
 
 from __future__ import annotations

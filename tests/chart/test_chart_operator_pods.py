@@ -1,17 +1,21 @@
-"""The chart's operator Deployment running for real, then `helm test` through it.
+"""The chart installed for real, as a user installs it: the operator Deployment and the bundled
+Redis as pods, then `helm test` through them.
 
-The cluster has no operator image, so the release runs the runner image (it holds the same
-kflow) with its command set to `kflow operator` by one patch after `helm install`; everything
-else is the chart's: two replicas under the chart's ServiceAccount and namespace RBAC, probes,
-read-only root filesystem, in a namespace that enforces Pod Security `restricted`, the
-webhook, the metrics Service, the pods' Redis Secret. Redis is this machine's, at the address
-pods reach (the bundled one needs an image the cluster cannot pull).
+The release serves only its own namespace (namespace RBAC), which enforces Pod Security
+`restricted`; the images are the local cluster's (tests/cluster builds them), and the Redis
+volume is a hostPath on this machine, the cluster's only node (redis.persistence.hostPath).
+Checked: two Ready operator replicas, the webhook refusing a cycle through its Service,
+`helm test`'s Flow succeeding, the metrics Service's endpoints, no permission refused beyond
+kopf's two cluster-wide reads, no persistence warning, and a Redis write surviving the Redis
+pod's deletion.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 import subprocess
 import tempfile
 import time
@@ -22,48 +26,48 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kflow.cli.redis_server import free_port, start, stop
 from kflow.devkit.operator import Kube
 from tests.chart.conftest import CHART, Helm
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
-RUNNER = "localhost/kflow-runner:dev"
+IMAGES = {"operator": "localhost/kflow-operator:dev", "runner": "localhost/kflow-runner:dev",
+          "redis": "localhost/kflow-redis:dev"}
 
 
 @pytest.fixture
-def pod_reachable_redis(kube: Kube) -> Iterator[str]:
-    """A redis-server on the address the API server advertises to pods (the local cluster's
-    bridge on this machine), reachable from pods and from here."""
-    slices = kube.json("endpointslices", "-n", "default",
-                       "-l", "kubernetes.io/service-name=kubernetes")
-    address = slices["items"][0]["endpoints"][0]["addresses"][0]
-    with tempfile.TemporaryDirectory(prefix="kflow-chart-redis-") as tmp:
-        port = free_port()
-        proc = start(port, Path(tmp), "--bind", "127.0.0.1", address, "--protected-mode", "no",
-                     "--appendonly", "yes")
-        try:
-            yield f"redis://{address}:{port}/0"
-        finally:
-            stop([proc])
+def redis_volume(kube: Kube) -> Iterator[Path]:
+    """A directory for the Redis volume, owned by the pods' uid (as the chart's README says)."""
+    path = Path(tempfile.mkdtemp(prefix="kflow-chart-redis-", dir="/var/tmp"))
+    os.chown(path, 65532, 65532)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
-def test_the_operator_deployment_runs_restricted_and_helm_test_passes(
-        helm: Helm, kube: Kube, pod_reachable_redis: str, tmp_path: Path) -> None:
+def test_the_installed_chart_runs_restricted_and_helm_test_passes(
+        helm: Helm, kube: Kube, redis_volume: Path, tmp_path: Path) -> None:
     images = kube("get", "nodes", "-o", "jsonpath={.items[*].status.images[*].names}").stdout
-    if RUNNER not in images:
-        pytest.fail(f"{RUNNER} is not in the cluster: make cluster-images (tests/cluster)")
+    missing = [image for image in IMAGES.values() if image not in images]
+    if missing:
+        pytest.fail(f"{missing} not in the cluster: build and load the images (tests/cluster)")
     release, namespace = f"kf{uuid.uuid4().hex[:6]}", f"kflow-pods-{uuid.uuid4().hex[:6]}"
     fullname = f"{release}-kflow"
     env = {"KUBECONFIG": str(kube.kubeconfig), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
            "HELM_CACHE_HOME": str(tmp_path / "cache"),
            "HELM_CONFIG_HOME": str(tmp_path / "config"),
            "HELM_DATA_HOME": str(tmp_path / "data")}
-    repository, tag = RUNNER.rsplit(":", 1)
+    operator_image, runner_image = (IMAGES[name].rsplit(":", 1)
+                                    for name in ("operator", "runner"))
     values = {"watchNamespaces": [namespace], "rbac": {"scope": "namespace"},
-              "redis": {"url": pod_reachable_redis}, "statusIntervalSeconds": 0.5,
-              "image": {"repository": repository, "tag": tag, "pullPolicy": "Never"},
-              "tests": {"runnerImage": {"repository": repository, "tag": tag},
+              "statusIntervalSeconds": 0.5,
+              "image": {"repository": operator_image[0], "tag": operator_image[1],
+                        "pullPolicy": "Never"},
+              "redis": {"deploy": True, "image": IMAGES["redis"],
+                        "persistence": {"hostPath": str(redis_volume), "size": "256Mi"}},
+              "tests": {"runnerImage": {"repository": runner_image[0],
+                                        "tag": runner_image[1]},
                         "timeoutSeconds": 150}}
     (tmp_path / "values.yaml").write_text(yaml.safe_dump(values))
     kube("create", "-f", "-", input=json.dumps({
@@ -73,14 +77,14 @@ def test_the_operator_deployment_runs_restricted_and_helm_test_passes(
     try:
         helm.run("install", release, str(CHART), "-n", namespace,
                  "-f", str(tmp_path / "values.yaml"), env=env)
-        kube("patch", "deployment", fullname, "-n", namespace, "--type=json", "-p", json.dumps([
-            {"op": "add", "path": "/spec/template/spec/containers/0/command",
-             "value": ["kflow", "operator"]}]))
 
-        # Both replicas become Ready: admitted as restricted, and the readiness probe answers.
-        rolled = kube("rollout", "status", f"deployment/{fullname}", "-n", namespace,
-                      "--timeout=180s", check=False, timeout=200)
-        assert rolled.returncode == 0, rolled.stdout + rolled.stderr + pod_report(kube, namespace)
+        # Redis and both operator replicas become Ready: admitted as restricted, the
+        # readiness probes answer.
+        for deployment in (f"{fullname}-redis", fullname):
+            rolled = kube("rollout", "status", f"deployment/{deployment}", "-n", namespace,
+                          "--timeout=180s", check=False, timeout=200)
+            assert rolled.returncode == 0, \
+                rolled.stdout + rolled.stderr + pod_report(kube, namespace)
         pods = kube.json("pods", "-n", namespace, "-l", "app.kubernetes.io/component=operator")
         ready = [pod["metadata"]["name"] for pod in pods["items"]
                  if not pod["metadata"].get("deletionTimestamp")
@@ -115,13 +119,42 @@ def test_the_operator_deployment_runs_restricted_and_helm_test_passes(
         ready = [e for item in endpoints["items"] for e in item.get("endpoints") or []
                  if e.get("conditions", {}).get("ready")]
         assert len(ready) == 2, endpoints
+        # The bundled Redis persists, so the operator has nothing to warn about.
+        assert "has no persistence" not in logs, logs[-3000:]
+
+        # A write survives the Redis pod: the append-only file is on the volume.
+        redis_cli(kube, namespace, fullname, "SET", "kflow:chart-test", "kept")
+        old_pod = redis_pod(kube, namespace)
+        kube("delete", "pod", old_pod, "-n", namespace, "--wait=true", timeout=90)
+        rolled = kube("rollout", "status", f"deployment/{fullname}-redis", "-n", namespace,
+                      "--timeout=120s", check=False, timeout=140)
+        assert rolled.returncode == 0, rolled.stderr + pod_report(kube, namespace)
+        assert redis_pod(kube, namespace) != old_pod
+        assert redis_cli(kube, namespace, fullname, "GET", "kflow:chart-test") == "kept"
     finally:
         kube("delete", "flows,queues", "--all", "-n", namespace, "--timeout=60s", check=False,
              timeout=90)
         helm.run("uninstall", release, "-n", namespace, "--timeout", "60s", check=False,
                  env=env)
-        kube("delete", "namespace", namespace, "--wait=false", "--ignore-not-found",
-             check=False)
+        kube("delete", "namespace", namespace, "--wait=true", "--ignore-not-found",
+             "--timeout=120s", check=False, timeout=150)
+        # The claim and the volume are kept by `helm uninstall` (the data outlives the release).
+        kube("delete", "pv", f"{fullname}-redis-{namespace}"[:63].rstrip("-"),
+             "--ignore-not-found", "--wait=false", check=False)
+
+
+def redis_pod(kube: Kube, namespace: str) -> str:
+    pods = kube.json("pods", "-n", namespace, "-l", "app.kubernetes.io/component=redis")
+    live = [pod["metadata"]["name"] for pod in pods["items"]
+            if not pod["metadata"].get("deletionTimestamp")]
+    assert len(live) == 1, live
+    return live[0]
+
+
+def redis_cli(kube: Kube, namespace: str, fullname: str, *command: str) -> str:
+    """redis-cli in the Redis container (its REDISCLI_AUTH is the generated password)."""
+    return kube("exec", "-n", namespace, f"deploy/{fullname}-redis", "--", "redis-cli",
+                *command).stdout.strip()
 
 
 def refused_by_webhook(kube: Kube, flow: dict[str, object]) -> str:
