@@ -3,7 +3,9 @@
 No pod needs to run (replicas=0: this test is about what Helm makes and keeps; the pods are
 test_chart_operator_pods.py's), and the release serves only its own namespace with namespace
 RBAC, so nothing it installs reaches other tests' objects. The bundled Redis is asked for, to
-see its generated password survive an upgrade and its data claim survive an uninstall.
+see its generated password survive an upgrade and, asked to (keepOnUninstall), its data
+claim survive an uninstall (by default an uninstall leaves nothing but the CRDs:
+tests/e2e/installed).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class Release:
                     "HELM_CONFIG_HOME": str(home / "config"),
                     "HELM_DATA_HOME": str(home / "data")}
         self.values = ["--set", "redis.deploy=true", "--set", "replicas=0",
+                       "--set", "redis.persistence.keepOnUninstall=true",
                        "--set", f"watchNamespaces={{{self.namespace}}}",
                        "--set", "rbac.scope=namespace"]
 

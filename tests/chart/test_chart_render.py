@@ -147,7 +147,12 @@ def test_the_bundled_redis_keeps_its_data_behind_a_generated_password(helm: Helm
     volumes = {volume["name"]: volume for volume in pod["volumes"]}
     assert volumes["data"]["persistentVolumeClaim"]["claimName"] == "t-kflow-redis"
     claim = rendered.get("PersistentVolumeClaim", "t-kflow-redis")
-    assert claim["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    # By default an uninstall takes the claim too; keepOnUninstall leaves it (and its data).
+    assert "helm.sh/resource-policy" not in (claim["metadata"].get("annotations") or {})
+    kept = helm.template("redis.deploy=true", "redis.persistence.keepOnUninstall=true",
+                         release="t")
+    assert kept.get("PersistentVolumeClaim", "t-kflow-redis")["metadata"]["annotations"][
+        "helm.sh/resource-policy"] == "keep"
     assert claim["spec"]["resources"]["requests"]["storage"] == "1Gi"
     assert "storageClassName" not in claim["spec"]  # the cluster's default class
     service = rendered.get("Service", "t-kflow-redis")
