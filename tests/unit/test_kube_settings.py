@@ -102,3 +102,11 @@ def test_the_redis_group_is_one_class_for_every_process(monkeypatch: pytest.Monk
     assert not RedisSettings().url_given and RedisSettings().url == "redis://127.0.0.1:6379/0"
     # Today's behaviour: no timeouts unless set.
     assert RedisSettings().connect_timeout is None and RedisSettings().socket_timeout is None
+
+
+def test_kopf_scans_namespaces_only_when_it_serves_all_or_a_pattern() -> None:
+    from kflow.kube.handlers import needs_scanning
+
+    assert needs_scanning([])  # every namespace: new ones must be found
+    assert needs_scanning(["team-*"]) and needs_scanning(["!kube-system"])
+    assert not needs_scanning(["etl", "ml"])  # listed by name: nothing to discover

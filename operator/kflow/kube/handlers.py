@@ -16,6 +16,12 @@ ANNOTATION_RETRY = "kflow.dev/retry"
 KOPF_PREFIX = "kopf.kflow.dev"
 
 
+def needs_scanning(namespaces: list[str]) -> bool:
+    """Whether kopf must watch namespaces and CRDs: when it serves every namespace, or
+    namespaces matched by a pattern (kopf's globs and negations)."""
+    return not namespaces or any(c in n for n in namespaces for c in "*?[!")
+
+
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     config = get_settings()
@@ -35,6 +41,10 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.batching.worker_limit = 256
     settings.peering.lifetime = config.peering.lifetime
     settings.watching.server_timeout = 300
+    # Serving listed namespaces by name, kopf needs no cluster-wide watch of namespaces or
+    # CRDs; without this it keeps retrying them under namespace RBAC (rbac.scope=namespace)
+    # for about a minute before it starts, and logs every refusal after.
+    settings.scanning.disabled = not needs_scanning(config.watching.namespaces)
     runtime = await Runtime.from_settings(config)
     runtime.start()
     memo.runtime = runtime
