@@ -8,19 +8,16 @@ the cluster tests fail instead (a cluster test may not skip, tests/cluster/fixtu
 
 from __future__ import annotations
 
-import os
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
 from kflow.devkit.checkout import REPO
-from kflow.devkit.cluster import bin_dir
-from kflow.devkit.operator import Kube, kubectl_from_kubeconfig
+from kflow.devkit.operator import Kube
 
 CHART = REPO / "charts" / "kflow"
 BUILD_HELM = REPO / "tests" / "cluster" / "scripts" / "build-helm.sh"
@@ -81,18 +78,6 @@ def helm() -> Helm:
     return Helm(built.stdout.strip().splitlines()[-1])
 
 
-@pytest.fixture(scope="session")
-def kube(request: pytest.FixtureRequest) -> Kube:
-    """kubectl on the local cluster (the kube_cluster fixture).
-
-    KFLOW_E2E_KUBECONFIG=PATH uses that cluster as it is: nothing is started or stopped.
-    """
-    direct = os.environ.get("KFLOW_E2E_KUBECONFIG")
-    if direct:
-        kubectl = bin_dir() / "kubectl"
-        return kubectl_from_kubeconfig(Path(direct),
-                                       str(kubectl) if kubectl.exists() else "kubectl")
-    return Kube.of_cluster(request.getfixturevalue("kube_cluster"))
 
 
 @pytest.fixture

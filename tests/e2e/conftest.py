@@ -2,30 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from kflow.devkit.cluster import bin_dir
-from kflow.devkit.operator import Kube, OperatorWorld, Scenario, kubectl_from_kubeconfig
+from kflow.devkit.operator import Kube, OperatorWorld, Scenario
 from kflow.devkit.redis import RedisServer
-
-
-@pytest.fixture(scope="session")
-def kube(request: pytest.FixtureRequest) -> Kube:
-    """The local cluster's kubectl (the kube_cluster fixture).
-
-    KFLOW_E2E_KUBECONFIG=PATH skips the fixture's `make cluster-up` and uses that cluster.
-    """
-    direct = os.environ.get("KFLOW_E2E_KUBECONFIG")
-    if direct:
-        kubectl = bin_dir() / "kubectl"
-        return kubectl_from_kubeconfig(Path(direct),
-                                       str(kubectl) if kubectl.exists() else "kubectl")
-    # Looked up here, not declared: with KFLOW_E2E_KUBECONFIG the cluster is never started.
-    return Kube.of_cluster(request.getfixturevalue("kube_cluster"))
 
 
 @pytest.fixture(scope="session")
