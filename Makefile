@@ -72,8 +72,9 @@ demo-local: venv
 bench: venv
 	$(PY) bench/bench_engine.py
 	$(PY) bench/bench_workers.py
-	@if bash tests/cluster/scripts/cluster-status.sh --quiet; then $(PY) bench/bench_operator.py; \
-	  else echo "bench_operator.py skipped: the local cluster is not running (make cluster-up)"; fi
+	@if bash tests/cluster/scripts/cluster-status.sh --quiet; then $(PY) bench/bench_operator.py \
+	  && $(PY) bench/bench_install.py --demo; \
+	  else echo "bench_operator.py and bench_install.py skipped: the local cluster is not running (make cluster-up)"; fi
 	cd bench/vs-bullmq && npm ci --silent --no-audit --no-fund
 	$(PY) bench/vs-bullmq/run.py --repeat 3
 
