@@ -161,10 +161,11 @@ class Installation:
                   f"--from-literal=password={self.redis_password()}")
 
     def operator_pods(self) -> list[dict[str, Any]]:
+        """The release's operator pods, leaving out those being deleted."""
         pods = self.kube.json("pods", "-n", self.namespace, "-l",
                               f"app.kubernetes.io/instance={self.release},"
                               "app.kubernetes.io/component=operator")
-        return list(pods["items"])
+        return [p for p in pods["items"] if not p["metadata"].get("deletionTimestamp")]
 
     def redis_pod(self) -> dict[str, Any]:
         pods = self.kube.json("pods", "-n", self.namespace, "-l",

@@ -1,0 +1,265 @@
+"""Flows through kflow installed as users install it: `helm install` of charts/kflow with the
+operator (2 replicas) and Redis as pods, node pods from the examples image on the cluster's
+own network. The tests share one release and run in file order: the last one uninstalls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import time
+from typing import Any
+
+import pytest
+
+from kflow.devkit.checkout import REPO
+from kflow.devkit.operator import JobWatch
+from kflow.engine import Engine
+from kflow.store.connect import connect
+from tests.e2e.installed.conftest import Installed
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+
+EXAMPLES_IMAGE = "localhost/kflow-examples:dev"
+TERMINAL = ("Succeeded", "Failed", "Cancelled")
+
+
+def flow_status(installed: Installed, name: str) -> dict[str, Any]:
+    body = installed.kube.json("flow", name, "-n", installed.flows)
+    return dict(body.get("status") or {})
+
+
+def wait_phase(installed: Installed, name: str, timeout: float = 240) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    status: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        status = flow_status(installed, name)
+        if status.get("phase") in TERMINAL:
+            return status
+        time.sleep(1)
+    logs = "\n".join(
+        installed.kube("-n", installed.inst.namespace, "logs", p["metadata"]["name"],
+                       "--tail=40", check=False).stdout
+        for p in installed.inst.operator_pods())
+    raise AssertionError(f"flow {name} did not end in {timeout} s: {status}\n{logs}")
+
+
+def read_flow(installed: Installed, name: str) -> tuple[dict[str, Any], list[dict[str, str]]]:
+    """(node -> NodeInfo, the flow's event stream) read from the bundled Redis through a
+    port-forward."""
+    uid = installed.kube.json("flow", name, "-n", installed.flows)["metadata"]["uid"]
+
+    async def read(url: str) -> tuple[dict[str, Any], list[dict[str, str]]]:
+        client = await connect(url)
+        try:
+            engine = Engine(client)
+            return dict(await engine.node_infos(uid)), await engine.events(uid, 100_000)
+        finally:
+            await client.aclose()
+
+    with installed.inst.redis_forwarded() as url:
+        return asyncio.run(read(url))
+
+
+def pods_on_the_host(watch: JobWatch) -> list[str]:
+    return [p["metadata"]["name"] for kind, p in watch.events if kind == "ADDED"
+            and (p["spec"].get("hostNetwork")
+                 or any("hostPath" in v for v in p["spec"].get("volumes") or []))]
+
+
+def job_queue(name: str, handler: str, **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "kflow.dev/v1alpha1", "kind": "Queue", "metadata": {"name": name},
+            "spec": {"mode": "Job", **spec, "template": {"spec": {"containers": [
+                {"name": "main", "image": EXAMPLES_IMAGE,
+                 "command": ["kflow-run", f"examples.handlers:{handler}"]}]}}}}
+
+
+def fan_out(name: str, items: int, *, item_queue: str, parent_queue: str,
+            **spec: Any) -> dict[str, Any]:
+    """examples/fan-out.yaml's shape with `items` children."""
+    children = [{"name": f"item-{i}", "queue": item_queue,
+                 "data": {"batchId": name, "index": i, "item": i}} for i in range(items)]
+    return {"apiVersion": "kflow.dev/v1alpha1", "kind": "Flow", "metadata": {"name": name},
+            "spec": {**spec, "nodes": [{"name": "aggregate", "queue": parent_queue,
+                                         "data": {"batchId": name, "totalItems": items},
+                                         "children": children}]}}
+
+
+def apply(installed: Installed, *docs: dict[str, Any]) -> None:
+    installed.kube.apply(list(docs), installed.flows)
+
+
+def test_the_order_workflow_runs_as_the_file_is(installed: Installed) -> None:
+    watch = JobWatch(installed.kube, installed.flows, "pods")
+    watch.start()
+    try:
+        installed.kube("-n", installed.flows, "apply", "-f",
+                       str(REPO / "examples" / "order-workflow.yaml"))
+        status = wait_phase(installed, "order-a17")
+    finally:
+        watch.stop()
+    assert status["phase"] == "Succeeded", status
+    infos, events = read_flow(installed, "order-a17")
+    assert {n: i.state for n, i in infos.items()} == dict.fromkeys(infos, "completed")
+    assert len(infos) == 8
+    assert infos["process-payment"].result == {"paymentId": "pay-A-17", "charged": 55.0}
+    # The diamond's payment node ran once although two parents wait on it.
+    completed = collections.Counter(e["node"] for e in events if e["type"] == "completed")
+    assert completed["process-payment"] == 1
+    pods = [p for kind, p in watch.events if kind == "ADDED"]
+    assert len({p["metadata"]["name"] for p in pods}) >= 8
+    assert pods_on_the_host(watch) == []
+
+
+def test_a_worker_queue_scales_from_zero_to_its_maximum_and_back(installed: Installed) -> None:
+    workers = {"min": 0, "max": 3, "nodesPerWorker": 2, "idleSeconds": 5}
+    pool = job_queue("squares", "process_item")
+    pool["spec"] = {**pool["spec"], "mode": "Worker", "workers": workers}
+    apply(installed, pool, job_queue("sum", "aggregate_results"))
+    deployment = "kflow-worker-squares"
+    seen: list[int] = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        found = installed.kube("get", "deployment", deployment, "-n", installed.flows,
+                               "-o", "json", check=False)
+        if found.returncode == 0:
+            break
+        time.sleep(1)
+    assert json.loads(found.stdout)["spec"]["replicas"] == 0  # an empty pool: no pods
+
+    apply(installed, fan_out("squares-1", 30, item_queue="squares", parent_queue="sum"))
+    deadline = time.monotonic() + 240
+    phase = None
+    while time.monotonic() < deadline and phase not in TERMINAL:
+        body = installed.kube.json("deployment", deployment, "-n", installed.flows)
+        seen.append(int(body["spec"].get("replicas") or 0))
+        phase = flow_status(installed, "squares-1").get("phase")
+        time.sleep(0.5)
+    assert phase == "Succeeded"
+    assert max(seen) == 3, seen  # 30 ready nodes / 2 per worker, capped at max
+    infos, _ = read_flow(installed, "squares-1")
+    assert infos["aggregate"].result["sum"] == sum(i * i for i in range(30))
+    # Idle for idleSeconds: back to zero pods.
+    deadline = time.monotonic() + 90
+    replicas = -1
+    while time.monotonic() < deadline and replicas != 0:
+        replicas = int(installed.kube.json("deployment", deployment, "-n",
+                                           installed.flows)["spec"].get("replicas") or 0)
+        time.sleep(1)
+    assert replicas == 0
+    pods = installed.kube.json("pods", "-n", installed.flows, "-l", "kflow.dev/queue=squares")
+    assert all(not p["spec"].get("hostNetwork") for p in pods["items"])
+
+
+def active_operator_pod(installed: Installed) -> str:
+    """The operator pod kopf's peering made active: the highest priority peer."""
+    inst = installed.inst
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        peering = installed.kube.json("kopfpeering", inst.fullname, "-n", installed.flows)
+        peers = {key: value for key, value in (peering.get("status") or {}).items()
+                 if isinstance(value, dict) and "priority" in value}
+        pods = {p["metadata"]["name"] for p in inst.operator_pods()
+                if not p["metadata"].get("deletionTimestamp")}
+        ranked = sorted(peers.items(), key=lambda kv: -int(kv[1]["priority"]))
+        for peer_id, _ in ranked:
+            host = peer_id.split("@", 1)[-1].split("/", 1)[0]
+            match = [pod for pod in pods if pod in peer_id or pod == host]
+            if match:
+                return str(match[0])
+        time.sleep(1)
+    raise AssertionError(f"no active operator among the peers: {peering.get('status')}")
+
+
+def test_the_standby_operator_finishes_a_flow_when_the_active_pod_is_deleted(
+        installed: Installed) -> None:
+    apply(installed, job_queue("slow-items", "process_item", concurrency=2),
+          job_queue("slow-sum", "aggregate_results"))
+    apply(installed, fan_out("failover-1", 12, item_queue="slow-items", parent_queue="slow-sum"))
+    deadline = time.monotonic() + 60
+    while flow_status(installed, "failover-1").get("counts", {}).get("completed", 0) < 2:
+        assert time.monotonic() < deadline, flow_status(installed, "failover-1")
+        time.sleep(0.5)
+    active = active_operator_pod(installed)
+    installed.kube("-n", installed.inst.namespace, "delete", "pod", active, "--wait=false")
+    status = wait_phase(installed, "failover-1", timeout=300)
+    assert status["phase"] == "Succeeded", status
+    infos, events = read_flow(installed, "failover-1")
+    assert infos["aggregate"].result["sum"] == sum(i * i for i in range(12))
+    completed = collections.Counter(e["node"] for e in events if e["type"] == "completed")
+    assert set(completed.values()) == {1} and len(completed) == 13
+
+
+def test_redis_comes_back_from_its_append_only_file_when_its_pod_is_deleted(
+        installed: Installed) -> None:
+    apply(installed, job_queue("aof-items", "process_item", concurrency=3),
+          job_queue("aof-sum", "aggregate_results"))
+    # Attempts to spare: a pod whose final write meets the outage tries again.
+    apply(installed, fan_out("aof-1", 20, item_queue="aof-items", parent_queue="aof-sum",
+                             defaults={"attempts": 5, "backoff": {"type": "fixed",
+                                                                  "delay": "2s"}}))
+    deadline = time.monotonic() + 90
+    while flow_status(installed, "aof-1").get("counts", {}).get("completed", 0) < 3:
+        assert time.monotonic() < deadline, flow_status(installed, "aof-1")
+        time.sleep(0.5)
+    before = installed.inst.redis_pod()
+    installed.kube("-n", installed.inst.namespace, "delete", "pod",
+                   before["metadata"]["name"], "--wait=false")
+    status = wait_phase(installed, "aof-1", timeout=300)
+    after = installed.inst.redis_pod()
+    assert after["metadata"]["uid"] != before["metadata"]["uid"]  # a new Redis process
+    assert status["phase"] == "Succeeded", status
+    infos, events = read_flow(installed, "aof-1")
+    assert infos["aggregate"].result["sum"] == sum(i * i for i in range(20))
+    completed = collections.Counter(e["node"] for e in events if e["type"] == "completed")
+    assert len(completed) == 21 and set(completed.values()) == {1}, completed
+
+
+def test_helm_upgrade_with_a_changed_value_rolls_the_operator(installed: Installed) -> None:
+    inst = installed.inst
+    old = {p["metadata"]["name"] for p in inst.operator_pods()}
+    inst.upgrade("--set", "replicas=3", "--set", "statusIntervalSeconds=2")
+    body = installed.kube.json("deployment", inst.fullname, "-n", inst.namespace)
+    assert body["status"].get("readyReplicas") == 3
+    env = {e["name"]: e.get("value") for e in
+           body["spec"]["template"]["spec"]["containers"][0].get("env") or []}
+    assert env["KFLOW_STATUS_INTERVAL_SECONDS"] == "2"
+    assert not old & {p["metadata"]["name"] for p in inst.operator_pods()}  # new pods
+    apply(installed, fan_out("after-upgrade", 3, item_queue="aof-items", parent_queue="aof-sum"))
+    assert wait_phase(installed, "after-upgrade")["phase"] == "Succeeded"
+
+
+def test_no_node_pod_of_this_module_used_the_host_network_or_a_host_mount(
+        installed: Installed) -> None:
+    made = {p["metadata"]["name"] for kind, p in installed.pods.events if kind == "ADDED"}
+    assert len(made) >= 8 + 3 + 13 + 21  # Job pods of the flows above, worker pods
+    assert pods_on_the_host(installed.pods) == []
+
+
+def test_helm_uninstall_leaves_no_kflow_object_but_the_crds(installed: Installed) -> None:
+    inst = installed.inst
+    # As the chart's README says: the user's Flows and Queues go first, while the operator
+    # still runs to take its finalizer off them.
+    installed.kube("delete", "flows,queues", "--all", "-n", installed.flows, timeout=180)
+    inst.uninstall()
+    release = f"app.kubernetes.io/instance={inst.release}"
+
+    def left() -> list[str]:
+        namespaced = installed.kube(
+            "get", "all,secrets,configmaps,serviceaccounts,roles,rolebindings,"
+            "poddisruptionbudgets,persistentvolumeclaims,kopfpeerings", "-A", "-l", release,
+            "-o", "name", check=False).stdout.split()
+        cluster = installed.kube(
+            "get", "clusterroles,clusterrolebindings,validatingwebhookconfigurations,"
+            "persistentvolumes,clusterkopfpeerings", "-l", release, "-o", "name",
+            check=False).stdout.split()
+        return namespaced + cluster
+
+    deadline = time.monotonic() + 90  # pods go after their ReplicaSets, by garbage collection
+    while left() and time.monotonic() < deadline:
+        time.sleep(2)
+    assert left() == []
+    crds = installed.kube("get", "crd", "-o", "name").stdout.split()
+    assert {"customresourcedefinition.apiextensions.k8s.io/flows.kflow.dev",
+            "customresourcedefinition.apiextensions.k8s.io/queues.kflow.dev"} <= set(crds)
