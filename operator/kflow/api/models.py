@@ -40,6 +40,10 @@ MAX_PRIORITY = 2**21 - 1
 # The whole Flow object lives in etcd, whose objects are capped at 1.5 MB; a few large payloads
 # would fill that, so a node's data is kept small and big inputs travel by reference.
 MAX_DATA_BYTES = 256 * 1024
+# Levels of mappings and lists one field may nest (a node's data, opts, a Queue's template...):
+# deeper values would exhaust the recursion of the JSON encoder and of pydantic (README, Limits).
+MAX_NESTING = 64
+NESTING_FIX = "flatten it, or pass large inputs by reference"
 MAX_FIRST_FAILURES = 10
 MAX_NODES_PER_OBJECT = 50_000  # top-level nodes of a Flow stored in Kubernetes (see FlowSpec)
 MAX_FAILURE_MESSAGE = 1024
@@ -342,6 +346,25 @@ ChildRef = Annotated[
 ]
 
 
+def nested_deeper_than(value: Any, levels: int) -> bool:
+    """Whether `value` holds more than `levels` levels of mappings and lists; iterative, and it
+    stops at the first path that goes too deep (so a cycle counts as too deep)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        current, level = stack.pop()
+        if isinstance(current, Mapping):
+            items: Any = current.values()
+        elif isinstance(current, list | tuple):
+            items = current
+        else:
+            continue
+        if level > levels:
+            return True
+        stack.extend((item, level + 1) for item in items
+                     if isinstance(item, Mapping | list | tuple))
+    return False
+
+
 def _json_size(value: Any) -> int:
     text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     return len(text.encode())
@@ -391,6 +414,9 @@ class NodeSpec(_Spec):
     def _small_json(cls, value: Any) -> Any:
         if value is None or isinstance(value, bool | int):
             return value
+        if nested_deeper_than(value, MAX_NESTING):
+            raise PydanticCustomError(
+                "data_too_deep", f"is nested deeper than {MAX_NESTING} levels; {NESTING_FIX}")
         try:
             size = _json_size(value)
         except (TypeError, ValueError) as exc:

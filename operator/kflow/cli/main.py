@@ -88,7 +88,8 @@ def lint_files(paths: Sequence[str], out: IO[str], err: IO[str]) -> int:
 
     def report(exc: SpecError, path: str) -> None:
         for line in error_lines(exc):
-            err.write(f"{path}: {line}\n")
+            # A problem of the file itself is already named by its path.
+            err.write(f"{line}\n" if line.startswith(f"{path}: ") else f"{path}: {line}\n")
 
     failed = False
     for path in paths:

@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from kflow.api.errors import SpecError, combine
-from kflow.api.manifests import parse_manifest
+from kflow.api.manifests import NestingError, parse_manifest
 from kflow.api.models import API_VERSION, Flow, Queue
 from kflow.graph.compiler import compile_flow
 from kflow.graph.dag import CompiledFlow
@@ -54,6 +54,8 @@ def _with_hidden_errors(doc: Mapping[str, Any], errors: list[SpecError]) -> list
     if not (isinstance(doc, Mapping) and doc.get("kind") == "Flow"
             and doc.get("apiVersion") == API_VERSION):
         return errors
+    if any(isinstance(error, NestingError) for error in errors):
+        return errors  # the outlines would hand the too-deep values to recursive code
     seen = {(error.field, error.message) for error in errors}
     result = list(errors)
     for error in [*_inline_errors(doc), *_graph_errors(doc)]:

@@ -94,10 +94,11 @@ def prepare_local_run(
     """
     from kflow.api import Flow, Queue, load_manifests
     from kflow.api.errors import SpecError
+    from kflow.api.manifests import MAX_LOCAL_MANIFEST_BYTES
     from kflow.graph import compile_flow
     from kflow.sdk.handlers import HandlerError, load_handlers
 
-    objects = load_manifests(Path(flow_path))
+    objects = load_manifests(Path(flow_path), max_bytes=MAX_LOCAL_MANIFEST_BYTES)
     flows = [o for o in objects if isinstance(o, Flow)]
     queues = [o for o in objects if isinstance(o, Queue)]
     if len(flows) != 1:
