@@ -13,13 +13,13 @@ from kflow.api.errors import SpecError, combine, format_path, from_validation_er
 from kflow.api.models import (
     API_VERSION,
     MAX_NESTING,
-    MAX_PATH_LEVELS,
     NESTING_FIX,
     SPEC_FIELD_NAMES,
     Flow,
     ObjectMeta,
     Queue,
     nested_deeper_than,
+    node_path,
     object_ref,
 )
 
@@ -137,15 +137,7 @@ class _NodeAt:
 
     @property
     def path(self) -> str:
-        tail: list[int] = []
-        current: _NodeAt | None = self
-        while current is not None and current.parent is not None and len(tail) < MAX_PATH_LEVELS:
-            tail.append(current.index)
-            current = current.parent
-        text = f"spec.nodes[{self.top}]"
-        if self.depth > len(tail):
-            text += f".children[...{self.depth - len(tail)} levels...]"
-        return text + "".join(f".children[{index}]" for index in reversed(tail))
+        return node_path(self)
 
 
 def nesting_errors(doc: Mapping[str, Any], ref: str) -> list[SpecError]:

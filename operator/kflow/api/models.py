@@ -6,7 +6,7 @@ import gc
 import json
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import (
     BaseModel,
@@ -645,6 +645,31 @@ def object_ref(kind: str, metadata: ObjectMeta) -> str:
 MAX_PATH_LEVELS = 6
 
 
+class _Placed(Protocol):
+    """Where a node of spec.nodes stands: its parent chain (inline children), its position."""
+
+    @property
+    def parent(self) -> _Placed | None: ...
+    index: int
+    top: int
+    depth: int
+
+
+def node_path(node: _Placed) -> str:
+    """`spec.nodes[0].children[2]` of a placed node, rendered from its parent chain; a deep
+    path keeps its start and its last MAX_PATH_LEVELS levels."""
+    tail: list[int] = []
+    current: _Placed | None = node
+    while current is not None and current.parent is not None and len(tail) < MAX_PATH_LEVELS:
+        tail.append(current.index)
+        current = current.parent
+    text = f"spec.nodes[{node.top}]"
+    hidden = node.depth - len(tail)
+    if hidden > 0:
+        text += f".children[...{hidden} levels...]"
+    return text + "".join(f".children[{index}]" for index in reversed(tail))
+
+
 class LocatedNode:
     """A node of a flow with where it is written and the names of its children.
 
@@ -671,16 +696,7 @@ class LocatedNode:
     @property
     def path(self) -> str:
         """`spec.nodes[0].children[2]`; deep paths keep their start and their last levels."""
-        tail: list[int] = []
-        current: LocatedNode | None = self
-        while current is not None and current.parent is not None and len(tail) < MAX_PATH_LEVELS:
-            tail.append(current.index)
-            current = current.parent
-        text = f"spec.nodes[{self.top}]"
-        hidden = self.depth - len(tail)
-        if hidden > 0:
-            text += f".children[...{hidden} levels...]"
-        return text + "".join(f".children[{index}]" for index in reversed(tail))
+        return node_path(self)
 
     def child_path(self, entry: int) -> str:
         return f"{self.path}.children[{entry}]"
