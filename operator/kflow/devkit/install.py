@@ -117,6 +117,10 @@ class Installation:
 
     def install(self, *extra: str) -> subprocess.CompletedProcess[str]:
         """helm install (or upgrade to these values), waiting for the pods to be Ready."""
+        if self.kube("get", "pv", self.volume_name, check=False).returncode != 0:
+            # No volume object: whatever the folder holds is from a cluster run that is gone
+            # (each start has a fresh etcd); a new release starts from an empty Redis.
+            shutil.rmtree(self.volume_path, ignore_errors=True)
         _volume_dir(self.volume_path)
         self._reclaim_volume()
         return self._helm(
