@@ -83,9 +83,7 @@ def _after_settling(uid: str, step: FlowStep[Settled], attempts: Sequence[tuple[
                     ) -> _Owed:
     """What a step that settled (node, token) attempts owes: free the accepted ones' leases,
     queue what it made ready."""
-    ids: dict[str, QueueId] = {}  # a batch's rows share a few queues
-    leases = [(ids.get(row.queue) or ids.setdefault(row.queue, step.queue_id(row.queue)),
-               Lease(uid, node, token))
+    leases = [(step.queue_id(row.queue), Lease(uid, node, token))
               for (node, token), row in zip(attempts, step.rows, strict=True) if row.accepted]
     return _Owed(uid, step.phase, step.namespace, leases, step.queued, bool(leases))
 
@@ -135,12 +133,8 @@ class Engine:
             for queue_id, lease in o.leases:
                 drop[queue_id].append(lease)
             if o.phase is FlowPhase.RUNNING:
-                lists: dict[str, list[QueueEntry]] = {}  # per queue name, for this flow
                 for q in o.queued:
-                    entries = lists.get(q.queue)
-                    if entries is None:
-                        entries = lists[q.queue] = enqueue[QueueId.of(o.namespace, q.queue)]
-                    entries.append((o.flow_uid, q))
+                    enqueue[QueueId.of(o.namespace, q.queue)].append((o.flow_uid, q))
             elif o.settled and o.phase in ENDED_EARLY_PHASES:
                 ended.append(o.flow_uid)
         if drop:
