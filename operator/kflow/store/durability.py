@@ -21,6 +21,7 @@ from typing import Any
 
 from redis import exceptions as redis_errors
 
+from kflow.store.codec import text
 from kflow.store.connect import RedisTarget, connect_to
 
 NOEVICTION = "noeviction"
@@ -184,8 +185,4 @@ def _config_value(reply: Any, name: str) -> Any:
 
 
 def _text(value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, bytes):
-        return value.decode()
-    return str(value)
+    return None if value is None else str(text(value))
