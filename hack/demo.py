@@ -12,7 +12,6 @@ mounted into a pod.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import sys
 import time
@@ -23,9 +22,7 @@ from kflow.devkit.checkout import REPO
 from kflow.devkit.cluster import bin_dir, cluster_dir, cluster_running, run_script
 from kflow.devkit.install import Installation, helm_binary, load_images
 from kflow.devkit.operator import JobWatch, kubectl_from_kubeconfig
-from kflow.engine import Engine
 from kflow.graph import compile_flow
-from kflow.store.connect import connect
 
 EXAMPLE = REPO / "examples" / "order-workflow.yaml"
 NAMESPACE = "kflow-demo"
@@ -33,14 +30,6 @@ NAMESPACE = "kflow-demo"
 
 def say(message: str) -> None:
     print(f"==> {message}", flush=True)
-
-
-async def node_infos(redis_url: str, uid: str) -> dict[str, object]:
-    client = await connect(redis_url)
-    try:
-        return dict(await Engine(client).node_infos(uid))
-    finally:
-        await client.aclose()
 
 
 def main() -> int:
@@ -108,15 +97,12 @@ def main() -> int:
             f"{time.monotonic() - t0:.1f} s")
         print(kube("get", "flows,queues", "-n", NAMESPACE).stdout)
 
-        pods = {p["metadata"]["name"]: p for kind, p in pods_seen.events if kind == "ADDED"}
-        host = [name for name, p in pods.items()
-                if p["spec"].get("hostNetwork")
-                or any("hostPath" in v for v in p["spec"].get("volumes", []))]
-        say(f"{len(pods)} node pods ran, {len(host)} of them with host network or host mounts")
+        host = pods_seen.on_the_host()
+        say(f"{len(pods_seen.made())} node pods ran, {len(host)} of them with host network or "
+            "host mounts")
 
-        with inst.redis_forwarded() as url:  # kubectl port-forward, as a user would
-            infos = asyncio.run(node_infos(url, body["metadata"]["uid"]))
-        print("\n".join(render_tree(compile_flow(flow), infos)))  # type: ignore[arg-type]
+        infos, _ = inst.read_flow(body["metadata"]["uid"])  # through kubectl port-forward
+        print("\n".join(render_tree(compile_flow(flow), infos)))
         if waited.returncode != 0 or host:
             print(waited.stderr, file=sys.stderr)
             for pod in inst.operator_pods():

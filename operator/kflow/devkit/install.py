@@ -8,6 +8,7 @@ port-forward` (a user's path too), and every pod runs on the cluster's own netwo
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -24,6 +25,8 @@ from typing import Any
 from kflow.devkit.checkout import in_checkout
 from kflow.devkit.cluster import cluster_dir, run_script
 from kflow.devkit.operator import Kube
+from kflow.engine import Engine, NodeInfo
+from kflow.store.connect import connect
 
 RELEASE = "kflow"
 NAMESPACE = "kflow-system"
@@ -179,6 +182,21 @@ class Installation:
         if not running:
             raise LookupError(f"no Redis pod of release {self.release}")
         return dict(running[0])
+
+    def read_flow(self, uid: str) -> tuple[dict[str, NodeInfo], list[dict[str, str]]]:
+        """(node -> NodeInfo, the flow's event stream) from the bundled Redis, read through
+        a port-forward as a user could."""
+
+        async def read(url: str) -> tuple[dict[str, NodeInfo], list[dict[str, str]]]:
+            client = await connect(url)
+            try:
+                engine = Engine(client)
+                return dict(await engine.node_infos(uid)), await engine.events(uid, 100_000)
+            finally:
+                await client.aclose()
+
+        with self.redis_forwarded() as url:
+            return asyncio.run(read(url))
 
     @contextmanager
     def redis_forwarded(self) -> Iterator[str]:

@@ -294,6 +294,16 @@ class JobWatch:
             most = max(most, len(alive))
         return most
 
+    def made(self) -> dict[str, dict[str, Any]]:
+        """Every object the watch saw created, by name (deleted ones too)."""
+        return {obj["metadata"]["name"]: obj for kind, obj in self.events if kind == "ADDED"}
+
+    def on_the_host(self) -> list[str]:
+        """Pods (resource "pods") the watch saw made with the host network or a host mount."""
+        return [name for name, pod in self.made().items()
+                if pod["spec"].get("hostNetwork")
+                or any("hostPath" in v for v in pod["spec"].get("volumes") or [])]
+
     def created(self, queue: str | None = None, node: str | None = None) -> set[str]:
         names = set()
         for kind, job in self.events:

@@ -5,7 +5,6 @@ own network. The tests share one release and run in file order: the last one uni
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import json
 import time
@@ -15,8 +14,6 @@ import pytest
 
 from kflow.devkit.checkout import REPO
 from kflow.devkit.operator import JobWatch
-from kflow.engine import Engine
-from kflow.store.connect import connect
 from tests.e2e.installed.conftest import Installed
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -46,26 +43,9 @@ def wait_phase(installed: Installed, name: str, timeout: float = 240) -> dict[st
 
 
 def read_flow(installed: Installed, name: str) -> tuple[dict[str, Any], list[dict[str, str]]]:
-    """(node -> NodeInfo, the flow's event stream) read from the bundled Redis through a
-    port-forward."""
+    """(node -> NodeInfo, the flow's event stream) of the Flow `name`."""
     uid = installed.kube.json("flow", name, "-n", installed.flows)["metadata"]["uid"]
-
-    async def read(url: str) -> tuple[dict[str, Any], list[dict[str, str]]]:
-        client = await connect(url)
-        try:
-            engine = Engine(client)
-            return dict(await engine.node_infos(uid)), await engine.events(uid, 100_000)
-        finally:
-            await client.aclose()
-
-    with installed.inst.redis_forwarded() as url:
-        return asyncio.run(read(url))
-
-
-def pods_on_the_host(watch: JobWatch) -> list[str]:
-    return [p["metadata"]["name"] for kind, p in watch.events if kind == "ADDED"
-            and (p["spec"].get("hostNetwork")
-                 or any("hostPath" in v for v in p["spec"].get("volumes") or []))]
+    return installed.inst.read_flow(uid)
 
 
 def job_queue(name: str, handler: str, **spec: Any) -> dict[str, Any]:
@@ -109,7 +89,7 @@ def test_the_order_workflow_runs_as_the_file_is(installed: Installed) -> None:
     assert completed["process-payment"] == 1
     pods = [p for kind, p in watch.events if kind == "ADDED"]
     assert len({p["metadata"]["name"] for p in pods}) >= 8
-    assert pods_on_the_host(watch) == []
+    assert watch.on_the_host() == []
 
 
 def test_a_worker_queue_scales_from_zero_to_its_maximum_and_back(installed: Installed) -> None:
@@ -232,9 +212,8 @@ def test_helm_upgrade_with_a_changed_value_rolls_the_operator(installed: Install
 
 def test_no_node_pod_of_this_module_used_the_host_network_or_a_host_mount(
         installed: Installed) -> None:
-    made = {p["metadata"]["name"] for kind, p in installed.pods.events if kind == "ADDED"}
-    assert len(made) >= 8 + 3 + 13 + 21  # Job pods of the flows above, worker pods
-    assert pods_on_the_host(installed.pods) == []
+    assert len(installed.pods.made()) >= 8 + 3 + 13 + 21  # Job pods of the flows above, worker pods
+    assert installed.pods.on_the_host() == []
 
 
 def test_helm_uninstall_leaves_no_kflow_object_but_the_crds(installed: Installed) -> None:
