@@ -31,6 +31,8 @@ class RedisSettings(BaseSettings):
     # KFLOW_REDIS_URL: redis:// or rediss:// (TLS); any node of a Redis Cluster works too.
     # kflow-run and kflow worker refuse to start without it (see `url_given`).
     url: str = DEFAULT_REDIS_URL
+    # KFLOW_REDIS_USERNAME: a Redis ACL user (Redis 6+); the `default` user when unset.
+    username: str | None = None
     # KFLOW_REDIS_PASSWORD: when the URL carries none.
     password: str | None = None
     # KFLOW_REDIS_TLS: true turns a redis:// URL into rediss:// (TLS).
@@ -68,10 +70,56 @@ class PodRedisSettings(BaseSettings):
     name: str = "kflow-redis"  # KFLOW_REDIS_SECRET_NAME
     url_key: str = "url"  # KFLOW_REDIS_SECRET_URL_KEY: its key holding the URL
     password_key: str = "password"  # KFLOW_REDIS_SECRET_PASSWORD_KEY: optional in the Secret
+    username_key: str = "username"  # KFLOW_REDIS_SECRET_USERNAME_KEY: optional in the Secret
     # KFLOW_REDIS_SECRET_CA_KEY: its key holding the CA bundle (PEM) of a private CA. Set, the
     # pods mount that key as a file and read it as KFLOW_REDIS_TLS_CA_FILE; unset, they trust
     # the system's CAs.
     ca_key: str | None = None
+
+
+class TenantSettings(BaseSettings):
+    """One Redis shared by namespaces: each gets its own Redis ACL user, fenced to its keys.
+
+    On, the operator keeps a user per namespace that has Flows or Queues and writes its
+    credentials into that namespace's pods Secret (`PodRedisSettings.name`); the operator's
+    own user (KFLOW_REDIS_USERNAME / the `default` user) must be allowed ACL SETUSER.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="KFLOW_TENANTS_", extra="ignore")
+
+    enabled: bool = False  # KFLOW_TENANTS_ENABLED
+    # KFLOW_TENANTS_POD_URL: the Redis URL written into the namespaces' Secrets (how pods
+    # reach Redis); the operator's own URL when unset.
+    pod_url: str | None = None
+
+
+class PodPolicySettings(BaseSettings):
+    """What a Queue's pod template may set (Argo's Workflow Restrictions are the model).
+
+    A Queue that breaks the policy is not served: Valid=False and an Event name the field.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="KFLOW_POLICY_", extra="ignore")
+
+    # KFLOW_POLICY_SERVICE_ACCOUNTS: "a,b" or a JSON list of the serviceAccountName values a
+    # template may set; empty allows none (pods run as the namespace's `default`).
+    service_accounts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    allow_host_network: bool = False  # KFLOW_POLICY_ALLOW_HOST_NETWORK
+    allow_host_pid: bool = False  # KFLOW_POLICY_ALLOW_HOST_PID (and hostIPC)
+    allow_host_path: bool = False  # KFLOW_POLICY_ALLOW_HOST_PATH: hostPath volumes
+    allow_privileged: bool = False  # KFLOW_POLICY_ALLOW_PRIVILEGED (and allowPrivilegeEscalation)
+    # KFLOW_POLICY_DEFAULT_SECURITY_CONTEXT: JSON of the container securityContext given to
+    # every container of a template that sets none.
+    default_security_context: dict[str, object] = Field(default_factory=dict)
+
+    @field_validator("service_accounts", mode="before")
+    @classmethod
+    def _split_accounts(cls, value: object) -> object:
+        if isinstance(value, str):
+            if value.strip().startswith("["):
+                return json.loads(value)
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
 
 class WatchingSettings(BaseSettings):
@@ -207,6 +255,8 @@ class Settings(BaseModel):
 
     redis: RedisSettings = Field(default_factory=RedisSettings)
     pods: PodRedisSettings = Field(default_factory=PodRedisSettings)
+    tenants: TenantSettings = Field(default_factory=TenantSettings)
+    policy: PodPolicySettings = Field(default_factory=PodPolicySettings)
     watching: WatchingSettings = Field(default_factory=WatchingSettings)
     peering: PeeringSettings = Field(default_factory=PeeringSettings)
     dispatch: DispatchSettings = Field(default_factory=DispatchSettings)

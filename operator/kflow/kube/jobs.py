@@ -72,6 +72,7 @@ class RedisEnv:
     secret_name: str = "kflow-redis"
     url_key: str = "url"
     password_key: str = "password"
+    username_key: str = "username"
     prefix: str = "kflow"
     tls: bool = False
     ca_key: str | None = None
@@ -80,6 +81,7 @@ class RedisEnv:
     def from_settings(cls, settings: Settings) -> RedisEnv:
         pods = settings.pods
         return cls(secret_name=pods.name, url_key=pods.url_key, password_key=pods.password_key,
+                   username_key=pods.username_key,
                    prefix=settings.redis.prefix, tls=settings.redis.tls, ca_key=pods.ca_key)
 
     def env(self) -> list[dict[str, Any]]:
@@ -87,6 +89,8 @@ class RedisEnv:
         env: list[dict[str, Any]] = [
             {"name": "KFLOW_REDIS_URL", "valueFrom": {"secretKeyRef": {
                 "name": self.secret_name, "key": self.url_key}}},
+            {"name": "KFLOW_REDIS_USERNAME", "valueFrom": {"secretKeyRef": {
+                "name": self.secret_name, "key": self.username_key, "optional": True}}},
             {"name": "KFLOW_REDIS_PASSWORD", "valueFrom": {"secretKeyRef": {
                 "name": self.secret_name, "key": self.password_key, "optional": True}}},
             {"name": "KFLOW_REDIS_PREFIX", "value": self.prefix},

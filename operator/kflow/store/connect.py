@@ -22,6 +22,8 @@ class RedisTarget(Protocol):
     @property
     def url(self) -> str: ...
     @property
+    def username(self) -> str | None: ...
+    @property
     def password(self) -> str | None: ...
     @property
     def tls(self) -> bool: ...
@@ -35,13 +37,15 @@ class RedisTarget(Protocol):
 
 async def connect_to(target: RedisTarget, *, max_connections: int = MAX_CONNECTIONS) -> Any:
     """A client for the Redis `target` describes (see `connect`)."""
-    return await connect(target.url, password=target.password, tls=target.tls,
-                         tls_ca_file=target.tls_ca_file, connect_timeout=target.connect_timeout,
+    return await connect(target.url, username=target.username, password=target.password,
+                         tls=target.tls, tls_ca_file=target.tls_ca_file,
+                         connect_timeout=target.connect_timeout,
                          socket_timeout=target.socket_timeout, max_connections=max_connections)
 
 
-async def connect(url: str, *, password: str | None = None, tls: bool = False,
-                  tls_ca_file: str | None = None, connect_timeout: float | None = None,
+async def connect(url: str, *, username: str | None = None, password: str | None = None,
+                  tls: bool = False, tls_ca_file: str | None = None,
+                  connect_timeout: float | None = None,
                   socket_timeout: float | None = None,
                   max_connections: int = MAX_CONNECTIONS) -> Any:
     """A client for `url`: `RedisCluster` when the server runs in cluster mode.
@@ -52,6 +56,8 @@ async def connect(url: str, *, password: str | None = None, tls: bool = False,
     Both timeouts are in seconds; None (the default) waits as long as the OS does.
     """
     extra: dict[str, Any] = {"password": password} if password else {}
+    if username:
+        extra["username"] = username
     if tls and url.startswith("redis://"):
         url = "rediss://" + url.removeprefix("redis://")
     if tls_ca_file:
