@@ -43,14 +43,24 @@ class RedisSettings(BaseSettings):
     # KFLOW_REDIS_PREFIX: every key kflow writes starts with it; processes that share flows
     # must agree on it.
     prefix: str = "kflow"
-    # KFLOW_REDIS_CONNECT_TIMEOUT: seconds to open a connection; none (the OS decides) when
-    # unset, as before this setting existed.
-    connect_timeout: float | None = None
-    # KFLOW_REDIS_SOCKET_TIMEOUT: seconds a command may wait for its reply; none when unset.
-    # Leave it unset unless you need it: while redis-py has a read timeout armed, a task
-    # cancelled inside a command may swallow the cancellation (a dead server is found by TCP
-    # keepalive and the client's health check instead).
-    socket_timeout: float | None = None
+    # Timeouts and retries (docs/redis-production.md, "Timeouts and retries"). The defaults
+    # ride out a dropped connection or a restart of a few seconds inside one command, and find
+    # a dead or cut connection in seconds instead of the kernel's 2 h; longer outages are
+    # waited out by the callers (the operator's loops, kflow-run's result write).
+    # KFLOW_REDIS_CONNECT_TIMEOUT: seconds to open a connection (TCP and TLS handshake).
+    connect_timeout: float | None = 5.0
+    # KFLOW_REDIS_SOCKET_TIMEOUT: seconds a command may wait for its reply before the
+    # connection is dropped and the command retried. Larger than any command kflow sends
+    # (it sends no blocking command, and its scripts work on bounded chunks of a flow).
+    socket_timeout: float | None = 30.0
+    # KFLOW_REDIS_HEALTH_CHECK_INTERVAL: a connection idle this many seconds is checked with a
+    # PING before it is used again.
+    health_check_interval: float = 15.0
+    # KFLOW_REDIS_RETRIES: how many more times a command is sent after a connection error or
+    # a timeout, waiting a random time up to min(cap, base * 2**n) seconds before try n.
+    retries: int = Field(default=5, ge=0)
+    retry_backoff_base: float = Field(default=0.1, gt=0)  # KFLOW_REDIS_RETRY_BACKOFF_BASE
+    retry_backoff_cap: float = Field(default=2.0, gt=0)  # KFLOW_REDIS_RETRY_BACKOFF_CAP
 
     @property
     def url_given(self) -> bool:

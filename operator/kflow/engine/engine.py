@@ -227,6 +227,13 @@ class Engine:
                 flow_uid, FlowPhase.RUNNING, meta.namespace, (), queued, False)])
         return added
 
+    async def _requeue_after_refusal(self, flow_uid: str, phase: FlowPhase) -> None:
+        """A refused settlement may be the caller's own sent again: the Redis client retries a
+        command whose reply was lost, so the first one ran but its queue step did not.
+        Queue what the flow has ready (idempotent; refusals are rare, so the page read is)."""
+        if phase is FlowPhase.RUNNING:
+            await self.reconcile_flow(flow_uid)
+
     async def _wind_down(self, flow_uid: str) -> int:
         """Cancel the nodes of an ended flow that never started, a page per call, and take
         them off their queues; returns how many left a queue. Nodes running when the flow
@@ -348,6 +355,8 @@ class Engine:
         if isinstance(reply, BaseException):
             raise reply
         await self._queue_step([_after_settling(flow_uid, reply, [(node, token)])])
+        if not reply.rows[0].accepted:
+            await self._requeue_after_refusal(flow_uid, reply.phase)
         return CompleteOutcome(accepted=reply.rows[0].accepted,
                                newly_ready=[q.node for q in reply.queued], phase=reply.phase)
 
@@ -398,6 +407,9 @@ class Engine:
             owed.append(_after_settling(uid, reply, [(items[i][1], items[i][2])
                                                      for i in indexes]))
         await self._queue_step(owed)
+        for (flow, _), reply in zip(calls, replies, strict=True):
+            if not isinstance(reply, BaseException) and not all(r.accepted for r in reply.rows):
+                await self._requeue_after_refusal(flow, reply.phase)
         if error is not None:
             raise error
         return [o for o in outcomes if o is not None]
@@ -453,6 +465,8 @@ class Engine:
                                       jitter_share=random.random())
         await self._queue_step([_after_settling(flow_uid, reply, [(node, token)])])
         [row] = reply.rows
+        if not row.accepted:
+            await self._requeue_after_refusal(flow_uid, reply.phase)
         return FailOutcome(accepted=row.accepted, action=row.outcome, retry_at_ms=row.at_ms,
                            phase=reply.phase)
 

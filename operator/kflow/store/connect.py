@@ -2,15 +2,72 @@
 
 from __future__ import annotations
 
+import asyncio
+import socket
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import Connection, SSLConnection
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 # Connections per process (per cluster node with Redis Cluster). Callers that run more
 # concurrent commands than this wait for a free connection instead of failing: redis-py's
 # default pool raises MaxConnectionsError past 100, which under load turned into lost leases.
 MAX_CONNECTIONS = 64
+
+# TCP keepalive of every connection: an idle peer that vanished (node lost, half-open after a
+# network cut) is found after IDLE + INTVL * CNT seconds instead of the kernel's 2 h default.
+KEEPALIVE_IDLE_S = 10
+KEEPALIVE_INTERVAL_S = 5
+KEEPALIVE_PROBES = 3
+# Sent data left unacknowledged this long closes the connection (Linux TCP_USER_TIMEOUT): a
+# command written into a cut network fails in seconds, not after ~15 min of retransmissions.
+UNACKED_LIMIT_S = 20
+
+
+def keepalive_options() -> dict[int, int]:
+    """The SOL_TCP options above, for the ones this platform has (all of them on Linux)."""
+    wanted = {"TCP_KEEPIDLE": KEEPALIVE_IDLE_S, "TCP_KEEPINTVL": KEEPALIVE_INTERVAL_S,
+              "TCP_KEEPCNT": KEEPALIVE_PROBES, "TCP_USER_TIMEOUT": UNACKED_LIMIT_S * 1000}
+    return {getattr(socket, name): value for name, value in wanted.items()
+            if hasattr(socket, name)}
+
+
+class _CancellableWrites:
+    """Bound a command's write with `asyncio.timeout`, not redis-py's `asyncio.wait_for`.
+
+    On Python 3.11, `asyncio.wait_for` returns the result and drops a cancellation that
+    arrives as the awaited write finishes (python/cpython#86296, fixed in 3.12): with a socket
+    timeout set, redis-py bounds every write that way, so a task cancelled inside a command
+    kept running (tests/integration/test_redis_client.py). The read is bounded by
+    `asyncio.timeout` already, which honours cancellation.
+    """
+
+    socket_timeout: float | None
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        limit = self.socket_timeout
+        self.socket_timeout = None  # redis-py then writes without wait_for
+        try:
+            async with asyncio.timeout(limit):
+                await super().send_packed_command(command, check_health)  # type: ignore[misc]
+        except TimeoutError:
+            await self.disconnect(nowait=True)  # type: ignore[attr-defined]
+            raise RedisTimeoutError("Timeout writing to socket") from None
+        finally:
+            self.socket_timeout = limit
+
+
+class BoundedConnection(_CancellableWrites, Connection):
+    """A plain TCP connection whose timeouts never swallow a cancellation."""
+
+
+class BoundedSSLConnection(_CancellableWrites, SSLConnection):
+    """A TLS connection whose timeouts never swallow a cancellation."""
 
 
 class RedisTarget(Protocol):
@@ -33,6 +90,14 @@ class RedisTarget(Protocol):
     def connect_timeout(self) -> float | None: ...
     @property
     def socket_timeout(self) -> float | None: ...
+    @property
+    def health_check_interval(self) -> float: ...
+    @property
+    def retries(self) -> int: ...
+    @property
+    def retry_backoff_base(self) -> float: ...
+    @property
+    def retry_backoff_cap(self) -> float: ...
 
 
 async def connect_to(target: RedisTarget, *, max_connections: int = MAX_CONNECTIONS) -> Any:
@@ -40,38 +105,69 @@ async def connect_to(target: RedisTarget, *, max_connections: int = MAX_CONNECTI
     return await connect(target.url, username=target.username, password=target.password,
                          tls=target.tls, tls_ca_file=target.tls_ca_file,
                          connect_timeout=target.connect_timeout,
-                         socket_timeout=target.socket_timeout, max_connections=max_connections)
+                         socket_timeout=target.socket_timeout,
+                         health_check_interval=target.health_check_interval,
+                         retries=target.retries, retry_backoff_base=target.retry_backoff_base,
+                         retry_backoff_cap=target.retry_backoff_cap,
+                         max_connections=max_connections)
+
+
+# The defaults of `connect` are those of `kflow.settings.RedisSettings` (documented there).
+DEFAULT_CONNECT_TIMEOUT_S = 5.0
+DEFAULT_SOCKET_TIMEOUT_S = 30.0
+DEFAULT_HEALTH_CHECK_S = 15.0
+DEFAULT_RETRIES = 5
+DEFAULT_BACKOFF_BASE_S = 0.1
+DEFAULT_BACKOFF_CAP_S = 2.0
+
+
+def retry_policy(retries: int, base: float, cap: float) -> Retry:
+    """redis-py's retry: up to `retries` more tries on a connection error or timeout, after
+    exponential backoff with full jitter (random up to min(cap, base * 2**n) seconds).
+
+    A retried command may have run on the server already (its reply was lost). kflow's
+    writes are safe to repeat: a script that settles an attempt is fenced by the attempt's
+    token and refuses a second settlement; the others set values or are no-ops when repeated
+    (docs/redis-production.md, "Timeouts and retries").
+    """
+    return Retry(ExponentialWithJitterBackoff(cap=cap, base=base), retries,
+                 supported_errors=(RedisConnectionError, RedisTimeoutError))
 
 
 async def connect(url: str, *, username: str | None = None, password: str | None = None,
                   tls: bool = False, tls_ca_file: str | None = None,
-                  connect_timeout: float | None = None,
-                  socket_timeout: float | None = None,
+                  connect_timeout: float | None = DEFAULT_CONNECT_TIMEOUT_S,
+                  socket_timeout: float | None = DEFAULT_SOCKET_TIMEOUT_S,
+                  health_check_interval: float = DEFAULT_HEALTH_CHECK_S,
+                  retries: int = DEFAULT_RETRIES,
+                  retry_backoff_base: float = DEFAULT_BACKOFF_BASE_S,
+                  retry_backoff_cap: float = DEFAULT_BACKOFF_CAP_S,
                   max_connections: int = MAX_CONNECTIONS) -> Any:
     """A client for `url`: `RedisCluster` when the server runs in cluster mode.
 
     Asking the server (INFO cluster) instead of taking a flag means the same URL works for a
     single Redis and for any node of a Redis Cluster. TLS comes from a `rediss://` URL or
     from `tls=True`; `tls_ca_file` names the CA bundle that signed the server's certificate.
-    Both timeouts are in seconds; None (the default) waits as long as the OS does.
+    Timeouts are in seconds (None: as long as the OS waits); a command that hits a connection
+    error or a timeout is sent again up to `retries` times (see `retry_policy`).
     """
     extra: dict[str, Any] = {"password": password} if password else {}
     if username:
         extra["username"] = username
     if tls and url.startswith("redis://"):
         url = "rediss://" + url.removeprefix("redis://")
+    secure = url.startswith("rediss://")
     if tls_ca_file:
         extra["ssl_ca_certs"] = tls_ca_file
-    if connect_timeout is not None:
-        extra["socket_connect_timeout"] = connect_timeout
-    # No read timeout by default: while redis-py has one armed, a task cancelled inside a
-    # command swallows the CancelledError and keeps running
-    # (tests/integration/test_redis_client.py). Dead peers are found by TCP keepalive and the
-    # periodic health check instead.
-    extra |= {"socket_timeout": socket_timeout, "socket_keepalive": True,
-              "health_check_interval": 30}
-    pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections,
-                                                     timeout=None, **extra)
+    retry = retry_policy(retries, retry_backoff_base, retry_backoff_cap)
+    extra |= {"socket_connect_timeout": connect_timeout, "socket_timeout": socket_timeout,
+              "socket_keepalive": True, "socket_keepalive_options": keepalive_options(),
+              "health_check_interval": health_check_interval}
+    connection_class = BoundedSSLConnection if secure else BoundedConnection
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=max_connections, timeout=None, retry=retry,
+        connection_class=connection_class, **extra)
+    pool.connection_class = connection_class  # from_url sets its own for rediss://
     client = aioredis.Redis(connection_pool=pool)
     try:
         info = await client.info("cluster")
@@ -82,7 +178,14 @@ async def connect(url: str, *, username: str | None = None, password: str | None
         return client
     await client.aclose()
     # The cluster client has no blocking pool; its per-node limit is raised well above what
-    # one process issues at once so that it never raises under a burst.
-    cluster = RedisCluster.from_url(url, max_connections=max(1024, max_connections), **extra)
+    # one process issues at once so that it never raises under a burst. It retries at its
+    # own level (its nodes' connections do not), re-reading the slots when a node fails.
+    cluster = RedisCluster.from_url(url, max_connections=max(1024, max_connections),
+                                    retry=retry, **extra)
+    # RedisCluster picks the connection class itself: swap in the bounded one before the
+    # first connection opens (its nodes read it from the shared connection_kwargs).
+    cluster.connection_kwargs["connection_class"] = connection_class
+    for node in cluster.startup_nodes:
+        node.connection_class = connection_class
     await cluster.initialize()
     return cluster
