@@ -4,20 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import socket
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from kflow.api.ids import QueueId
 from kflow.cli.redis_server import free_port, start, stop
 from kflow.engine import Engine
+from kflow.kube.dispatch import Dispatchers
+from kflow.kube.outage import RedisOutage
+from kflow.kube.queues import queue_info
 from kflow.store.connect import connect
 from tests.integration.engine_kit import build, new_ref, node, take_all, take_node
 from tests.integration.tcp_proxy import lossy_proxy
@@ -168,3 +174,69 @@ async def test_a_completion_whose_reply_was_lost_is_applied_once(own_redis: OwnR
             assert taken == ["parent"]
         finally:
             await client.aclose()
+
+
+class Stopped:
+    """Stands in for kopf's daemon flag: falsy until set, awaitable `wait()`."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def __bool__(self) -> bool:
+        return self._event.is_set()
+
+    def set(self) -> None:
+        self._event.set()
+
+    def wait(self) -> Any:
+        return self._event.wait()
+
+
+async def _until(check: Callable[[], bool], what: str) -> None:
+    for _ in range(600):
+        if check():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"gave up waiting for {what}")
+
+
+async def test_a_redis_outage_is_logged_once_when_it_begins_and_once_when_it_ends(
+        own_redis: OwnRedis, caplog: pytest.LogCaptureFixture) -> None:
+    # Three queues' dispatch loops meet the outage several times each; the log says it twice.
+    client = await connect(own_redis.url, retries=1, retry_backoff_cap=0.1)
+    engine = Engine(client, prefix="outage")
+    dispatchers = Dispatchers(engine, identity="test", batch=10, lease_ms=60_000,
+                              idle_recheck=0.1, outage=RedisOutage(max_wait=0.3))
+    template = {"template": {"spec": {"containers": [{"name": "main", "image": "runner"}]}}}
+    queues = [QueueId("ns", f"q{i}") for i in range(3)]
+    for queue_id in queues:
+        dispatchers.queues[queue_id] = queue_info("ns", queue_id.name, template)
+    calls = {"housekeep": 0}
+
+    async def launch(queue: Any, attempt: Any) -> None:
+        raise AssertionError("nothing is ready: nothing to launch")
+
+    async def housekeep(queue_id: QueueId) -> None:
+        calls["housekeep"] += 1
+
+    stopped = Stopped()
+    caplog.set_level(logging.INFO)
+    loops = [asyncio.ensure_future(dispatchers.run(q, stopped, launch, housekeep))
+             for q in queues]
+    try:
+        await asyncio.sleep(0.3)
+        own_redis.kill()
+        await _until(lambda: dispatchers.outage.down, "the dispatchers to see the outage")
+        seen = len(caplog.records)
+        await asyncio.sleep(2.0)  # every loop meets the outage again and again meanwhile
+        own_redis.start()
+        await _until(lambda: not dispatchers.outage.down, "the dispatchers to see Redis back")
+    finally:
+        stopped.set()
+        await asyncio.gather(*loops)
+        await client.aclose()
+    messages = [r.getMessage() for r in caplog.records]
+    assert len([m for m in messages if m.startswith("Redis unreachable: ")]) == 1, messages
+    assert len([m for m in messages if m.startswith("Redis reachable again after ")]) == 1
+    assert not [r for r in caplog.records if r.exc_info], "no traceback for an outage"
+    assert len(messages) - seen <= 1  # the outage itself logged nothing more, only the end

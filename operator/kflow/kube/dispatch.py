@@ -12,6 +12,7 @@ from typing import Any
 from kflow.api.ids import QueueId
 from kflow.api.models import Queue
 from kflow.engine import Attempt, Engine, QueueConfig
+from kflow.kube.outage import RedisOutage
 
 log = logging.getLogger("kflow.kube.dispatch")
 
@@ -90,8 +91,10 @@ class Dispatchers:
     """One wake-up event per queue; `run` is the loop of one queue, started per Queue object."""
 
     def __init__(self, engine: Engine, *, identity: str, batch: int, lease_ms: int,
-                 idle_recheck: float) -> None:
+                 idle_recheck: float, outage: RedisOutage | None = None) -> None:
         self.engine = engine
+        # Shared with the operator's other loops that touch Redis (pools, status patcher).
+        self.outage = outage or RedisOutage()
         self.identity = identity
         self.batch = batch
         self.lease_ms = lease_ms
@@ -142,6 +145,7 @@ class Dispatchers:
                     next_due = await self.engine.promote_due(queue_id)
                     attempts = await self.engine.take(queue_id, self.batch, owner=self.identity,
                                                       lease_ms=self.lease_ms)
+                    self.outage.succeeded()
                     if attempts:
                         await asyncio.gather(*(launch(queue, a) for a in attempts))
                     if len(attempts) >= self.batch:
@@ -150,9 +154,11 @@ class Dispatchers:
                         timeout = min(timeout or 1e9, max(0.0, next_due / 1000 - time.time()))
                     if queue.config.rate_max and not attempts:
                         timeout = min(timeout or 1e9, await self._rate_wait(queue))
-                except Exception:
-                    log.exception("dispatch of queue %s failed; retrying", queue_id)
-                    timeout = 1.0
+                except Exception as exc:
+                    wait = self.outage.failed(exc, f"dispatch of queue {queue_id}")
+                    if wait is None:
+                        log.exception("dispatch of queue %s failed; retrying", queue_id)
+                    timeout = 1.0 if wait is None else wait
             timeout = min(timeout or 1e9, self.lease_ms / 3000)
             await wait_any(kick, stopped, timeout)
 

@@ -72,6 +72,7 @@ class WorkerPools:
                 else:
                     was_worker = True
                     depth = await self._tick(info)
+                    self.dispatchers.outage.succeeded()
                     # Workers move the queue's flows on without the operator seeing it:
                     # refresh their status, and wake the other queues their parents use.
                     busy = depth[0] + depth[1] > 0 or depth != last_depth
@@ -81,6 +82,10 @@ class WorkerPools:
                     last_depth = depth
                 failing = ""
             except Exception as exc:
+                wait = self.dispatchers.outage.failed(exc, f"worker pool of queue {queue_id}")
+                if wait is not None:  # said once for all loops; the pool waits for Redis
+                    await wait_any(wake, stopped, wait)
+                    continue
                 # Logged once per distinct error, not every second while it lasts.
                 if str(exc) != failing:
                     log.exception("worker pool of queue %s: reconcile failed; retrying every "

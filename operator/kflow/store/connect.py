@@ -134,6 +134,14 @@ def retry_policy(retries: int, base: float, cap: float) -> Retry:
                  supported_errors=(RedisConnectionError, RedisTimeoutError))
 
 
+def unreachable_reason(exc: BaseException) -> str | None:
+    """Why Redis could not be reached, when `exc` says it could not (a refused or lost
+    connection, a timeout, a server still loading its data); None for any other error."""
+    if isinstance(exc, (RedisConnectionError, RedisTimeoutError)):
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
 async def connect(url: str, *, username: str | None = None, password: str | None = None,
                   tls: bool = False, tls_ca_file: str | None = None,
                   connect_timeout: float | None = DEFAULT_CONNECT_TIMEOUT_S,
