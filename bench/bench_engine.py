@@ -116,7 +116,7 @@ async def bench_throughput(url: str) -> None:
     t_added = time.perf_counter()
     snapshot = await runner.run(ref.uid, NS, compiled)
     t_done = time.perf_counter()
-    infos = await engine.node_infos(ref.uid)
+    infos = await engine.node_infos(ref.id)
     await client.aclose()
     assert snapshot.phase == "Succeeded", snapshot
     assert infos["aggregate"].result == children, infos["aggregate"]
@@ -151,12 +151,12 @@ async def bench_unlock(url: str) -> None:
         await engine.submit(ref, compiled)
         (attempt,) = await engine.take(QueueId(NS, "down"), 1, owner="bench")
         t0 = time.perf_counter()
-        outcome = await engine.complete(attempt.flow_uid, attempt.node, attempt.token, i)
+        outcome = await engine.complete(attempt.flow_id, attempt.node, attempt.token, i)
         samples.append((time.perf_counter() - t0) * 1000)
         assert outcome.newly_ready == ["parent"]
         (parent,) = await engine.take(QueueId(NS, "up"), 1, owner="bench")
-        assert parent.flow_uid == ref.uid
-        await engine.complete(parent.flow_uid, parent.node, parent.token, None)
+        assert parent.flow_id == ref.id
+        await engine.complete(parent.flow_id, parent.node, parent.token, None)
     await client.aclose()
     record("Unlock latency, in process (issue 2)", table(
         ["samples", "p50", "p90", "p99", "max"],
@@ -178,7 +178,7 @@ async def bench_memory(url: str) -> None:
     engine = Engine(client)
     await engine.submit(ref, compiled)
     after = int((await client.info("memory"))["used_memory"])
-    flow_keys = [k async for k in client.scan_iter(match=f"kflow:{{{ref.uid}}}:*", count=1000)]
+    flow_keys = [k async for k in client.scan_iter(match=f"kflow:{{{ref.id}}}:*", count=1000)]
     queue_keys = [k async for k in client.scan_iter(match="kflow:q:*", count=1000)]
     flow_bytes = sum([await client.memory_usage(k, samples=0) or 0 for k in flow_keys])
     queue_bytes = sum([await client.memory_usage(k, samples=0) or 0 for k in queue_keys])

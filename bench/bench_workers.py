@@ -17,7 +17,7 @@ from pathlib import Path
 
 import redis.asyncio as aredis
 
-from kflow.api import QueueId
+from kflow.api import FlowId, QueueId
 from kflow.devkit.redis import redis_server
 from kflow.devkit.results import record, table
 from kflow.engine import Engine, FlowRef
@@ -46,9 +46,9 @@ async def one_run(url: str, workers: int, width: int, concurrency: int) -> float
          "--concurrency", str(concurrency), HANDLER],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(workers)]
     try:
-        while (await engine.snapshot(uid)).phase == "Running":
+        while (await engine.snapshot(FlowId(NS, uid))).phase == "Running":
             await asyncio.sleep(0.05)
-        snap = await engine.snapshot(uid)
+        snap = await engine.snapshot(FlowId(NS, uid))
         first = min(at for at, _ in await engine.queue_takes(QueueId(NS, QUEUE)))
         assert snap.phase == "Succeeded" and snap.finished_at_ms is not None
         return (width + 1) / ((snap.finished_at_ms - first) / 1000)

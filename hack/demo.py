@@ -101,7 +101,8 @@ def main() -> int:
         say(f"{len(pods_seen.made())} node pods ran, {len(host)} of them with host network or "
             "host mounts")
 
-        infos, _ = inst.read_flow(body["metadata"]["uid"])  # through kubectl port-forward
+        meta = body["metadata"]
+        infos, _ = inst.read_flow(meta["namespace"], meta["uid"])  # through kubectl port-forward
         print("\n".join(render_tree(compile_flow(flow), infos)))
         if waited.returncode != 0 or host:
             print(waited.stderr, file=sys.stderr)

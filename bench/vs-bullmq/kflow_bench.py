@@ -13,6 +13,7 @@ import time
 import uuid
 from typing import Any
 
+from kflow.api import FlowId
 from kflow.engine import Engine, FlowRef
 from kflow.graph.dag import CompiledFlow, CompiledNode, CompiledOptions
 from kflow.sdk.worker import Worker, WorkerOptions
@@ -76,7 +77,7 @@ async def main() -> None:
         s = time.perf_counter() - t0
         worker.stop()
         await running
-        phase_now = (await engine.snapshot(FAN_OUT_UID)).phase
+        phase_now = (await engine.snapshot(FlowId(NS, FAN_OUT_UID))).phase
         out = {"process_s": s, "nodes": WIDTH + 1, "nodes_per_s": (WIDTH + 1) / s,
                "phase": phase_now}
     elif phase == "chain":

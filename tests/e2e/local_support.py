@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kflow.api import FlowId
 from kflow.cli.local.command import LocalRun, execute_local_run, prepare_local_run
 from kflow.devkit.checkout import REPO
 from kflow.engine import Engine, FlowSnapshot, NodeInfo
@@ -106,8 +107,9 @@ async def run_flow_file(path: Path, redis_url: str, *, handlers: Path = HANDLERS
     redis = await connect(redis_url)
     try:
         engine = Engine(redis)
-        snapshot = await engine.snapshot(run.flow_uid)
-        nodes = await engine.node_infos(run.flow_uid)
+        flow_id = FlowId(run.namespace, run.flow_uid)
+        snapshot = await engine.snapshot(flow_id)
+        nodes = await engine.node_infos(flow_id)
     finally:
         await redis.aclose()
     return LocalOutcome(code, out.getvalue(), snapshot, nodes, log, run)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from kflow.api import FlowId
 from kflow.engine import Engine
 from kflow.store.connect import connect
 from tests.e2e.local_support import ROOT
@@ -82,7 +83,7 @@ def flow_yaml(namespace: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-async def read_state(url: str, uid: str) -> tuple[str, dict[str, int], dict[str, str]]:
+async def read_state(url: str, uid: FlowId) -> tuple[str, dict[str, int], dict[str, str]]:
     redis = await connect(url)
     try:
         engine = Engine(redis)
@@ -118,7 +119,7 @@ def test_sigkill_mid_flow_then_rerun_completes_every_node_exactly_once(
             assert time.monotonic() < deadline, "the runner made no progress"
             time.sleep(0.01)
             try:
-                _, counts, _ = asyncio.run(read_state(redis_srv.url, uid))
+                _, counts, _ = asyncio.run(read_state(redis_srv.url, FlowId(namespace, uid)))
             except LookupError:  # not submitted yet
                 continue
             completed, active = counts.get("completed", 0), counts.get("active", 0)
@@ -130,7 +131,7 @@ def test_sigkill_mid_flow_then_rerun_completes_every_node_exactly_once(
             first.wait()
     assert first.returncode == -signal.SIGKILL
 
-    phase, counts, states = asyncio.run(read_state(redis_srv.url, uid))
+    phase, counts, states = asyncio.run(read_state(redis_srv.url, FlowId(namespace, uid)))
     assert phase == "Running"
     done_at_kill = {n for n, s in states.items() if s == "completed"}
     active_at_kill = {n for n, s in states.items() if s == "active"}
@@ -147,8 +148,8 @@ def test_sigkill_mid_flow_then_rerun_completes_every_node_exactly_once(
         redis = await connect(redis_url)
         try:
             engine = Engine(redis)
-            snapshot = await engine.snapshot(uid)
-            infos = await engine.node_infos(uid)
+            snapshot = await engine.snapshot(FlowId(namespace, uid))
+            infos = await engine.node_infos(FlowId(namespace, uid))
         finally:
             await redis.aclose()
         assert snapshot.phase == "Succeeded"

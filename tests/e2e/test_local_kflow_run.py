@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from kflow.api import QueueId, load_manifests
+from kflow.api import FlowId, QueueId, load_manifests
 from kflow.engine import Attempt, Engine, FlowRef
 from kflow.graph import compile_flow
 from kflow.store.connect import connect
@@ -61,6 +61,10 @@ class Pod:
     tmp: Path
     uid: str
     namespace: str
+
+    @property
+    def flow_id(self) -> FlowId:
+        return FlowId(self.namespace, self.uid)
 
     async def take(self, queue: str) -> Attempt:
         (attempt,) = await self.engine.take(QueueId(self.namespace, queue), 1,
@@ -125,18 +129,19 @@ async def test_result_is_stored_fenced_and_the_parent_reads_it(pod: Pod) -> None
     for attempt, with_data in ((first, True), (second, False)):
         result = pod.run("double", pod.env(attempt, with_data=with_data))
         assert result.returncode == 0, result.stderr
-        outcome = await pod.engine.complete(pod.uid, attempt.node, attempt.token)  # MISSING
+        outcome = await pod.engine.complete(pod.flow_id, attempt.node, attempt.token)  # MISSING
         assert outcome.accepted
-    infos = await pod.engine.node_infos(pod.uid)
+    infos = await pod.engine.node_infos(pod.flow_id)
     assert infos["left"].result == {"v": 42, "attempt": 1}
     assert infos["right"].result == {"v": 8, "attempt": 1}
     assert infos["left"].progress == 50
-    assert any(line["msg"] == "doubling" for line in await pod.engine.logs(pod.uid, node="left"))
+    lines = await pod.engine.logs(pod.flow_id, node="left")
+    assert any(line["msg"] == "doubling" for line in lines)
     parent = await pod.take("sum")
     result = pod.run("total", pod.env(parent))  # an async handler
     assert result.returncode == 0, result.stderr
-    assert (await pod.engine.complete(pod.uid, "total", parent.token)).phase == "Succeeded"
-    assert (await pod.engine.node_infos(pod.uid))["total"].result == 50
+    assert (await pod.engine.complete(pod.flow_id, "total", parent.token)).phase == "Succeeded"
+    assert (await pod.engine.node_infos(pod.flow_id))["total"].result == 50
     assert pod.termination_message == ""  # success output goes to Redis, not the message
 
 
@@ -149,7 +154,7 @@ async def test_handler_exception_exits_1_with_the_error_as_termination_message(p
     assert "pod_handlers.py" in message and "in broken" in message
     assert "kflow/sdk" not in message  # the runner's own frames are left out
     # The pod does not settle the node: the operator does, from the Job's outcome.
-    assert (await pod.engine.node_infos(pod.uid))[attempt.node].state == "active"
+    assert (await pod.engine.node_infos(pod.flow_id))[attempt.node].state == "active"
 
 
 async def test_a_non_json_result_fails_in_the_pod(pod: Pod) -> None:
@@ -164,7 +169,7 @@ async def test_a_stale_token_cannot_store_a_result(pod: Pod) -> None:
     result = pod.run("double", pod.env(attempt, token="0123456789abcdef"))
     assert result.returncode == 1
     assert "result refused" in pod.termination_message
-    assert (await pod.engine.node_infos(pod.uid))[attempt.node].result is None
+    assert (await pod.engine.node_infos(pod.flow_id))[attempt.node].result is None
 
 
 async def test_sigterm_is_reported_as_interrupted(pod: Pod) -> None:

@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from kflow.api import load_manifests
+from kflow.api import FlowId, load_manifests
 from kflow.cli.local.command import queue_configs
 from kflow.cli.local.runner import LocalRunner
 from kflow.engine import Engine, FlowRef
@@ -84,7 +84,7 @@ async def test_three_runners_on_one_queue_never_exceed_its_concurrency(redis_srv
         assert sum(r.stats.completed for r in runners) == ITEMS + 1
         assert max(r.stats.max_running.get(f"{namespace}/work", 0) for r in runners) \
             <= CONCURRENCY
-        infos = await engine.node_infos(uid)
+        infos = await engine.node_infos(FlowId(namespace, uid))
         assert infos["total"].result == sum(range(ITEMS))
     finally:
         await redis.aclose()

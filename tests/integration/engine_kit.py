@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from kflow.api import QueueId
+from kflow.api import FlowId, QueueId
 from kflow.engine import Attempt, Engine, FlowRef
 from kflow.graph.dag import CompiledFlow, CompiledNode, CompiledOptions
 from kflow.store.codec import queue_rank
@@ -104,7 +104,7 @@ class Run:
     seen_children: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
-async def run_flow(engine: Engine, uid: str, queues: set[str], handlers: dict[str, Handler],
+async def run_flow(engine: Engine, uid: FlowId, queues: set[str], handlers: dict[str, Handler],
                    default: Handler | None = None, max_rounds: int = 10_000) -> Run:
     """Run the flow's nodes until it leaves Running: each node's handler gets its attempt and
     its children's values; a raised exception fails the attempt."""

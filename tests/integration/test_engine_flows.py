@@ -32,14 +32,14 @@ async def test_add_writes_in_chunks_and_is_idempotent(engine: Engine) -> None:
     ref = new_ref()
     flow = build(*fan_out(50))
     assert await engine.submit(ref, flow)
-    meta = await engine.store.meta(ref.uid)
+    meta = await engine.store.meta(ref.id)
     assert meta is not None and meta.chunks == meta.written == 8  # 51 nodes / 7 per chunk
-    snap = await engine.snapshot(ref.uid)
+    snap = await engine.snapshot(ref.id)
     assert snap.phase == "Running" and snap.total == 51
     assert snap.counts == {"ready": 50, "waiting-children": 1}
     assert await engine.queue_depth(qid()) == (50, 0, 0)
     assert not await engine.submit(ref, flow)  # already there: nothing written twice
-    assert (await engine.snapshot(ref.uid)).counts == {"ready": 50, "waiting-children": 1}
+    assert (await engine.snapshot(ref.id)).counts == {"ready": 50, "waiting-children": 1}
     assert await engine.queue_depth(qid()) == (50, 0, 0)
 
 
@@ -49,13 +49,13 @@ async def test_interrupted_add_is_finished_by_adding_again(engine: Engine) -> No
     flow = build(*fan_out(30))
     chunks = engine._chunks(flow)
     # A crash after the first chunk: meta Pending, one chunk written, nothing queued.
-    await engine.store.create_flow(ref.uid, NS, ref.name, total=31, roots=1, ttl_seconds=None,
+    await engine.store.create_flow(ref.id, ref.name, total=31, roots=1, ttl_seconds=None,
                                    chunks=len(chunks), queues=["agg", "work"])
-    await engine.store.add_nodes(ref.uid, 1, chunks[0])
-    assert (await engine.snapshot(ref.uid)).phase == "Pending"
+    await engine.store.add_nodes(ref.id, 1, chunks[0])
+    assert (await engine.snapshot(ref.id)).phase == "Pending"
     assert await take_all(engine) == []
     assert await engine.submit(ref, flow)
-    snap = await engine.snapshot(ref.uid)
+    snap = await engine.snapshot(ref.id)
     assert snap.phase == "Running"
     assert snap.counts == {"ready": 30, "waiting-children": 1}
     assert len(await take_all(engine)) == 30
@@ -75,19 +75,19 @@ async def test_diamond_shared_node_runs_once_and_both_parents_see_its_value(
         node("validate-customer", queue="validate"),
     )
     assert await engine.submit(ref, flow)
-    run = await run_flow(engine, ref.uid, set(flow.queues), {
+    run = await run_flow(engine, ref.id, set(flow.queues), {
         "process-payment": lambda a, v: {"paid": 17},
         "reserve-inventory": lambda a, v: v["process-payment"]["paid"] + 1,
         "prepare-shipping": lambda a, v: v["process-payment"]["paid"] + 2,
     })
-    assert (await engine.snapshot(ref.uid)).phase == "Succeeded"
+    assert (await engine.snapshot(ref.id)).phase == "Succeeded"
     assert run.runs["process-payment"] == 1
     assert all(count == 1 for count in run.runs.values())
     assert run.seen_children["reserve-inventory"] == {"process-payment": {"paid": 17}}
     assert run.seen_children["prepare-shipping"] == {"process-payment": {"paid": 17}}
     assert run.seen_children["fulfill-order"] == {"reserve-inventory": 18,
                                                   "prepare-shipping": 19}
-    assert await engine.children_values(ref.uid, "process-payment") == {
+    assert await engine.children_values(ref.id, "process-payment") == {
         "validate-items": "validate-items", "validate-customer": "validate-customer"}
 
 
@@ -112,14 +112,14 @@ async def test_concurrency_never_exceeded_by_concurrent_takers(engine: Engine) -
     finished = 0
     while running:
         done = running.pop()
-        await engine.complete(ref.uid, done.node, done.token, None)
+        await engine.complete(ref.id, done.node, done.token, None)
         finished += 1
         batches = await asyncio.gather(*(engine.take(qid(), 5, owner=f"w{i}") for i in range(4)))
         running += [a for batch in batches for a in batch]
         assert len(running) <= 3
         assert (await engine.queue_depth(qid()))[1] <= 3
     assert finished == 20
-    assert (await engine.snapshot(ref.uid)).phase == "Succeeded"
+    assert (await engine.snapshot(ref.id)).phase == "Succeeded"
 
 
 async def test_rate_limit_caps_takes_per_window(engine: Engine) -> None:
@@ -129,7 +129,7 @@ async def test_rate_limit_caps_takes_per_window(engine: Engine) -> None:
     first = await take_all(engine)
     assert len(first) == 2
     for a in first:
-        await engine.complete(ref.uid, a.node, a.token, 1)
+        await engine.complete(ref.id, a.node, a.token, 1)
     assert await take_all(engine) == []  # slots are free, but the window is used up
     rate_key = engine.store.queue(qid()).rate
     times = [int(s) for _, s in await engine.store.redis.zrange(rate_key, 0, -1, withscores=True)]
@@ -142,75 +142,75 @@ async def test_stale_token_cannot_store_or_complete(engine: Engine) -> None:
     ref = new_ref()
     await engine.submit(ref, build(node("top", "x"), node("x", attempts=2)))
     old = await take_node(engine, "x")
-    assert await engine.store_result(ref.uid, "x", old.token, "old")
-    await engine.fail(ref.uid, "x", old.token, "boom")  # retry at once (no backoff)
+    assert await engine.store_result(ref.id, "x", old.token, "old")
+    await engine.fail(ref.id, "x", old.token, "boom")  # retry at once (no backoff)
     new = await take_node(engine, "x")
     assert new.attempt == 2 and new.token != old.token
-    assert not await engine.store_result(ref.uid, "x", old.token, "stale")
-    assert not await engine.store_result(ref.uid, "x", "made-up", "stale")
-    assert await engine.store_result(ref.uid, "x", new.token, "fresh")
-    stale = await engine.complete(ref.uid, "x", old.token)
+    assert not await engine.store_result(ref.id, "x", old.token, "stale")
+    assert not await engine.store_result(ref.id, "x", "made-up", "stale")
+    assert await engine.store_result(ref.id, "x", new.token, "fresh")
+    stale = await engine.complete(ref.id, "x", old.token)
     assert not stale.accepted
-    assert (await engine.node_infos(ref.uid))["x"].state == "active"
-    outcome = await engine.complete(ref.uid, "x", new.token)  # MISSING: the stored value
+    assert (await engine.node_infos(ref.id))["x"].state == "active"
+    outcome = await engine.complete(ref.id, "x", new.token)  # MISSING: the stored value
     assert outcome.accepted and outcome.newly_ready == ["top"]
-    assert await engine.children_values(ref.uid, "top") == {"x": "fresh"}
-    stale_fail = await engine.fail(ref.uid, "x", old.token, "late")
+    assert await engine.children_values(ref.id, "top") == {"x": "fresh"}
+    stale_fail = await engine.fail(ref.id, "x", old.token, "late")
     assert not stale_fail.accepted and stale_fail.action == "stale"
-    assert (await engine.node_infos(ref.uid))["x"].state == "completed"
+    assert (await engine.node_infos(ref.id))["x"].state == "completed"
 
 
 async def test_duplicate_completion_is_ignored(engine: Engine) -> None:
     ref = new_ref()
     await engine.submit(ref, build(node("top", "x", "y"), node("x"), node("y")))
     x = await take_node(engine, "x")
-    assert (await engine.complete(ref.uid, "x", x.token, 1)).accepted
-    again = await engine.complete(ref.uid, "x", x.token, 2)
+    assert (await engine.complete(ref.id, "x", x.token, 1)).accepted
+    again = await engine.complete(ref.id, "x", x.token, 2)
     assert not again.accepted and again.newly_ready == []
-    infos = await engine.node_infos(ref.uid)
+    infos = await engine.node_infos(ref.id)
     assert infos["x"].result == 1
     assert infos["top"].state == "waiting-children"  # y is still pending: counted once
-    assert await engine.store.redis.hget(engine.store.flow(ref.uid).pending, "top") == b"1"
-    assert (await engine.snapshot(ref.uid)).counts["completed"] == 1
+    assert await engine.store.redis.hget(engine.store.flow(ref.id).pending, "top") == b"1"
+    assert (await engine.snapshot(ref.id)).counts["completed"] == 1
 
 
 async def test_snapshot_counts_progress_and_logs(engine: Engine) -> None:
     ref = new_ref()
     await engine.submit(ref, build(node("top", "a", "b", "c"), node("a"), node("b"), node("c")))
     a, b, _ = sorted(await take_all(engine), key=lambda x: x.node)
-    await engine.update_progress(ref.uid, "a", a.token, 40)
-    await engine.update_progress(ref.uid, "a", "stale", 99)
-    await engine.log(ref.uid, "a", a.token, "halfway")
-    await engine.log(ref.uid, "a", "stale", "never")
-    await engine.complete(ref.uid, "b", b.token, 2)
-    snap = await engine.snapshot(ref.uid)
+    await engine.update_progress(ref.id, "a", a.token, 40)
+    await engine.update_progress(ref.id, "a", "stale", 99)
+    await engine.log(ref.id, "a", a.token, "halfway")
+    await engine.log(ref.id, "a", "stale", "never")
+    await engine.complete(ref.id, "b", b.token, 2)
+    snap = await engine.snapshot(ref.id)
     assert snap.counts == {"active": 2, "completed": 1, "waiting-children": 1}
     assert snap.done == 1 and snap.total == 4 and snap.started_at_ms is not None
     assert snap.finished_at_ms is None
-    infos = await engine.node_infos(ref.uid)
+    infos = await engine.node_infos(ref.id)
     assert infos["a"].progress == 40 and infos["a"].attempt == 1
-    assert [line["msg"] for line in await engine.logs(ref.uid, node="a")] == ["halfway"]
+    assert [line["msg"] for line in await engine.logs(ref.id, node="a")] == ["halfway"]
 
 
 async def test_suspend_stops_dispatch_and_resume_restarts_it(engine: Engine) -> None:
     ref = new_ref()
     await engine.submit(ref, build(node("top", "a", "b"), node("a"), node("b")))
-    await engine.suspend(ref.uid)
-    assert (await engine.snapshot(ref.uid)).phase == "Suspended"
+    await engine.suspend(ref.id)
+    assert (await engine.snapshot(ref.id)).phase == "Suspended"
     assert await take_all(engine) == []
-    assert (await engine.snapshot(ref.uid)).counts["ready"] == 2
-    await engine.resume(ref.uid)
-    assert (await engine.snapshot(ref.uid)).phase == "Running"
+    assert (await engine.snapshot(ref.id)).counts["ready"] == 2
+    await engine.resume(ref.id)
+    assert (await engine.snapshot(ref.id)).phase == "Running"
     running = await take_all(engine)
     assert sorted(a.node for a in running) == ["a", "b"]
     # A child completing while suspended unlocks its parent, but the parent waits for resume.
-    await engine.complete(ref.uid, "a", running[0].token if running[0].node == "a"
+    await engine.complete(ref.id, "a", running[0].token if running[0].node == "a"
                           else running[1].token, 1)
-    await engine.suspend(ref.uid)
+    await engine.suspend(ref.id)
     b = next(a for a in running if a.node == "b")
-    assert (await engine.complete(ref.uid, "b", b.token, 2)).newly_ready == ["top"]
+    assert (await engine.complete(ref.id, "b", b.token, 2)).newly_ready == ["top"]
     assert await take_all(engine) == []
-    await engine.resume(ref.uid)
+    await engine.resume(ref.id)
     assert [a.node for a in await take_all(engine)] == ["top"]
 
 
@@ -219,11 +219,11 @@ async def test_a_flow_submitted_suspended_never_reaches_its_queues_before_resume
     ref = new_ref()
     assert await engine.submit(ref, build(node("top", "a", "b"), node("a"), node("b")),
                                suspended=True)
-    assert (await engine.snapshot(ref.uid)).phase == "Suspended"
+    assert (await engine.snapshot(ref.id)).phase == "Suspended"
     # Not even briefly on the queue: a taker racing the submit finds nothing.
     assert await engine.queue_depth(qid()) == (0, 0, 0)
     assert await take_all(engine) == []
-    await engine.resume(ref.uid)
+    await engine.resume(ref.id)
     assert sorted(a.node for a in await take_all(engine)) == ["a", "b"]
 
 
@@ -232,16 +232,16 @@ async def test_cancel_stops_the_flow_and_reports_running_attempts(engine: Engine
     await engine.submit(ref, build(node("top", "a", "b"), node("a"), node("b", priority=9)))
     a = (await engine.take(qid(), 1, owner="t"))[0]
     assert a.node == "a"
-    assert await engine.cancel(ref.uid) == [("a", a.token)]
-    snap = await engine.snapshot(ref.uid)
+    assert await engine.cancel(ref.id) == [("a", a.token)]
+    snap = await engine.snapshot(ref.id)
     assert snap.phase == "Cancelled" and snap.finished_at_ms is not None
     assert await take_all(engine) == []  # b is not handed out
-    assert (await engine.complete(ref.uid, "a", a.token, 1)).accepted  # recorded, nothing moves
+    assert (await engine.complete(ref.id, "a", a.token, 1)).accepted  # recorded, nothing moves
     # What never started is cancelled, and says so; the running attempt kept its outcome.
-    assert (await engine.snapshot(ref.uid)).counts == {"completed": 1, "cancelled": 2}
-    assert (await engine.node_infos(ref.uid))["b"].error == "not started: the flow was cancelled"
+    assert (await engine.snapshot(ref.id)).counts == {"completed": 1, "cancelled": 2}
+    assert (await engine.node_infos(ref.id))["b"].error == "not started: the flow was cancelled"
     with pytest.raises(FlowStateError, match="only a Failed flow"):
-        await engine.retry_failed(ref.uid)
+        await engine.retry_failed(ref.id)
 
 
 async def test_data_and_timeout_reach_the_attempt(engine: Engine) -> None:
@@ -260,12 +260,12 @@ async def test_parent_start_delay_counts_from_its_unlock(engine: Engine) -> None
     ref = new_ref()
     await engine.submit(ref, build(node("top", "x", delay_ms=60_000), node("x")))
     x = await take_node(engine, "x")
-    assert (await engine.complete(ref.uid, "x", x.token, 1)).newly_ready == ["top"]
-    assert (await engine.node_infos(ref.uid))["top"].state == "delayed"
+    assert (await engine.complete(ref.id, "x", x.token, 1)).newly_ready == ["top"]
+    assert (await engine.node_infos(ref.id))["top"].state == "delayed"
     assert await engine.queue_depth(qid()) == (0, 0, 1)
     due = await engine.store.redis.zscore(engine.store.queue(qid()).delayed,
                                           delayed_member(ref.uid, "top"))
-    completed_ms = next(int(e["id"].split("-")[0]) for e in await engine.events(ref.uid)
+    completed_ms = next(int(e["id"].split("-")[0]) for e in await engine.events(ref.id)
                         if e["type"] == "completed")
     assert abs(due - (completed_ms + 60_000)) <= 2  # both read from the server clock
     assert await engine.promote_due(qid()) == due  # not due yet: stays delayed

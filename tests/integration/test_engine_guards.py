@@ -22,18 +22,18 @@ async def test_a_resumed_add_with_another_chunk_size_is_refused(engine: Engine) 
     chunks = engine._chunks(flow)
     assert len(chunks) == 4
     # A crash after the first chunk: meta Pending, one chunk of 10 nodes written.
-    await engine.store.create_flow(ref.uid, NS, ref.name, total=31, roots=1, ttl_seconds=None,
+    await engine.store.create_flow(ref.id, ref.name, total=31, roots=1, ttl_seconds=None,
                                    chunks=len(chunks), queues=["agg", "work"])
-    await engine.store.add_nodes(ref.uid, 1, chunks[0])
+    await engine.store.add_nodes(ref.id, 1, chunks[0])
     engine.chunk_nodes = 7  # the operator came back with another chunk size
     with pytest.raises(FlowStateError, match="4 chunks, this add into 5"):
         await engine.submit(ref, flow)
-    snap = await engine.snapshot(ref.uid)
+    snap = await engine.snapshot(ref.id)
     assert snap.phase == "Pending" and snap.total == 31
     assert await take_all(engine) == []
     engine.chunk_nodes = 10  # the same split finishes the add, with every node once
     assert await engine.submit(ref, flow)
-    snap = await engine.snapshot(ref.uid)
+    snap = await engine.snapshot(ref.id)
     assert snap.phase == "Running"
     assert snap.counts == {"ready": 30, "waiting-children": 1}
     assert len(await take_all(engine)) == 30
@@ -76,4 +76,4 @@ async def test_the_highest_priority_the_model_accepts_is_one_the_engine_can_queu
     ref = new_ref()
     assert await engine.submit(ref, compile_flow(manifest))
     (x,) = await take_all(engine)
-    assert (x.flow_uid, x.node) == (ref.uid, "x")
+    assert (x.flow_id, x.node) == (ref.id, "x")

@@ -37,9 +37,9 @@ async def test_random_dag_keeps_invariants(engine: Engine, seed: int) -> None:
             raise RuntimeError(f"{attempt.node} broke on attempt {attempt.attempt}")
         return {"node": attempt.node, "inputs": sorted(values)}
 
-    run = await run_flow(engine, ref.uid, {"a", "b"}, {}, default=handler)
-    snap = await engine.snapshot(ref.uid)
-    infos = await engine.node_infos(ref.uid)
+    run = await run_flow(engine, ref.id, {"a", "b"}, {}, default=handler)
+    snap = await engine.snapshot(ref.id)
+    infos = await engine.node_infos(ref.id)
     assert snap.phase in ("Succeeded", "Failed")
     assert snap.counts == dict(Counter(i.state for i in infos.values()))
     assert sum(snap.counts.values()) == snap.total == len(flow.nodes)
@@ -50,7 +50,7 @@ async def test_random_dag_keeps_invariants(engine: Engine, seed: int) -> None:
         if infos[name].state == "completed":
             assert infos[name].result["inputs"] == sorted(run.seen_children[name])
 
-    events = await engine.events(ref.uid)
+    events = await engine.events(ref.id)
     completed = Counter(e["node"] for e in events if e["type"] == "completed")
     assert set(completed.values()) <= {1}  # each result recorded exactly once
     settled_at: dict[str, int] = {}
@@ -69,11 +69,11 @@ async def test_random_dag_keeps_invariants(engine: Engine, seed: int) -> None:
                     f"{name} started before its child {c} settled"
 
     if snap.phase == "Failed":  # retried with code that works now, the flow must succeed
-        assert await engine.retry_failed(ref.uid) >= 1
-        await run_flow(engine, ref.uid, {"a", "b"}, {})
-        after = await engine.snapshot(ref.uid)
+        assert await engine.retry_failed(ref.id) >= 1
+        await run_flow(engine, ref.id, {"a", "b"}, {})
+        after = await engine.snapshot(ref.id)
         assert after.phase == "Succeeded", after
         assert all(s in ("completed", "ignored", "removed") for s in after.counts)
-        again = Counter(e["node"] for e in await engine.events(ref.uid)
+        again = Counter(e["node"] for e in await engine.events(ref.id)
                         if e["type"] == "completed")
         assert set(again.values()) <= {1}

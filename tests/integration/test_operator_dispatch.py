@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from kflow.api import QueueId, parse_manifest
+from kflow.api import FlowId, QueueId, parse_manifest
 from kflow.engine import Attempt, Engine, FlowRef, QueueConfig
 from kflow.graph import compile_flow
 from kflow.kube.dispatch import Dispatchers, QueueInfo
@@ -80,7 +80,7 @@ async def test_dispatcher_never_exceeds_concurrency_and_wakes_on_kicks(engine: E
                                           len(launched) == 12), timeout=10)
             # Finish one running node, as the Job watch would, and kick the queue.
             node, attempt = next(iter(running.items()))
-            outcome = await engine.complete(uid, node, attempt.token, 1)
+            outcome = await engine.complete(FlowId("ns", uid), node, attempt.token, 1)
             assert outcome.accepted
             del running[node]
             dispatchers.kick(queue_id)

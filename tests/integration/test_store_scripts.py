@@ -9,6 +9,7 @@ from typing import Any
 
 from redis.crc import key_slot
 
+from kflow.api import FlowId
 from kflow.engine import Engine
 from kflow.store import Completion, Lease, Queued
 from kflow.store.keys import (
@@ -20,7 +21,7 @@ from kflow.store.keys import (
     split_member,
 )
 from kflow.store.scripts import GROUPS, script_sources
-from tests.integration.engine_kit import NS, build, delayed_member, new_ref, node, qid, take_map
+from tests.integration.engine_kit import build, delayed_member, new_ref, node, qid, take_map
 
 
 def _lua_files(group: str) -> dict[str, str]:
@@ -112,33 +113,33 @@ async def test_every_script_call_of_a_full_run_touches_one_slot(engine: Engine) 
     await engine.submit(ref, flow, ttl_seconds_after_finished=600)
     await engine.submit(other, build(node("solo", queue="q9")))
     got = await take_map(engine, "q2")
-    await engine.store_result(ref.uid, "a", got["a"].token, 1)
-    await engine.update_progress(ref.uid, "a", got["a"].token, 50)
-    await engine.log(ref.uid, "a", got["a"].token, "hi")
-    await engine.fail(ref.uid, "a", got["a"].token, "once")  # retry
-    await engine.fail(ref.uid, "c", got["c"].token, "ignored")
-    await engine.suspend(ref.uid)
-    await engine.resume(ref.uid)
+    await engine.store_result(ref.id, "a", got["a"].token, 1)
+    await engine.update_progress(ref.id, "a", got["a"].token, 50)
+    await engine.log(ref.id, "a", got["a"].token, "hi")
+    await engine.fail(ref.id, "a", got["a"].token, "once")  # retry
+    await engine.fail(ref.id, "c", got["c"].token, "ignored")
+    await engine.suspend(ref.id)
+    await engine.resume(ref.id)
     a = (await take_map(engine, "q2"))["a"]
     await engine.renew([a], 10_000)
-    await engine.complete(ref.uid, "a", a.token)
+    await engine.complete(ref.id, "a", a.token)
     d = (await engine.take(qid("q1"), 5, owner="t", lease_ms=1))[0]
     await asyncio.sleep(0.02)
     await engine.release_stalled(qid("q1"))
     d = (await take_map(engine, "q1"))["d"]
-    await engine.complete(ref.uid, "d", d.token, 4)
-    await engine.complete(ref.uid, "b", (await take_map(engine, "q3"))["b"].token, 2)
-    await engine.fail(ref.uid, "top", (await take_map(engine, "q1"))["top"].token, "end")
-    await engine.retry_failed(ref.uid)
-    await engine.inputs_many(ref.uid, ["top", "b"])
+    await engine.complete(ref.id, "d", d.token, 4)
+    await engine.complete(ref.id, "b", (await take_map(engine, "q3"))["b"].token, 2)
+    await engine.fail(ref.id, "top", (await take_map(engine, "q1"))["top"].token, "end")
+    await engine.retry_failed(ref.id)
+    await engine.inputs_many(ref.id, ["top", "b"])
     await engine.promote_due(qid("q1"))
-    await engine.cancel(ref.uid)
-    await engine.delete(ref.uid)
+    await engine.cancel(ref.id)
+    await engine.delete(ref.id)
     solo = (await take_map(engine, "q9"))["solo"]
     await engine.release([solo])
     solo = (await take_map(engine, "q9"))["solo"]
-    await engine.complete_many(other.uid, [("solo", solo.token, 9)])
-    await engine.delete(other.uid)
+    await engine.complete_many(other.id, [("solo", solo.token, 9)])
+    await engine.delete(other.id)
 
     verbs = {verb for verb, _ in calls}
     assert verbs == set(script_sources()), f"not exercised: {set(script_sources()) - verbs}"
@@ -157,7 +158,7 @@ def _is_cluster(engine: Engine) -> bool:
     return type(engine.store.redis).__name__ == "RedisCluster"
 
 
-async def _flow_keys_present(engine: Engine, uid: str) -> list[str]:
+async def _flow_keys_present(engine: Engine, uid: FlowId) -> list[str]:
     present = []
     for key in engine.store.flow(uid).all:
         if await engine.store.redis.exists(key):
@@ -171,17 +172,17 @@ async def test_finished_flow_expires_after_its_ttl_even_keys_written_late(
     await engine.submit(ref, build(node("root", "x", "slow"), node("x"), node("slow")),
                         ttl_seconds_after_finished=100)
     held = await take_map(engine)
-    await engine.fail(ref.uid, "x", held["x"].token, "boom")  # flow Failed; slow still runs
-    assert (await engine.snapshot(ref.uid)).phase == "Failed"
-    result_key = engine.store.flow(ref.uid).result
+    await engine.fail(ref.id, "x", held["x"].token, "boom")  # flow Failed; slow still runs
+    assert (await engine.snapshot(ref.id)).phase == "Failed"
+    result_key = engine.store.flow(ref.id).result
     assert not await engine.store.redis.exists(result_key)
-    await engine.complete(ref.uid, "slow", held["slow"].token, "late")  # creates :result
-    keys = await _flow_keys_present(engine, ref.uid)
+    await engine.complete(ref.id, "slow", held["slow"].token, "late")  # creates :result
+    keys = await _flow_keys_present(engine, ref.id)
     assert result_key in keys and len(keys) >= 10
     for key in keys:
         pttl = await engine.store.redis.pttl(key)
         assert 0 < pttl <= 100_000, f"{key}: PTTL {pttl}"
-    meta = await engine.store.meta(ref.uid)
+    meta = await engine.store.meta(ref.id)
     assert meta is not None and meta.finished_at_ms is not None
     assert meta.expire_at_ms == meta.finished_at_ms + 100_000
 
@@ -190,8 +191,8 @@ async def test_flow_without_ttl_keeps_its_keys(engine: Engine) -> None:
     ref = new_ref()
     await engine.submit(ref, build(node("x")))
     x = (await take_map(engine))["x"]
-    assert (await engine.complete(ref.uid, "x", x.token, 1)).phase == "Succeeded"
-    for key in await _flow_keys_present(engine, ref.uid):
+    assert (await engine.complete(ref.id, "x", x.token, 1)).phase == "Succeeded"
+    for key in await _flow_keys_present(engine, ref.id):
         assert await engine.store.redis.pttl(key) == -1
 
 
@@ -200,13 +201,13 @@ async def test_delete_removes_every_key_of_the_flow(engine: Engine) -> None:
     await engine.submit(ref, build(node("top", "x", "y"), node("x", data={"a": 1}), node("y")))
     await engine.submit(keep, build(node("x", queue="other")))
     held = await take_map(engine)
-    await engine.log(ref.uid, "x", held["x"].token, "line")
-    await engine.fail(ref.uid, "y", held["y"].token, "boom")
-    await engine.delete(ref.uid)
-    leftovers = [k async for k in engine.store.redis.scan_iter(match=f"kflow:{{{ref.uid}}}*")]
+    await engine.log(ref.id, "x", held["x"].token, "line")
+    await engine.fail(ref.id, "y", held["y"].token, "boom")
+    await engine.delete(ref.id)
+    leftovers = [k async for k in engine.store.redis.scan_iter(match=f"kflow:{{{ref.id}}}*")]
     assert leftovers == []
-    assert await _flow_keys_present(engine, ref.uid) == []
-    assert await _flow_keys_present(engine, keep.uid) != []
+    assert await _flow_keys_present(engine, ref.id) == []
+    assert await _flow_keys_present(engine, keep.id) != []
     # The running attempt's lease is freed; leftover entries are dropped, never started.
     assert (await engine.queue_depth(qid()))[1] == 0
     assert await engine.take(qid(), 10, owner="t") == []
@@ -217,12 +218,12 @@ async def test_reconcile_repairs_a_crash_between_complete_and_enqueue(engine: En
     ref = new_ref()
     await engine.submit(ref, build(node("top", "x", queue="up"), node("x")))
     x = (await take_map(engine))["x"]
-    [reply] = await engine.store.complete([(ref.uid, [Completion("x", x.token, 1)])])  # crash
+    [reply] = await engine.store.complete([(ref.id, [Completion("x", x.token, 1)])])  # crash
     assert not isinstance(reply, BaseException)  # the flow step ran, its queue step did not
     assert reply.rows[0].accepted and [q.node for q in reply.queued] == ["top"]
     assert await engine.queue_depth(qid("up")) == (0, 0, 0)
-    assert await engine.reconcile_flow(ref.uid) == 1
-    assert await engine.reconcile_flow(ref.uid) == 0  # idempotent
+    assert await engine.reconcile_flow(ref.id) == 1
+    assert await engine.reconcile_flow(ref.id) == 0  # idempotent
     assert list(await take_map(engine, "up")) == ["top"]
     # The lease the crash left behind is dropped once it expires, nothing else happens.
     assert await engine.release_stalled(qid()) == []
@@ -233,8 +234,8 @@ async def test_lost_hold_between_take_and_start_is_released_and_requeued(
     ref = new_ref()
     await engine.submit(ref, build(node("x")))
     taken, _ = await engine.store.take(qid(), 1, 1, ["tok1"])  # queue step only: crash
-    assert taken == [Lease(ref.uid, "x", "tok1")]
-    assert (await engine.node_infos(ref.uid))["x"].state == "ready"
+    assert taken == [Lease(ref.id, "x", "tok1")]
+    assert (await engine.node_infos(ref.id))["x"].state == "ready"
     assert await engine.queue_depth(qid()) == (0, 1, 0)
     await asyncio.sleep(0.02)
     assert await engine.release_stalled(qid()) == []  # not an attempt: nothing stalled
@@ -248,16 +249,16 @@ async def test_reconcile_queues_the_leaves_of_a_flow_activated_before_a_crash(
     ref = new_ref()
     flow = build(node("top", "a", "b"), node("a"), node("b", delay_ms=60_000))
     (chunk,) = engine._chunks(flow)
-    await engine.store.create_flow(ref.uid, NS, ref.name, total=3, roots=1, ttl_seconds=None,
+    await engine.store.create_flow(ref.id, ref.name, total=3, roots=1, ttl_seconds=None,
                                    chunks=1, queues=["work"])
-    await engine.store.add_nodes(ref.uid, 1, chunk)
-    assert await engine.store.activate(ref.uid) == "Running"
+    await engine.store.add_nodes(ref.id, 1, chunk)
+    assert await engine.store.activate(ref.id) == "Running"
     assert await engine.queue_depth(qid()) == (0, 0, 0)
-    assert await engine.reconcile_flow(ref.uid) == 2
+    assert await engine.reconcile_flow(ref.id) == 2
     assert await engine.queue_depth(qid()) == (1, 0, 1)
     due = await engine.store.redis.zscore(engine.store.queue(qid()).delayed,
                                           delayed_member(ref.uid, "b"))
-    meta = await engine.store.meta(ref.uid)
+    meta = await engine.store.meta(ref.id)
     assert meta is not None and meta.started_at_ms is not None
     assert meta.started_at_ms <= due <= meta.started_at_ms + 60_000
 
@@ -266,10 +267,10 @@ async def test_start_refuses_a_delayed_node_before_its_due_time(engine: Engine) 
     ref = new_ref()
     await engine.submit(ref, build(node("b", delay_ms=60_000)))
     # Simulate a duplicate ready entry (e.g. a reconcile racing a promote).
-    await engine.store.enqueue(qid(), [(ref.uid, Queued("b", "q", 0, 0))])
+    await engine.store.enqueue(qid(), [(ref.id, Queued("b", "q", 0, 0))])
     assert await engine.take(qid(), 5, owner="t") == []
     assert await engine.queue_depth(qid()) == (0, 0, 1)
-    assert (await engine.node_infos(ref.uid))["b"].state == "delayed"
+    assert (await engine.node_infos(ref.id))["b"].state == "delayed"
 
 
 def test_active_member_round_trips_names_with_separators() -> None:

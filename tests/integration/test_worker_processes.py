@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aredis
 
+from kflow.api import FlowId
 from kflow.engine import Engine, QueueConfig
 from tests.integration.engine_kit import build, new_ref, node, qid
 
@@ -86,7 +87,7 @@ async def runs(engine: Engine, uid: str) -> Counter[str]:
     return Counter(r.decode().split("|")[1] for r in raw if r.decode().startswith(uid + "|"))
 
 
-async def finished(engine: Engine, uid: str) -> str | None:
+async def finished(engine: Engine, uid: FlowId) -> str | None:
     phase = (await engine.snapshot(uid)).phase
     return phase if phase not in ("Running", "Pending") else None
 
@@ -102,11 +103,11 @@ async def test_fan_out_of_1000_on_4_workers_runs_each_node_once(
     await engine.submit(ref, fan_out(1000))
     for _ in range(4):
         workers.start("work", "--concurrency", "16")
-    assert await until(lambda: finished(engine, ref.uid), "the flow to finish",
+    assert await until(lambda: finished(engine, ref.id), "the flow to finish",
                        workers) == "Succeeded"
     counted = await runs(engine, ref.uid)
     assert len(counted) == 1001 and set(counted.values()) == {1}
-    infos = await engine.node_infos(ref.uid)
+    infos = await engine.node_infos(ref.id)
     assert infos["sum"].result == sum(range(1000))
     assert {i.attempt for i in infos.values()} == {1}
     raw = await engine.store.redis.lrange("test:runs", 0, -1)
@@ -124,7 +125,7 @@ async def test_killed_worker_nodes_go_to_another_after_the_lock(
         return (await engine.queue_depth(qid()))[1] == 5
 
     await until(holding, "the doomed worker to hold 5 nodes", workers)
-    held = {e["node"] for e in await engine.events(ref.uid) if e["type"] == "started"}
+    held = {e["node"] for e in await engine.events(ref.id) if e["type"] == "started"}
     assert len(held) == 5
     doomed.send_signal(signal.SIGKILL)
     doomed.wait()
@@ -132,14 +133,14 @@ async def test_killed_worker_nodes_go_to_another_after_the_lock(
     # not stall them too) and sweeps for expired ones often.
     workers.start("work", "--concurrency", "4", "--lock-ms", "10000",
                   "--stalled-interval-ms", "300")
-    assert await until(lambda: finished(engine, ref.uid), "the flow to finish",
+    assert await until(lambda: finished(engine, ref.id), "the flow to finish",
                        workers) == "Succeeded"
-    events = await engine.events(ref.uid)
+    events = await engine.events(ref.id)
     assert {e["node"] for e in events if e["type"] == "stalled"} == held
     completed = Counter(e["node"] for e in events if e["type"] == "completed")
     assert len(completed) == 21 and set(completed.values()) == {1}  # no result twice
     assert set((await runs(engine, ref.uid)).values()) == {1}
-    infos = await engine.node_infos(ref.uid)
+    infos = await engine.node_infos(ref.id)
     assert infos["sum"].result == sum(range(20))
     assert {i.attempt for i in infos.values()} == {1}  # a stall does not spend an attempt
 
@@ -165,7 +166,7 @@ async def test_rate_limit_holds_across_three_workers(engine: Engine, workers: Wo
     worst = max(sum(1 for s in stamps[i:i + 60] if s < start + 1000)
                 for i, start in enumerate(stamps))
     assert worst <= 50, worst
-    started_events = [e for e in await engine.events(ref.uid, count=2000)
+    started_events = [e for e in await engine.events(ref.id, count=2000)
                       if e["type"] == "started"]
     assert len(started_events) >= len(stamps)  # every take became a start of the flow
     owners = {e["owner"] for e in started_events}
@@ -184,19 +185,19 @@ async def test_sigterm_finishes_short_nodes_and_hands_back_long_ones(
     await until(lambda: holding(3), "the worker to hold 3 short nodes", workers)
     proc.send_signal(signal.SIGTERM)
     assert await asyncio.to_thread(proc.wait, WAIT_S) == 0
-    assert (await engine.snapshot(short.uid)).phase == "Succeeded"  # finished within grace
+    assert (await engine.snapshot(short.id)).phase == "Succeeded"  # finished within grace
 
     await engine.submit(long, build(*(node(f"l-{i}", data={"sleep": 600}) for i in range(3))))
     proc = workers.start("work", "--concurrency", "3", "--grace-ms", "300")
     await until(lambda: holding(3), "the worker to hold 3 long nodes", workers)
     proc.send_signal(signal.SIGTERM)
     assert await asyncio.to_thread(proc.wait, WAIT_S) == 0
-    snap = await engine.snapshot(long.uid)
+    snap = await engine.snapshot(long.id)
     assert snap.phase == "Running" and snap.counts == {"ready": 3}
     assert await engine.queue_depth(qid()) == (3, 0, 0)
-    released = [e["node"] for e in await engine.events(long.uid) if e["type"] == "released"]
+    released = [e["node"] for e in await engine.events(long.id) if e["type"] == "released"]
     assert sorted(released) == ["l-0", "l-1", "l-2"]
-    assert {i.attempt for i in (await engine.node_infos(long.uid)).values()} == {0}
+    assert {i.attempt for i in (await engine.node_infos(long.id)).values()} == {0}
     assert await runs(engine, long.uid) == Counter()
 
 

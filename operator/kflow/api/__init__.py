@@ -2,7 +2,7 @@
 
 from kflow.api.durations import format_duration, parse_duration
 from kflow.api.errors import SpecError, SpecErrors
-from kflow.api.ids import QueueId
+from kflow.api.ids import FlowId, QueueId
 from kflow.api.manifests import load_manifests, parse_manifest
 from kflow.api.models import (
     API_VERSION,
@@ -36,6 +36,7 @@ __all__ = [
     "Condition",
     "FailedNode",
     "Flow",
+    "FlowId",
     "FlowSpec",
     "FlowStatus",
     "LocatedNode",

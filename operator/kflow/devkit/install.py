@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kflow.api.ids import FlowId
 from kflow.devkit.checkout import in_checkout
 from kflow.devkit.cluster import cluster_dir, run_script
 from kflow.devkit.operator import Kube
@@ -183,7 +184,8 @@ class Installation:
             raise LookupError(f"no Redis pod of release {self.release}")
         return dict(running[0])
 
-    def read_flow(self, uid: str) -> tuple[dict[str, NodeInfo], list[dict[str, str]]]:
+    def read_flow(self, namespace: str, uid: str
+                  ) -> tuple[dict[str, NodeInfo], list[dict[str, str]]]:
         """(node -> NodeInfo, the flow's event stream) from the bundled Redis, read through
         a port-forward as a user could."""
 
@@ -191,7 +193,9 @@ class Installation:
             client = await connect(url)
             try:
                 engine = Engine(client)
-                return dict(await engine.node_infos(uid)), await engine.events(uid, 100_000)
+                flow_id = FlowId.of(namespace, uid)
+                return (dict(await engine.node_infos(flow_id)),
+                        await engine.events(flow_id, 100_000))
             finally:
                 await client.aclose()
 

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from kflow.api.ids import FlowId
 from kflow.devkit.checkout import REPO
 from kflow.devkit.cluster import LocalCluster
 
@@ -180,7 +181,8 @@ class Scenario:
 
             client = self._client()
             try:
-                return dict(await Engine(client, prefix=self.prefix).node_infos(uid))
+                return dict(await Engine(client, prefix=self.prefix).node_infos(
+                    FlowId.of(self.namespace, uid)))
             finally:
                 await client.aclose()
 
@@ -371,6 +373,10 @@ class OperatorWorld:
             "KFLOW_NAMESPACES": namespace,
             "KFLOW_STANDALONE": "true",
             "PYTHONPATH": f"{REPO / 'operator'}:{REPO}",
+            # The local cluster's pods (kflow.devkit.manifests.pod_template) reach Redis on the
+            # host's loopback and mount this checkout: the pod policy must allow both.
+            "KFLOW_POLICY_ALLOW_HOST_NETWORK": "true",
+            "KFLOW_POLICY_ALLOW_HOST_PATH": "true",
             **{f"KFLOW_{k.upper()}": v for k, v in settings.items()},
         }
         operator = OperatorProcess(env=env, log_path=self.tmp / f"operator-{namespace}.log")

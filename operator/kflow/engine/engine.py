@@ -10,7 +10,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from kflow.api.ids import QueueId
+from kflow.api.ids import FlowId, QueueId
 from kflow.api.states import (
     ENDED_EARLY_PHASES,
     QUEUEABLE_STATES,
@@ -71,7 +71,7 @@ def _new_tokens(n: int) -> list[str]:
 class _Owed(NamedTuple):
     """The queue step one flow step owes (see `Engine._queue_step`)."""
 
-    flow_uid: str
+    flow_id: FlowId
     phase: FlowPhase  # the flow's phase after the step
     namespace: str
     leases: Sequence[tuple[QueueId, Lease]]  # (queue id, lease) to free
@@ -79,13 +79,13 @@ class _Owed(NamedTuple):
     settled: bool  # the step settled an attempt: if it ended the flow, wind the flow down
 
 
-def _after_settling(uid: str, step: FlowStep[Settled], attempts: Sequence[tuple[str, str]]
+def _after_settling(flow_id: FlowId, step: FlowStep[Settled], attempts: Sequence[tuple[str, str]]
                     ) -> _Owed:
     """What a step that settled (node, token) attempts owes: free the accepted ones' leases,
     queue what it made ready."""
-    leases = [(step.queue_id(row.queue), Lease(uid, node, token))
+    leases = [(step.queue_id(row.queue), Lease(flow_id, node, token))
               for (node, token), row in zip(attempts, step.rows, strict=True) if row.accepted]
-    return _Owed(uid, step.phase, step.namespace, leases, step.queued, bool(leases))
+    return _Owed(flow_id, step.phase, step.namespace, leases, step.queued, bool(leases))
 
 
 class Engine:
@@ -128,23 +128,23 @@ class Engine:
         """
         drop: dict[QueueId, list[Lease]] = defaultdict(list)
         enqueue: dict[QueueId, list[QueueEntry]] = defaultdict(list)
-        ended: list[str] = []
+        ended: list[FlowId] = []
         for o in owed:
             for queue_id, lease in o.leases:
                 drop[queue_id].append(lease)
             if o.phase is FlowPhase.RUNNING:
                 for q in o.queued:
-                    enqueue[QueueId.of(o.namespace, q.queue)].append((o.flow_uid, q))
+                    enqueue[QueueId.of(o.namespace, q.queue)].append((o.flow_id, q))
             elif o.settled and o.phase in ENDED_EARLY_PHASES:
-                ended.append(o.flow_uid)
+                ended.append(o.flow_id)
         if drop:
             await asyncio.gather(*(self.store.drop_leases(qid, ls) for qid, ls in drop.items()))
         added = 0
         if enqueue:
             added = sum(await asyncio.gather(*(self.store.enqueue(qid, es)
                                                for qid, es in enqueue.items())))
-        for uid in ended:
-            await self._wind_down(uid)
+        for flow_id in ended:
+            await self._wind_down(flow_id)
         return added
 
     # ---- adding a flow -------------------------------------------------------------------
@@ -167,13 +167,13 @@ class Engine:
                              "a flow needs at least one node")
         chunks = self._chunks(compiled)
         created = await self.store.create_flow(
-            flow.uid, flow.namespace, flow.name, total=len(compiled.nodes),
+            flow.id, flow.name, total=len(compiled.nodes),
             roots=len(compiled.roots), ttl_seconds=ttl_seconds_after_finished,
             chunks=len(chunks), queues=sorted(compiled.queues))
         if created is AddStatus.EXISTS:
             return False
         if created is AddStatus.RESUME:
-            meta = await self.store.meta(flow.uid)
+            meta = await self.store.meta(flow.id)
             stored = -1 if meta is None else meta.chunks
             if stored != len(chunks):
                 raise FlowStateError(
@@ -181,13 +181,13 @@ class Engine:
                     f"into {stored} chunks, this add into {len(chunks)} (chunk size changed); "
                     "delete the flow from Redis and add it again")
         for number, chunk in enumerate(chunks, start=1):
-            await self.store.add_nodes(flow.uid, number, chunk)
-        phase = await self.store.activate(flow.uid)
+            await self.store.add_nodes(flow.id, number, chunk)
+        phase = await self.store.activate(flow.id)
         if phase != FlowPhase.RUNNING:
             raise FlowStateError(f"Flow {flow.namespace}/{flow.name}: activation left it "
                                  f"{phase}; add it again to finish writing it")
         if suspended:
-            await self.store.suspend(flow.uid)
+            await self.store.suspend(flow.id)
             log.info("flow %s/%s added suspended: %d nodes in %d chunks", flow.namespace,
                      flow.name, len(compiled.nodes), len(chunks))
             return True
@@ -196,81 +196,81 @@ class Engine:
             # Fresh flow, no start delays: its leaves are exactly the ready set, so they go
             # on their queues without reading it back (four round trips fewer per flow).
             await self._queue_step([_Owed(
-                flow.uid, FlowPhase.RUNNING, flow.namespace, (),
+                flow.id, FlowPhase.RUNNING, flow.namespace, (),
                 [Queued(n.name, n.queue, queue_rank(n.opts.priority, n.opts.lifo), 0)
                  for n in leaves], False)])
         else:
-            await self.reconcile_flow(flow.uid)
+            await self.reconcile_flow(flow.id)
         log.info("flow %s/%s added: %d nodes in %d chunks", flow.namespace, flow.name,
                  len(compiled.nodes), len(chunks))
         return True
 
-    async def reconcile_flow(self, flow_uid: str) -> int:
+    async def reconcile_flow(self, flow_id: FlowId) -> int:
         """Put every ready or delayed node of a running flow on its queue (idempotent).
 
         Repairs a crash between a flow step and its queue step, and re-queues after resume
         and retry. Returns how many queue entries were missing and are now added.
         """
-        meta = await self.store.meta(flow_uid)
+        meta = await self.store.meta(flow_id)
         if meta is None or meta.shown_phase is not FlowPhase.RUNNING:
             return 0
         added = 0
-        async for page in self.store.ready_pages(flow_uid):
+        async for page in self.store.ready_pages(flow_id):
             nodes = [n for n, _ in page]
-            states = await self.store.node_states(flow_uid, nodes)
-            specs = await self.store.node_specs(flow_uid, nodes)
+            states = await self.store.node_states(flow_id, nodes)
+            specs = await self.store.node_specs(flow_id, nodes)
             queued = [Queued(node, spec.queue, spec.rank,
                              score if state is NodeState.DELAYED else 0)
                       for (node, score), state, spec in zip(page, states, specs, strict=True)
                       if spec is not None and state in QUEUEABLE_STATES]
             added += await self._queue_step([_Owed(
-                flow_uid, FlowPhase.RUNNING, meta.namespace, (), queued, False)])
+                flow_id, FlowPhase.RUNNING, meta.namespace, (), queued, False)])
         return added
 
-    async def _requeue_after_refusal(self, flow_uid: str, phase: FlowPhase) -> None:
+    async def _requeue_after_refusal(self, flow_id: FlowId, phase: FlowPhase) -> None:
         """A refused settlement may be the caller's own sent again: the Redis client retries a
         command whose reply was lost, so the first one ran but its queue step did not.
         Queue what the flow has ready (idempotent; refusals are rare, so the page read is)."""
         if phase is FlowPhase.RUNNING:
-            await self.reconcile_flow(flow_uid)
+            await self.reconcile_flow(flow_id)
 
-    async def _wind_down(self, flow_uid: str) -> int:
+    async def _wind_down(self, flow_id: FlowId) -> int:
         """Cancel the nodes of an ended flow that never started, a page per call, and take
         them off their queues; returns how many left a queue. Nodes running when the flow
         ended are left to finish: their outcome is recorded as it comes."""
-        meta = await self.store.meta(flow_uid)
+        meta = await self.store.meta(flow_id)
         if meta is None:
             return 0  # the flow is gone: nothing left to wind down
         cursor, removed = "0", 0
         while True:
-            unqueue, cursor, done = await self.store.cancel_unstarted(flow_uid, cursor, PAGE)
-            removed += await self._unqueue(flow_uid, meta.namespace, unqueue)
+            unqueue, cursor, done = await self.store.cancel_unstarted(flow_id, cursor, PAGE)
+            removed += await self._unqueue(flow_id, meta.namespace, unqueue)
             if done:
                 return removed
 
-    async def _unqueue(self, flow_uid: str, namespace: str,
+    async def _unqueue(self, flow_id: FlowId, namespace: str,
                        nodes: Iterable[tuple[str, str, int]]) -> int:
         """Take (node, queue name, rank) of one flow off their queues, one call per queue."""
         by_queue: dict[QueueId, list[tuple[str, int]]] = defaultdict(list)
         for node, queue, rank in nodes:
             by_queue[QueueId.of(namespace, queue)].append((node, rank))
         counts = await asyncio.gather(*(
-            self.store.unqueue(qid, flow_uid, items) for qid, items in by_queue.items()))
+            self.store.unqueue(qid, flow_id, items) for qid, items in by_queue.items()))
         return sum(counts)
 
-    async def _purge_queued(self, flow_uid: str) -> int:
+    async def _purge_queued(self, flow_id: FlowId) -> int:
         """Take a stopped flow's ready and delayed nodes off their queues (paged).
 
         Only an optimisation: a node of a flow that is not Running never starts anyway.
         """
-        meta = await self.store.meta(flow_uid)
+        meta = await self.store.meta(flow_id)
         if meta is None:
             return 0
         removed = 0
-        async for page in self.store.ready_pages(flow_uid):
+        async for page in self.store.ready_pages(flow_id):
             nodes = [n for n, _ in page]
-            specs = await self.store.node_specs(flow_uid, nodes)
-            removed += await self._unqueue(flow_uid, meta.namespace, (
+            specs = await self.store.node_specs(flow_id, nodes)
+            removed += await self._unqueue(flow_id, meta.namespace, (
                 (name, spec.queue, spec.rank)
                 for name, spec in zip(nodes, specs, strict=True) if spec is not None))
         return removed
@@ -298,35 +298,36 @@ class Engine:
                                              _new_tokens(want))
             if not taken:
                 break
-            by_flow: dict[str, list[tuple[str, str]]] = defaultdict(list)
+            by_flow: dict[FlowId, list[tuple[str, str]]] = defaultdict(list)
             for lease in taken:
-                by_flow[lease.flow_uid].append((lease.node, lease.token))
+                by_flow[lease.flow].append((lease.node, lease.token))
             replies = await self.store.start_attempts_many(owner, list(by_flow.items()))
             errors = [r for r in replies if isinstance(r, BaseException)]
             if errors and len(errors) == len(replies):
                 raise errors[0]
             for error in errors:  # those nodes stay held until the stalled sweep re-queues them
                 log.warning("queue %s: starting attempts failed: %s", queue_id, error)
-            started: dict[tuple[str, str], Attempt] = {}
+            started: dict[tuple[FlowId, str], Attempt] = {}
             owed: list[_Owed] = []
-            for uid, reply in zip(by_flow, replies, strict=True):
+            for flow_id, reply in zip(by_flow, replies, strict=True):
                 if isinstance(reply, BaseException):
                     continue
                 refused: list[tuple[QueueId, Lease]] = []
                 early: list[Queued] = []
-                for (node, token), row in zip(by_flow[uid], reply.rows, strict=True):
+                for (node, token), row in zip(by_flow[flow_id], reply.rows, strict=True):
                     if row.status is StartStatus.OK:
-                        started[(uid, node)] = Attempt(
-                            flow_uid=uid, namespace=reply.namespace, flow_name=reply.name,
+                        started[(flow_id, node)] = Attempt(
+                            flow_uid=flow_id.uid, namespace=flow_id.namespace,
+                            flow_name=reply.name,
                             node=node, queue=queue_name, attempt=row.attempt, token=token,
                             data=row.data, timeout_ms=row.timeout_ms)
                         continue
-                    refused.append((queue_id, Lease(uid, node, token)))
+                    refused.append((queue_id, Lease(flow_id, node, token)))
                     if row.status is StartStatus.EARLY:  # back on the delayed set
                         early.append(Queued(node, queue_name, row.rank, row.due))
                 if refused:
-                    owed.append(_Owed(uid, reply.phase, reply.namespace, refused, early, False))
-            attempts.extend(started[key] for key in ((t.flow_uid, t.node) for t in taken)
+                    owed.append(_Owed(flow_id, reply.phase, reply.namespace, refused, early, False))
+            attempts.extend(started[key] for key in ((t.flow, t.node) for t in taken)
                             if key in started)
             if owed:
                 await self._queue_step(owed)
@@ -337,30 +338,30 @@ class Engine:
     async def renew(self, attempts: list[Attempt], lease_ms: int) -> None:
         by_queue: dict[QueueId, list[Lease]] = defaultdict(list)
         for a in attempts:
-            by_queue[a.queue_id].append(Lease(a.flow_uid, a.node, a.token))
+            by_queue[a.queue_id].append(Lease(a.flow_id, a.node, a.token))
         await asyncio.gather(*(self.store.renew(qid, lease_ms, leases)
                                for qid, leases in by_queue.items()))
 
     # ---- settling attempts ---------------------------------------------------------------
 
-    async def store_result(self, flow_uid: str, node: str, token: str, value: Any) -> bool:
+    async def store_result(self, flow_id: FlowId, node: str, token: str, value: Any) -> bool:
         """Record the attempt's value ahead of completion; False if the token is stale."""
-        return await self.store.store_result(flow_uid, node, token, value)
+        return await self.store.store_result(flow_id, node, token, value)
 
-    async def complete(self, flow_uid: str, node: str, token: str,
+    async def complete(self, flow_id: FlowId, node: str, token: str,
                        value: Any = MISSING) -> CompleteOutcome:
         completion = Completion(node, token, None if value is MISSING else value,
                                 use_stored=value is MISSING)
-        [reply] = await self.store.complete([(flow_uid, [completion])])
+        [reply] = await self.store.complete([(flow_id, [completion])])
         if isinstance(reply, BaseException):
             raise reply
-        await self._queue_step([_after_settling(flow_uid, reply, [(node, token)])])
+        await self._queue_step([_after_settling(flow_id, reply, [(node, token)])])
         if not reply.rows[0].accepted:
-            await self._requeue_after_refusal(flow_uid, reply.phase)
+            await self._requeue_after_refusal(flow_id, reply.phase)
         return CompleteOutcome(accepted=reply.rows[0].accepted,
                                newly_ready=[q.node for q in reply.queued], phase=reply.phase)
 
-    async def complete_many(self, flow_uid: str, items: list[tuple[str, str, Any]]
+    async def complete_many(self, flow_id: FlowId, items: list[tuple[str, str, Any]]
                             ) -> list[CompleteOutcome]:
         """Complete several attempts of one flow, (node, token, value) each, in one flow step.
 
@@ -368,33 +369,33 @@ class Engine:
         script call and one queue step for the whole batch. Outcomes are in item order;
         `newly_ready` of the batch is reported on the first accepted outcome.
         """
-        return await self.complete_batch([(flow_uid, n, t, v) for n, t, v in items])
+        return await self.complete_batch([(flow_id, n, t, v) for n, t, v in items])
 
-    async def complete_batch(self, items: list[tuple[str, str, str, Any]]
+    async def complete_batch(self, items: list[tuple[FlowId, str, str, Any]]
                              ) -> list[CompleteOutcome]:
-        """`complete_many` across flows: (flow uid, node, token, value) per item.
+        """`complete_many` across flows: (flow id, node, token, value) per item.
 
         One script call per flow (in parallel), then one queue step per queue for the whole
         batch: what a worker uses when many nodes finish together.
         """
-        by_flow: dict[str, list[int]] = defaultdict(list)
-        for i, (uid, _, _, _) in enumerate(items):
-            by_flow[uid].append(i)
-        calls: list[tuple[str, list[int]]] = []
-        for uid, indexes in by_flow.items():
+        by_flow: dict[FlowId, list[int]] = defaultdict(list)
+        for i, (flow, _, _, _) in enumerate(items):
+            by_flow[flow].append(i)
+        calls: list[tuple[FlowId, list[int]]] = []
+        for flow, indexes in by_flow.items():
             for j in range(0, len(indexes), self.chunk_nodes):
-                calls.append((uid, indexes[j:j + self.chunk_nodes]))
+                calls.append((flow, indexes[j:j + self.chunk_nodes]))
         replies = await self.store.complete([
-            (uid, [Completion(node, token, None, True) if value is MISSING
+            (flow, [Completion(node, token, None, True) if value is MISSING
                    else Completion(node, token, value)
                    for _, node, token, value in (items[i] for i in indexes)])
-            for uid, indexes in calls])
+            for flow, indexes in calls])
         # Flows whose call failed are left out: the queue step of the others must still run.
         # The error is raised at the end; sending the batch again is safe (fenced by token).
         error = next((r for r in replies if isinstance(r, BaseException)), None)
         outcomes: list[CompleteOutcome | None] = [None] * len(items)
         owed: list[_Owed] = []
-        for (uid, indexes), reply in zip(calls, replies, strict=True):
+        for (flow, indexes), reply in zip(calls, replies, strict=True):
             if isinstance(reply, BaseException):
                 continue
             ready = [q.node for q in reply.queued]
@@ -404,7 +405,7 @@ class Engine:
                                               phase=reply.phase)
                 if row.accepted:
                     ready = []
-            owed.append(_after_settling(uid, reply, [(items[i][1], items[i][2])
+            owed.append(_after_settling(flow, reply, [(items[i][1], items[i][2])
                                                      for i in indexes]))
         await self._queue_step(owed)
         for (flow, _), reply in zip(calls, replies, strict=True):
@@ -414,19 +415,19 @@ class Engine:
             raise error
         return [o for o in outcomes if o is not None]
 
-    async def inputs_many(self, flow_uid: str, nodes: list[str]) -> list[Inputs]:
+    async def inputs_many(self, flow_id: FlowId, nodes: list[str]) -> list[Inputs]:
         """(children_values, ignored_failures, failed_children) of several nodes of one flow,
         in one call."""
-        [reply] = await self.inputs_batch([(flow_uid, nodes)])
+        [reply] = await self.inputs_batch([(flow_id, nodes)])
         if isinstance(reply, BaseException):
             raise reply
         return reply
 
-    async def inputs_batch(self, calls: list[tuple[str, list[str]]]
+    async def inputs_batch(self, calls: list[tuple[FlowId, list[str]]]
                            ) -> list[list[Inputs] | BaseException]:
-        """`inputs_many` for several flows, (flow uid, nodes) each, batched into one round
+        """`inputs_many` for several flows, (flow id, nodes) each, batched into one round
         trip on a single server; per call its inputs or the exception it raised."""
-        paged = [(uid, nodes[i:i + PAGE]) for uid, nodes in calls
+        paged = [(flow, nodes[i:i + PAGE]) for flow, nodes in calls
                  for i in range(0, max(len(nodes), 1), PAGE)]
         replies = iter(await self.store.inputs(paged))
         out: list[list[Inputs] | BaseException] = []
@@ -448,36 +449,36 @@ class Engine:
         For a worker shutting down; unlike a lease running out this is not a stall, so it
         does not count against maxStalled. Returns how many attempts were still current.
         """
-        by_flow: dict[str, list[tuple[str, str]]] = defaultdict(list)
+        by_flow: dict[FlowId, list[tuple[str, str]]] = defaultdict(list)
         for a in attempts:
-            by_flow[a.flow_uid].append((a.node, a.token))
+            by_flow[a.flow_id].append((a.node, a.token))
         owed: list[_Owed] = []
-        for uid, pairs in by_flow.items():
-            owed.append(_after_settling(uid, await self.store.release(uid, reason, pairs), pairs))
+        for flow, pairs in by_flow.items():
+            owed.append(_after_settling(flow, await self.store.release(flow, reason, pairs), pairs))
         await self._queue_step(owed)
         return sum(len(o.leases) for o in owed)
 
-    async def fail(self, flow_uid: str, node: str, token: str, error: str, *,
+    async def fail(self, flow_id: FlowId, node: str, token: str, error: str, *,
                    infrastructure: bool = False) -> FailOutcome:
-        reply = await self.store.fail(flow_uid, node, token, error[:ERROR_CAP],
+        reply = await self.store.fail(flow_id, node, token, error[:ERROR_CAP],
                                       infrastructure=infrastructure,
                                       infra_retries=self.infra_retries,
                                       jitter_share=random.random())
-        await self._queue_step([_after_settling(flow_uid, reply, [(node, token)])])
+        await self._queue_step([_after_settling(flow_id, reply, [(node, token)])])
         [row] = reply.rows
         if not row.accepted:
-            await self._requeue_after_refusal(flow_uid, reply.phase)
+            await self._requeue_after_refusal(flow_id, reply.phase)
         return FailOutcome(accepted=row.accepted, action=row.outcome, retry_at_ms=row.at_ms,
                            phase=reply.phase)
 
-    async def release_stalled(self, queue_id: QueueId) -> list[tuple[str, str]]:
+    async def release_stalled(self, queue_id: QueueId) -> list[tuple[FlowId, str]]:
         """Settle attempts whose lease ended: back to ready (up to max_stalled), then failed.
 
-        Returns (flow uid, node) of the stalled attempts; leftover leases of attempts that
+        Returns (flow id, node) of the stalled attempts; leftover leases of attempts that
         already ended are dropped, and a node still ready is re-queued.
         """
         max_stalled = await self.store.max_stalled(queue_id, default=1)
-        stalled: list[tuple[str, str]] = []
+        stalled: list[tuple[FlowId, str]] = []
         while True:
             leases = await self.store.expired_leases(queue_id, STALL_PAGE)
             replies = await self.store.stall_many(
@@ -490,11 +491,11 @@ class Engine:
                     continue
                 [row] = reply.rows
                 if row.accepted:
-                    stalled.append((lease.flow_uid, lease.node))
-                    log.warning("flow %s node %s: lease expired, %s", lease.flow_uid,
+                    stalled.append((lease.flow, lease.node))
+                    log.warning("flow %s node %s: lease expired, %s", lease.flow,
                                 lease.node, row.outcome)
                 # The lease goes either way: stalled now, or left over by a step before.
-                owed.append(_Owed(lease.flow_uid, reply.phase, reply.namespace,
+                owed.append(_Owed(lease.flow, reply.phase, reply.namespace,
                                   [(queue_id, lease)], reply.queued, row.accepted))
             await self._queue_step(owed)
             if error is not None:
@@ -504,58 +505,58 @@ class Engine:
 
     # ---- flow control ------------------------------------------------------------------
 
-    async def suspend(self, flow_uid: str) -> None:
-        await self.store.suspend(flow_uid)
+    async def suspend(self, flow_id: FlowId) -> None:
+        await self.store.suspend(flow_id)
 
-    async def resume(self, flow_uid: str) -> None:
-        await self.store.resume(flow_uid)
-        await self.reconcile_flow(flow_uid)
+    async def resume(self, flow_id: FlowId) -> None:
+        await self.store.resume(flow_id)
+        await self.reconcile_flow(flow_id)
 
-    async def cancel(self, flow_uid: str) -> list[tuple[str, str]]:
+    async def cancel(self, flow_id: FlowId) -> list[tuple[str, str]]:
         """Cancel the flow; returns (node, token) of attempts still running, to be stopped."""
-        reply = await self.store.cancel(flow_uid)
+        reply = await self.store.cancel(flow_id)
         # Running attempts keep their leases until they report; what never started goes.
-        await self._queue_step([_Owed(flow_uid, reply.phase, reply.namespace, (), (), True)])
+        await self._queue_step([_Owed(flow_id, reply.phase, reply.namespace, (), (), True)])
         return reply.rows
 
-    async def retry_failed(self, flow_uid: str) -> int:
+    async def retry_failed(self, flow_id: FlowId) -> int:
         """Re-run the failed nodes of a Failed flow; returns how many nodes became ready."""
-        reply = await self.store.retry_failed(flow_uid)
+        reply = await self.store.retry_failed(flow_id)
         if not reply.rows[0]:
-            meta = await self.store.meta(flow_uid)
+            meta = await self.store.meta(flow_id)
             if meta is None:
-                raise FlowNotFound(f"flow {flow_uid} is not in Redis")
+                raise FlowNotFound(f"flow {flow_id} is not in Redis")
             raise FlowStateError(
                 f"Flow {meta.namespace}/{meta.name} is {meta.phase}: "
                 "only a Failed flow can retry its failed nodes")
-        await self.reconcile_flow(flow_uid)
+        await self.reconcile_flow(flow_id)
         return len(reply.queued)
 
-    async def delete(self, flow_uid: str) -> None:
+    async def delete(self, flow_id: FlowId) -> None:
         """Remove every key of the flow and free the queue leases of its running attempts.
 
         Its other queue entries are dropped lazily: a node of a missing flow never starts.
         """
-        await self._purge_queued(flow_uid)
-        meta = await self.store.meta(flow_uid)
-        tokens = await self.store.active_tokens(flow_uid)
+        await self._purge_queued(flow_id)
+        meta = await self.store.meta(flow_id)
+        tokens = await self.store.active_tokens(flow_id)
         nodes = list(tokens)
-        specs = await self.store.node_specs(flow_uid, nodes)
-        await self.store.delete(flow_uid)
-        leases = [(QueueId.of(meta.namespace, spec.queue), Lease(flow_uid, node, tokens[node]))
+        specs = await self.store.node_specs(flow_id, nodes)
+        await self.store.delete(flow_id)
+        leases = [(QueueId.of(meta.namespace, spec.queue), Lease(flow_id, node, tokens[node]))
                   for node, spec in zip(nodes, specs, strict=True)
                   if spec is not None and meta is not None]
-        await self._queue_step([_Owed(flow_uid, FlowPhase.MISSING, "", leases, (), False)])
+        await self._queue_step([_Owed(flow_id, FlowPhase.MISSING, "", leases, (), False)])
 
     # ---- reads -------------------------------------------------------------------------
 
-    async def snapshot(self, flow_uid: str) -> FlowSnapshot:
-        meta = await self.store.meta(flow_uid)
+    async def snapshot(self, flow_id: FlowId) -> FlowSnapshot:
+        meta = await self.store.meta(flow_id)
         if meta is None:
-            raise FlowNotFound(f"flow {flow_uid} is not in Redis (never added, deleted, "
+            raise FlowNotFound(f"flow {flow_id} is not in Redis (never added, deleted, "
                                "or expired after ttlSecondsAfterFinished)")
-        counts: dict[str, int] = {s: n for s, n in (await self.store.counts(flow_uid)).items()}
-        failures = await self.store.failures(flow_uid)
+        counts: dict[str, int] = {s: n for s, n in (await self.store.counts(flow_id)).items()}
+        failures = await self.store.failures(flow_id)
         return FlowSnapshot(
             phase=meta.shown_phase,
             total=meta.total,
@@ -566,61 +567,61 @@ class Engine:
             failures=[NodeFailure(node=n, error=e, attempt=a) for n, e, a in failures],
         )
 
-    async def node_infos(self, flow_uid: str) -> dict[str, NodeInfo]:
-        states = await self.store.scan_states(flow_uid)
+    async def node_infos(self, flow_id: FlowId) -> dict[str, NodeInfo]:
+        states = await self.store.scan_states(flow_id)
         nodes = [n for n, _ in states]
-        attempts = await self.store.node_attempts(flow_uid, nodes)
-        results = await self.store.node_results(flow_uid, nodes)
-        errors = await self.store.node_errors(flow_uid, nodes)
-        progress = await self.store.node_progress(flow_uid, nodes)
+        attempts = await self.store.node_attempts(flow_id, nodes)
+        results = await self.store.node_results(flow_id, nodes)
+        errors = await self.store.node_errors(flow_id, nodes)
+        progress = await self.store.node_progress(flow_id, nodes)
         return {
             node: NodeInfo(state=state, attempt=att, result=res, error=err, progress=prog)
             for (node, state), att, res, err, prog
             in zip(states, attempts, results, errors, progress, strict=True)
         }
 
-    async def node_data(self, flow_uid: str, node: str) -> Any:
+    async def node_data(self, flow_id: FlowId, node: str) -> Any:
         """The node's input as its Flow gave it (None without data)."""
-        return await self.store.node_data(flow_uid, node)
+        return await self.store.node_data(flow_id, node)
 
-    async def children_values(self, flow_uid: str, node: str) -> dict[str, Any]:
+    async def children_values(self, flow_id: FlowId, node: str) -> dict[str, Any]:
         """Return values of the node's completed children, keyed by child name."""
-        children = await self.store.node_children(flow_uid, node)
-        states = await self.store.node_states(flow_uid, children)
+        children = await self.store.node_children(flow_id, node)
+        states = await self.store.node_states(flow_id, children)
         done = [c for c, s in zip(children, states, strict=True) if s is NodeState.COMPLETED]
-        values = await self.store.node_results(flow_uid, done)
+        values = await self.store.node_results(flow_id, done)
         return dict(zip(done, values, strict=True))
 
-    async def _children_errors(self, flow_uid: str, node: str,
+    async def _children_errors(self, flow_id: FlowId, node: str,
                                state: NodeState) -> dict[str, str]:
-        children = await self.store.node_children(flow_uid, node)
-        states = await self.store.node_states(flow_uid, children)
+        children = await self.store.node_children(flow_id, node)
+        states = await self.store.node_states(flow_id, children)
         chosen = [c for c, s in zip(children, states, strict=True) if s is state]
-        errors = await self.store.node_errors(flow_uid, chosen)
+        errors = await self.store.node_errors(flow_id, chosen)
         return {c: e or "" for c, e in zip(chosen, errors, strict=True)}
 
-    async def ignored_failures(self, flow_uid: str, node: str) -> dict[str, str]:
+    async def ignored_failures(self, flow_id: FlowId, node: str) -> dict[str, str]:
         """Errors of the node's children that failed under onFailure=ignore."""
-        return await self._children_errors(flow_uid, node, NodeState.IGNORED)
+        return await self._children_errors(flow_id, node, NodeState.IGNORED)
 
-    async def failed_children(self, flow_uid: str, node: str) -> dict[str, str]:
+    async def failed_children(self, flow_id: FlowId, node: str) -> dict[str, str]:
         """Errors of the node's children that failed for good (BullMQ's
         getFailedChildrenValues): a parent runs with such children only when one of them
         was continueParent and released it."""
-        return await self._children_errors(flow_uid, node, NodeState.FAILED)
+        return await self._children_errors(flow_id, node, NodeState.FAILED)
 
-    async def update_progress(self, flow_uid: str, node: str, token: str, progress: Any) -> None:
-        await self.store.update_progress(flow_uid, node, token, progress)
+    async def update_progress(self, flow_id: FlowId, node: str, token: str, progress: Any) -> None:
+        await self.store.update_progress(flow_id, node, token, progress)
 
-    async def log(self, flow_uid: str, node: str, token: str, message: str) -> None:
-        await self.store.log(flow_uid, node, token, message, LOG_CAP)
+    async def log(self, flow_id: FlowId, node: str, token: str, message: str) -> None:
+        await self.store.log(flow_id, node, token, message, LOG_CAP)
 
-    async def logs(self, flow_uid: str, *, node: str | None = None,
+    async def logs(self, flow_id: FlowId, *, node: str | None = None,
                    count: int = 1000) -> list[dict[str, str]]:
         """The latest log lines of the flow (fields node, attempt, msg), oldest first."""
-        lines = await self.store.logs(flow_uid, count)
+        lines = await self.store.logs(flow_id, count)
         return [line for line in lines if node is None or line.get("node") == node]
 
-    async def events(self, flow_uid: str, count: int = 1000) -> list[dict[str, str]]:
+    async def events(self, flow_id: FlowId, count: int = 1000) -> list[dict[str, str]]:
         """The latest events of the flow (started, completed, retry, failed, flow...)."""
-        return await self.store.events(flow_uid, count)
+        return await self.store.events(flow_id, count)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from kflow.api.ids import QueueId
+from kflow.api.ids import FlowId, QueueId
 from kflow.api.models import QueueSpec
 from kflow.api.states import FLOW_PHASES, SETTLED_STATES, AttemptOutcome, FlowPhase, NodeState
 
@@ -50,6 +50,11 @@ class FlowRef:
     namespace: str
     name: str
 
+    @property
+    def id(self) -> FlowId:
+        """The flow's id in the engine and the store (its keys carry the namespace)."""
+        return FlowId.of(self.namespace, self.uid)
+
 
 @dataclass(frozen=True)
 class QueueConfig:
@@ -89,6 +94,11 @@ class Attempt:
     @property
     def queue_id(self) -> QueueId:
         return QueueId(self.namespace, self.queue)
+
+    @property
+    def flow_id(self) -> FlowId:
+        """The id the engine's calls about this attempt's flow take."""
+        return FlowId.of(self.namespace, self.flow_uid)
 
 
 @dataclass(frozen=True)

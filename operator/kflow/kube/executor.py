@@ -11,7 +11,7 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
-from kflow.api.ids import QueueId
+from kflow.api.ids import FlowId, QueueId
 from kflow.engine import MISSING, Attempt, Engine, FlowNotFound
 from kflow.kube.dispatch import Dispatchers, FlowRoutes, QueueInfo
 from kflow.kube.events import EventPoster, FlowEvent
@@ -150,7 +150,8 @@ class JobExecutor:
         pods = await self.api.job_pods(ident.namespace, name)
         found, value = termination_output(pods)
         started = time.monotonic()
-        outcome = await self.engine.complete(ident.flow_uid, ident.node, ident.token,
+        outcome = await self.engine.complete(FlowId.of(ident.namespace, ident.flow_uid),
+                                             ident.node, ident.token,
                                              value if found else MISSING)
         self.metrics.completed(queue_id, time.monotonic() - started, outcome.accepted)
         self.marks.mark(ident.flow_uid)
@@ -179,7 +180,7 @@ class JobExecutor:
     async def _fail(self, flow_uid: str, namespace: str, flow_name: str, node: str,
                     queue_id: QueueId, token: str, error: str, *, infrastructure: bool,
                     attempt: int = 0) -> None:
-        outcome = await self.engine.fail(flow_uid, node, token, error,
+        outcome = await self.engine.fail(FlowId.of(namespace, flow_uid), node, token, error,
                                          infrastructure=infrastructure)
         self.metrics.failed(queue_id, outcome.action)
         self.marks.mark(flow_uid)

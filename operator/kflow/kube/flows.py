@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from kflow.api.errors import SpecError, error_lines
-from kflow.api.ids import QueueId
+from kflow.api.ids import FlowId, QueueId
 from kflow.api.models import API_VERSION, MAX_CONDITION_MESSAGE
 from kflow.api.states import TERMINAL_PHASES
 from kflow.engine import Engine, FlowNotFound, FlowRef
@@ -94,7 +94,7 @@ class FlowLifecycle:
         else:
             # Resumed after a restart: a crash between a flow step and its queue step left
             # ready nodes off their queue; put them back.
-            await self.engine.reconcile_flow(uid)
+            await self.engine.reconcile_flow(ref.id)
         self.refresh_missing_queues(namespace)
         for queue in compiled.queues:
             self.dispatchers.kick(QueueId(namespace, queue))
@@ -102,11 +102,12 @@ class FlowLifecycle:
 
     async def set_suspended(self, body: Mapping[str, Any], suspended: bool) -> None:
         uid = body["metadata"]["uid"]
+        flow_id = FlowId.of(body["metadata"]["namespace"], uid)
         try:
             if suspended:
-                await self.engine.suspend(uid)
+                await self.engine.suspend(flow_id)
             else:
-                await self.engine.resume(uid)
+                await self.engine.resume(flow_id)
         except FlowNotFound:
             return
         self.dispatchers.kick_namespace(body["metadata"]["namespace"])
@@ -116,7 +117,7 @@ class FlowLifecycle:
         """Stop the flow: no more dispatches, running Jobs deleted, phase Cancelled."""
         meta = body["metadata"]
         try:
-            await self.engine.cancel(meta["uid"])
+            await self.engine.cancel(FlowId.of(meta["namespace"], meta["uid"]))
         except FlowNotFound:
             return
         for job in await self.api.flow_jobs(meta["namespace"], meta["uid"]):
@@ -129,7 +130,7 @@ class FlowLifecycle:
         """Put the flow's failed nodes back to ready (the kflow.dev/retry annotation)."""
         meta = body["metadata"]
         try:
-            count = await self.engine.retry_failed(meta["uid"])
+            count = await self.engine.retry_failed(FlowId.of(meta["namespace"], meta["uid"]))
         except FlowNotFound:
             return
         log.info("Flow %s/%s: %d failed node(s) back to ready", meta["namespace"], meta["name"],
@@ -146,7 +147,7 @@ class FlowLifecycle:
         uid = meta["uid"]
         self.status.forget(uid)
         self.routes.forget(uid)
-        await self.engine.delete(uid)
+        await self.engine.delete(FlowId.of(meta["namespace"], uid))
         # The garbage collector would remove them after the Flow; do it now, pods included.
         for job in await self.api.flow_jobs(meta["namespace"], uid):
             await self.api.delete_job(meta["namespace"], job["metadata"]["name"])

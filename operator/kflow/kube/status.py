@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from kflow.api.durations import format_duration
-from kflow.api.ids import QueueId
+from kflow.api.ids import FlowId, QueueId
 from kflow.api.models import NodeCounts
 from kflow.api.states import TERMINAL_PHASES
 from kflow.engine import FlowNotFound, FlowSnapshot
@@ -133,7 +133,7 @@ class StatusMarks(Protocol):
 
 
 PatchFn = Callable[[str, str, dict[str, Any]], Awaitable[bool]]
-SnapshotFn = Callable[[str], Awaitable[FlowSnapshot]]
+SnapshotFn = Callable[[FlowId], Awaitable[FlowSnapshot]]
 FinishedFn = Callable[[FlowView, str], None]
 
 
@@ -206,7 +206,8 @@ class StatusPatcher:
             return
         view.last_patch = time.monotonic()
         try:
-            snapshot = await self._snapshot(uid) if view.valid else None
+            snapshot = (await self._snapshot(FlowId.of(view.namespace, uid)) if view.valid
+                        else None)
             status = build_status(view, snapshot, self._max_failures)
             if status != view.last_status:
                 if not await self._patch(view.namespace, view.name, status):

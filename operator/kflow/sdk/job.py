@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from kflow.api.ids import FlowId
 log = logging.getLogger("kflow.job")
 
 
@@ -25,10 +26,10 @@ class JobSink(Protocol):
     """Where a job's progress and log lines go: the Engine satisfies this."""
 
     async def update_progress(
-        self, flow_uid: str, node: str, token: str, progress: Any
+        self, flow_id: FlowId, node: str, token: str, progress: Any
     ) -> None: ...
 
-    async def log(self, flow_uid: str, node: str, token: str, message: str) -> None: ...
+    async def log(self, flow_id: FlowId, node: str, token: str, message: str) -> None: ...
 
 
 class Job:
@@ -58,6 +59,7 @@ class Job:
         sink: JobSink | None = None,
     ) -> None:
         self._flow = flow
+        self._flow_id = FlowId.of(flow.namespace, flow.uid)
         self._name = name
         self._queue = queue
         self._attempt = attempt
@@ -94,10 +96,11 @@ class Job:
         ignored: dict[str, str] = {}
         failed: dict[str, str] = {}
         if has_children:
+            flow_id = FlowId.of(attempt.namespace, attempt.flow_uid)
             children, ignored, failed = await asyncio.gather(
-                engine.children_values(attempt.flow_uid, attempt.node),
-                engine.ignored_failures(attempt.flow_uid, attempt.node),
-                engine.failed_children(attempt.flow_uid, attempt.node),
+                engine.children_values(flow_id, attempt.node),
+                engine.ignored_failures(flow_id, attempt.node),
+                engine.failed_children(flow_id, attempt.node),
             )
         return cls(
             flow=JobFlow(uid=attempt.flow_uid, namespace=attempt.namespace, name=attempt.flow_name),
@@ -187,7 +190,7 @@ class Job:
         sink = self._sink
 
         async def write() -> None:
-            await sink.log(self._flow.uid, self._name, self._token, text)
+            await sink.log(self._flow_id, self._name, self._token, text)
 
         self._submit(write)
 
@@ -211,7 +214,7 @@ class Job:
         with self._progress_lock:
             value = self._progress
             self._progress_queued = False
-        await self._sink.update_progress(self._flow.uid, self._name, self._token, value)
+        await self._sink.update_progress(self._flow_id, self._name, self._token, value)
 
     def _submit(self, write: Callable[[], Awaitable[None]]) -> None:
         loop = self._loop

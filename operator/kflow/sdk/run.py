@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from kflow.api.ids import FlowId
 from kflow.api.pods import TERMINATION_MESSAGE_LIMIT
 from kflow.settings import RedisSettings
 
@@ -64,7 +65,8 @@ def write_termination_message(path: str, text: str) -> None:
 async def _node_data(engine: Engine, settings: RunSettings) -> Any:
     if settings.data is not None:
         return json.loads(settings.data)
-    return await engine.node_data(settings.flow_uid, settings.node)
+    return await engine.node_data(FlowId.of(settings.namespace, settings.flow_uid),
+                                  settings.node)
 
 
 async def run_attempt(spec: str, settings: RunSettings, redis_settings: RedisSettings) -> int:
@@ -136,7 +138,8 @@ async def run_attempt(spec: str, settings: RunSettings, redis_settings: RedisSet
             waiter.cancel()
             loop.remove_signal_handler(signal.SIGTERM)
         await job.close()
-        if not await engine.store_result(settings.flow_uid, settings.node, settings.token, value):
+        if not await engine.store_result(FlowId.of(settings.namespace, settings.flow_uid),
+                                         settings.node, settings.token, value):
             message = (f"{where}: result refused, attempt {settings.attempt} is no longer the "
                        "current one (a newer attempt owns the node)")
             log.error("%s", message)

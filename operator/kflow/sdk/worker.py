@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from kflow.api.ids import QueueId
+from kflow.api.ids import FlowId, QueueId
 from kflow.engine import Attempt, Engine, Inputs, tune_collector
 from kflow.sdk.handlers import call_handler, format_error, resolve_function
 from kflow.sdk.job import Job, JobFlow
@@ -163,12 +163,14 @@ class Worker:
         """(children values, ignored failures, failed children) of the batch's nodes: one
         read per flow (`Engine.inputs_batch`) instead of several per node. A failed read
         leaves the nodes out: their jobs then read their inputs themselves."""
-        by_flow: dict[str, list[str]] = defaultdict(list)
+        by_flow: dict[tuple[str, str], list[str]] = defaultdict(list)
         for a in attempts:
-            by_flow[a.flow_uid].append(a.node)
+            by_flow[(a.namespace, a.flow_uid)].append(a.node)
         uids = list(by_flow)
         try:
-            replies = await self.engine.inputs_batch([(uid, by_flow[uid]) for uid in uids])
+            replies = await self.engine.inputs_batch(
+                [(FlowId.of(namespace, uid), by_flow[(namespace, uid)])
+                 for namespace, uid in uids])
         except Exception as exc:
             log.warning("worker %s: reading inputs failed: %s", self.owner, exc)
             return {}
@@ -178,7 +180,7 @@ class Worker:
                 log.warning("worker %s: reading inputs failed: %s", self.owner, reply)
                 continue
             for node, inputs in zip(by_flow[uid], reply, strict=True):
-                out[(uid, node)] = inputs
+                out[(uid[1], node)] = inputs
         return out
 
     def _handler_done(self, task: asyncio.Task[None]) -> None:
@@ -239,7 +241,7 @@ class Worker:
         log.warning("%s attempt %d failed: %s", where, attempt.attempt, first_line)
         self.stats["failed"] += 1
         try:
-            outcome = await self.engine.fail(attempt.flow_uid, attempt.node, attempt.token,
+            outcome = await self.engine.fail(attempt.flow_id, attempt.node, attempt.token,
                                              error)
         except Exception as exc:  # the lease runs out and the stalled sweep settles it
             log.warning("%s: recording the failure failed: %s", where, exc)
@@ -265,7 +267,7 @@ class Worker:
         while True:
             try:
                 outcomes = await self.engine.complete_batch(
-                    [(a.flow_uid, a.node, a.token, v) for a, v in batch])
+                    [(a.flow_id, a.node, a.token, v) for a, v in batch])
                 break
             except Exception as exc:  # fenced by token: sending the batch again is safe
                 log.warning("worker %s: completing %d nodes failed: %s; retrying",

@@ -1,22 +1,27 @@
 """Redis key names and queue members: one hash tag per flow, one per queue, so every script
-touches one slot. Nothing above the store sees a key name or a member string."""
+touches one slot. Nothing above the store sees a key name or a member string.
+
+Both tags begin with the namespace (`{<namespace>/<uid>}`, `q:{<namespace>/<queue>}`), so the
+keys of namespace N are exactly `<prefix>:{N/*` and `<prefix>:q:{N/*`: the key patterns of
+N's Redis ACL user (kube/tenants.py, `tenant_key_patterns`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from operator import attrgetter
 
-from kflow.api.ids import QueueId
+from kflow.api.ids import FlowId, QueueId
 
 
 @dataclass(frozen=True, slots=True)
 class FlowKeys:
-    """Every key of one flow, all under the hash tag `{<uid>}`.
+    """Every key of one flow (`<namespace>/<uid>`), all under the hash tag `{<flow id>}`.
 
-    The field order (after uid) is the KEYS layout of every flow script (lua/flow/_keys.lua).
+    The field order (after flow_id) is the KEYS layout of every flow script
+    (lua/flow/_keys.lua).
     """
 
-    uid: str
+    flow_id: FlowId
     meta: str  # hash: namespace, name, phase, total, roots_left, times, ttl, suspended, queues
     state: str  # hash node -> state
     spec: str  # hash node -> packed static options (codec.pack_spec)
@@ -73,11 +78,19 @@ _flow_keys_in_order = attrgetter(*FLOW_KEY_NAMES)
 _queue_keys_in_order = attrgetter(*QUEUE_KEY_NAMES)
 
 
-def flow_keys(prefix: str, uid: str) -> FlowKeys:
-    if "{" in uid or "}" in uid or "|" in uid:
-        raise ValueError(f'flow uid "{uid}" must not contain "{{", "}}" or "|"')
-    tag = f"{prefix}:{{{uid}}}"
-    return FlowKeys(uid, *(f"{tag}:{name}" for name in FLOW_KEY_NAMES))
+def flow_keys(prefix: str, flow_id: FlowId) -> FlowKeys:
+    if not isinstance(flow_id, FlowId):  # a bare uid would make keys outside every namespace
+        raise TypeError(f"flow keys need a FlowId (namespace/uid), got {flow_id!r}")
+    if "{" in flow_id or "}" in flow_id or "|" in flow_id:
+        raise ValueError(f'flow "{flow_id}" must not contain "{{", "}}" or "|"')
+    tag = f"{prefix}:{{{flow_id}}}"
+    return FlowKeys(flow_id, *(f"{tag}:{name}" for name in FLOW_KEY_NAMES))
+
+
+def namespace_key_patterns(prefix: str, namespace: str) -> tuple[str, str]:
+    """The glob patterns that match every flow and queue key of `namespace` and nothing of
+    another one: the `/` after the name stops `a` from matching `ab`'s keys."""
+    return f"{prefix}:{{{namespace}/*", f"{prefix}:q:{{{namespace}/*"
 
 
 def queue_keys(prefix: str, queue_id: QueueId) -> QueueKeys:

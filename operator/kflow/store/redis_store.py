@@ -7,7 +7,7 @@ import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Literal, TypeVar
 
-from kflow.api.ids import QueueId
+from kflow.api.ids import FlowId, QueueId
 from kflow.api.states import AddStatus, FlowPhase, NodeState
 from kflow.store.codec import NodeChunk, NodeRoute, dumps, loads, text, unpack_spec
 from kflow.store.keys import (
@@ -54,6 +54,15 @@ def _pair(r: Any) -> tuple[str, str]:
     return str(r[0]), str(r[1])
 
 
+def _lease(queue_id: QueueId, uid: str, node: str, token: str) -> Lease:
+    # Queue members name their flow by uid alone: a queue holds only its namespace's flows.
+    return Lease(FlowId.of(queue_id.namespace, uid), node, token)
+
+
+def _active(lease: Lease) -> str:
+    return active_member(lease.flow.uid, lease.node, lease.token)
+
+
 class RedisStore:
     """The only place that speaks Redis: one method per script, plus bounded reads."""
 
@@ -62,33 +71,33 @@ class RedisStore:
         self.prefix = prefix
         self.scripts = Scripts(redis)
 
-    def flow(self, uid: str) -> FlowKeys:
-        return flow_keys(self.prefix, uid)
+    def flow(self, flow: FlowId) -> FlowKeys:
+        return flow_keys(self.prefix, flow)
 
     def queue(self, queue_id: QueueId) -> QueueKeys:
         return queue_keys(self.prefix, queue_id)
 
-    async def _flow_script(self, verb: str, uid: str, *args: Any) -> Any:
-        return _decode(await self.scripts.run(f"flow/{verb}", self.flow(uid).all, list(args)))
+    async def _flow_script(self, verb: str, flow: FlowId, *args: Any) -> Any:
+        return _decode(await self.scripts.run(f"flow/{verb}", self.flow(flow).all, list(args)))
 
-    async def _flow_step(self, verb: str, uid: str, row: Callable[[Any], R], *args: Any
+    async def _flow_step(self, verb: str, flow: FlowId, row: Callable[[Any], R], *args: Any
                          ) -> FlowStep[R]:
-        raw = await self.scripts.run(f"flow/{verb}", self.flow(uid).all, list(args))
+        raw = await self.scripts.run(f"flow/{verb}", self.flow(flow).all, list(args))
         return decode_step(raw, row)
 
-    async def _flow_scripts(self, verb: str, calls: list[tuple[str, list[Any]]]) -> list[Any]:
+    async def _flow_scripts(self, verb: str, calls: list[tuple[FlowId, list[Any]]]) -> list[Any]:
         """One flow script on several flows, batched (`Scripts.run_many`); per call its
         raw reply, or the exception it raised."""
         if len(calls) == 1:  # one call: no pipeline to build
-            uid, args = calls[0]
+            flow, args = calls[0]
             try:
-                return [await self.scripts.run(f"flow/{verb}", self.flow(uid).all, args)]
+                return [await self.scripts.run(f"flow/{verb}", self.flow(flow).all, args)]
             except Exception as exc:  # reported per call, as run_many does
                 return [exc]
         return await self.scripts.run_many(
-            [(f"flow/{verb}", self.flow(uid).all, args) for uid, args in calls])
+            [(f"flow/{verb}", self.flow(flow).all, args) for flow, args in calls])
 
-    async def _flow_steps(self, verb: str, calls: list[tuple[str, list[Any]]],
+    async def _flow_steps(self, verb: str, calls: list[tuple[FlowId, list[Any]]],
                           row: Callable[[Any], R]) -> list[FlowStep[R] | BaseException]:
         replies = await self._flow_scripts(verb, calls)
         return [r if isinstance(r, BaseException) else decode_step(r, row) for r in replies]
@@ -98,46 +107,47 @@ class RedisStore:
 
     # ---- adding a flow -------------------------------------------------------------------
 
-    async def create_flow(self, uid: str, namespace: str, name: str, *, total: int, roots: int,
+    async def create_flow(self, flow: FlowId, name: str, *, total: int, roots: int,
                           ttl_seconds: int | None, chunks: int, queues: list[str]) -> AddStatus:
         return AddStatus(await self._flow_script(
-            "create", uid, namespace, name, total, roots,
+            "create", flow, flow.namespace, name, total, roots,
             -1 if ttl_seconds is None else ttl_seconds, chunks, json.dumps(sorted(queues))))
 
-    async def add_nodes(self, uid: str, chunk_no: int, chunk: NodeChunk) -> bool:
+    async def add_nodes(self, flow: FlowId, chunk_no: int, chunk: NodeChunk) -> bool:
         """Write one chunk (codec.node_chunks) of a Pending flow; False if already written."""
-        return bool(await self._flow_script("add-nodes", uid, chunk_no, *chunk.args)
+        return bool(await self._flow_script("add-nodes", flow, chunk_no, *chunk.args)
                     == "written")
 
-    async def activate(self, uid: str) -> FlowPhase | Literal["incomplete"]:
-        phase = await self._flow_script("activate", uid)
+    async def activate(self, flow: FlowId) -> FlowPhase | Literal["incomplete"]:
+        phase = await self._flow_script("activate", flow)
         return "incomplete" if phase == "incomplete" else FlowPhase(phase)
 
     # ---- attempts ----------------------------------------------------------------------
 
-    async def start_attempts_many(self, owner: str, calls: list[tuple[str, list[tuple[str, str]]]]
-                                  ) -> list[FlowStep[Started] | BaseException]:
-        """Start attempts on several flows in one batch: (uid, (node, token) pairs) per call;
+    async def start_attempts_many(
+            self, owner: str, calls: list[tuple[FlowId, list[tuple[str, str]]]]
+    ) -> list[FlowStep[Started] | BaseException]:
+        """Start attempts on several flows in one batch: (flow, (node, token) pairs) per call;
         per call one Started row per pair, or the exception of that call."""
         return await self._flow_steps(
-            "start", [(uid, [owner, *(x for pair in pairs for x in pair)])
-                      for uid, pairs in calls], started_row)
+            "start", [(flow, [owner, *(x for pair in pairs for x in pair)])
+                      for flow, pairs in calls], started_row)
 
-    async def store_result(self, uid: str, node: str, token: str, value: Any) -> bool:
-        return bool(await self._flow_script("store-result", uid, node, token, dumps(value)))
+    async def store_result(self, flow: FlowId, node: str, token: str, value: Any) -> bool:
+        return bool(await self._flow_script("store-result", flow, node, token, dumps(value)))
 
-    async def complete(self, calls: list[tuple[str, list[Completion]]]
+    async def complete(self, calls: list[tuple[FlowId, list[Completion]]]
                        ) -> list[FlowStep[Settled] | BaseException]:
-        """Complete attempts on several flows in one batch: (uid, completions) per call;
+        """Complete attempts on several flows in one batch: (flow, completions) per call;
         per call one Settled row per completion, or the exception of that call."""
         return await self._flow_steps("complete", [
-            (uid, [x for c in completions for x in (
+            (flow, [x for c in completions for x in (
                 c.node, c.token, "" if c.use_stored else dumps(c.value))])
-            for uid, completions in calls], settled_row)
+            for flow, completions in calls], settled_row)
 
-    async def fail(self, uid: str, node: str, token: str, error: str, *, infrastructure: bool,
+    async def fail(self, flow: FlowId, node: str, token: str, error: str, *, infrastructure: bool,
                    infra_retries: int, jitter_share: float) -> FlowStep[Settled]:
-        return await self._flow_step("fail", uid, settled_row, node, token, error,
+        return await self._flow_step("fail", flow, settled_row, node, token, error,
                                      "1" if infrastructure else "0", infra_retries, jitter_share)
 
     async def stall_many(self, leases: list[Lease], *, max_stalled: int,
@@ -145,20 +155,20 @@ class RedisStore:
         """Settle expired leases on their flows in one batch: one Settled row each (not
         accepted when the lease was left over), or the exception of that call."""
         return await self._flow_steps("stall", [
-            (lease.flow_uid, [lease.node, lease.token, max_stalled, share])
+            (lease.flow, [lease.node, lease.token, max_stalled, share])
             for lease, share in zip(leases, jitter_shares, strict=True)], settled_row)
 
-    async def release(self, uid: str, reason: str, pairs: list[tuple[str, str]]
+    async def release(self, flow: FlowId, reason: str, pairs: list[tuple[str, str]]
                       ) -> FlowStep[Settled]:
         """Hand back (node, token) attempts of one flow: one Settled row per pair."""
-        return await self._flow_step("release", uid, settled_row, reason,
+        return await self._flow_step("release", flow, settled_row, reason,
                                      *(x for pair in pairs for x in pair))
 
-    async def inputs(self, calls: list[tuple[str, list[str]]]
+    async def inputs(self, calls: list[tuple[FlowId, list[str]]]
                      ) -> list[list[NodeInputs] | BaseException]:
-        """Inputs of several flows' nodes in one batch: (uid, nodes) per call -> per node, its
+        """Inputs of several flows' nodes in one batch: (flow, nodes) per call -> per node, its
         children's values and the errors of its ignored and failed children."""
-        replies = await self._flow_scripts("inputs", [(uid, list(nodes)) for uid, nodes in calls])
+        replies = await self._flow_scripts("inputs", [(flow, list(nodes)) for flow, nodes in calls])
 
         def pairs(flat: Any) -> list[tuple[str, str]]:
             items = _rows(flat)
@@ -171,59 +181,59 @@ class RedisStore:
                     NodeInputs(values(x[0]), pairs(x[1]), pairs(x[2])) for x in _rows(_decode(r))]
                 for r in replies]
 
-    async def update_progress(self, uid: str, node: str, token: str, progress: Any) -> bool:
-        return bool(await self._flow_script("progress", uid, node, token, dumps(progress)))
+    async def update_progress(self, flow: FlowId, node: str, token: str, progress: Any) -> bool:
+        return bool(await self._flow_script("progress", flow, node, token, dumps(progress)))
 
-    async def log(self, uid: str, node: str, token: str, message: str, cap: int) -> bool:
-        return bool(await self._flow_script("log", uid, node, token, message, cap))
+    async def log(self, flow: FlowId, node: str, token: str, message: str, cap: int) -> bool:
+        return bool(await self._flow_script("log", flow, node, token, message, cap))
 
     # ---- flow control -----------------------------------------------------------------
 
-    async def suspend(self, uid: str) -> FlowPhase:
-        return (await self._flow_step("suspend", uid, _pair)).phase
+    async def suspend(self, flow: FlowId) -> FlowPhase:
+        return (await self._flow_step("suspend", flow, _pair)).phase
 
-    async def resume(self, uid: str) -> FlowPhase:
-        return (await self._flow_step("resume", uid, _pair)).phase
+    async def resume(self, flow: FlowId) -> FlowPhase:
+        return (await self._flow_step("resume", flow, _pair)).phase
 
-    async def cancel(self, uid: str) -> FlowStep[tuple[str, str]]:
+    async def cancel(self, flow: FlowId) -> FlowStep[tuple[str, str]]:
         """Cancel the flow: one (node, token) row per attempt still running."""
-        return await self._flow_step("cancel", uid, _pair)
+        return await self._flow_step("cancel", flow, _pair)
 
-    async def cancel_unstarted(self, uid: str, cursor: str, limit: int
+    async def cancel_unstarted(self, flow: FlowId, cursor: str, limit: int
                                ) -> tuple[list[tuple[str, str, int]], str, bool]:
         """One bounded step of cancelling an ended flow's unstarted nodes -> ((node, queue,
         rank) taken off the ready set, the cursor for the next step, done)."""
-        unqueue, cursor, done = await self._flow_script("cancel-unstarted", uid, cursor, limit)
+        unqueue, cursor, done = await self._flow_script("cancel-unstarted", flow, cursor, limit)
         return ([(str(r[0]), str(r[1]), int(r[2])) for r in _rows(unqueue)], str(cursor),
                 bool(done))
 
-    async def retry_failed(self, uid: str) -> FlowStep[bool]:
+    async def retry_failed(self, flow: FlowId) -> FlowStep[bool]:
         """Retry a Failed flow's failed nodes: one row, False when the flow is not Failed."""
-        return await self._flow_step("retry-failed", uid, bool)
+        return await self._flow_step("retry-failed", flow, bool)
 
-    async def delete(self, uid: str) -> int:
-        return int(await self._flow_script("delete", uid))
+    async def delete(self, flow: FlowId) -> int:
+        return int(await self._flow_script("delete", flow))
 
     # ---- flow reads (bounded pages) ------------------------------------------------------
 
-    async def meta(self, uid: str) -> FlowMeta | None:
+    async def meta(self, flow: FlowId) -> FlowMeta | None:
         """The flow's record; None when the flow is not in Redis."""
-        raw = await self.redis.hgetall(self.flow(uid).meta)
+        raw = await self.redis.hgetall(self.flow(flow).meta)
         return FlowMeta.decode({text(k): text(v) for k, v in raw.items()}) if raw else None
 
-    async def counts(self, uid: str) -> dict[NodeState, int]:
-        raw = await self.redis.hgetall(self.flow(uid).counts)
+    async def counts(self, flow: FlowId) -> dict[NodeState, int]:
+        raw = await self.redis.hgetall(self.flow(flow).counts)
         return {NodeState.parse(text(k)): int(v) for k, v in raw.items() if int(v) != 0}
 
-    async def failures(self, uid: str) -> list[tuple[str, str, int]]:
-        raw = await self.redis.lrange(self.flow(uid).failures, 0, -1)
+    async def failures(self, flow: FlowId) -> list[tuple[str, str, int]]:
+        raw = await self.redis.lrange(self.flow(flow).failures, 0, -1)
         return [(str(n), str(e), int(a)) for n, e, a in (json.loads(x) for x in raw)]
 
-    async def ready_pages(self, uid: str) -> AsyncIterator[list[tuple[str, int]]]:
+    async def ready_pages(self, flow: FlowId) -> AsyncIterator[list[tuple[str, int]]]:
         """The flow's ready set as pages of (node, ready time or due ms), read with ZSCAN:
         takers may remove members meanwhile, and a scan still sees every member that stays."""
         cursor: int = 0
-        key = self.flow(uid).ready
+        key = self.flow(flow).ready
         while True:
             cursor, page = await self.redis.zscan(key, cursor, count=PAGE)
             if page:
@@ -239,47 +249,47 @@ class RedisStore:
             out.extend(None if v is None else text(v) for v in raw)
         return out
 
-    async def node_states(self, uid: str, nodes: list[str]) -> list[NodeState | None]:
+    async def node_states(self, flow: FlowId, nodes: list[str]) -> list[NodeState | None]:
         """Each node's state; None for a node the flow does not have."""
-        raw = await self._fields(self.flow(uid).state, nodes)
+        raw = await self._fields(self.flow(flow).state, nodes)
         return [None if s is None else NodeState.parse(s) for s in raw]
 
-    async def node_specs(self, uid: str, nodes: list[str]) -> list[NodeRoute | None]:
-        raw = await self._fields(self.flow(uid).spec, nodes)
+    async def node_specs(self, flow: FlowId, nodes: list[str]) -> list[NodeRoute | None]:
+        raw = await self._fields(self.flow(flow).spec, nodes)
         return [None if s is None else unpack_spec(s) for s in raw]
 
-    async def node_attempts(self, uid: str, nodes: list[str]) -> list[int]:
+    async def node_attempts(self, flow: FlowId, nodes: list[str]) -> list[int]:
         """Attempts started per node (0 for none)."""
-        return [int(a or 0) for a in await self._fields(self.flow(uid).attempt, nodes)]
+        return [int(a or 0) for a in await self._fields(self.flow(flow).attempt, nodes)]
 
-    async def node_results(self, uid: str, nodes: list[str]) -> list[Any]:
+    async def node_results(self, flow: FlowId, nodes: list[str]) -> list[Any]:
         """Each node's return value (None when it has none)."""
-        return [loads(v) for v in await self._fields(self.flow(uid).result, nodes)]
+        return [loads(v) for v in await self._fields(self.flow(flow).result, nodes)]
 
-    async def node_errors(self, uid: str, nodes: list[str]) -> list[str | None]:
-        return await self._fields(self.flow(uid).error, nodes)
+    async def node_errors(self, flow: FlowId, nodes: list[str]) -> list[str | None]:
+        return await self._fields(self.flow(flow).error, nodes)
 
-    async def node_progress(self, uid: str, nodes: list[str]) -> list[Any]:
-        return [loads(v) for v in await self._fields(self.flow(uid).progress, nodes)]
+    async def node_progress(self, flow: FlowId, nodes: list[str]) -> list[Any]:
+        return [loads(v) for v in await self._fields(self.flow(flow).progress, nodes)]
 
-    async def node_children(self, uid: str, node: str) -> list[str]:
-        raw = await self.redis.hget(self.flow(uid).children, node)
+    async def node_children(self, flow: FlowId, node: str) -> list[str]:
+        raw = await self.redis.hget(self.flow(flow).children, node)
         return [] if raw is None else [str(c) for c in json.loads(raw)]
 
-    async def node_data(self, uid: str, node: str) -> Any:
+    async def node_data(self, flow: FlowId, node: str) -> Any:
         """The node's input (None without data)."""
-        return loads(await self.redis.hget(self.flow(uid).data, node))
+        return loads(await self.redis.hget(self.flow(flow).data, node))
 
-    async def active_tokens(self, uid: str) -> dict[str, str]:
+    async def active_tokens(self, flow: FlowId) -> dict[str, str]:
         """node -> token of the attempts running now (bounded by the queues' concurrency)."""
-        raw = await self.redis.hgetall(self.flow(uid).token)
+        raw = await self.redis.hgetall(self.flow(flow).token)
         return {text(k): text(v) for k, v in raw.items()}
 
-    async def scan_states(self, uid: str) -> list[tuple[str, NodeState]]:
+    async def scan_states(self, flow: FlowId) -> list[tuple[str, NodeState]]:
         """Every node's state, read with HSCAN so no single call is long."""
         out: list[tuple[str, NodeState]] = []
         cursor: int = 0
-        key = self.flow(uid).state
+        key = self.flow(flow).state
         while True:
             cursor, page = await self.redis.hscan(key, cursor, count=PAGE)
             out.extend((text(k), NodeState.parse(text(v))) for k, v in page.items())
@@ -293,13 +303,13 @@ class RedisStore:
             for entry_id, fields in reversed(raw)
         ]
 
-    async def logs(self, uid: str, count: int) -> list[dict[str, str]]:
+    async def logs(self, flow: FlowId, count: int) -> list[dict[str, str]]:
         """The latest lines of the flow's log stream (id, node, attempt, msg), oldest first."""
-        return await self._stream(self.flow(uid).logs, count)
+        return await self._stream(self.flow(flow).logs, count)
 
-    async def events(self, uid: str, count: int) -> list[dict[str, str]]:
+    async def events(self, flow: FlowId, count: int) -> list[dict[str, str]]:
         """The latest entries of the flow's event stream (id, type, node...), oldest first."""
-        return await self._stream(self.flow(uid).events, count)
+        return await self._stream(self.flow(flow).events, count)
 
     # ---- queues ---------------------------------------------------------------------
 
@@ -325,8 +335,8 @@ class RedisStore:
         """Put nodes on the queue (idempotent); returns how many were not on it yet."""
         added = 0
         for i in range(0, len(entries), PAGE):
-            flat = [x for uid, q in entries[i:i + PAGE]
-                    for x in (queue_member(uid, q.node), q.rank, q.due)]
+            flat = [x for flow, q in entries[i:i + PAGE]
+                    for x in (queue_member(flow.uid, q.node), q.rank, q.due)]
             added += int(await self._queue_script("enqueue", queue_id, flat))
         return added
 
@@ -336,7 +346,7 @@ class RedisStore:
         the rate limit frees a slot or 0)."""
         taken, rate_wait = await self._queue_script("take", queue_id,
                                                      [max_members, lease_ms, *tokens])
-        return [Lease(*split_member(m), t) for m, t in _rows(taken)], int(rate_wait)
+        return [_lease(queue_id, *split_member(m), t) for m, t in _rows(taken)], int(rate_wait)
 
     async def promote(self, queue_id: QueueId, max_members: int) -> tuple[int, int | None]:
         moved, next_due = await self._queue_script("promote", queue_id, [max_members])
@@ -344,17 +354,18 @@ class RedisStore:
 
     async def renew(self, queue_id: QueueId, lease_ms: int, leases: list[Lease]) -> int:
         return int(await self._queue_script(
-            "renew", queue_id, [lease_ms, *(active_member(*lease) for lease in leases)]))
+            "renew", queue_id, [lease_ms, *(_active(lease) for lease in leases)]))
 
     async def expired_leases(self, queue_id: QueueId, max_members: int) -> list[Lease]:
-        return [Lease(*split_active(str(m))) for m in _rows(await self._queue_script(
+        return [_lease(queue_id, *split_active(str(m))) for m in _rows(await self._queue_script(
             "expired-leases", queue_id, [max_members]))]
 
-    async def unqueue(self, queue_id: QueueId, uid: str, nodes: list[tuple[str, int]]) -> int:
+    async def unqueue(self, queue_id: QueueId, flow: FlowId, nodes: list[tuple[str, int]]
+                      ) -> int:
         """Remove (node, rank) of one flow from the queue's ready and delayed sets."""
         q = self.queue(queue_id)
-        ready = [queue_member(uid, n) for n, _ in nodes]
-        delayed = [f"{queue_member(uid, n)}|{p}" for n, p in nodes]
+        ready = [queue_member(flow.uid, n) for n, _ in nodes]
+        delayed = [f"{queue_member(flow.uid, n)}|{p}" for n, p in nodes]
         removed = int(await self.redis.zrem(q.ready, *ready))
         return removed + int(await self.redis.zrem(q.delayed, *delayed))
 
@@ -363,7 +374,7 @@ class RedisStore:
         if not leases:
             return 0
         return int(await self.redis.zrem(self.queue(queue_id).active,
-                                         *(active_member(*lease) for lease in leases)))
+                                         *(_active(lease) for lease in leases)))
 
     async def takes(self, queue_id: QueueId, count: int = 10_000) -> list[tuple[int, int]]:
         """(server time ms, nodes taken) of the queue's latest take calls, oldest first."""

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeAlias, TypeVar
 
-from kflow.api.ids import QueueId
+from kflow.api.ids import FlowId, QueueId
 from kflow.api.states import AttemptOutcome, FlowPhase, StartStatus
 
 if TYPE_CHECKING:
@@ -29,17 +29,17 @@ class Queued(NamedTuple):
     due: int
 
 
-# A node of a flow going onto a queue: (flow uid, the node as its flow step queued it); ready
+# A node of a flow going onto a queue: (flow id, the node as its flow step queued it); ready
 # (due 0) in rank order, or delayed until due. A plain pair: the queue step builds one per
 # node it queues, up to 100,000 when a big fan-out starts.
-QueueEntry: TypeAlias = tuple[str, Queued]
+QueueEntry: TypeAlias = tuple[FlowId, Queued]
 
 
 class Lease(NamedTuple):
     """A queue's hold on a node while an attempt (its token) runs: ends by settling the
     attempt, or by running out."""
 
-    flow_uid: str
+    flow: FlowId
     node: str
     token: str
 

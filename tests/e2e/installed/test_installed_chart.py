@@ -45,7 +45,7 @@ def wait_phase(installed: Installed, name: str, timeout: float = 240) -> dict[st
 def read_flow(installed: Installed, name: str) -> tuple[dict[str, Any], list[dict[str, str]]]:
     """(node -> NodeInfo, the flow's event stream) of the Flow `name`."""
     uid = installed.kube.json("flow", name, "-n", installed.flows)["metadata"]["uid"]
-    return installed.inst.read_flow(uid)
+    return installed.inst.read_flow(installed.flows, uid)
 
 
 def job_queue(name: str, handler: str, **spec: Any) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from kflow.api.ids import QueueId
+from kflow.api.ids import FlowId, QueueId
 from kflow.cli.local.runner import DEFAULT_LEASE_MS, LocalRunner, RunInterrupted
 from kflow.cli.local.view import JobLogForwarder, TreeView
 from kflow.cli.redis_server import private_redis
@@ -163,7 +163,7 @@ async def execute_local_run(
         runner = LocalRunner(engine, run.handlers, lease_ms=lease_ms, on_event=view.node_event,
                              interrupt=interrupt)
         stop_watching = asyncio.Event()
-        watcher = asyncio.create_task(_watch(view, engine, run.flow_uid, stop_watching))
+        watcher = asyncio.create_task(_watch(view, engine, ref.id, stop_watching))
         try:
             snapshot = await runner.run(run.flow_uid, run.namespace, run.compiled,
                                         resumed=not created)
@@ -171,7 +171,7 @@ async def execute_local_run(
             stop_watching.set()
             with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                 await asyncio.wait_for(watcher, timeout=5)
-        infos = await engine.node_infos(run.flow_uid) if snapshot.total <= 200_000 else {}
+        infos = await engine.node_infos(ref.id) if snapshot.total <= 200_000 else {}
         view.final(snapshot, infos)
         return EXIT_OK if snapshot.phase == "Succeeded" else EXIT_FLOW_FAILED
     finally:
@@ -179,13 +179,13 @@ async def execute_local_run(
         await redis.aclose()
 
 
-async def _watch(view: TreeView, engine: Engine, flow_uid: str, stop: asyncio.Event) -> None:
+async def _watch(view: TreeView, engine: Engine, flow_id: FlowId, stop: asyncio.Event) -> None:
     # Stopped by an event rather than by cancelling: a cancellation that lands inside a Redis
     # call can be absorbed by the client, and the loop would go on.
     interval = 0.25 if view.redraw else 0.5
     while not stop.is_set():
         try:
-            await view.poll(engine, flow_uid, await engine.snapshot(flow_uid))
+            await view.poll(engine, flow_id, await engine.snapshot(flow_id))
         except Exception as exc:  # the view must never stop the run
             log.debug("view poll failed: %s", exc)
         with contextlib.suppress(TimeoutError):

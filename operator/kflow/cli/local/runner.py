@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from kflow.api.ids import QueueId
+from kflow.api.ids import FlowId, QueueId
 from kflow.api.states import TERMINAL_PHASES
 from kflow.engine import Attempt, Engine, FlowSnapshot
 from kflow.graph.dag import CompiledFlow
@@ -101,13 +101,14 @@ class LocalRunner:
         `resumed=False` says the flow was just submitted (submit already queued its leaves).
         """
         self._flow_uid = flow_uid
+        flow_id = FlowId.of(namespace, flow_uid)
         missing = sorted(q for q in compiled.queues if q not in self.handlers)
         if missing:
             raise ValueError(f"no handler registered for queue(s) {', '.join(missing)}")
         # A runner killed between a node's flow step and its queue step leaves parents ready
         # in the flow but missing from their queue: put them back before taking anything.
         if resumed:
-            await self.engine.reconcile_flow(flow_uid)
+            await self.engine.reconcile_flow(flow_id)
         options = WorkerOptions(concurrency=self.max_parallel, lock_ms=self.lease_ms,
                                 owner=self.owner, poll_max_s=0.05,
                                 # A finished flow needs nothing more from running handlers,
@@ -130,7 +131,7 @@ class LocalRunner:
                     if task.done() and task.exception() is not None:
                         raise RuntimeError("a queue worker stopped") from task.exception()
                 self._wake.clear()
-                snapshot = await self.engine.snapshot(flow_uid)
+                snapshot = await self.engine.snapshot(flow_id)
                 # A failed flow's running handlers finish and are recorded as they end (as
                 # its pods would on a cluster); a lease that lapses meanwhile is cancelled.
                 if snapshot.phase in TERMINAL_PHASES and not snapshot.counts.get("active"):
@@ -139,7 +140,7 @@ class LocalRunner:
                 idle = not any(w.running for w in self._workers.values())
                 if idle and now - last_reconcile >= RECONCILE_WHEN_IDLE_S:
                     last_reconcile = now
-                    await self.engine.reconcile_flow(flow_uid)
+                    await self.engine.reconcile_flow(flow_id)
                 # Completions wake the loop at once; the timeout covers everything else.
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=0.1)

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Mapping
 from typing import IO, Any
 
+from kflow.api.ids import FlowId
 from kflow.engine import Engine, FlowSnapshot, NodeInfo
 from kflow.graph.dag import CompiledFlow
 
@@ -183,7 +184,7 @@ class TreeView:
         if not self.quiet and not self.redraw:
             self._line(f"{node}: log: {message}")
 
-    async def poll(self, engine: Engine, flow_uid: str, snapshot: FlowSnapshot) -> None:
+    async def poll(self, engine: Engine, flow_id: FlowId, snapshot: FlowSnapshot) -> None:
         if self.quiet:
             return
         if snapshot.total > self.LIVE_NODE_LIMIT:
@@ -192,7 +193,7 @@ class TreeView:
                 self._last_counts = counts
                 self._line(f"{self.flow_label}: {snapshot.phase} {counts}")
             return
-        infos = await engine.node_infos(flow_uid)
+        infos = await engine.node_infos(flow_id)
         if self.redraw:
             self._redraw(self._frame(snapshot, infos))
             return
