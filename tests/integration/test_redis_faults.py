@@ -5,13 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import signal
 import socket
-import subprocess
-import tempfile
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -19,58 +14,19 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from kflow.api.ids import QueueId
-from kflow.cli.redis_server import free_port, start, stop
 from kflow.engine import Engine
 from kflow.kube.dispatch import Dispatchers
 from kflow.kube.outage import RedisOutage
 from kflow.kube.queues import queue_info
 from kflow.store.connect import connect
 from tests.integration.engine_kit import build, new_ref, node, take_all, take_node
-from tests.integration.tcp_proxy import lossy_proxy
+from tests.integration.faulty_redis import OwnRedis, lossy_proxy, own_redis_fixture  # noqa: F401
 
 pytestmark = pytest.mark.redis
 
 # A hang guard for the calls under test, far above the timeouts they are configured with: a
 # call that returns at all (value or error) passes it; only a hang trips it.
 HANG_GUARD_S = 60.0
-
-
-class OwnRedis:
-    """A redis-server of the test's own, which the test may stop, freeze and restart."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.proc = start(self.port, self.workdir)
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait()
-
-    def freeze(self, frozen: bool) -> None:
-        assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGSTOP if frozen else signal.SIGCONT)
-
-
-@pytest.fixture
-def own_redis() -> Iterator[OwnRedis]:
-    with tempfile.TemporaryDirectory(prefix="kflow-faults-") as tmp:
-        server = OwnRedis(Path(tmp))
-        server.start()
-        try:
-            yield server
-        finally:
-            if server.proc is not None and server.proc.poll() is None:
-                server.freeze(False)
-                stop([server.proc])
 
 
 async def test_a_command_to_a_hung_server_fails_after_the_socket_timeout(

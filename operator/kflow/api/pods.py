@@ -8,3 +8,8 @@ from typing import Final
 # reads a node's output from it (a larger output needs the SDK, which writes it to Redis);
 # `kflow-run` cuts the error it leaves there to it.
 TERMINATION_MESSAGE_LIMIT: Final = 4096
+
+# `kflow-run`'s exit code when Redis could not be reached to start the attempt or to record its
+# result (EX_TEMPFAIL): the code did not fail, the infrastructure did, so the operator retries
+# the node without spending an attempt (bounded like evictions).
+EXIT_INFRASTRUCTURE: Final = 75

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kflow.api.models import API_VERSION
+from kflow.api.pods import EXIT_INFRASTRUCTURE
 from kflow.engine import Attempt
 from kflow.settings import Settings
 
@@ -320,7 +321,9 @@ def classify_failure(job: dict[str, Any], pods: list[dict[str, Any]]) -> JobFail
     reason = terminated.get("reason") or "Error"
     message = (terminated.get("message") or "").strip()
     text = f"exit code {code} ({reason})"
-    return JobFailure(f"{text}: {message}" if message else text, False)
+    # kflow-run could not reach Redis to start or to record the result: not the code's fault.
+    infrastructure = code == EXIT_INFRASTRUCTURE
+    return JobFailure(f"{text}: {message}" if message else text, infrastructure)
 
 
 def termination_output(pods: list[dict[str, Any]]) -> tuple[bool, Any]:

@@ -11,6 +11,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import Connection, SSLConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import AuthenticationError, AuthorizationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -137,6 +138,8 @@ def retry_policy(retries: int, base: float, cap: float) -> Retry:
 def unreachable_reason(exc: BaseException) -> str | None:
     """Why Redis could not be reached, when `exc` says it could not (a refused or lost
     connection, a timeout, a server still loading its data); None for any other error."""
+    if isinstance(exc, (AuthenticationError, AuthorizationError)):
+        return None  # reached, but refused: a setting to fix, not an outage to wait out
     if isinstance(exc, (RedisConnectionError, RedisTimeoutError)):
         return f"{type(exc).__name__}: {exc}"
     return None

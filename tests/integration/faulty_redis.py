@@ -1,10 +1,20 @@
-"""A loopback TCP proxy in front of a real redis-server that can lose one reply on purpose."""
+"""Real redis-servers that misbehave on purpose: one a test may kill, freeze and restart, and a
+loopback TCP proxy in front of one that can lose a reply."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import os
+import signal
+import subprocess
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from kflow.cli.redis_server import free_port, start, stop
 
 
 class LossyProxy:
@@ -87,3 +97,47 @@ async def lossy_proxy(upstream_port: int) -> AsyncIterator[LossyProxy]:
         yield proxy
     finally:
         await proxy.stop()
+
+
+class OwnRedis:
+    """A redis-server of the test's own, which the test may stop, freeze and restart."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.proc = start(self.port, self.workdir)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+
+    def freeze(self, frozen: bool) -> None:
+        """SIGSTOP: the server keeps its connections open and acknowledged but never answers,
+        like the far end of a half-open connection; SIGCONT: it answers again, data intact."""
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGSTOP if frozen else signal.SIGCONT)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.freeze(False)
+            stop([self.proc])
+
+
+@pytest.fixture(name="own_redis")
+def own_redis_fixture() -> Iterator[OwnRedis]:
+    """A redis-server of the test's own (import this into a test module to use it)."""
+    with tempfile.TemporaryDirectory(prefix="kflow-faults-") as tmp:
+        server = OwnRedis(Path(tmp))
+        server.start()
+        try:
+            yield server
+        finally:
+            server.stop()

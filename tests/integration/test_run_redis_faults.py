@@ -1,0 +1,96 @@
+"""`kflow-run` when Redis goes away while a node's result is recorded: the attempt is kept."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kflow.api.pods import EXIT_INFRASTRUCTURE
+from kflow.engine import Engine
+from kflow.kube.jobs import classify_failure
+from kflow.sdk.run import EXIT_OK, RunSettings, run_attempt
+from kflow.settings import RedisSettings
+from kflow.store.connect import connect
+from tests.integration import run_handlers
+from tests.integration.engine_kit import build, new_ref, node, take_node
+from tests.integration.faulty_redis import OwnRedis, own_redis_fixture  # noqa: F401
+
+pytestmark = pytest.mark.redis
+
+HANDLER = "tests.integration.run_handlers:charge_when_released"
+
+
+def _settings(attempt: Any, termination_log: Path, patience: float) -> RunSettings:
+    return RunSettings(flow_uid=attempt.flow_uid, flow_name="pay", namespace=attempt.namespace,
+                       node=attempt.node, queue=attempt.queue, attempt=attempt.attempt,
+                       token=attempt.token, data="{}", termination_log=str(termination_log),
+                       redis_patience_s=patience)
+
+
+async def test_redis_down_while_the_result_is_recorded_is_an_infrastructure_failure(
+        own_redis: OwnRedis, tmp_path: Path) -> None:
+    client = await connect(own_redis.url)
+    engine = Engine(client)
+    ref = new_ref()
+    await engine.submit(ref, build(node("pay")))  # one attempt: a spent one fails the node
+    attempt = await take_node(engine, "pay")
+    run_handlers.release = asyncio.Event()
+    log = tmp_path / "termination-log"
+    run = asyncio.ensure_future(run_attempt(
+        HANDLER, _settings(attempt, log, patience=1.0),
+        RedisSettings(url=own_redis.url, socket_timeout=0.5, retries=1,
+                      retry_backoff_cap=0.1)))
+    await asyncio.sleep(0.5)  # the handler is running
+    own_redis.freeze(True)  # Redis stops answering (its data stays)
+    run_handlers.release.set()
+    code = await asyncio.wait_for(run, 60)
+    own_redis.freeze(False)
+    message = log.read_text()
+    assert code == EXIT_INFRASTRUCTURE, message
+    assert "Redis unreachable" in message and "recording the result" in message
+
+    # The operator reads that exit from the pod: an infrastructure failure, not the code's.
+    pod = {"metadata": {"name": "p", "creationTimestamp": "2026-11-30T00:00:00Z"},
+           "spec": {"containers": [{"name": "main"}]},
+           "status": {"containerStatuses": [{"name": "main", "state": {"terminated": {
+               "exitCode": code, "reason": "Error", "message": message}}}]}}
+    failure = classify_failure({"status": {"conditions": [
+        {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]}}, [pod])
+    assert failure.infrastructure, failure
+    try:
+        outcome = await engine.fail(attempt.flow_id, "pay", attempt.token, failure.error,
+                                    infrastructure=failure.infrastructure)
+        assert outcome.accepted and outcome.action != "failed"
+        again = await take_node(engine, "pay")  # runs again although it had one attempt
+        assert again.token != attempt.token
+    finally:
+        await client.aclose()
+
+
+async def test_a_short_outage_while_the_result_is_recorded_is_waited_out(
+        own_redis: OwnRedis, tmp_path: Path) -> None:
+    client = await connect(own_redis.url)
+    engine = Engine(client)
+    ref = new_ref()
+    await engine.submit(ref, build(node("pay")))
+    attempt = await take_node(engine, "pay")
+    run_handlers.release = asyncio.Event()
+    run = asyncio.ensure_future(run_attempt(
+        HANDLER, _settings(attempt, tmp_path / "termination-log", patience=60.0),
+        RedisSettings(url=own_redis.url, socket_timeout=0.5, retries=1,
+                      retry_backoff_cap=0.1)))
+    await asyncio.sleep(0.5)
+    own_redis.freeze(True)
+    run_handlers.release.set()
+    await asyncio.sleep(2.0)  # the pod is waiting for Redis, not failing
+    assert not run.done()
+    own_redis.freeze(False)
+    try:
+        assert await asyncio.wait_for(run, 60) == EXIT_OK
+        infos = await engine.node_infos(attempt.flow_id)
+        assert infos["pay"].result == {"charged": 1}
+    finally:
+        await client.aclose()
