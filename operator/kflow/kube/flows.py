@@ -94,7 +94,7 @@ class FlowLifecycle:
         else:
             # Resumed after a restart: a crash between a flow step and its queue step left
             # ready nodes off their queue; put them back.
-            await self.engine.reconcile_flow(ref.id)
+            await self.engine.reconcile_flow(FlowId.of(namespace, uid))
         self.refresh_missing_queues(namespace)
         for queue in compiled.queues:
             self.dispatchers.kick(QueueId(namespace, queue))
