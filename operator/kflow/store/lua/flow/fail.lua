@@ -13,7 +13,8 @@
 
   Returns (JSON): the flow-step envelope (flow/_reply) with one row as flow/_attempt-batch:
     {accepted, the node's queue, outcome, retry time ms or false}
-    outcome "requeued" (infrastructure, attempt not spent; time: now), "retry" (after
+    outcome "completed" (the attempt had stored its result: it completes with it, and
+           never runs again), "requeued" (infrastructure, attempt not spent; time: now), "retry" (after
            backoff; time: when), "failed" (settled by onFailure), "cancelled" (the flow had
            ended and the failure was not the node's own: infrastructure, or the flow was
            cancelled), "stale" (token mismatch: nothing changed)
@@ -25,11 +26,13 @@
 -- @include flow/_lib
 -- @include flow/_fence
 -- @include flow/_reply
+-- @include flow/_complete
 -- @include flow/_attempt-failure
 -- @include flow/_attempt-batch
 
 return settle_attempts(1, 6, function(_, node, now, out)
   local err = ARGV[3]
+  if complete_stored(node, now, out) then return 'completed', false end
   if ARGV[4] == '1' and redis.call('HGET', K_META, 'phase') == 'Running'
       and redis.call('HINCRBY', K_REQUEUES, 'i|' .. node, 1) <= tonumber(ARGV[5]) then
     redis.call('HSET', K_ERROR, node, err)

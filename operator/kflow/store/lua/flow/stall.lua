@@ -11,7 +11,8 @@
 
   Returns (JSON): the flow-step envelope (flow/_reply) with one row as flow/_attempt-batch:
     {accepted, the node's queue, outcome, retry time ms or false}
-    outcome "requeued" | "retry" | "failed" | "cancelled" (the flow had ended) | "stale"
+    outcome "completed" (the attempt had stored its result: completed with it, never run
+    again) | "requeued" | "retry" | "failed" | "cancelled" (the flow had ended) | "stale"
     (the lease was left over; queued then holds the node if it is still ready or delayed)
   Events: stalled; then as flow/fail.
 ]]
@@ -20,6 +21,7 @@
 -- @include flow/_lib
 -- @include flow/_fence
 -- @include flow/_reply
+-- @include flow/_complete
 -- @include flow/_attempt-failure
 
 local node, token = ARGV[1], ARGV[2]
@@ -37,6 +39,10 @@ if not holds(node, token) then
     out[1] = {node, spec[S_QUEUE], rank_of(spec), due}
   end
   return step_reply({{false, queue_of(node), 'stale', false}}, out)
+end
+if complete_stored(node, now, out) then
+  apply_expiry()
+  return step_reply({{true, queue_of(node), 'completed', false}}, out)
 end
 emit('stalled', node)
 local stalls = redis.call('HINCRBY', K_REQUEUES, 's|' .. node, 1)
