@@ -609,6 +609,12 @@ class FlowStatus(_Status):
     )
     started_at: datetime | None = Field(None, description="When the first node started.")
     finished_at: datetime | None = Field(None, description="When the flow reached its final phase.")
+    recorded_at: datetime | None = Field(
+        None,
+        description="When the operator recorded the graph in Redis (before any node could "
+        "start). A Flow with it, or a finished one, is never recorded again: if Redis loses "
+        "its state, the flow gets the `StateLost` condition instead of running again.",
+    )
     duration: str | None = Field(
         None,
         max_length=64,
@@ -618,7 +624,9 @@ class FlowStatus(_Status):
     conditions: list[Condition] = Field(
         default_factory=list,
         max_length=8,
-        description="`Valid`, `Complete` and `Failed` conditions.",
+        description="`Valid`, `Complete` and `Failed` conditions; `QueueMissing` while a "
+        "node's Queue does not exist; `StateLost` when Redis lost the state of a flow that had "
+        "not finished (annotate `kflow.dev/retry` to start it over).",
         json_schema_extra={
             "x-kubernetes-list-type": "map",
             "x-kubernetes-list-map-keys": ["type"],

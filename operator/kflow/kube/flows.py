@@ -20,7 +20,8 @@ from kflow.kube.events import EventPoster, FlowEvent
 from kflow.kube.jobs import job_state
 from kflow.kube.k8s import KubeApi
 from kflow.kube.metrics import Metrics
-from kflow.kube.status import FlowView, StatusPatcher
+from kflow.kube.recording import CONDITION_STATE_LOST, Recording, decide, finished, lost_message
+from kflow.kube.status import FlowView, StatusPatcher, now_rfc3339
 from kflow.settings import StatusSettings
 
 log = logging.getLogger("kflow.kube")
@@ -82,16 +83,35 @@ class FlowLifecycle:
         view.valid, view.invalid_message = True, ""
         self.routes.add(uid, {n.name: n.queue for n in compiled.nodes.values()},
                         compiled.queues)
+        ref = FlowRef(uid=uid, namespace=namespace, name=name)
+        decision = decide(old_status, await self._in_redis(ref.id))
+        if decision is Recording.EXPIRED or decision is Recording.LOST:
+            self._gone(view, old_status, decision)
+            return
+        view.recorded_at = view.recorded_at or old_status.get("recordedAt")
+        if finished(old_status):
+            # Finished before this operator started: its TTL counts from its own finishedAt
+            # (the timer of the operator that saw it finish is gone with that process).
+            view.last_status = view.last_status or dict(old_status)
+            self._schedule_ttl(view)
+        wanted_suspended = bool(spec.get("suspend") or spec.get("cancel"))
+        # A graph not yet marked in the Flow is recorded held: no node starts before the
+        # Flow says it was recorded, so a later loss of Redis's state is never mistaken for
+        # a flow that was never recorded (kflow.kube.recording).
+        hold = decision is not Recording.RESUME
         created = await self.engine.submit(
-            FlowRef(uid=uid, namespace=namespace, name=name), compiled,
-            ttl_seconds_after_finished=spec.get("ttlSecondsAfterFinished"),
-            suspended=bool(spec.get("suspend") or spec.get("cancel")))
+            ref, compiled, ttl_seconds_after_finished=spec.get("ttlSecondsAfterFinished"),
+            suspended=wanted_suspended or hold)
+        if hold:
+            await self._mark_recorded(view)
+            if not wanted_suspended:
+                await self.engine.resume(ref.id)
         if created:
             log.info("Flow %s/%s: %d nodes recorded in Redis", namespace, name,
                      len(compiled.nodes))
             if spec.get("cancel"):
                 await self.cancel(body)
-        else:
+        elif not hold:
             # Resumed after a restart: a crash between a flow step and its queue step left
             # ready nodes off their queue; put them back.
             await self.engine.reconcile_flow(FlowId.of(namespace, uid))
@@ -99,6 +119,43 @@ class FlowLifecycle:
         for queue in compiled.queues:
             self.dispatchers.kick(QueueId(namespace, queue))
         await self.status.flush(uid)
+
+    async def _in_redis(self, flow_id: FlowId) -> bool:
+        try:
+            await self.engine.snapshot(flow_id)
+        except FlowNotFound:
+            return False
+        return True
+
+    async def _mark_recorded(self, view: FlowView) -> None:
+        """Store `status.recordedAt` in the Flow; raises (kopf retries the admission) if the
+        API server does not take it, so the held graph is released only once it is stored."""
+        view.recorded_at = now_rfc3339()
+        view.lost_message = None
+        if not await self.api.patch_flow_status(view.namespace, view.name,
+                                                {"recordedAt": view.recorded_at}):
+            raise FlowNotFound(f"Flow {view.namespace}/{view.name} is gone")
+
+    def _gone(self, view: FlowView, old_status: Mapping[str, Any],
+              decision: Recording) -> None:
+        """Redis has no state for a flow that was recorded: never record it again."""
+        view.last_status = dict(old_status)
+        view.recorded_at = old_status.get("recordedAt")
+        if decision is Recording.EXPIRED:
+            view.expired = True
+            log.info("Flow %s/%s finished (%s) and its state is no longer in Redis; it is not "
+                     "run again", view.namespace, view.name, old_status.get("phase"))
+            self._schedule_ttl(view)
+            return
+        message = lost_message(view.namespace, view.name, view.recorded_at)
+        first = view.lost_message is None and \
+            (view.conditions.get(CONDITION_STATE_LOST) or {}).get("status") != "True"
+        view.lost_message = message
+        self.status.mark(view.uid)
+        if first:
+            log.warning("%s", message)
+            self.events.post(FlowEvent(view.uid, view.namespace, view.name, "StateLost",
+                                       message[:MAX_CONDITION_MESSAGE], warning=True))
 
     async def set_suspended(self, body: Mapping[str, Any], suspended: bool) -> None:
         uid = body["metadata"]["uid"]
@@ -127,8 +184,27 @@ class FlowLifecycle:
         self.status.mark(meta["uid"])
 
     async def retry(self, body: Mapping[str, Any]) -> None:
-        """Put the flow's failed nodes back to ready (the kflow.dev/retry annotation)."""
+        """Put the flow's failed nodes back to ready (the kflow.dev/retry annotation); a flow
+        whose state was lost starts over (the user asked for exactly that)."""
         meta = body["metadata"]
+        view = self.status.views.get(meta["uid"])
+        if view is not None and view.lost_message is not None:
+            log.info("Flow %s/%s: retry requested after its state was lost; recording it "
+                     "again", meta["namespace"], meta["name"])
+            view.lost_message = None
+            status = {k: v for k, v in (body.get("status") or {}).items()
+                      if k not in ("recordedAt", "total", "phase")}
+            await self.admit({**body, "status": status})
+            self.events.post(FlowEvent(meta["uid"], meta["namespace"], meta["name"],
+                                       "StartedOver", "state was lost; recorded again on "
+                                       "request: every node runs again", warning=False))
+            return
+        if view is not None and view.expired:
+            self.events.post(FlowEvent(
+                meta["uid"], meta["namespace"], meta["name"], "NothingToRetry",
+                "the flow finished and its state has left Redis (ttlSecondsAfterFinished); "
+                "create the Flow again to run it again", warning=True))
+            return
         try:
             count = await self.engine.retry_failed(FlowId.of(meta["namespace"], meta["uid"]))
         except FlowNotFound:

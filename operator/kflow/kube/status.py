@@ -17,6 +17,7 @@ from kflow.api.models import NodeCounts
 from kflow.api.states import TERMINAL_PHASES
 from kflow.engine import FlowNotFound, FlowSnapshot
 from kflow.kube.metrics import Metrics
+from kflow.kube.recording import CONDITION_STATE_LOST
 
 log = logging.getLogger("kflow.kube.status")
 
@@ -53,6 +54,13 @@ class FlowView:
     last_status: dict[str, Any] | None = None
     last_patch: float = 0.0
     ttl_task: asyncio.Task[None] | None = None
+    # When the graph was recorded in Redis (status.recordedAt), kept in every status.
+    recorded_at: str | None = None
+    # Redis lost a recorded flow before it finished (kflow.kube.recording.Recording.LOST): the
+    # status keeps what it said and gets the StateLost condition; nothing is read from Redis.
+    lost_message: str | None = None
+    # Finished and gone from Redis (Recording.EXPIRED): the status is left exactly as it is.
+    expired: bool = False
 
 
 def _condition(view: FlowView, ctype: str, status: bool, reason: str,
@@ -65,11 +73,23 @@ def _condition(view: FlowView, ctype: str, status: bool, reason: str,
             "lastTransitionTime": since}
 
 
+def build_lost_status(view: FlowView) -> dict[str, Any]:
+    """A flow whose Redis state is gone: its conditions as they were, plus StateLost."""
+    conditions = [c for t, c in view.conditions.items() if t != CONDITION_STATE_LOST]
+    conditions.append(_condition(view, CONDITION_STATE_LOST, True, "RedisStateLost",
+                                 view.lost_message or ""))
+    return {"observedGeneration": view.generation, "conditions": conditions}
+
+
 def build_status(view: FlowView, snapshot: FlowSnapshot | None,
                  max_failures: int) -> dict[str, Any]:
     """The Flow's status: a few counters and conditions, whatever the flow's size."""
+    if view.lost_message is not None:
+        return build_lost_status(view)
     conditions: list[dict[str, Any]] = []
     status: dict[str, Any] = {"observedGeneration": view.generation}
+    if view.recorded_at:
+        status["recordedAt"] = view.recorded_at
     if view.valid is False or snapshot is None:
         phase = "Failed" if view.valid is False else "Pending"
         conditions.append(_condition(view, "Valid", view.valid is not False,
@@ -122,6 +142,9 @@ def build_status(view: FlowView, snapshot: FlowSnapshot | None,
             f"exists in namespace {view.namespace})"))
     elif "QueueMissing" in view.conditions:
         conditions.append(_condition(view, "QueueMissing", False, "QueuesPresent", ""))
+    if CONDITION_STATE_LOST in view.conditions:  # started over after its state was lost
+        conditions.append(_condition(view, CONDITION_STATE_LOST, False, "Recorded",
+                                     "recorded again on request"))
     status["conditions"] = conditions
     return status
 
@@ -202,12 +225,12 @@ class StatusPatcher:
 
     async def _patch_one(self, uid: str) -> None:
         view = self.views.get(uid)
-        if view is None:
+        if view is None or view.expired:
             return
         view.last_patch = time.monotonic()
         try:
-            snapshot = (await self._snapshot(FlowId.of(view.namespace, uid)) if view.valid
-                        else None)
+            reads = view.valid and view.lost_message is None
+            snapshot = await self._snapshot(FlowId.of(view.namespace, uid)) if reads else None
             status = build_status(view, snapshot, self._max_failures)
             if status != view.last_status:
                 if not await self._patch(view.namespace, view.name, status):

@@ -63,3 +63,29 @@ def gated(job: Job) -> dict[str, Any]:
     if not client.exists(f"kflow-test:gate:{job.flow.uid}"):
         raise RuntimeError("the gate is closed")
     return {"passed_on": job.attempt}
+
+
+def counted(job: Job) -> dict[str, Any]:
+    """A side effect the test can count (a payment): INCR `kflow-test:effects:<uid>:<node>`."""
+    import os
+
+    import redis
+
+    client = redis.Redis.from_url(os.environ["KFLOW_REDIS_URL"])
+    runs = int(client.incr(f"kflow-test:effects:{job.flow.uid}:{job.name}"))
+    return {"node": job.name, "runs": runs}
+
+
+def wait_for_gate(job: Job) -> dict[str, Any]:
+    """Run until the test opens the gate (`kflow-test:gate:<flow uid>`), at most 10 minutes."""
+    import os
+
+    import redis
+
+    client = redis.Redis.from_url(os.environ["KFLOW_REDIS_URL"])
+    deadline = time.monotonic() + 600
+    while not client.exists(f"kflow-test:gate:{job.flow.uid}"):
+        if time.monotonic() > deadline:
+            raise RuntimeError("the gate stayed closed")
+        time.sleep(0.5)
+    return {"node": job.name, "attempt": job.attempt}
