@@ -16,9 +16,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from kflow.api.ids import QueueId
 from kflow.engine import Engine
 from kflow.kube.dispatch import Dispatchers
-from kflow.kube.outage import RedisOutage
 from kflow.kube.queues import queue_info
 from kflow.store.connect import connect
+from kflow.store.outage import RedisOutage
 from tests.integration.engine_kit import build, new_ref, node, take_all, take_node
 from tests.integration.faulty_redis import OwnRedis, lossy_proxy, own_redis_fixture  # noqa: F401
 

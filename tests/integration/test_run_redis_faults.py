@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,7 @@ from kflow.api.pods import EXIT_INFRASTRUCTURE
 from kflow.engine import Engine
 from kflow.kube.jobs import classify_failure
 from kflow.sdk.run import EXIT_OK, RunSettings, run_attempt
+from kflow.sdk.worker import Worker, WorkerOptions
 from kflow.settings import RedisSettings
 from kflow.store.connect import connect
 from tests.integration import run_handlers
@@ -94,3 +97,44 @@ async def test_a_short_outage_while_the_result_is_recorded_is_waited_out(
         assert infos["pay"].result == {"charged": 1}
     finally:
         await client.aclose()
+
+
+async def test_a_worker_waits_out_an_outage_before_completing_and_spends_no_attempt(
+        own_redis: OwnRedis, caplog: pytest.LogCaptureFixture) -> None:
+    client = await connect(own_redis.url, socket_timeout=0.5, retries=1, retry_backoff_cap=0.1)
+    engine = Engine(client)
+    ref = new_ref()
+    await engine.submit(ref, build(node("pay")))  # one attempt: a spent one fails the node
+    run_handlers.release = asyncio.Event()
+    caplog.set_level(logging.INFO)
+    worker = Worker(engine, f"{ref.namespace}/work", run_handlers.charge_when_released,
+                    WorkerOptions(concurrency=1, lock_ms=60_000))
+    running = asyncio.ensure_future(worker.run())
+    try:
+        await _until(lambda: bool(worker.running), "the worker to take the node")
+        own_redis.freeze(True)
+        run_handlers.release.set()  # the handler finishes while Redis does not answer
+        await _until(lambda: worker.outage.down, "the worker to meet the outage")
+        await asyncio.sleep(1.5)
+        own_redis.freeze(False)
+        await _until(lambda: worker.stats["completed"] == 1, "the completion")
+    finally:
+        worker.stop()
+        await asyncio.wait_for(running, 60)
+    try:
+        infos = await engine.node_infos(ref.id)
+        assert infos["pay"].state == "completed" and infos["pay"].result == {"charged": 1}
+        assert infos["pay"].attempt == 1
+    finally:
+        await client.aclose()
+    messages = [r.getMessage() for r in caplog.records]
+    assert len([m for m in messages if m.startswith("Redis unreachable: ")]) == 1, messages
+    assert len([m for m in messages if m.startswith("Redis reachable again")]) == 1, messages
+
+
+async def _until(check: Callable[[], bool], what: str) -> None:
+    for _ in range(600):
+        if check():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"gave up waiting for {what}")

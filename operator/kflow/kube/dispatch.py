@@ -12,7 +12,7 @@ from typing import Any
 from kflow.api.ids import QueueId
 from kflow.api.models import Queue
 from kflow.engine import Attempt, Engine, QueueConfig
-from kflow.kube.outage import RedisOutage
+from kflow.store.outage import RedisOutage
 
 log = logging.getLogger("kflow.kube.dispatch")
 

@@ -23,6 +23,7 @@ from kflow.engine import Attempt, Engine, Inputs, tune_collector
 from kflow.sdk.handlers import call_handler, format_error, resolve_function
 from kflow.sdk.job import Job, JobFlow
 from kflow.settings import RedisSettings
+from kflow.store.outage import RedisOutage
 
 log = logging.getLogger("kflow.worker")
 
@@ -96,6 +97,8 @@ class Worker:
         self._done_ready = asyncio.Event()
         self._flushed = asyncio.Event()
         self._flushed.set()
+        # Says once that Redis is unreachable and once that it is back, for all the loops.
+        self.outage = RedisOutage()
 
     # ---- control ---------------------------------------------------------------------------
 
@@ -141,9 +144,12 @@ class Worker:
                 attempts = await self.engine.take(self.queue_id, free, owner=self.owner,
                                                   lease_ms=self.options.lock_ms)
             except Exception as exc:  # Redis away: keep the process, try again
-                log.warning("worker %s: take failed: %s", self.owner, exc)
-                await self._sleep(RETRY_AFTER_ERROR_S)
+                wait = self.outage.failed(exc, f"worker {self.owner} taking nodes")
+                if wait is None:
+                    log.warning("worker %s: take failed: %s", self.owner, exc)
+                await self._sleep(RETRY_AFTER_ERROR_S if wait is None else wait)
                 continue
+            self.outage.succeeded()
             if not attempts:
                 await self._sleep(idle)
                 idle = min(idle * 2, self.options.poll_max_s)
@@ -265,14 +271,20 @@ class Worker:
 
     async def _complete_batch(self, batch: list[tuple[Attempt, Any]]) -> None:
         while True:
+            # Until Redis takes it: the handlers' work is done, and a completion that waits
+            # out an outage spends no attempt (the leases are renewed meanwhile by the renew
+            # loop, or expire and the stalled sweep hands the nodes back).
             try:
                 outcomes = await self.engine.complete_batch(
                     [(a.flow_id, a.node, a.token, v) for a, v in batch])
+                self.outage.succeeded()
                 break
             except Exception as exc:  # fenced by token: sending the batch again is safe
-                log.warning("worker %s: completing %d nodes failed: %s; retrying",
-                            self.owner, len(batch), exc)
-                await asyncio.sleep(RETRY_AFTER_ERROR_S)
+                wait = self.outage.failed(exc, f"worker {self.owner} completing nodes")
+                if wait is None:
+                    log.warning("worker %s: completing %d nodes failed: %s; retrying",
+                                self.owner, len(batch), exc)
+                await asyncio.sleep(RETRY_AFTER_ERROR_S if wait is None else wait)
         for (a, value), outcome in zip(batch, outcomes, strict=True):
             self.held.pop((a.flow_uid, a.node, a.token), None)
             if outcome.accepted:
@@ -303,8 +315,9 @@ class Worker:
             try:
                 await action()
             except Exception as exc:
-                log.warning("worker %s: %s failed: %s", self.owner,
-                            getattr(action, "__name__", "background step"), exc)
+                name = getattr(action, "__name__", "background step")
+                if self.outage.failed(exc, f"worker {self.owner} {name}") is None:
+                    log.warning("worker %s: %s failed: %s", self.owner, name, exc)
 
     async def _renew(self) -> None:
         if self.held:

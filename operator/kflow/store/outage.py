@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from kflow.store.connect import unreachable_reason
 
-log = logging.getLogger("kflow.kube.redis")
+log = logging.getLogger("kflow.redis")
 
 # How long a loop that met the outage waits before it looks again: doubling from the first,
 # up to the cap, with jitter so that the operator's loops do not all knock at once.
@@ -18,7 +18,8 @@ MAX_WAIT_S = 10.0
 
 
 class RedisOutage:
-    """The operator's view of Redis reachability, shared by its periodic loops.
+    """A process's view of Redis reachability, shared by its periodic loops (the operator's
+    dispatch, pool and status loops; a worker's take and completion loops).
 
     A loop that catches an error calls `failed`: when Redis cannot be reached it gets back how
     long to wait (and the first such error of an outage is logged, once, without a
@@ -47,8 +48,8 @@ class RedisOutage:
         if self.since is None:
             self.since = self.clock()
             self._failures = 0
-            log.warning("Redis unreachable: %s (seen by %s); the operator's loops wait for it "
-                        "and log again when it is back", reason, where)
+            log.warning("Redis unreachable: %s (seen by %s); waiting for it, and saying so "
+                        "again when it is back", reason, where)
         self._failures += 1
         cap = min(self.max_wait, FIRST_WAIT_S * 2.0 ** min(self._failures - 1, 10))
         return cap / 2 + random.random() * cap / 2
