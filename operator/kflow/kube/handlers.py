@@ -41,6 +41,13 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.batching.worker_limit = 256
     settings.peering.lifetime = config.peering.lifetime
     settings.watching.server_timeout = 300
+    # No API call waits on a dead connection: kopf's own calls give up after these (kflow's
+    # calls: kflow.kube.k8s.API_TIMEOUT_S), a watch a minute after the server should have
+    # ended it.
+    settings.networking.connect_timeout = 10
+    settings.networking.request_timeout = 60
+    settings.watching.connect_timeout = 10
+    settings.watching.client_timeout = 360
     # Serving listed namespaces by name, kopf needs no cluster-wide watch of namespaces or
     # CRDs; without this it keeps retrying them under namespace RBAC (rbac.scope=namespace)
     # for about a minute before it starts, and logs every refusal after.

@@ -17,6 +17,11 @@ from kflow.kube.jobs import LABEL_FLOW_UID
 
 log = logging.getLogger("kflow.kube")
 
+# Every call to the API server gives up after these (connect, read) seconds instead of
+# waiting as long as the OS does (a cut connection: about 2 h). The read bound is well above
+# what a list of every kflow Job takes.
+API_TIMEOUT_S: tuple[float, float] = (10.0, 60.0)
+
 
 def load_config() -> None:
     """In-cluster service account when running in a pod, else the kubeconfig (KUBECONFIG)."""
@@ -29,8 +34,10 @@ def load_config() -> None:
 class KubeApi:
     """The handful of API calls the operator makes, async; objects are plain dicts."""
 
-    def __init__(self) -> None:
-        api_client = client.ApiClient()
+    def __init__(self, *, configuration: client.Configuration | None = None,
+                 timeout: tuple[float, float] = API_TIMEOUT_S) -> None:
+        api_client = client.ApiClient(configuration)
+        self.timeout = timeout
         # The sync client pools one connection per thread it is used from; allow a crowd.
         api_client.rest_client.pool_manager.connection_pool_kw["maxsize"] = 32
         self._api = api_client
@@ -42,7 +49,8 @@ class KubeApi:
     async def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         # Raw JSON, not the client's model objects: cheaper, and dicts like kopf's bodies.
         def call() -> Any:
-            response = fn(*args, _preload_content=False, **kwargs)
+            response = fn(*args, _preload_content=False, _request_timeout=self.timeout,
+                          **kwargs)
             data = response.data
             return json.loads(data) if data else None
 
