@@ -7,17 +7,20 @@ import time
 from typing import Any
 
 from kflow.api.ids import QueueId
+from kflow.api.models import API_VERSION
 from kflow.engine import Engine
 from kflow.kube.dispatch import Dispatchers, QueueInfo, wait_any
+from kflow.kube.events import EventPoster
 from kflow.kube.flows import FlowLifecycle
 from kflow.kube.jobs import RedisEnv
 from kflow.kube.k8s import KubeApi
 from kflow.kube.metrics import Metrics
 from kflow.kube.scaler import (
-    LABEL_COMPONENT,
-    WORKER_COMPONENT,
+    NotOurDeployment,
     PoolState,
     deployment_name,
+    not_ours_message,
+    owns,
     reconcile_worker_pool,
 )
 from kflow.kube.status import QueueStatus
@@ -37,8 +40,9 @@ class WorkerPools:
 
     def __init__(self, *, engine: Engine, api: KubeApi, dispatchers: Dispatchers,
                  flows: FlowLifecycle, status: QueueStatus, metrics: Metrics,
-                 redis_env: RedisEnv) -> None:
+                 redis_env: RedisEnv, events: EventPoster | None = None) -> None:
         self.engine = engine
+        self.events = events
         self.api = api
         self.dispatchers = dispatchers
         self.flows = flows
@@ -87,7 +91,10 @@ class WorkerPools:
                     await wait_any(wake, stopped, wait)
                     continue
                 # Logged once per distinct error, not every second while it lasts.
-                if str(exc) != failing:
+                if isinstance(exc, NotOurDeployment):
+                    if str(exc) != failing:
+                        self._not_ours(queue_id, info, str(exc))
+                elif str(exc) != failing:
                     log.exception("worker pool of queue %s: reconcile failed; retrying every "
                                   "%.0f s", queue_id, timeout)
                 failing = str(exc)
@@ -112,6 +119,15 @@ class WorkerPools:
                                  workers=report.pods)
         return report.ready, report.active
 
+    def _not_ours(self, queue_id: QueueId, info: QueueInfo | None, message: str) -> None:
+        """Say on the Queue (an Event) and in the log that its pool's name is taken."""
+        log.warning("%s", message)
+        if self.events is not None:
+            self.events.post_on({"apiVersion": API_VERSION, "kind": "Queue",
+                                 "name": queue_id.name, "namespace": queue_id.namespace,
+                                 "uid": info.uid if info else None},
+                                reason="DeploymentNotOwned", message=message, warning=True)
+
     def _progressed(self, info: QueueInfo) -> None:
         for name in self.flows.progressed_on(info.namespace, info.name):
             other = self.dispatchers.queues.get(QueueId(info.namespace, name))
@@ -126,7 +142,10 @@ class WorkerPools:
         self.metrics.pool_size(info.queue_id, None)
         name = deployment_name(info.name)
         found = await self.api.read_deployment(info.namespace, name)
-        labels = ((found or {}).get("metadata") or {}).get("labels") or {}
-        if found is not None and labels.get(LABEL_COMPONENT) == WORKER_COMPONENT:
-            await self.api.delete_deployment(info.namespace, name)
-            log.info("Queue %s: not in Worker mode; Deployment %s deleted", info.queue_id, name)
+        if found is None:
+            return
+        if not owns(found, info.name, None):
+            log.info("%s", not_ours_message(info.queue_id, name))
+            return
+        await self.api.delete_deployment(info.namespace, name)
+        log.info("Queue %s: not in Worker mode; Deployment %s deleted", info.queue_id, name)

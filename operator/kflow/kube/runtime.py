@@ -62,7 +62,7 @@ class Runtime:
         queue_status = QueueStatus(api, self.metrics)
         pools = WorkerPools(engine=engine, api=api, dispatchers=self.dispatchers,
                             flows=self.flows, status=queue_status, metrics=self.metrics,
-                            redis_env=redis_env)
+                            redis_env=redis_env, events=events)
         self.queues = QueueControl(engine=engine, dispatchers=self.dispatchers,
                                    executor=self.executor, flows=self.flows, pools=pools,
                                    status=queue_status, max_stalled=dispatch.max_stalled)

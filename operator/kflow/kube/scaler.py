@@ -89,7 +89,40 @@ class PoolClock:
 
 
 def deployment_name(queue_name: str) -> str:
-    return f"kflow-worker-{queue_name}"[:63].rstrip("-")
+    """`kflow-worker-<queue>`, at most 63 characters. A longer one is cut and ends with a hash
+    of the whole queue name, so two queues whose names share their first 50 characters get
+    two Deployments (they used to share one)."""
+    name = f"kflow-worker-{queue_name}"
+    if len(name) <= 63:
+        return name
+    suffix = "-" + hashlib.sha256(queue_name.encode()).hexdigest()[:8]
+    return name[:63 - len(suffix)].rstrip("-.") + suffix
+
+
+class NotOurDeployment(Exception):
+    """A Deployment has the name of a queue's worker pool but is not that pool: kflow does not
+    scale, replace or delete it."""
+
+
+def owns(found: dict[str, Any], queue_name: str, queue_uid: str | None) -> bool:
+    """Whether the Deployment `found` is the worker pool of the queue `queue_name` (of uid
+    `queue_uid`, when known): kflow's worker labels naming that queue and, when it has a
+    Queue owner, that Queue."""
+    meta = found.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    if (labels.get(LABEL_COMPONENT) != WORKER_COMPONENT
+            or labels.get(LABEL_QUEUE) != label_value(queue_name)):
+        return False
+    owners = [o for o in meta.get("ownerReferences") or [] if o.get("kind") == "Queue"]
+    return queue_uid is None or not owners or any(o.get("uid") == queue_uid for o in owners)
+
+
+def not_ours_message(queue_id: QueueId, name: str) -> str:
+    return (f"Queue {queue_id}: Deployment {name} exists but is not this Queue's worker pool "
+            f"(kflow's pools carry the labels {LABEL_COMPONENT}={WORKER_COMPONENT} and "
+            f"{LABEL_QUEUE}={label_value(queue_id.name)} and are owned by their Queue); kflow "
+            "leaves it alone and runs no workers for this queue: delete or rename that "
+            "Deployment, or give the Queue another name")
 
 
 def worker_command(command: list[str], args: list[str], queue_id: QueueId, per: int,
@@ -232,6 +265,10 @@ async def reconcile_worker_pool(queue: Queue | dict[str, Any], engine: Any, api:
             or time.monotonic() - state.read_at >= resync_seconds):
         found = await api.read_deployment(namespace, name)
         state.read_at = time.monotonic()
+        if found is not None and not owns(found, queue.metadata.name or "queue",
+                                          queue.metadata.uid):
+            state.replicas = None  # read again next time: it may be gone or fixed by then
+            raise NotOurDeployment(not_ours_message(queue.queue_id, name))
         if found is None:
             state.replicas, state.pods, state.template_hash = None, 0, None
         else:
