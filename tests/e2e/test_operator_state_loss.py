@@ -29,9 +29,14 @@ def effects(scenario: Scenario, uid: str, node: str) -> int:
     return _run(read())
 
 
+def flow_keys(scenario: Scenario, uid: str) -> list[str]:
+    """The flow's keys in Redis (not the test's own kflow-test:* keys)."""
+    return [k for k in scenario.redis_keys(uid) if k.startswith(f"{scenario.prefix}:")]
+
+
 def drop_flow_keys(scenario: Scenario, uid: str) -> int:
-    """Delete every key of the flow (never the test's own kflow-test:* keys)."""
-    keys = [k for k in scenario.redis_keys(uid) if k.startswith(f"{scenario.prefix}:")]
+    """Delete every key of the flow: what an expired TTL or a lost Redis does."""
+    keys = flow_keys(scenario, uid)
 
     async def delete() -> None:
         client = scenario._client()
@@ -79,7 +84,7 @@ def test_a_finished_flow_whose_keys_are_gone_is_not_run_again_and_its_ttl_holds(
     body = scenario.get_flow("paid")
     assert body["status"]["phase"] == "Succeeded"
     assert body["status"]["progress"] == "1/1"
-    assert scenario.redis_keys(uid) == []
+    assert flow_keys(scenario, uid) == []
     # The TTL counts from the Flow's own finishedAt, not from the new operator's start.
     scenario.wait_for("the Flow to be deleted after its TTL", lambda: scenario.kube(
         "get", "flow", "paid", "-n", scenario.namespace, check=False).returncode != 0,
@@ -115,7 +120,7 @@ def test_a_flow_lost_while_running_waits_for_the_user_then_starts_over_on_retry(
     assert body["status"]["phase"] == "Running"  # what it last was; nothing restarted
     assert set(watch.made()) - running == set()
     assert effects(scenario, uid, "charge") == 1
-    assert scenario.redis_keys(uid) == []
+    assert flow_keys(scenario, uid) == []
     assert [e["message"] for e in scenario.events("StateLost")]
 
     # The user asks to start over: the whole flow runs again, once.
