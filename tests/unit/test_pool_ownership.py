@@ -8,11 +8,16 @@ from typing import Any
 
 import pytest
 
+from kflow.api.ids import QueueId
+from kflow.api.models import Queue
 from kflow.kube.scaler import (
     NotOurDeployment,
     PoolState,
+    build_deployment,
     deployment_name,
+    legacy_deployment_name,
     reconcile_worker_pool,
+    retire_legacy_pool,
 )
 from tests.unit.test_scaler import POOL_QUEUE, FakeEngine, MemoryDeployments
 
@@ -68,5 +73,30 @@ def test_a_deployment_of_the_pool_name_that_kflow_does_not_own_is_left_alone(
         message = str(refused.value)
         assert f"Deployment {name} exists but is not this Queue's worker pool" in message
         assert "delete or rename that Deployment, or give the Queue another name" in message
+
+    asyncio.run(scenario())
+
+
+class DeletableDeployments(MemoryDeployments):
+    async def delete_deployment(self, namespace: str, name: str) -> None:
+        self.calls.append(f"delete {name}")
+        self.objects.pop(name, None)
+
+
+def test_a_pool_left_under_its_pre_hash_name_is_retired_only_by_its_own_queue() -> None:
+    async def scenario() -> None:
+        api = DeletableDeployments()
+        mine, other = SHARED + "eu-west", SHARED + "us-east"
+        old = legacy_deployment_name(mine)
+        assert old is not None and old == legacy_deployment_name(other)  # the old collision
+        assert legacy_deployment_name("squares") is None  # short names never changed
+        # As an older kflow left it: the last queue to reconcile it labelled and owned it.
+        pool = build_deployment(Queue.model_validate(_queue(mine, "u-1")), 2)
+        pool["metadata"]["name"] = old
+        api.objects[old] = pool
+        assert not await retire_legacy_pool(QueueId("team", other), "u-2", api)
+        assert old in api.objects
+        assert await retire_legacy_pool(QueueId("team", mine), "u-1", api)
+        assert old not in api.objects
 
     asyncio.run(scenario())

@@ -22,6 +22,7 @@ from kflow.kube.scaler import (
     not_ours_message,
     owns,
     reconcile_worker_pool,
+    retire_legacy_pool,
 )
 from kflow.kube.status import QueueStatus
 
@@ -111,7 +112,10 @@ class WorkerPools:
             ready, active, delayed = await self.engine.queue_depth(queue_id)
             await self.status.report(queue_id, ready, active, delayed)
             return ready, active
-        state = self.pools.setdefault(queue_id, PoolState())
+        state = self.pools.get(queue_id)
+        if state is None:  # first look at this pool in this process
+            await retire_legacy_pool(queue_id, info.uid, self.api)
+            state = self.pools[queue_id] = PoolState()
         report = await reconcile_worker_pool(queue, self.engine, self.api, state,
                                              redis=self.redis_env)
         self.metrics.pool_size(queue_id, report.replicas)

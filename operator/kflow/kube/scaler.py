@@ -99,6 +99,34 @@ def deployment_name(queue_name: str) -> str:
     return name[:63 - len(suffix)].rstrip("-.") + suffix
 
 
+def legacy_deployment_name(queue_name: str) -> str | None:
+    """The name kflow gave the queue's pool before names carried a hash (cut at 63), when it
+    differs from today's: a pool left under it after an upgrade is retired."""
+    old = f"kflow-worker-{queue_name}"[:63].rstrip("-")
+    return old if old != deployment_name(queue_name) else None
+
+
+class LegacyPoolApi(Protocol):
+    async def read_deployment(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+
+    async def delete_deployment(self, namespace: str, name: str) -> None: ...
+
+
+async def retire_legacy_pool(queue_id: QueueId, uid: str | None, api: LegacyPoolApi) -> bool:
+    """Delete the queue's pool left under its pre-hash name, if it is this queue's (another
+    queue that shared the old name may own it); True when one was deleted."""
+    old = legacy_deployment_name(queue_id.name)
+    if old is None:
+        return False
+    found = await api.read_deployment(queue_id.namespace, old)
+    if found is None or not owns(found, queue_id.name, uid):
+        return False
+    await api.delete_deployment(queue_id.namespace, old)
+    log.info("Queue %s: Deployment %s (the pool's name before kflow named pools by a hash) "
+             "deleted; the pool is now %s", queue_id, old, deployment_name(queue_id.name))
+    return True
+
+
 class NotOurDeployment(Exception):
     """A Deployment has the name of a queue's worker pool but is not that pool: kflow does not
     scale, replace or delete it."""
