@@ -22,6 +22,10 @@ OPERATOR_VARIABLES: list[tuple[str, str, str, Any]] = [
     ("KFLOW_REDIS_PREFIX", "team-a", "redis.prefix", "team-a"),
     ("KFLOW_REDIS_CONNECT_TIMEOUT", "2.5", "redis.connect_timeout", 2.5),
     ("KFLOW_REDIS_SOCKET_TIMEOUT", "7", "redis.socket_timeout", 7.0),
+    ("KFLOW_REDIS_HEALTH_CHECK_INTERVAL", "3", "redis.health_check_interval", 3.0),
+    ("KFLOW_REDIS_RETRIES", "0", "redis.retries", 0),
+    ("KFLOW_REDIS_RETRY_BACKOFF_BASE", "0.5", "redis.retry_backoff_base", 0.5),
+    ("KFLOW_REDIS_RETRY_BACKOFF_CAP", "9", "redis.retry_backoff_cap", 9.0),
     ("KFLOW_REDIS_SECRET_NAME", "creds", "pods.name", "creds"),
     ("KFLOW_REDIS_SECRET_URL_KEY", "address", "pods.url_key", "address"),
     ("KFLOW_REDIS_SECRET_PASSWORD_KEY", "pw", "pods.password_key", "pw"),
@@ -59,7 +63,7 @@ OPERATOR_VARIABLES: list[tuple[str, str, str, Any]] = [
     ("KFLOW_OPERATOR_DEPLOYMENT", "kflow", "operator_pod.deployment", "kflow"),
 ]
 # Variables of the pods (kflow-run's attempt, a plain container's input), not the operator's.
-POD_VARIABLES = {"KFLOW_DATA"}
+POD_VARIABLES = {"KFLOW_DATA", "KFLOW_REDIS_PATIENCE_S"}
 
 
 def lookup(settings: Settings, path: str) -> Any:
@@ -100,8 +104,8 @@ def test_the_redis_group_is_one_class_for_every_process(monkeypatch: pytest.Monk
     assert RedisSettings().url_given
     monkeypatch.delenv("KFLOW_REDIS_URL")
     assert not RedisSettings().url_given and RedisSettings().url == "redis://127.0.0.1:6379/0"
-    # Today's behaviour: no timeouts unless set.
-    assert RedisSettings().connect_timeout is None and RedisSettings().socket_timeout is None
+    # Bounded by default: no process waits on a dead connection for the OS's 2 h.
+    assert RedisSettings().connect_timeout == 5.0 and RedisSettings().socket_timeout == 30.0
 
 
 def test_kopf_scans_namespaces_only_when_it_serves_all_or_a_pattern() -> None:
