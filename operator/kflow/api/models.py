@@ -912,6 +912,16 @@ class QueueStatus(_Status):
     active: int | None = Field(None, ge=0, description="Nodes running now.")
     delayed: int | None = Field(None, ge=0, description="Nodes waiting for a delay or backoff.")
     workers: int | None = Field(None, ge=0, description="Worker pods running (Worker mode).")
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        max_length=8,
+        description="`Valid`: False while the Queue breaks the operator's pod policy (or its "
+        "spec is invalid); then no pod is made from it and its nodes wait.",
+        json_schema_extra={
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["type"],
+        },
+    )
     observed_generation: int | None = Field(
         None, ge=0, description="The spec generation this status describes."
     )

@@ -68,10 +68,14 @@ class WorkerPools:
             timeout = POOL_TICK_SECONDS
             try:
                 if info is None:
-                    pass
+                    # Not served (its template breaks the pod policy, say): no workers, also
+                    # none left from before the operator started.
+                    if was_worker is not False:
+                        await self.drop(queue_id, "not served")
+                    was_worker = False
                 elif info.mode != "Worker":
                     if was_worker is not False:
-                        await self._drop(info)
+                        await self.drop(queue_id, "not in Worker mode")
                     was_worker = False
                     timeout = 60.0  # only a mode change (which kicks) matters here
                 else:
@@ -140,16 +144,16 @@ class WorkerPools:
             if other is not None and other.mode == "Job":
                 self.dispatchers.kick(other.queue_id)
 
-    async def _drop(self, info: QueueInfo) -> None:
-        """A queue not in Worker mode keeps no worker Deployment (its mode may have changed)."""
-        self.pools.pop(info.queue_id, None)
-        self.metrics.pool_size(info.queue_id, None)
-        name = deployment_name(info.name)
-        found = await self.api.read_deployment(info.namespace, name)
+    async def drop(self, queue_id: QueueId, why: str) -> None:
+        """The queue keeps no worker Deployment (its mode changed, or it is not served)."""
+        self.pools.pop(queue_id, None)
+        self.metrics.pool_size(queue_id, None)
+        name = deployment_name(queue_id.name)
+        found = await self.api.read_deployment(queue_id.namespace, name)
         if found is None:
             return
-        if not owns(found, info.name, None):
-            log.info("%s", not_ours_message(info.queue_id, name))
+        if not owns(found, queue_id.name, None):
+            log.info("%s", not_ours_message(queue_id, name))
             return
-        await self.api.delete_deployment(info.namespace, name)
-        log.info("Queue %s: not in Worker mode; Deployment %s deleted", info.queue_id, name)
+        await self.api.delete_deployment(queue_id.namespace, name)
+        log.info("Queue %s: %s; Deployment %s deleted", queue_id, why, name)

@@ -65,7 +65,8 @@ class Runtime:
                             redis_env=redis_env, events=events)
         self.queues = QueueControl(engine=engine, dispatchers=self.dispatchers,
                                    executor=self.executor, flows=self.flows, pools=pools,
-                                   status=queue_status, max_stalled=dispatch.max_stalled)
+                                   status=queue_status, max_stalled=dispatch.max_stalled,
+                                   pod_policy=settings.policy, events=events)
         self._tasks: list[asyncio.Task[Any]] = []
 
     @classmethod

@@ -262,12 +262,35 @@ class QueueStatusApi(Protocol):
 
 
 class QueueStatus:
-    """A Queue's depth in its status and in the metrics; patched on change, at most 1/s."""
+    """A Queue's depth in its status and in the metrics; patched on change, at most 1/s. And
+    its Valid condition (the pod policy's verdict), patched when it changes."""
 
     def __init__(self, api: QueueStatusApi, metrics: Metrics) -> None:
         self.api = api
         self.metrics = metrics
         self._last: dict[str, tuple[dict[str, Any], float]] = {}  # as last written, and when
+        self._valid: dict[str, dict[str, Any]] = {}  # the Valid condition as last written
+
+    async def set_valid(self, queue_id: QueueId, valid: bool, reason: str,
+                        message: str) -> bool:
+        """Write the Queue's Valid condition; True when it changed (False: already so).
+
+        Known only from this process's own writes: after a restart the first verdict is
+        written again (its lastTransitionTime is then the restart's).
+        """
+        text = "True" if valid else "False"
+        previous = self._valid.get(queue_id)
+        if previous is not None and (previous["status"], previous["reason"],
+                                     previous["message"]) == (text, reason, message):
+            return False
+        since = previous["lastTransitionTime"] if previous and previous["status"] == text \
+            else now_rfc3339()
+        condition = {"type": "Valid", "status": text, "reason": reason,
+                     "message": message, "lastTransitionTime": since}
+        namespace, _, name = queue_id.partition("/")
+        await self.api.patch_queue_status(namespace, name, {"conditions": [condition]})
+        self._valid[queue_id] = condition
+        return True
 
     async def report(self, queue_id: QueueId, ready: int, active: int, delayed: int,
                      workers: int | None = None) -> None:
@@ -284,3 +307,4 @@ class QueueStatus:
 
     def forget(self, queue_id: QueueId) -> None:
         self._last.pop(queue_id, None)
+        self._valid.pop(queue_id, None)
