@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from kflow.devkit.manifests import flow
+from kflow.devkit.manifests import flow, pod_template
 from kflow.devkit.operator import OperatorWorld, Scenario
 
 pytestmark = [pytest.mark.cluster]
@@ -186,3 +186,24 @@ def test_flows_in_namespaces_the_operator_does_not_watch_are_not_judged(apply: A
     result = apply.scenario.kube(*args, input=json.dumps(PROBE), check=False)
 
     assert result.returncode == 0, result.stderr
+
+
+def test_a_queue_breaking_the_pod_policy_is_refused_naming_each_field(apply: Apply) -> None:
+    # The harness's operator allows the host network and host mounts its own pods need, and
+    # no ServiceAccount; privileged containers are refused as by default.
+    template = pod_template(["tests.e2e.operator_pods.nodes:echo"])
+    template["spec"]["serviceAccountName"] = "cluster-admin"
+    template["spec"]["containers"][0]["securityContext"] = {"privileged": True}
+    doc = {"apiVersion": "kflow.dev/v1alpha1", "kind": "Queue", "metadata": {"name": "root"},
+           "spec": {"mode": "Job", "template": template}}
+
+    stderr = apply.refused(doc)
+
+    where = f"Queue {apply.scenario.namespace}/root"
+    assert f"{where}: spec.template.spec.serviceAccountName: ServiceAccount 'cluster-admin' " \
+           "is not allowed by the operator's pod policy (podPolicy.serviceAccounts" in stderr
+    assert f"{where}: spec.template.spec.containers[0].securityContext.privileged is not " \
+           "allowed by the operator's pod policy (podPolicy.allowPrivileged" in stderr
+    del template["spec"]["serviceAccountName"], template["spec"]["containers"][0][
+        "securityContext"]
+    assert apply(doc).returncode == 0

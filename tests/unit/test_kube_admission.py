@@ -56,3 +56,20 @@ def test_a_valid_flow_and_queue_are_let_through() -> None:
     assert refusal("Queue", queue, "etl") is None
     assert "spec.workers is missing" in str(refusal("Queue", {**queue, "spec": {"mode": "Worker"}},
                                                     "etl"))
+
+
+def test_a_queue_is_judged_by_the_pod_policy_only_when_one_is_given() -> None:
+    from kflow.settings import PodPolicySettings
+
+    queue = {"apiVersion": "kflow.dev/v1alpha1", "kind": "Queue", "metadata": {"name": "q"},
+             "spec": {"template": {"spec": {"hostNetwork": True, "containers": [
+                 {"name": "main", "image": "runner"}]}}}}
+
+    message = refusal("Queue", queue, "etl", PodPolicySettings())
+
+    assert message == ("Queue etl/q: spec.template.spec.hostNetwork is not allowed by the "
+                       "operator's pod policy (podPolicy.allowHostNetwork in the Helm values, "
+                       "KFLOW_POLICY_ALLOW_HOST_NETWORK for the operator); remove it (pods "
+                       "reach Services through the cluster network)")
+    assert refusal("Queue", queue, "etl") is None, "kflow lint knows no policy"
+    assert refusal("Queue", queue, "etl", PodPolicySettings(allow_host_network=True)) is None

@@ -10,21 +10,25 @@ What is checked, and why no more:
   metadata patch the operator makes (finalizers, kopf's annotations) a round trip, and cannot
   block the deletion of a Flow that was created while the webhook was off.
 - Queue CREATE and UPDATE, since a Queue's spec may change; an UPDATE that leaves the spec as
-  it was (a metadata patch) is let through unchecked, for the same reasons.
+  it was (a metadata patch) is let through unchecked, for the same reasons. A Queue's pod
+  template is also judged by the operator's pod policy (kflow.kube.policy), with the lines
+  of the Queue's Valid condition; the condition stays the backstop, since the policy may
+  change after a Queue was admitted.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import kopf
 
 from kflow.api.errors import SpecError, error_lines
-from kflow.api.models import API_VERSION, GROUP, VERSION
+from kflow.api.models import API_VERSION, GROUP, VERSION, ObjectMeta, object_ref
 from kflow.graph import check_manifest
-from kflow.settings import WebhookSettings
+from kflow.kube import policy
+from kflow.settings import PodPolicySettings, WebhookSettings
 
 FLOW_WEBHOOK = "validate-flow"  # kopf handler ids, also the URL paths the webhook is served at
 QUEUE_WEBHOOK = "validate-queue"
@@ -32,8 +36,13 @@ QUEUE_WEBHOOK = "validate-queue"
 UNPROCESSABLE = 422
 
 
-def refusal(kind: str, body: Mapping[str, Any], namespace: str | None) -> str | None:
-    """The message `kubectl apply` shows for this object, or None when kflow accepts it."""
+def refusal(kind: str, body: Mapping[str, Any], namespace: str | None,
+            pod_policy: PodPolicySettings | None = None) -> str | None:
+    """The message `kubectl apply` shows for this object, or None when kflow accepts it.
+
+    `pod_policy`: a Queue's pod template is judged by it too (the operator's Valid condition
+    gives the same lines); `kflow lint` knows no policy and passes none.
+    """
     meta = body.get("metadata") or {}
     document = {
         "apiVersion": body.get("apiVersion", API_VERSION),
@@ -51,12 +60,19 @@ def refusal(kind: str, body: Mapping[str, Any], namespace: str | None) -> str | 
         check_manifest(document)
     except SpecError as exc:
         return "\n".join(error_lines(exc))
+    if kind == "Queue" and pod_policy is not None:
+        spec = document["spec"] if isinstance(document["spec"], Mapping) else {}
+        broken = policy.violations(spec.get("template"), pod_policy)
+        if broken:
+            where = object_ref("Queue", ObjectMeta.model_validate(document["metadata"]))
+            return "\n".join(f"{where}: {violation}" for violation in broken)
     return None
 
 
-async def _judge(kind: str, body: kopf.Body, namespace: str | None) -> None:
+async def _judge(kind: str, body: kopf.Body, namespace: str | None,
+                 pod_policy: PodPolicySettings | None = None) -> None:
     # A large flow takes a while to compile: off the event loop, which serves the watches.
-    message = await asyncio.to_thread(refusal, kind, body, namespace)
+    message = await asyncio.to_thread(refusal, kind, body, namespace, pod_policy)
     if message is not None:
         raise kopf.AdmissionError(message, code=UNPROCESSABLE)
 
@@ -65,18 +81,25 @@ async def validate_flow(body: kopf.Body, namespace: str | None, **_: Any) -> Non
     await _judge("Flow", body, namespace)
 
 
-async def validate_queue(body: kopf.Body, namespace: str | None, **kwargs: Any) -> None:
-    old, new = kwargs.get("old"), kwargs.get("new")
-    if kwargs.get("operation") == "UPDATE" and old is not None and new is not None \
-            and old.get("spec") == new.get("spec"):
-        return
-    await _judge("Queue", body, namespace)
+def queue_validator(pod_policy: PodPolicySettings) -> Callable[..., Awaitable[None]]:
+    """The Queue handler, judging templates by the operator's pod policy."""
+
+    async def validate_queue(body: kopf.Body, namespace: str | None, **kwargs: Any) -> None:
+        old, new = kwargs.get("old"), kwargs.get("new")
+        if kwargs.get("operation") == "UPDATE" and old is not None and new is not None \
+                and old.get("spec") == new.get("spec"):
+            return
+        await _judge("Queue", body, namespace, pod_policy)
+
+    return validate_queue
 
 
-def register(config: WebhookSettings, namespaces: list[str]) -> None:
+def register(config: WebhookSettings, namespaces: list[str],
+             pod_policy: PodPolicySettings) -> None:
     """Register the webhook handlers and the startup step that gives kopf its server.
 
-    `namespaces`: the ones the operator serves (all when empty).
+    `namespaces`: the ones the operator serves (all when empty); `pod_policy`: what a Queue's
+    pod template may set.
     """
     if not (config.cert_file and config.key_file):
         raise ValueError(
@@ -95,7 +118,7 @@ def register(config: WebhookSettings, namespaces: list[str]) -> None:
                      ignore_failures=ignore, when=in_watched_namespace)(validate_flow)
     kopf.on.validate(GROUP, VERSION, "queues", id=QUEUE_WEBHOOK,
                      operations=["CREATE", "UPDATE"], ignore_failures=ignore,
-                     when=in_watched_namespace)(validate_queue)
+                     when=in_watched_namespace)(queue_validator(pod_policy))
 
     @kopf.on.startup()
     async def serve_admission(settings: kopf.OperatorSettings, **_: Any) -> None:

@@ -29,7 +29,7 @@ def run_operator(settings: Settings | None = None, *, verbose: bool = False) -> 
     if config.webhook.enabled:
         from kflow.kube import admission
 
-        admission.register(config.webhook, config.watching.namespaces)
+        admission.register(config.webhook, config.watching.namespaces, config.policy)
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
