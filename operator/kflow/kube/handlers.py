@@ -7,9 +7,10 @@ from typing import Any
 
 import kopf
 
-from kflow.api.models import GROUP, VERSION
+from kflow.api.models import API_VERSION, GROUP, VERSION
 from kflow.kube.jobs import LABEL_FLOW_UID
 from kflow.kube.runtime import Runtime
+from kflow.kube.tenants import LABEL_MANAGED_BY, MANAGED_BY
 from kflow.settings import get_settings
 
 ANNOTATION_RETRY = "kflow.dev/retry"
@@ -70,6 +71,7 @@ RETRY_SECONDS = 3.0
 @kopf.on.resume(GROUP, VERSION, "flows", backoff=RETRY_SECONDS)
 @kopf.on.create(GROUP, VERSION, "flows", backoff=RETRY_SECONDS)
 async def flow_admitted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    await memo.runtime.ensure_tenant(body["metadata"]["namespace"], _involved("Flow", body))
     await memo.runtime.flows.admit(body)
 
 
@@ -104,6 +106,7 @@ async def queue_event(type: str, namespace: str | None, name: str, spec: kopf.Sp
     if type == "DELETED":
         memo.runtime.queues.gone(namespace, name)
     else:
+        await memo.runtime.ensure_tenant(namespace, _queue(namespace, name, uid))
         await memo.runtime.queues.seen(namespace, name, spec, uid, annotations)
 
 
@@ -113,8 +116,33 @@ async def queue_dispatcher(namespace: str | None, name: str, spec: kopf.Spec, ui
                            annotations: kopf.Annotations, stopped: Any, memo: Any,
                            **_: Any) -> None:
     assert namespace is not None
+    await memo.runtime.ensure_tenant(namespace, _queue(namespace, name, uid))
     await memo.runtime.queues.seen(namespace, name, spec, uid, annotations)
     await memo.runtime.queues.run(namespace, name, stopped)
+
+
+# ---- the namespaces' pods Secrets (tenants on) ------------------------------------------
+async def pods_secret_event(type: str | None, namespace: str | None, body: kopf.Body,
+                            memo: kopf.Memo, **_: Any) -> None:
+    tenants = memo.runtime.tenants
+    if tenants is not None and namespace is not None and type != "DELETED":
+        await tenants.secret_changed(namespace, dict(body))
+
+
+# Watched only with tenants on: the operator needs no access to Secrets otherwise.
+if get_settings().tenants.enabled:
+    kopf.on.event("v1", "secrets", labels={LABEL_MANAGED_BY: MANAGED_BY})(pods_secret_event)
+
+
+def _involved(kind: str, body: kopf.Body) -> dict[str, Any]:
+    meta = body["metadata"]
+    return {"apiVersion": API_VERSION, "kind": kind, "name": meta["name"],
+            "namespace": meta["namespace"], "uid": meta.get("uid")}
+
+
+def _queue(namespace: str, name: str, uid: str | None) -> dict[str, Any]:
+    return {"apiVersion": API_VERSION, "kind": "Queue", "name": name, "namespace": namespace,
+            "uid": uid}
 
 
 # ---- Job -------------------------------------------------------------------------------

@@ -194,3 +194,27 @@ class KubeApi:
         except ApiException as exc:
             if exc.status != 404:
                 raise
+
+    # ---- namespaces' pods Secrets (kflow.kube.tenants.SecretApi) ------------------------
+    async def read_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            found: dict[str, Any] = await self._call(self._core.read_namespaced_secret,
+                                                     name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return found
+
+    async def create_secret(self, namespace: str, body: dict[str, Any]) -> bool:
+        """Create the Secret; False when one of that name already exists."""
+        try:
+            await self._call(self._core.create_namespaced_secret, namespace, body)
+        except ApiException as exc:
+            if exc.status == 409:
+                return False
+            raise
+        return True
+
+    async def replace_secret(self, namespace: str, name: str, body: dict[str, Any]) -> None:
+        await self._call(self._core.replace_namespaced_secret, name, namespace, body)

@@ -27,6 +27,7 @@ from kflow.kube.pools import WorkerPools
 from kflow.kube.queues import QueueControl
 from kflow.kube.redis_health import report_persistence
 from kflow.kube.status import QueueStatus
+from kflow.kube.tenants import SecretLayout, Tenants
 from kflow.settings import Settings
 from kflow.store.connect import connect_to
 from kflow.store.durability import read_durability
@@ -67,7 +68,28 @@ class Runtime:
                                    executor=self.executor, flows=self.flows, pools=pools,
                                    status=queue_status, max_stalled=dispatch.max_stalled,
                                    pod_policy=settings.policy, events=events)
+        self.tenants = self._tenants(settings, redis_client) if settings.tenants.enabled else None
         self._tasks: list[asyncio.Task[Any]] = []
+
+    def _tenants(self, settings: Settings, redis_client: Any) -> Tenants:
+        pods, redis = settings.pods, settings.redis
+        ca_pem = None
+        if pods.ca_key and redis.tls_ca_file:
+            with open(redis.tls_ca_file, encoding="utf-8") as ca:
+                ca_pem = ca.read()
+        return Tenants(
+            redis_client if redis_client is not None else self.engine.store.redis, self.api,
+            prefix=redis.prefix, url=settings.tenants.pod_url or redis.url,
+            layout=SecretLayout(pods.name, pods.url_key, pods.username_key, pods.password_key,
+                                pods.ca_key),
+            warn=lambda involved, reason, message: self.events.post_on(
+                involved, reason=reason, message=message, warning=True),
+            ca_pem=ca_pem)
+
+    async def ensure_tenant(self, namespace: str, involved: dict[str, Any]) -> None:
+        """With tenants on: the namespace's Redis user and pods Secret, before its pods."""
+        if self.tenants is not None:
+            await self.tenants.ensure(namespace, involved)
 
     @classmethod
     async def from_settings(cls, settings: Settings) -> Runtime:
@@ -75,7 +97,10 @@ class Runtime:
 
         load_config()
         client = await connect_to(settings.redis)
-        return cls(settings, Engine(client, prefix=settings.redis.prefix), KubeApi(), client)
+        runtime = cls(settings, Engine(client, prefix=settings.redis.prefix), KubeApi(), client)
+        if runtime.tenants is not None:
+            await runtime.tenants.check_admin()
+        return runtime
 
     def start(self) -> None:
         # The sync Kubernetes client runs in threads; asyncio's default pool (cores + 4) would
@@ -86,6 +111,9 @@ class Runtime:
         if self.settings.metrics.port:
             self._tasks.append(asyncio.create_task(
                 self.metrics.serve(self.settings.metrics.port), name="kflow-metrics"))
+        if self.tenants is not None:
+            self._tasks.append(asyncio.create_task(self.tenants.reapply_forever(),
+                                                   name="kflow-tenants"))
         if self.redis_client is not None:
             self._tasks.append(asyncio.create_task(self.report_redis_persistence(),
                                                    name="kflow-redis-persistence"))
