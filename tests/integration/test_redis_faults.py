@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import subprocess
 from collections.abc import Callable
 from typing import Any
 
@@ -43,6 +44,24 @@ async def test_a_command_to_a_hung_server_fails_after_the_socket_timeout(
         assert await client.get("k") == b"v"  # the client recovers once the server does
     finally:
         own_redis.freeze(False)
+        await client.aclose()
+
+
+@pytest.mark.slow
+async def test_a_connection_cut_without_a_reset_fails_in_seconds_not_hours(
+        own_redis: OwnRedis) -> None:
+    # An iptables DROP on the server's port: packets vanish, nobody sends a reset, like a
+    # network cut. With no reply timeout at all, only the TCP settings (TCP_USER_TIMEOUT,
+    # keepalive) can end the wait; the kernel's defaults would take 15 min to 2 h.
+    client = await connect(own_redis.url, socket_timeout=None, retries=0)
+    rule = ["INPUT", "-i", "lo", "-p", "tcp", "--dport", str(own_redis.port), "-j", "DROP"]
+    try:
+        await client.set("k", "v")
+        subprocess.run(["iptables", "-w", "-A", *rule], check=True)
+        with pytest.raises((RedisConnectionError, RedisTimeoutError)):
+            await asyncio.wait_for(client.get("k"), HANG_GUARD_S)
+    finally:
+        subprocess.run(["iptables", "-w", "-D", *rule], check=False)
         await client.aclose()
 
 
