@@ -58,7 +58,9 @@ class _CancellableWrites:
                 await super().send_packed_command(command, check_health)  # type: ignore[misc]
         except TimeoutError:
             await self.disconnect(nowait=True)  # type: ignore[attr-defined]
-            raise RedisTimeoutError("Timeout writing to socket") from None
+            where = self._host_error()  # type: ignore[attr-defined]
+            raise RedisTimeoutError(f"Timeout sending a command to {where} (or checking the "
+                                    "connection first)") from None
         finally:
             self.socket_timeout = limit
 
