@@ -113,7 +113,6 @@ async def test_every_script_call_of_a_full_run_touches_one_slot(engine: Engine) 
     await engine.submit(ref, flow, ttl_seconds_after_finished=600)
     await engine.submit(other, build(node("solo", queue="q9")))
     got = await take_map(engine, "q2")
-    await engine.store_result(ref.id, "a", got["a"].token, 1)
     await engine.update_progress(ref.id, "a", got["a"].token, 50)
     await engine.log(ref.id, "a", got["a"].token, "hi")
     await engine.fail(ref.id, "a", got["a"].token, "once")  # retry
@@ -122,6 +121,7 @@ async def test_every_script_call_of_a_full_run_touches_one_slot(engine: Engine) 
     await engine.resume(ref.id)
     a = (await take_map(engine, "q2"))["a"]
     await engine.renew([a], 10_000)
+    await engine.store_result(ref.id, "a", a.token, 1)
     await engine.complete(ref.id, "a", a.token)
     d = (await engine.take(qid("q1"), 5, owner="t", lease_ms=1))[0]
     await asyncio.sleep(0.02)
