@@ -139,7 +139,8 @@ def build_status(view: FlowView, snapshot: FlowSnapshot | None,
         conditions.append(_condition(
             view, "QueueMissing", True, "QueueMissing",
             f"QueueMissing: {names} (nodes of these queues wait until a Queue of that name "
-            f"exists in namespace {view.namespace})"))
+            f"exists in namespace {view.namespace} and is served; a Queue that is invalid or "
+            "breaks the pod policy is not: see its Valid condition)"))
     elif "QueueMissing" in view.conditions:
         conditions.append(_condition(view, "QueueMissing", False, "QueuesPresent", ""))
     if CONDITION_STATE_LOST in view.conditions:  # started over after its state was lost
