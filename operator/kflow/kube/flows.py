@@ -53,7 +53,7 @@ class FlowLifecycle:
         self.status = StatusPatcher(
             patch=api.patch_flow_status, snapshot=engine.snapshot,
             on_phase_change=self._phase_changed, interval=settings.interval_seconds,
-            max_failures=settings.max_failures)
+            max_failures=settings.max_failures, outage=dispatchers.outage)
 
     async def admit(self, body: Mapping[str, Any]) -> None:
         """Create or resume: validate, compile, record the graph in Redis, start tracking."""

@@ -18,9 +18,12 @@ from kflow.api.states import TERMINAL_PHASES
 from kflow.engine import FlowNotFound, FlowSnapshot
 from kflow.kube.metrics import Metrics
 from kflow.kube.recording import CONDITION_STATE_LOST
+from kflow.store.outage import RedisOutage
 
 log = logging.getLogger("kflow.kube.status")
 
+# While Redis is unreachable, flows waiting for a status patch are tried this often.
+OUTAGE_RECHECK_SECONDS = 2.0
 # A Queue's status is patched only when it changed, and at most this often.
 QUEUE_STATUS_MIN_INTERVAL_SECONDS = 1.0
 # The error text of each listed failure is cut to this many characters: status stays bounded.
@@ -165,8 +168,11 @@ class StatusPatcher:
     """Coalesces status updates: many marks of one flow become one patch per interval."""
 
     def __init__(self, *, patch: PatchFn, snapshot: SnapshotFn, on_phase_change: FinishedFn,
-                 interval: float = 1.0, max_failures: int = 10, parallel: int = 8) -> None:
+                 interval: float = 1.0, max_failures: int = 10, parallel: int = 8,
+                 outage: RedisOutage | None = None) -> None:
         self._patch = patch
+        # Shared with the dispatch and pool loops: an outage is logged once, not per flow.
+        self.outage = outage or RedisOutage()
         self._snapshot = snapshot
         self._on_phase_change = on_phase_change
         self._interval = interval
@@ -216,6 +222,9 @@ class StatusPatcher:
                        for uid in self._dirty if uid in self.views]
             self._dirty &= set(self.views)
             timeout = max(0.01, min(waiting)) if waiting else None
+            if self.outage.down and self._dirty:
+                # Redis is away: look again every few seconds, not every interval.
+                timeout = max(timeout or 0.0, OUTAGE_RECHECK_SECONDS)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
 
@@ -232,6 +241,8 @@ class StatusPatcher:
         try:
             reads = view.valid and view.lost_message is None
             snapshot = await self._snapshot(FlowId.of(view.namespace, uid)) if reads else None
+            if reads:
+                self.outage.succeeded()
             status = build_status(view, snapshot, self._max_failures)
             if status != view.last_status:
                 if not await self._patch(view.namespace, view.name, status):
@@ -245,13 +256,15 @@ class StatusPatcher:
                 if previous is not None or phase in TERMINAL_PHASES:
                     self._on_phase_change(view, previous or "")
         except FlowNotFound:
+            self.outage.succeeded()  # Redis answered: it has no such flow
             # Expired after its TTL or deleted: nothing left to report (the TTL task or the
             # finalizer takes care of the object).
             log.debug("Flow %s/%s has no keys in Redis; status left as is", view.namespace,
                       view.name)
-        except Exception:  # one flow's trouble must not stop the others' status
-            log.exception("status patch of Flow %s/%s failed; will retry", view.namespace,
-                          view.name)
+        except Exception as exc:  # one flow's trouble must not stop the others' status
+            if self.outage.failed(exc, f"status of Flow {view.namespace}/{view.name}") is None:
+                log.exception("status patch of Flow %s/%s failed; will retry",
+                              view.namespace, view.name)
             self._dirty.add(uid)
 
 
