@@ -76,9 +76,8 @@ def main() -> int:
         if not args.keep:
             stack.callback(kube, "delete", "namespace", NAMESPACE, "--ignore-not-found",
                            check=False, timeout=180)
-        say(f"kubectl -n {NAMESPACE} create secret generic kflow-redis --from-literal=url=... "
-            "--from-literal=password=...  (as the chart's NOTES say)")
-        inst.make_pod_secret(NAMESPACE)
+        say(f"(tenants are on with the bundled Redis: the operator makes Secret kflow-redis in "
+            f"{NAMESPACE} with its own Redis user kflow-ns-{NAMESPACE} when the flow arrives)")
 
         pods_seen = JobWatch(kube, NAMESPACE, "pods")  # every node pod, also once deleted
         pods_seen.start()

@@ -127,9 +127,12 @@ def test_the_bundled_redis_keeps_its_data_behind_a_generated_password(helm: Helm
     assert conf["appendonly"] == "yes" and conf["appendfsync"] == "everysec"
     assert conf["maxmemory-policy"] == "noeviction" and conf["requirepass"] == password
     assert conf["dir"] == "/data"
-    # The pods' Secret in the release namespace: same URL and password.
-    assert rendered.get("Secret", "kflow-redis")["data"] == {
-        key: secret["data"][key] for key in ("url", "password")}
+    # The pods' Secret in the release namespace (tenants off): same URL and password. With
+    # tenants on (the default with the bundled Redis) the operator makes it instead.
+    assert "Secret/kflow-redis" not in rendered.names()
+    shared = helm.template("redis.deploy=true", "redis.tenants=off", release="t", namespace="ops")
+    assert shared.get("Secret", "kflow-redis")["data"] == {
+        key: shared.get("Secret", "t-kflow-redis")["data"][key] for key in ("url", "password")}
     # The operator reads both from the Secret.
     operator = rendered.get("Deployment", "t-kflow")["spec"]["template"]["spec"]
     env = env_of(operator["containers"][0])

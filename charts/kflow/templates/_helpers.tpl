@@ -36,6 +36,11 @@ app.kubernetes.io/component: redis
 {{- define "kflow.serviceAccount" -}}{{ include "kflow.fullname" . }}{{- end }}
 
 {{- /* The Secret the operator reads Redis from: the user's, or the one this chart writes. */ -}}
+{{- /* "true" when the operator keeps a Redis user per namespace (redis.tenants), else "". */}}
+{{- define "kflow.tenants" -}}
+{{- if or (eq .Values.redis.tenants "on") (and (eq .Values.redis.tenants "auto") .Values.redis.deploy) }}true{{ end }}
+{{- end }}
+
 {{- define "kflow.redisSecret" -}}
 {{- if .Values.redis.existingSecret }}{{ .Values.redis.existingSecret }}{{ else }}{{ include "kflow.fullname" . }}-redis{{ end }}
 {{- end }}

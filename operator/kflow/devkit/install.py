@@ -162,7 +162,8 @@ class Installation:
         return f"redis://{self.fullname}-redis.{self.namespace}.svc:6379/0"
 
     def make_pod_secret(self, namespace: str, secret: str = "kflow-redis") -> None:
-        """The namespace's Redis Secret, made the way NOTES.txt tells users to."""
+        """The namespace's Redis Secret, made the way NOTES.txt tells users to with tenants
+        off (redis.tenants=off); with tenants on the operator makes it."""
         self.kube("-n", namespace, "delete", "secret", secret, "--ignore-not-found")
         self.kube("-n", namespace, "create", "secret", "generic", secret,
                   f"--from-literal=url={self.redis_url()}",

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from kflow.store.acl import apply_tenant_user, check_admin, tenant_user
+from kflow.store.acl import apply_tenant_user, check_admin, server_runs, tenant_user
 
 log = logging.getLogger("kflow.kube")
 
@@ -27,7 +27,8 @@ MANAGED_BY = "kflow"
 ANNOTATION_ROTATE = "kflow.dev/rotate-credentials"
 ANNOTATION_ROTATED = "kflow.dev/rotated-credentials"  # the rotate value last acted on
 PREVIOUS_PASSWORD_KEY = "previous-password"
-REAPPLY_SECONDS = 60.0
+REAPPLY_SECONDS = 60.0  # every user set again this often
+RESTART_CHECK_SECONDS = 2.0  # and at once when a server restarted (its run_id changed)
 
 
 class SecretApi(Protocol):
@@ -191,21 +192,40 @@ class Tenants:
         log.info("namespace %s: Redis password of %s rotated", namespace,
                  tenant_user(self._prefix, namespace))
 
-    async def reapply_forever(self, interval: float = REAPPLY_SECONDS) -> None:
-        """Set every known namespace's user again now and then: a Redis restarted without an
-        ACL file, or a node added to the cluster, has lost them."""
+    async def reapply_forever(self, interval: float = REAPPLY_SECONDS,
+                              check: float = RESTART_CHECK_SECONDS) -> None:
+        """Set every known namespace's user again now and then, and as soon as a server
+        restarted: a Redis restarted without an ACL file, or a node added to the cluster,
+        has lost them, and pods would be refused until then."""
+        runs: tuple[str, ...] | None = None
+        since = 0.0
         while True:
-            await asyncio.sleep(interval)
-            for namespace in sorted(self._ready - self._foreign):
-                try:
-                    secret = await self._api.read_secret(namespace, self._layout.name)
-                    if secret is None:  # deleted: made again on the next Flow or Queue
-                        self._ready.discard(namespace)
-                    elif is_managed(secret):
-                        await self._apply(namespace, secret)
-                except Exception as exc:
-                    log.warning("namespace %s: re-applying its Redis user failed: %s",
-                                namespace, exc)
+            await asyncio.sleep(check)
+            since += check
+            try:
+                now = await server_runs(self._redis)
+            except Exception as exc:  # Redis away: try again on the next round
+                log.debug("reading the Redis servers' run ids failed: %s", exc)
+                continue
+            if now == runs and since < interval:
+                continue
+            if runs is not None and now != runs:
+                log.info("a Redis server restarted: setting the namespaces' users again")
+            runs, since = now, 0.0
+            await self.reapply()
+
+    async def reapply(self) -> None:
+        """Set every known namespace's user again, from its Secret."""
+        for namespace in sorted(self._ready - self._foreign):
+            try:
+                secret = await self._api.read_secret(namespace, self._layout.name)
+                if secret is None:  # deleted: made again on the next Flow or Queue
+                    self._ready.discard(namespace)
+                elif is_managed(secret):
+                    await self._apply(namespace, secret)
+            except Exception as exc:
+                log.warning("namespace %s: re-applying its Redis user failed: %s",
+                            namespace, exc)
 
     def _body(self, namespace: str, password: str, previous: str | None, *,
               annotations: dict[str, str] | None = None) -> dict[str, Any]:

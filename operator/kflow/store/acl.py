@@ -94,6 +94,13 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+async def server_runs(client: Any) -> tuple[str, ...]:
+    """Each server's run_id: a new one means that server restarted, and forgot the ACL users
+    it held only in memory."""
+    replies = await _on_every_node(client, "INFO", "server")
+    return tuple(str(r.get("run_id", "")) if isinstance(r, dict) else _text(r) for r in replies)
+
+
 async def check_admin(client: Any) -> AdminCheck:
     """Can this client's user run ACL SETUSER on every server (asked with ACL DRYRUN, which
     changes nothing)? Needed before tenants are turned on."""

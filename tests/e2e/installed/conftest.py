@@ -38,8 +38,7 @@ def installed(kube: Kube) -> Iterator[Installed]:
     pods = JobWatch(kube, flows, "pods")
     pods.start()
     try:
-        inst.install()
-        inst.make_pod_secret(flows)
+        inst.install()  # tenants on (the bundled Redis): the operator makes the pods Secret
         yield Installed(inst, flows, pods)
     finally:
         pods.stop()
