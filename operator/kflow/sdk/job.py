@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from kflow.api.ids import FlowId
+
 log = logging.getLogger("kflow.job")
 
 
