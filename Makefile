@@ -5,13 +5,14 @@ VENV := $(CURDIR)/.venv
 PY := $(VENV)/bin/python
 export PATH := $(VENV)/bin:$(PATH)
 
-.PHONY: help deps venv test test-fast lint ruff typecheck layers crds crds-check docs docs-check demo demo-local bench clean
+.PHONY: help deps venv test test-fast chaos lint ruff typecheck layers crds crds-check docs docs-check demo demo-local bench clean
 
 help:
 	@echo "make demo        run a real flow end to end (local cluster, Redis, operator, pods)"
 	@echo "make demo-local  run the order workflow with 'kflow run --local' (no Kubernetes)"
 	@echo "make test        the whole test suite (brings up Redis and the local cluster itself)"
 	@echo "make test-fast   unit tests and Redis tests only"
+	@echo "make chaos       the chaos suite: operator, worker, Redis, API server faults mid-flow"
 	@echo "make lint        ruff + mypy + layers + generated files up to date"
 	@echo "make layers      check the import layers and contracts ([tool.importlinter] in pyproject.toml)"
 	@echo "make bench       the benchmarks; figures go to bench/RESULTS.md"
@@ -34,6 +35,10 @@ test: deps venv
 
 test-fast: venv
 	$(PY) -m pytest -q -m "not cluster and not slow"
+
+# Kills and cuts parts of the local cluster and Redis during flows (tests/chaos); needs root.
+chaos: deps venv
+	$(PY) -m pytest -q -m chaos tests/chaos
 
 # Each part is a target of its own, so .pre-commit-config.yaml runs exactly these.
 lint: crds-check docs-check layers ruff typecheck
