@@ -38,6 +38,8 @@ OPERATOR_VARIABLES: list[tuple[str, str, str, Any]] = [
     ("KFLOW_POLICY_ALLOW_PRIVILEGED", "true", "policy.allow_privileged", True),
     ("KFLOW_POLICY_DEFAULT_SECURITY_CONTEXT", '{"runAsNonRoot": true}',
      "policy.default_security_context", {"runAsNonRoot": True}),
+    ("KFLOW_TENANTS_ENABLED", "true", "tenants.enabled", True),
+    ("KFLOW_TENANTS_POD_URL", "redis://pods:6379/0", "tenants.pod_url", "redis://pods:6379/0"),
     ("KFLOW_NAMESPACES", "etl,ml", "watching.namespaces", ["etl", "ml"]),
     ("KFLOW_PEERING_NAME", "kflow-b", "peering.name", "kflow-b"),
     ("KFLOW_STANDALONE", "true", "peering.standalone", True),
