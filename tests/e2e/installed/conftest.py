@@ -17,6 +17,7 @@ from kflow.devkit.operator import JobWatch, Kube
 class Installed:
     inst: Installation
     flows: str  # the namespace the release serves, with its kflow-redis Secret
+    other: str  # a second namespace it serves: another tenant of the same Redis
     pods: JobWatch  # every pod made in `flows` while the module runs, deleted ones too
 
     @property
@@ -30,20 +31,24 @@ def installed(kube: Kube) -> Iterator[Installed]:
     with the bundled Redis on a volume; purged afterwards, CRDs left."""
     load_images()
     suffix = uuid.uuid4().hex[:6]
-    flows = f"kflow-flows-{suffix}"
-    kube("create", "namespace", flows)
+    flows, other = f"kflow-flows-{suffix}", f"kflow-other-{suffix}"
+    for namespace in (flows, other):
+        kube("create", "namespace", namespace)
     inst = Installation(kube, helm_binary(), release=f"kflow-{suffix}",
                         namespace=f"kflow-system-{suffix}",
-                        values=["--set", f"watchNamespaces={{{flows}}}"])
+                        values=["--set", f"watchNamespaces={{{flows},{other}}}"])
     pods = JobWatch(kube, flows, "pods")
     pods.start()
     try:
         inst.install()  # tenants on (the bundled Redis): the operator makes the pods Secret
-        yield Installed(inst, flows, pods)
+        yield Installed(inst, flows, other, pods)
     finally:
         pods.stop()
         # Flows first, while an operator may still take its finalizer off them (a test that
         # failed before the uninstall test leaves them).
-        kube("delete", "flows,queues", "--all", "-n", flows, check=False, timeout=180)
+        for namespace in (flows, other):
+            kube("delete", "flows,queues", "--all", "-n", namespace, check=False, timeout=180)
         inst.purge()
-        kube("delete", "namespace", flows, "--ignore-not-found", check=False, timeout=180)
+        for namespace in (flows, other):
+            kube("delete", "namespace", namespace, "--ignore-not-found", check=False,
+                 timeout=180)

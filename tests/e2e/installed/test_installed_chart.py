@@ -92,6 +92,87 @@ def test_the_order_workflow_runs_as_the_file_is(installed: Installed) -> None:
     assert watch.on_the_host() == []
 
 
+# Node code of a tenant that tries another namespace's flow with the credentials its pod got:
+# read it, overwrite a result and a node state, and take from its queue (through a script).
+TRESPASS = """
+from kflow.api import FlowId, QueueId
+from kflow.settings import RedisSettings
+from kflow.store.connect import connect_to
+from kflow.store.keys import flow_keys, queue_keys
+
+
+async def trespass(job):
+    settings = RedisSettings()
+    redis = await connect_to(settings)
+    theirs = flow_keys(settings.prefix, FlowId(job.data["namespace"], job.data["uid"]))
+    queue = queue_keys(settings.prefix, QueueId(job.data["namespace"], "b-items"))
+    tries = {
+        "read": lambda: redis.hgetall(theirs.result),
+        "overwrite": lambda: redis.hset(theirs.result, "item-0", '{"result": -1}'),
+        "state": lambda: redis.hset(theirs.state, "aggregate", "ready"),
+        # A script runs with its caller's rights (SCRIPT LOAD + EVALSHA are granted).
+        "script": lambda: redis.register_script(
+            "return redis.call('HGETALL', KEYS[1])")(keys=[theirs.meta]),
+        "queue": lambda: redis.zadd(queue.ready, {"x|y": 0}),
+    }
+    outcome = {"user": settings.username}
+    for name, attempt in tries.items():
+        try:
+            await attempt()
+            outcome[name] = "allowed"
+        except Exception as exc:
+            outcome[name] = f"{type(exc).__name__}: {exc}"
+    await redis.aclose()
+    return outcome
+"""
+# kflow-run with the handler above as module `trespass` (the examples image has no such file).
+TRESPASS_COMMAND = ("import os, sys, types; m = types.ModuleType('trespass'); "
+                    "exec(os.environ['TRESPASS'], m.__dict__); sys.modules['trespass'] = m; "
+                    "from kflow.sdk.run import main; sys.exit(main(['trespass:trespass']))")
+
+
+def test_a_node_pod_gets_noperm_on_another_namespaces_flow_which_finishes_untouched(
+        installed: Installed) -> None:
+    kube, theirs_ns, mine_ns = installed.kube, installed.other, installed.flows
+    kube.apply([job_queue("b-items", "process_item"), job_queue("b-sum", "aggregate_results")],
+               theirs_ns)
+    kube.apply([fan_out("theirs", 4, item_queue="b-items", parent_queue="b-sum")], theirs_ns)
+    uid = kube.json("flow", "theirs", "-n", theirs_ns)["metadata"]["uid"]
+    trespass = job_queue("a-trespass", "unused")
+    trespass["spec"]["template"]["spec"]["containers"][0].update(
+        command=["python3", "-c", TRESPASS_COMMAND], env=[{"name": "TRESPASS", "value": TRESPASS}])
+    kube.apply([trespass, {
+        "apiVersion": "kflow.dev/v1alpha1", "kind": "Flow", "metadata": {"name": "mine"},
+        "spec": {"nodes": [{"name": "trespass", "queue": "a-trespass",
+                            "data": {"namespace": theirs_ns, "uid": uid}}]}}], mine_ns)
+
+    status = wait_phase(installed, "mine")
+    assert status["phase"] == "Succeeded", (
+        json.dumps(status) + kube("get", "events", "-n", mine_ns, check=False).stdout)
+    infos, _ = installed.inst.read_flow(
+        mine_ns, kube.json("flow", "mine", "-n", mine_ns)["metadata"]["uid"])
+    outcome = infos["trespass"].result
+    assert outcome.pop("user") == f"kflow-ns-{mine_ns}"
+    assert all(v.startswith("NoPermissionError") or "NOPERM" in v for v in outcome.values()), \
+        outcome
+    for secret_ns in (mine_ns, theirs_ns):
+        secret = kube.json("secret", "kflow-redis", "-n", secret_ns)
+        assert secret["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "kflow"
+
+    body = kube.json("flow", "theirs", "-n", theirs_ns)
+    deadline = time.monotonic() + 240
+    while (body.get("status") or {}).get("phase") not in TERMINAL:
+        assert time.monotonic() < deadline, body.get("status")
+        time.sleep(1)
+        body = kube.json("flow", "theirs", "-n", theirs_ns)
+    assert body["status"]["phase"] == "Succeeded", body["status"]
+    infos, events = installed.inst.read_flow(theirs_ns, uid)
+    assert infos["aggregate"].result["results"] == [0, 1, 4, 9]
+    assert infos["item-0"].result == {"index": 0, "result": 0, "success": True}
+    completed = collections.Counter(e["node"] for e in events if e["type"] == "completed")
+    assert len(completed) == 5 and set(completed.values()) == {1}
+
+
 def test_a_worker_queue_scales_from_zero_to_its_maximum_and_back(installed: Installed) -> None:
     workers = {"min": 0, "max": 3, "nodesPerWorker": 2, "idleSeconds": 5}
     pool = job_queue("squares", "process_item")
@@ -220,7 +301,8 @@ def test_helm_uninstall_leaves_no_kflow_object_but_the_crds(installed: Installed
     inst = installed.inst
     # As the chart's README says: the user's Flows and Queues go first, while the operator
     # still runs to take its finalizer off them.
-    installed.kube("delete", "flows,queues", "--all", "-n", installed.flows, timeout=180)
+    for namespace in (installed.flows, installed.other):
+        installed.kube("delete", "flows,queues", "--all", "-n", namespace, timeout=180)
     inst.uninstall()
     release = f"app.kubernetes.io/instance={inst.release}"
 
