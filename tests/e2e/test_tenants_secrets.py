@@ -132,6 +132,12 @@ async def test_a_secret_kflow_did_not_make_is_reported_and_left_alone(
     assert reason == "ForeignRedisSecret"
     assert f"Secret {namespace}/{LAYOUT.name}" in message and "delete the Secret" in message
 
+    # Following the advice: once it is deleted, the next round makes kflow's own.
+    kube("-n", namespace, "delete", "secret", LAYOUT.name)
+    await keeper.reapply()
+    made = secret_data(kube, namespace)
+    assert made["username"] == f"kflow-ns-{namespace}" and await can_connect(redis_srv.url, made)
+
 
 async def test_an_operator_user_without_acl_rights_cannot_turn_tenants_on(
         kube: Kube, admin: Any, redis_srv: RedisServer) -> None:

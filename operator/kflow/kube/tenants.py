@@ -215,13 +215,16 @@ class Tenants:
             await self.reapply()
 
     async def reapply(self) -> None:
-        """Set every known namespace's user again, from its Secret."""
-        for namespace in sorted(self._ready - self._foreign):
+        """Set every known namespace's user again from its Secret; a Secret deleted (kflow's,
+        or one it was told about and left alone) is made again."""
+        for namespace in sorted(self._ready):
             try:
                 secret = await self._api.read_secret(namespace, self._layout.name)
-                if secret is None:  # deleted: made again on the next Flow or Queue
-                    self._ready.discard(namespace)
+                if secret is None:
+                    self._foreign.discard(namespace)
+                    await self._ensure(namespace, {})
                 elif is_managed(secret):
+                    self._foreign.discard(namespace)
                     await self._apply(namespace, secret)
             except Exception as exc:
                 log.warning("namespace %s: re-applying its Redis user failed: %s",
