@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from kflow.devkit.chaos import AofRedis, Ledger, aof_redis
+from kflow.devkit.chaos import AofRedis, LastingWatch, Ledger, aof_redis
 from kflow.devkit.operator import Kube, OperatorWorld, Scenario
 from kflow.devkit.redis import RedisServer
 
@@ -35,7 +35,12 @@ def ledger(redis_srv: RedisServer) -> Ledger:
 @pytest.fixture
 def scenario(kube: Kube, crds: Path, faulty_redis: AofRedis) -> Iterator[Scenario]:
     """A namespace whose pods reach `faulty_redis` on 127.0.0.1 and whose operator reaches it
-    on OPERATOR_ADDR (so a loopback rule can cut the operator alone)."""
+    on OPERATOR_ADDR (so a loopback rule can cut the operator alone); every Job and pod it
+    makes is watched from the start (scenario.watchers)."""
     world = OperatorWorld(kube, faulty_redis.url, crds)
     with world.scenario(redis_url=faulty_redis.operator_url) as scenario:
+        for resource in ("jobs", "pods"):
+            watch = LastingWatch(kube, scenario.namespace, resource)
+            watch.start()
+            scenario.watchers.append(watch)
         yield scenario

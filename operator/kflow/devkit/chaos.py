@@ -24,6 +24,7 @@ import redis
 
 from kflow.cli.redis_server import free_port, start, stop
 from kflow.devkit.cluster import cluster_dir
+from kflow.devkit.operator import JobWatch, Kube
 
 # The second loopback address the chaos Redis also listens on: only the operator uses it, so
 # dropping it cuts the operator off while node pods (host network, 127.0.0.1) keep working.
@@ -207,6 +208,32 @@ def _gone(pid: int, timeout: float) -> bool:
             return True
         time.sleep(0.1)
     return False
+
+
+class LastingWatch(JobWatch):
+    """A JobWatch that opens the watch again when kubectl's ends (the API server restarted);
+    the listing it starts with repeats objects already seen, which made() and created() merge."""
+
+    def __init__(self, kube: Kube, namespace: str, resource: str = "jobs") -> None:
+        super().__init__(kube, namespace, resource)
+        self._stopping = False
+
+    def _read(self) -> None:
+        while True:
+            super()._read()
+            if self._stopping:
+                return
+            time.sleep(1.0)
+            if self._stopping:
+                return
+            self._proc = subprocess.Popen(
+                [self.kube.kubectl, "--kubeconfig", str(self.kube.kubeconfig), "get",
+                 self.resource, "-n", self.namespace, "--watch", "--output-watch-events",
+                 "-o", "json"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+
+    def stop(self) -> None:
+        self._stopping = True
+        super().stop()
 
 
 def flow_labels(obj: dict[str, Any]) -> bool:
