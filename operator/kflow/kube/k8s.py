@@ -56,24 +56,25 @@ class KubeApi:
 
         return await asyncio.to_thread(call)
 
+    async def _unless(self, status: int, fn: Any, *args: Any, **kwargs: Any) -> tuple[bool, Any]:
+        """`_call`, except that the API server answering `status` (404: not there, 409: one
+        of that name exists) is an expected outcome: (False, None). Else (True, the reply)."""
+        try:
+            return True, await self._call(fn, *args, **kwargs)
+        except ApiException as exc:
+            if exc.status == status:
+                return False, None
+            raise
+
     async def create_job(self, namespace: str, job: dict[str, Any]) -> bool:
         """Create the Job; False when a Job of that name already exists (a retried create)."""
-        try:
-            await self._call(self._batch.create_namespaced_job, namespace, job)
-        except ApiException as exc:
-            if exc.status == 409:
-                return False
-            raise
-        return True
+        created, _ = await self._unless(409, self._batch.create_namespaced_job, namespace, job)
+        return created
 
     async def delete_job(self, namespace: str, name: str) -> None:
         """Delete a Job and its pods; a Job already gone is fine."""
-        try:
-            await self._call(self._batch.delete_namespaced_job, name, namespace,
-                             body={"propagationPolicy": "Background"})
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
+        await self._unless(404, self._batch.delete_namespaced_job, name, namespace,
+                           body={"propagationPolicy": "Background"})
 
     async def job_pods(self, namespace: str, job_name: str) -> list[dict[str, Any]]:
         result = await self._call(self._core.list_namespaced_pod, namespace,
@@ -100,22 +101,14 @@ class KubeApi:
 
     async def patch_flow_status(self, namespace: str, name: str, status: dict[str, Any]) -> bool:
         """Merge-patch the Flow's status; False if the Flow is gone."""
-        try:
-            await self._call(self._custom.patch_namespaced_custom_object_status, GROUP,
-                             VERSION, namespace, "flows", name, {"status": status})
-        except ApiException as exc:
-            if exc.status == 404:
-                return False
-            raise
-        return True
+        patched, _ = await self._unless(404, self._custom.patch_namespaced_custom_object_status,
+                                        GROUP, VERSION, namespace, "flows", name,
+                                        {"status": status})
+        return patched
 
     async def delete_flow(self, namespace: str, name: str) -> None:
-        try:
-            await self._call(self._custom.delete_namespaced_custom_object, GROUP, VERSION,
-                             namespace, "flows", name)
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
+        await self._unless(404, self._custom.delete_namespaced_custom_object, GROUP, VERSION,
+                           namespace, "flows", name)
 
     async def post_event(self, involved: dict[str, Any], *, type: str, reason: str,
                          message: str, component: str, instance: str) -> None:
@@ -136,12 +129,8 @@ class KubeApi:
 
     async def patch_queue_status(self, namespace: str, name: str,
                                  status: dict[str, Any]) -> None:
-        try:
-            await self._call(self._custom.patch_namespaced_custom_object_status, GROUP,
-                             VERSION, namespace, "queues", name, {"status": status})
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
+        await self._unless(404, self._custom.patch_namespaced_custom_object_status, GROUP,
+                           VERSION, namespace, "queues", name, {"status": status})
 
     # ---- the operator's own pod and its owners (kflow.kube.redis_health) ---------------------
     async def read_object(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
@@ -149,34 +138,20 @@ class KubeApi:
         read = {"Pod": self._core.read_namespaced_pod,
                 "ReplicaSet": self._apps.read_namespaced_replica_set,
                 "Deployment": self._apps.read_namespaced_deployment}[kind]
-        try:
-            found: dict[str, Any] = await self._call(read, name, namespace)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-        return found
+        _, found = await self._unless(404, read, name, namespace)
+        return found  # type: ignore[no-any-return]
 
     # ---- worker Deployments (kflow.kube.scaler.PoolApi) -----------------------------------
     async def read_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            found: dict[str, Any] = await self._call(self._apps.read_namespaced_deployment,
-                                                     name, namespace)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-        return found
+        _, found = await self._unless(404, self._apps.read_namespaced_deployment, name,
+                                      namespace)
+        return found  # type: ignore[no-any-return]
 
     async def create_deployment(self, namespace: str, body: dict[str, Any]) -> bool:
         """Create the Deployment; False when one of that name already exists."""
-        try:
-            await self._call(self._apps.create_namespaced_deployment, namespace, body)
-        except ApiException as exc:
-            if exc.status == 409:
-                return False
-            raise
-        return True
+        created, _ = await self._unless(409, self._apps.create_namespaced_deployment,
+                                        namespace, body)
+        return created
 
     async def replace_deployment(self, namespace: str, name: str,
                                  body: dict[str, Any]) -> None:
@@ -188,33 +163,19 @@ class KubeApi:
 
     async def delete_deployment(self, namespace: str, name: str) -> None:
         """Delete a Deployment and its pods; one already gone is fine."""
-        try:
-            await self._call(self._apps.delete_namespaced_deployment, name, namespace,
-                             body={"propagationPolicy": "Background"})
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
+        await self._unless(404, self._apps.delete_namespaced_deployment, name, namespace,
+                           body={"propagationPolicy": "Background"})
 
     # ---- namespaces' pods Secrets (kflow.kube.tenants.SecretApi) ------------------------
     async def read_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            found: dict[str, Any] = await self._call(self._core.read_namespaced_secret,
-                                                     name, namespace)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-        return found
+        _, found = await self._unless(404, self._core.read_namespaced_secret, name, namespace)
+        return found  # type: ignore[no-any-return]
 
     async def create_secret(self, namespace: str, body: dict[str, Any]) -> bool:
         """Create the Secret; False when one of that name already exists."""
-        try:
-            await self._call(self._core.create_namespaced_secret, namespace, body)
-        except ApiException as exc:
-            if exc.status == 409:
-                return False
-            raise
-        return True
+        created, _ = await self._unless(409, self._core.create_namespaced_secret, namespace,
+                                        body)
+        return created
 
     async def replace_secret(self, namespace: str, name: str, body: dict[str, Any]) -> None:
         await self._call(self._core.replace_namespaced_secret, name, namespace, body)
