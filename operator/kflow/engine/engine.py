@@ -106,6 +106,11 @@ class Engine:
             queue_id, concurrency=config.concurrency, rate_max=config.rate_max,
             rate_per_ms=config.rate_per_ms, max_stalled=config.max_stalled)
 
+    async def forget_queue(self, queue_id: QueueId) -> int:
+        """The Queue was deleted: its settings and records leave Redis; nodes still on it
+        stay (their flows wait for a Queue of that name). Returns how many there are."""
+        return await self.store.forget_queue(queue_id)
+
     async def queue_depth(self, queue_id: QueueId) -> tuple[int, int, int]:
         """(ready, active, delayed) members of the queue."""
         return await self.store.depth(queue_id)

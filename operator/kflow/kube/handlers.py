@@ -110,6 +110,14 @@ async def queue_event(type: str, namespace: str | None, name: str, spec: kopf.Sp
         await memo.runtime.queues.seen(namespace, name, spec, uid, annotations)
 
 
+# The finalizer's step: nothing of a deleted Queue stays in Redis (the event above may be
+# missed while no operator runs; a finalizer is not).
+@kopf.on.delete(GROUP, VERSION, "queues", backoff=RETRY_SECONDS)
+async def queue_deleted(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+    assert namespace is not None
+    await memo.runtime.queues.deleted(namespace, name)
+
+
 # One daemon per Queue: Job dispatch, or (Worker mode) the scaler of its worker Deployment.
 @kopf.daemon(GROUP, VERSION, "queues", cancellation_timeout=5.0)
 async def queue_dispatcher(namespace: str | None, name: str, spec: kopf.Spec, uid: str | None,

@@ -149,6 +149,15 @@ class QueueControl:
         self._invalid.discard(queue_id)
         self.flows.refresh_missing_queues(namespace)
 
+    async def deleted(self, namespace: str, name: str) -> None:
+        """A Queue is being deleted (its finalizer): stop serving it and drop what Redis keeps
+        for it, its settings and records; nodes still on it stay for a Queue made again."""
+        self.gone(namespace, name)
+        left = await self.engine.forget_queue(QueueId(namespace, name))
+        if left:
+            log.info("Queue %s/%s deleted; %d node(s) still on it wait for a Queue of that name",
+                     namespace, name, left)
+
     async def run(self, namespace: str, name: str, stopped: Any) -> None:
         """The queue's loops until `stopped`: Job dispatch, and the worker pool's scaler."""
         queue_id = QueueId(namespace, name)

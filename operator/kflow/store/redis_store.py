@@ -326,6 +326,11 @@ class RedisStore:
         if absent:
             await self.redis.hdel(key, *absent)
 
+    async def forget_queue(self, queue_id: QueueId) -> int:
+        """A Queue was deleted: drop its settings and records (queue/forget.lua); returns how
+        many nodes are still on it."""
+        return int(await self._queue_script("forget", queue_id, []))
+
     async def max_stalled(self, queue_id: QueueId, default: int) -> int:
         """How many lease expiries a node of the queue may have (`default` if unset)."""
         raw = await self.redis.hget(self.queue(queue_id).config, "max_stalled")
