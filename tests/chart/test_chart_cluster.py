@@ -34,7 +34,7 @@ SERVED = {
     "pods": {"list", "watch"},
     "deployments.apps": {"get", "create", "update", "delete"},
     "deployments.apps/scale": {"patch"},
-    "events": {"create"},
+    "events": {"create", "patch"},
 }
 PEERINGS = {"kopfpeerings.kopf.dev": {"list", "watch", "patch"}}
 CLUSTER_ONLY = {
@@ -156,7 +156,7 @@ def test_namespace_scope_grants_only_in_the_watched_namespaces(
     # In its own namespace only Events on its own Deployment (pods get Secrets by reference;
     # peering lives in the served namespaces); in any other, nothing.
     assert can_i_list(kube, subject, home) == {
-        f"deployments.apps[{release}-kflow]": {"get"}, "events": {"create"}}
+        f"deployments.apps[{release}-kflow]": {"get"}, "events": {"create", "patch"}}
     assert can_i_list(kube, subject, unwatched) == {}
     for resource in ("customresourcedefinitions", "namespaces", "clusterkopfpeerings.kopf.dev"):
         answer = kube("auth", "can-i", "list", resource, f"--as={subject}",

@@ -251,7 +251,7 @@ def test_namespace_rbac_is_a_role_per_watched_namespace(helm: Helm) -> None:
     assert own["rules"] == [
         {"apiGroups": ["apps"], "resources": ["deployments"], "resourceNames": ["kflow"],
          "verbs": ["get"]},
-        {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]}]
+        {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]}]
     assert rendered.get("RoleBinding", "kflow-self")["subjects"][0]["name"] == "kflow"
 
 
@@ -266,7 +266,7 @@ EXPECTED_RULES = {
     ("", "pods"): {"list", "watch"},
     ("apps", "deployments"): {"get", "create", "update", "delete"},
     ("apps", "deployments/scale"): {"patch"},
-    ("", "events"): {"create"},
+    ("", "events"): {"create", "patch"},
 }
 
 

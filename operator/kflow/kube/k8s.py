@@ -6,7 +6,6 @@ import asyncio
 import json
 import logging
 import uuid
-from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes import client, config
@@ -110,10 +109,11 @@ class KubeApi:
         await self._unless(404, self._custom.delete_namespaced_custom_object, GROUP, VERSION,
                            namespace, "flows", name)
 
-    async def post_event(self, involved: dict[str, Any], *, type: str, reason: str,
-                         message: str, component: str, instance: str) -> None:
-        """Record a core/v1 Event on an object (shown by `kubectl describe` and `get events`)."""
-        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    async def create_event(self, involved: dict[str, Any], *, type: str, reason: str,
+                           message: str, component: str, instance: str, count: int,
+                           first: str, last: str) -> str:
+        """Record a core/v1 Event on an object (shown by `kubectl describe` and `get events`);
+        returns its name, for `patch_event`."""
         namespace = involved["namespace"]
         event = {
             "apiVersion": "v1", "kind": "Event",
@@ -121,11 +121,20 @@ class KubeApi:
                          "namespace": namespace},
             "involvedObject": involved,
             "type": type, "reason": reason, "message": message[:1024],
-            "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+            "firstTimestamp": first, "lastTimestamp": last, "count": count,
             "source": {"component": component},
             "reportingComponent": component, "reportingInstance": instance[:128],
         }
         await self._call(self._core.create_namespaced_event, namespace, event)
+        return str(event["metadata"]["name"])  # type: ignore[index]
+
+    async def patch_event(self, namespace: str, name: str, *, count: int, last: str,
+                          message: str) -> bool:
+        """Raise an Event's count (the same Event again); False when it is gone (expired)."""
+        patched, _ = await self._unless(404, self._core.patch_namespaced_event, name, namespace,
+                                        {"count": count, "lastTimestamp": last,
+                                         "message": message[:1024]})
+        return patched
 
     async def patch_queue_status(self, namespace: str, name: str,
                                  status: dict[str, Any]) -> None:
