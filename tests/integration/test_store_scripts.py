@@ -48,7 +48,7 @@ def _group_keys(group: str) -> list[str]:
 def test_each_group_states_its_key_list_once_as_the_store_passes_it() -> None:
     assert _group_keys("flow") == list(FLOW_KEY_NAMES)
     assert _group_keys("queue") == list(QUEUE_KEY_NAMES)
-    assert {g: len(k) for g, k in GROUPS.items()} == {"flow": 19, "queue": 7}
+    assert {g: len(k) for g, k in GROUPS.items()} == {"flow": 20, "queue": 7}
     for group, (nkeys, _) in ((n.split("/")[0], v) for n, v in script_sources().items()):
         assert nkeys == len(GROUPS[group])
 
@@ -116,6 +116,7 @@ async def test_every_script_call_of_a_full_run_touches_one_slot(engine: Engine) 
     await engine.update_progress(ref.id, "a", got["a"].token, 50)
     await engine.log(ref.id, "a", got["a"].token, "hi")
     await engine.fail(ref.id, "a", got["a"].token, "once")  # retry
+    await engine.keep_pod_log(ref.id, "a", 1, "its log", failed=True, flow_budget=1000)
     await engine.fail(ref.id, "c", got["c"].token, "ignored")
     await engine.suspend(ref.id)
     await engine.resume(ref.id)

@@ -627,6 +627,25 @@ class Engine:
         lines = await self.store.logs(flow_id, count)
         return [line for line in lines if node is None or line.get("node") == node]
 
+    async def keep_pod_log(self, flow_id: FlowId, node: str, attempt: int, text: str, *,
+                           failed: bool, flow_budget: int) -> bool:
+        """Keep the tail of an attempt's container log with the flow (or why its pod never
+        started), so it outlives the pod; False when the flow's budget is used up (half of it
+        for a succeeded attempt) or the flow is gone."""
+        return await self.store.keep_pod_log(flow_id, node, attempt, text, failed=failed,
+                                             flow_budget=flow_budget) == "kept"
+
+    async def attempt_logs(self, flow_id: FlowId, node: str) -> list[tuple[int, str]]:
+        """(attempt, container log tail) of each attempt of the node whose log was kept,
+        oldest first. The node's `job.log()` lines are in `logs(node=...)`, each with its
+        attempt."""
+        return await self.store.attempt_logs(flow_id, node)
+
+    async def pod_log_usage(self, flow_id: FlowId) -> tuple[int, int]:
+        """(bytes of container logs the flow keeps, attempts whose log was not kept because
+        the flow's budget was used up)."""
+        return await self.store.pod_log_usage(flow_id)
+
     async def events(self, flow_id: FlowId, count: int = 1000) -> list[dict[str, str]]:
         """The latest events of the flow (started, completed, retry, failed, flow...)."""
         return await self.store.events(flow_id, count)

@@ -41,6 +41,9 @@ class FlowKeys:
     failures: str  # list: first failures, capped
     events: str  # stream, bounded: started, completed, retry, failed, flow phase...
     logs: str  # stream, bounded: log lines of attempts
+    # hash "<node>|<attempt>" -> the tail of that attempt's container log (or why its pod never
+    # started); "<node>|n" -> the highest attempt kept; "bytes" / "dropped" -> the flow's budget
+    podlogs: str
 
     @property
     def all(self) -> tuple[str, ...]:

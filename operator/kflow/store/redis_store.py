@@ -187,6 +187,35 @@ class RedisStore:
     async def log(self, flow: FlowId, node: str, token: str, message: str, cap: int) -> bool:
         return bool(await self._flow_script("log", flow, node, token, message, cap))
 
+    # ---- pod logs (the tails of attempts' container logs, kept with the flow) ----------
+
+    async def keep_pod_log(self, flow: FlowId, node: str, attempt: int, text: str, *,
+                           failed: bool, flow_budget: int
+                           ) -> Literal["kept", "over-budget", "no-flow"]:
+        """Keep one attempt's log text (flow/keep-pod-log.lua): replaces that attempt's earlier
+        text; not kept when the flow's texts would pass `flow_budget` bytes (half of it for
+        a succeeded attempt) or the flow is not in Redis."""
+        kept = await self._flow_script("keep-pod-log", flow, node, attempt, text,
+                                       "1" if failed else "0", flow_budget)
+        if kept not in ("kept", "over-budget", "no-flow"):
+            raise ValueError(f"flow/keep-pod-log.lua answered {kept!r}")
+        return kept  # type: ignore[no-any-return]
+
+    async def attempt_logs(self, flow: FlowId, node: str) -> list[tuple[int, str]]:
+        """(attempt, text) of every attempt of the node whose log was kept, oldest first."""
+        key = self.flow(flow).podlogs
+        last = await self.redis.hget(key, f"{node}|n")
+        if last is None:
+            return []
+        attempts = range(1, int(last) + 1)
+        texts = await self._fields(key, [f"{node}|{a}" for a in attempts])
+        return [(a, t) for a, t in zip(attempts, texts, strict=True) if t is not None]
+
+    async def pod_log_usage(self, flow: FlowId) -> tuple[int, int]:
+        """(bytes of log text the flow keeps, attempts whose log was not kept: over budget)."""
+        used, dropped = await self.redis.hmget(self.flow(flow).podlogs, ["bytes", "dropped"])
+        return int(used or 0), int(dropped or 0)
+
     # ---- flow control -----------------------------------------------------------------
 
     async def suspend(self, flow: FlowId) -> FlowPhase:
