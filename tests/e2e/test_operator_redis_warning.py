@@ -87,7 +87,7 @@ async def test_the_warning_lands_on_the_deployment_named_in_the_settings(
     [event] = warnings_on(kube, namespace, "kflow-named")
     assert event["type"] == "Warning" and event["involvedObject"]["uid"] == uid
     assert text is not None and "appendonly yes" in event["message"]
-    assert "\nkflow_redis_persistence_enabled 0\n" in metrics.render()
+    assert metrics.value("kflow_redis_persistence_enabled") == 0
 
 
 async def test_the_operator_finds_its_deployment_through_its_pod_owners(
@@ -112,4 +112,4 @@ async def test_the_operator_finds_its_deployment_through_its_pod_owners(
     [event] = warnings_on(kube, namespace, "kflow-owned")
     assert text is not None and event["message"].startswith(text[:200])
     assert event["source"]["component"] == "kflow-operator"
-    assert "\nkflow_redis_persistence_enabled 0\n" in runtime.metrics.render()
+    assert runtime.metrics.value("kflow_redis_persistence_enabled") == 0

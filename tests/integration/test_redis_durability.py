@@ -139,11 +139,11 @@ async def test_no_persistence_sets_the_gauge_to_0_and_warns_in_the_log(
                                         pod=OperatorPodSettings())
     assert text is not None and "appendonly yes" in text
     assert any("appendfsync everysec" in r.getMessage() for r in caplog.records)
-    assert "\nkflow_redis_persistence_enabled 0\n" in metrics.render()
+    assert metrics.value("kflow_redis_persistence_enabled") == 0
 
     assert await report_persistence(persisted, metrics=metrics, events=events, api=api,
                                     pod=OperatorPodSettings()) is None
-    assert "\nkflow_redis_persistence_enabled 1\n" in metrics.render()
+    assert metrics.value("kflow_redis_persistence_enabled") == 1
 
 
 def run_operator(url: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:

@@ -231,11 +231,11 @@ def test_metrics_expose_queue_depth_per_state_and_pool_size() -> None:
     metrics = Metrics()
     metrics.queue_depth("team/squares", 7, 2, 1)
     metrics.pool_size("team/squares", 3)
-    text = metrics.render().splitlines()
-    assert 'kflow_queue_ready{queue="team/squares"} 7' in text
-    assert 'kflow_queue_active{queue="team/squares"} 2' in text
-    assert 'kflow_queue_delayed{queue="team/squares"} 1' in text
-    assert 'kflow_queue_workers{queue="team/squares"} 3' in text
-    assert "# TYPE kflow_queue_ready gauge" in text
+    assert metrics.value("kflow_queue_ready", queue="team/squares") == 7
+    assert metrics.value("kflow_queue_active", queue="team/squares") == 2
+    assert metrics.value("kflow_queue_delayed", queue="team/squares") == 1
+    assert metrics.value("kflow_queue_nodes", queue="team/squares", state="ready") == 7
+    assert metrics.value("kflow_queue_workers", queue="team/squares") == 3
+    assert "# TYPE kflow_queue_ready gauge" in metrics.render().splitlines()
     metrics.pool_size("team/squares", None)
     assert "kflow_queue_workers{" not in metrics.render()

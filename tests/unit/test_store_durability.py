@@ -79,8 +79,8 @@ def test_the_gauge_is_off_if_any_server_is_off_and_absent_while_unknown() -> Non
     metrics = Metrics()
     assert "kflow_redis_persistence_enabled" not in metrics.render()
     metrics.redis_persistence(False)
-    assert "\nkflow_redis_persistence_enabled 0\n" in metrics.render()
+    assert metrics.value("kflow_redis_persistence_enabled") == 0
     metrics.redis_persistence(True)
-    assert "\nkflow_redis_persistence_enabled 1\n" in metrics.render()
+    assert metrics.value("kflow_redis_persistence_enabled") == 1
     metrics.redis_persistence(None)
     assert "kflow_redis_persistence_enabled" not in metrics.render()

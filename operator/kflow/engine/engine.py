@@ -325,7 +325,8 @@ class Engine:
                             flow_uid=flow_id.uid, namespace=flow_id.namespace,
                             flow_name=reply.name,
                             node=node, queue=queue_name, attempt=row.attempt, token=token,
-                            data=row.data, timeout_ms=row.timeout_ms)
+                            data=row.data, timeout_ms=row.timeout_ms,
+                            waited_ms=row.due if row.due >= 0 else None)
                         continue
                     refused.append((queue_id, Lease(flow_id, node, token)))
                     if row.status is StartStatus.EARLY:  # back on the delayed set

@@ -90,6 +90,9 @@ class Attempt:
     token: str  # fencing token of this attempt
     data: Any
     timeout_ms: int | None
+    # How long the node waited in its queue, from ready (or due) to this attempt's start, on
+    # Redis's clock; None: not known (an attempt rebuilt from its Job).
+    waited_ms: int | None = None
 
     @property
     def queue_id(self) -> QueueId:

@@ -7,6 +7,7 @@ import json
 import logging
 import time
 from collections import OrderedDict
+from datetime import datetime
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
@@ -82,6 +83,8 @@ class JobExecutor:
                 self.metrics.dispatched(queue.queue_id)
                 if latency is not None:
                     self.metrics.unlocked(latency)
+                if attempt.waited_ms is not None:
+                    self.metrics.waited(queue.queue_id, attempt.waited_ms / 1000)
                 log.info("Flow %s/%s node %s: Job %s created (attempt %d)%s", attempt.namespace,
                          attempt.flow_name, attempt.node, name, attempt.attempt,
                          "" if latency is None else
@@ -129,9 +132,11 @@ class JobExecutor:
         self.running.pop(name, None)
         try:
             if state == "succeeded":
-                await self._succeeded(ident, name, queue_id)
+                if await self._succeeded(ident, name, queue_id):
+                    self.metrics.node_finished(queue_id, state, _run_seconds(job))
             elif state == "failed":
-                await self._failed(ident, job, name, queue_id)
+                if await self._failed(ident, job, name, queue_id):
+                    self.metrics.node_finished(queue_id, state, _run_seconds(job))
             else:  # deleted while running: the pod went with it
                 await self._fail(ident.flow_uid, ident.namespace, ident.flow_name, ident.node,
                                  queue_id, ident.token, f"Job {name} was deleted while running",
@@ -145,7 +150,8 @@ class JobExecutor:
         if not self.keep_finished_jobs and event_type != "DELETED":
             await self.api.delete_job(ident.namespace, name)
 
-    async def _succeeded(self, ident: JobIdentity, name: str, queue_id: QueueId) -> None:
+    async def _succeeded(self, ident: JobIdentity, name: str, queue_id: QueueId) -> bool:
+        """Record the attempt's result; whether the engine accepted it (not a replay)."""
         seen = time.monotonic()
         pods = await self.api.job_pods(ident.namespace, name)
         found, value = termination_output(pods)
@@ -168,25 +174,27 @@ class JobExecutor:
         log.info("Flow %s/%s node %s: succeeded (attempt %d)%s", ident.namespace,
                  ident.flow_name, ident.node, ident.attempt,
                  "" if outcome.accepted else " (already recorded)")
+        return outcome.accepted
 
     async def _failed(self, ident: JobIdentity, job: dict[str, Any], name: str,
-                      queue_id: QueueId) -> None:
+                      queue_id: QueueId) -> bool:
         pods = await self.api.job_pods(ident.namespace, name)
         failure = classify_failure(job, pods)
-        await self._fail(ident.flow_uid, ident.namespace, ident.flow_name, ident.node, queue_id,
-                         ident.token, failure.error, infrastructure=failure.infrastructure,
-                         attempt=ident.attempt)
+        return await self._fail(ident.flow_uid, ident.namespace, ident.flow_name, ident.node,
+                                queue_id, ident.token, failure.error,
+                                infrastructure=failure.infrastructure, attempt=ident.attempt)
 
     async def _fail(self, flow_uid: str, namespace: str, flow_name: str, node: str,
                     queue_id: QueueId, token: str, error: str, *, infrastructure: bool,
-                    attempt: int = 0) -> None:
+                    attempt: int = 0) -> bool:
+        """Record the attempt's failure; whether the engine accepted it (not a replay)."""
         outcome = await self.engine.fail(FlowId.of(namespace, flow_uid), node, token, error,
                                          infrastructure=infrastructure)
         self.metrics.failed(queue_id, outcome.action)
         self.marks.mark(flow_uid)
         self.dispatchers.kick(queue_id)
         if not outcome.accepted:
-            return
+            return False
         log.info("Flow %s/%s node %s: attempt %d failed (%s) -> %s", namespace, flow_name, node,
                  attempt, error[:200], outcome.action)
         if outcome.action == "failed":
@@ -197,6 +205,7 @@ class JobExecutor:
             self.dispatchers.kick_namespace(namespace)
         elif outcome.action == "failed":
             self.dispatchers.kick_namespace(namespace)  # continueParent/ignore/remove unlock
+        return True
 
     async def on_pod_event(self, pod: dict[str, Any]) -> None:
         """A kflow pod that cannot start says so on its Flow; a hopeless one fails the attempt."""
@@ -274,6 +283,26 @@ def _attempt_of(ident: JobIdentity) -> Attempt:
     return Attempt(flow_uid=ident.flow_uid, namespace=ident.namespace,
                    flow_name=ident.flow_name, node=ident.node, queue=ident.queue,
                    attempt=ident.attempt, token=ident.token, data=None, timeout_ms=None)
+
+
+def _run_seconds(job: dict[str, Any]) -> float:
+    """From the Job's creation to its end (completionTime, or when its Failed condition was
+    set; now if neither is there), from the Job's own timestamps: right after a restart too."""
+    status = job.get("status") or {}
+    end = status.get("completionTime") or next(
+        (c.get("lastTransitionTime") for c in status.get("conditions") or []
+         if c.get("type") in ("Complete", "Failed") and c.get("status") == "True"), None)
+    created = (job.get("metadata") or {}).get("creationTimestamp")
+    if not created:
+        return 0.0
+    return max(0.0, (_timestamp(end) if end else time.time()) - _timestamp(created))
+
+
+def _timestamp(value: Any) -> float:
+    """A Kubernetes timestamp (RFC 3339 text from a watch, a datetime from a list call)."""
+    if isinstance(value, datetime):
+        return value.timestamp()
+    return datetime.fromisoformat(str(value)).timestamp()
 
 
 def _api_message(exc: ApiException) -> str:

@@ -223,6 +223,7 @@ class FlowLifecycle:
         uid = meta["uid"]
         self.status.forget(uid)
         self.routes.forget(uid)
+        self.metrics.forget_flow(uid)
         await self.engine.delete(FlowId.of(meta["namespace"], uid))
         # The garbage collector would remove them after the Flow; do it now, pods included.
         for job in await self.api.flow_jobs(meta["namespace"], uid):

@@ -17,6 +17,7 @@ from kflow.kube.dispatch import Dispatchers, QueueInfo
 from kflow.kube.events import EventPoster
 from kflow.kube.executor import JobExecutor
 from kflow.kube.flows import FlowLifecycle
+from kflow.kube.metrics import Metrics
 from kflow.kube.pools import WorkerPools
 from kflow.kube.status import QueueStatus
 from kflow.settings import PodPolicySettings
@@ -59,7 +60,7 @@ class QueueControl:
 
     def __init__(self, *, engine: Engine, dispatchers: Dispatchers, executor: JobExecutor,
                  flows: FlowLifecycle, pools: WorkerPools, status: QueueStatus,
-                 max_stalled: int, pod_policy: PodPolicySettings,
+                 metrics: Metrics, max_stalled: int, pod_policy: PodPolicySettings,
                  events: EventPoster | None = None) -> None:
         self.engine = engine
         self.dispatchers = dispatchers
@@ -67,6 +68,7 @@ class QueueControl:
         self.flows = flows
         self.pools = pools
         self.status = status
+        self.metrics = metrics
         self.max_stalled = max_stalled
         self.pod_policy = pod_policy
         self.events = events
@@ -146,6 +148,7 @@ class QueueControl:
         self.dispatchers.queues.pop(queue_id, None)
         self.pools.forget(queue_id)
         self.status.forget(queue_id)
+        self.metrics.forget_queue(queue_id)  # a Queue made again starts from zero
         self._invalid.discard(queue_id)
         self.flows.refresh_missing_queues(namespace)
 

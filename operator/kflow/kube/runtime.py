@@ -47,6 +47,7 @@ class Runtime:
         self.identity = settings.peering.identity or f"{socket.gethostname()}-{os.getpid()}"
         dispatch = settings.dispatch
         self.metrics = Metrics()
+        engine.store.scripts.observe(self.metrics.script_ran)
         self.dispatchers = Dispatchers(engine, identity=self.identity, batch=dispatch.take_batch,
                                        lease_ms=dispatch.lease_ms,
                                        idle_recheck=dispatch.idle_recheck_seconds)
@@ -66,7 +67,8 @@ class Runtime:
                             redis_env=redis_env, events=events)
         self.queues = QueueControl(engine=engine, dispatchers=self.dispatchers,
                                    executor=self.executor, flows=self.flows, pools=pools,
-                                   status=queue_status, max_stalled=dispatch.max_stalled,
+                                   status=queue_status, metrics=self.metrics,
+                                   max_stalled=dispatch.max_stalled,
                                    pod_policy=settings.policy, events=events)
         self.tenants = self._tenants(settings, redis_client) if settings.tenants.enabled else None
         self._tasks: list[asyncio.Task[Any]] = []

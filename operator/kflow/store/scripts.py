@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
+from collections.abc import Callable
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -12,6 +14,9 @@ from kflow.store.keys import FLOW_KEY_NAMES, QUEUE_KEY_NAMES
 
 _INCLUDE = re.compile(r"^-- @include (\S+)\s*$", re.MULTILINE)
 _SCRIPT_NAME = re.compile(r"^([a-z-]+)\.lua$")
+# Told (script name, seconds) after every script call: how the operator times its scripts
+# without the store knowing about metrics.
+ScriptObserver = Callable[[str, float], None]
 # The script groups: the slot a script works in, and the keys every script of it takes.
 GROUPS: dict[str, tuple[str, ...]] = {"flow": FLOW_KEY_NAMES, "queue": QUEUE_KEY_NAMES}
 
@@ -50,10 +55,12 @@ def script_sources() -> dict[str, tuple[int, str]]:
 
 
 class Scripts:
-    """The registered scripts of one client; `run` checks the key count against the group."""
+    """The registered scripts of one client; `run` checks the key count against the group,
+    and tells the observers (`observe`) how long each call took."""
 
     def __init__(self, client: Any) -> None:
         self._client = client
+        self._observers: list[ScriptObserver] = []
         self._scripts = {
             name: (nkeys, client.register_script(source))
             for name, (nkeys, source) in script_sources().items()
@@ -66,8 +73,23 @@ class Scripts:
                              f"called with {len(keys)}")
         return script
 
+    def observe(self, observer: ScriptObserver) -> None:
+        """Call `observer(name, seconds)` after every script call, failed ones included."""
+        self._observers.append(observer)
+
+    def _ran(self, names: list[str], started: float) -> None:
+        seconds = time.perf_counter() - started
+        for observer in self._observers:
+            for name in names:
+                observer(name, seconds)
+
     async def run(self, name: str, keys: tuple[str, ...] | list[str], args: list[Any]) -> Any:
-        return await self._script(name, keys)(keys=list(keys), args=args)
+        script = self._script(name, keys)
+        started = time.perf_counter()
+        try:
+            return await script(keys=list(keys), args=args)
+        finally:
+            self._ran([name], started)
 
     async def run_many(self, calls: list[tuple[str, tuple[str, ...] | list[str], list[Any]]]
                        ) -> list[Any]:
@@ -87,4 +109,9 @@ class Scripts:
         pipe = self._client.pipeline(transaction=False)
         for name, keys, args in calls:
             await self._script(name, keys)(keys=list(keys), args=args, client=pipe)
-        return list(await pipe.execute(raise_on_error=False))
+        started = time.perf_counter()
+        try:
+            return list(await pipe.execute(raise_on_error=False))
+        finally:
+            # Each script waited for the whole round trip that carried it.
+            self._ran([name for name, _, _ in calls], started)

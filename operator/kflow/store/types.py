@@ -70,7 +70,7 @@ class Started(NamedTuple):
     attempt: int  # ok: the 1-based attempt number
     data: Any  # ok: the node's input
     timeout_ms: int | None  # ok: the attempt's timeout
-    due: int  # early: when the node is due
+    due: int  # early: when the node is due; ok: ms it waited since ready or due (-1: unknown)
     rank: int  # early: its queue rank, to put it back on the queue's delayed set
 
 

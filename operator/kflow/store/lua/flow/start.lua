@@ -11,7 +11,8 @@
 
   Returns (JSON): the flow-step envelope (flow/_reply), queued empty, one row per pair:
     {node, status, attempt, data JSON, timeout ms, due, rank}
-    status "ok"        started: attempt number, data and timeout (-1: none) filled in
+    status "ok"        started: attempt number, data and timeout (-1: none) filled in,
+                       and in due the ms it waited since it became ready (or due), -1: unknown
            "suspended" flow suspended: node stays ready and is re-queued on resume
            "early"     node delayed and not yet due: due and queue rank filled in
            "gone"      flow missing/finished/cancelled or node no longer ready
@@ -41,6 +42,8 @@ for i = 2, #ARGV, 2 do
         r[7] = rank_of(spec_of(node))
       elseif st == 'ready' or st == 'delayed' then
         local attempt = redis.call('HINCRBY', K_ATTEMPT, node, 1)
+        local since = redis.call('ZSCORE', K_READY, node)
+        r[6] = since and math.max(0, now - tonumber(since)) or -1
         redis.call('HSET', K_TOKEN, node, token)
         set_state(node, st, 'active')
         redis.call('ZREM', K_READY, node)
