@@ -13,11 +13,14 @@ import json
 from functools import lru_cache
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # Where a process reaches Redis when nothing says otherwise (a local development server).
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+# The most of one attempt's container log kept (KFLOW_POD_LOG_BYTES): Redis answers a read of
+# a value this large in milliseconds; more belongs in a log system.
+MAX_POD_LOG_BYTES = 16 * 1024 * 1024
 
 
 class RedisSettings(BaseSettings):
@@ -183,6 +186,24 @@ class DispatchSettings(BaseSettings):
     job_create_retries: int = 5  # KFLOW_JOB_CREATE_RETRIES
     # KFLOW_KEEP_FINISHED_JOBS: keep Jobs (and pod logs) after their outcome is recorded.
     keep_finished_jobs: bool = False
+    # KFLOW_POD_LOG_BYTES: the last this many bytes of each attempt's container log are kept
+    # in Redis with the flow before its Job is deleted, so the log outlives the pod (read
+    # with Engine.attempt_logs); 0 keeps none. Read from the API server bounded.
+    pod_log_bytes: int = Field(default=64 * 1024, ge=0, le=MAX_POD_LOG_BYTES)
+    # KFLOW_POD_LOG_FLOW_BYTES: all of one flow's kept logs together (docs/redis-production.md,
+    # memory): a succeeded attempt's log is kept while they stay within half of it, a failed
+    # one's within all of it; the rest are counted, not kept.
+    pod_log_flow_bytes: int = Field(default=32 * 1024 * 1024, ge=0)
+
+    @model_validator(mode="after")
+    def _pod_log_fits_the_flow_budget(self) -> DispatchSettings:
+        if self.pod_log_bytes and self.pod_log_flow_bytes < self.pod_log_bytes:
+            raise ValueError(
+                f"KFLOW_POD_LOG_FLOW_BYTES ({self.pod_log_flow_bytes}) is smaller than "
+                f"KFLOW_POD_LOG_BYTES ({self.pod_log_bytes}): no attempt's full log would fit "
+                "in its flow's budget; raise KFLOW_POD_LOG_FLOW_BYTES, or set "
+                "KFLOW_POD_LOG_BYTES=0 to keep no pod logs")
+        return self
 
 
 class StatusSettings(BaseSettings):

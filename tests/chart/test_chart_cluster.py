@@ -32,6 +32,7 @@ SERVED = {
     "flows.kflow.dev/finalizers": {"update"},
     "jobs.batch": {"list", "watch", "create", "delete"},
     "pods": {"list", "watch"},
+    "pods/log": {"get"},
     "deployments.apps": {"get", "create", "update", "delete"},
     "deployments.apps/scale": {"patch"},
     "events": {"create", "patch"},

@@ -264,6 +264,7 @@ EXPECTED_RULES = {
     ("kflow.dev", "flows/finalizers"): {"update"},
     ("batch", "jobs"): {"list", "watch", "create", "delete"},
     ("", "pods"): {"list", "watch"},
+    ("", "pods/log"): {"get"},  # the tail of each attempt's log, kept before its Job goes
     ("apps", "deployments"): {"get", "create", "update", "delete"},
     ("apps", "deployments/scale"): {"patch"},
     ("", "events"): {"create", "patch"},

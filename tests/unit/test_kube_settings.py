@@ -52,6 +52,8 @@ OPERATOR_VARIABLES: list[tuple[str, str, str, Any]] = [
     ("KFLOW_MAX_STALLED", "5", "dispatch.max_stalled", 5),
     ("KFLOW_JOB_CREATE_RETRIES", "2", "dispatch.job_create_retries", 2),
     ("KFLOW_KEEP_FINISHED_JOBS", "true", "dispatch.keep_finished_jobs", True),
+    ("KFLOW_POD_LOG_BYTES", "4096", "dispatch.pod_log_bytes", 4096),
+    ("KFLOW_POD_LOG_FLOW_BYTES", "1048576", "dispatch.pod_log_flow_bytes", 1_048_576),
     ("KFLOW_STATUS_INTERVAL_SECONDS", "2.5", "status.interval_seconds", 2.5),
     ("KFLOW_STATUS_MAX_FAILURES", "3", "status.max_failures", 3),
     ("KFLOW_WEBHOOK_ENABLED", "true", "webhook.enabled", True),

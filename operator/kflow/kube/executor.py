@@ -29,6 +29,7 @@ from kflow.kube.jobs import (
 )
 from kflow.kube.k8s import KubeApi
 from kflow.kube.metrics import Metrics
+from kflow.kube.podlogs import PodLogKeeper
 from kflow.kube.status import StatusMarks
 from kflow.settings import DispatchSettings
 
@@ -57,6 +58,10 @@ class JobExecutor:
         self.lease_ms = settings.lease_ms
         self.create_retries = settings.job_create_retries
         self.keep_finished_jobs = settings.keep_finished_jobs
+        # Each attempt's log tail is kept with the flow before its Job goes.
+        self.pod_logs = PodLogKeeper(api=api, store=engine,
+                                     attempt_bytes=settings.pod_log_bytes,
+                                     flow_bytes=settings.pod_log_flow_bytes)
         self.namespaces = list(namespaces or [])  # where to list Jobs on resync; [] = all
         # Running attempts by Job name, grouped per queue id for lease renewal.
         self.running: dict[str, tuple[str, Attempt]] = {}
@@ -147,6 +152,9 @@ class JobExecutor:
         except Exception:
             self._processed.pop(name, None)  # let the next event or resync try again
             raise
+        else:
+            # After the outcome (parents are already unlocked), before the Job and its pod go.
+            await self.pod_logs.keep_job(ident, name, failed=state == "failed")
         if not self.keep_finished_jobs and event_type != "DELETED":
             await self.api.delete_job(ident.namespace, name)
 
@@ -234,6 +242,7 @@ class JobExecutor:
             await self._fail(ident.flow_uid, ident.namespace, ident.flow_name, ident.node,
                              queue_id, ident.token, text, infrastructure=False,
                              attempt=ident.attempt)
+            await self.pod_logs.keep_stuck(ident, pod)  # it has no log: keep why
             if job:
                 await self.api.delete_job(ident.namespace, job)
 

@@ -80,6 +80,25 @@ class KubeApi:
                                   label_selector=f"job-name={job_name}")
         return list(result.get("items") or [])
 
+    async def read_pod_log(self, namespace: str, pod: str, container: str, *, tail_lines: int,
+                           limit_bytes: int) -> bytes | None:
+        """The last `tail_lines` lines of a container's log, cut by the API server after
+        `limit_bytes` (so a huge log is never downloaded); None when the pod is gone (404) or
+        its container never started (400: no log to read)."""
+        def call() -> bytes | None:
+            try:
+                response: Any = self._core.read_namespaced_pod_log(
+                    pod, namespace, container=container, tail_lines=tail_lines,
+                    limit_bytes=limit_bytes, _preload_content=False,
+                    _request_timeout=self.timeout)
+            except ApiException as exc:
+                if exc.status in (400, 404):
+                    return None
+                raise
+            return bytes(response.data or b"")
+
+        return await asyncio.to_thread(call)
+
     async def flow_jobs(self, namespace: str, flow_uid: str) -> list[dict[str, Any]]:
         result = await self._call(self._batch.list_namespaced_job, namespace,
                                   label_selector=f"{LABEL_FLOW_UID}={flow_uid}")
