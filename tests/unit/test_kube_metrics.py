@@ -3,6 +3,10 @@ build collectors, and series that leave with their Flow or Queue."""
 
 from __future__ import annotations
 
+import asyncio
+import socket
+
+import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 import kflow
@@ -107,3 +111,29 @@ def test_each_metrics_object_has_its_own_registry() -> None:
     one.dispatched(ETL)
     assert one.value("kflow_nodes_dispatched_total", queue=ETL) == 1
     assert two.value("kflow_nodes_dispatched_total", queue=ETL) is None
+
+
+async def test_the_endpoint_serves_the_registry_in_the_prometheus_text_format() -> None:
+    metrics = exercised()
+    with socket.socket() as probe:  # a free port
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = asyncio.create_task(metrics.serve(port))
+    try:
+        async with aiohttp.ClientSession() as session:
+            for _ in range(100):  # until the server listens
+                try:
+                    response = await session.get(f"http://127.0.0.1:{port}/metrics")
+                    break
+                except aiohttp.ClientConnectionError:
+                    await asyncio.sleep(0.05)
+            text = await response.text()
+        assert response.status == 200
+        assert response.headers["Content-Type"].startswith("text/plain; version=")
+        families = {f.name: f for f in text_string_to_metric_families(text)}
+        [sample] = [s for s in families["kflow_nodes_dispatched"].samples
+                    if s.labels == {"queue": ETL}]
+        assert sample.value == 1
+    finally:
+        server.cancel()
+        await asyncio.gather(server, return_exceptions=True)
