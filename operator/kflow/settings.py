@@ -218,6 +218,21 @@ class StatusSettings(BaseSettings):
     max_failures: int = 10
 
 
+class NotifySettings(BaseSettings):
+    """How a Flow's end notification (`spec.notify`) is sent to its webhook."""
+
+    model_config = SettingsConfigDict(env_prefix="KFLOW_NOTIFY_", extra="ignore")
+
+    # KFLOW_NOTIFY_TIMEOUT_SECONDS: one POST gives up after this (connect and answer).
+    timeout_seconds: float = Field(default=10.0, gt=0)
+    # KFLOW_NOTIFY_ATTEMPTS: tries before the notification is marked Failed; try n waits a
+    # random time between half and all of min(cap, base * 2**(n-2)) seconds first; the defaults
+    # keep trying for about 1.5 to 2 min (plus the tries' own time).
+    attempts: int = Field(default=8, ge=1)
+    backoff_base: float = Field(default=1.0, gt=0)  # KFLOW_NOTIFY_BACKOFF_BASE
+    backoff_cap: float = Field(default=60.0, gt=0)  # KFLOW_NOTIFY_BACKOFF_CAP
+
+
 class WebhookSettings(BaseSettings):
     """The validating admission webhook: `kubectl apply` gets `kflow lint`'s verdict.
 
@@ -292,6 +307,7 @@ class Settings(BaseModel):
     peering: PeeringSettings = Field(default_factory=PeeringSettings)
     dispatch: DispatchSettings = Field(default_factory=DispatchSettings)
     status: StatusSettings = Field(default_factory=StatusSettings)
+    notify: NotifySettings = Field(default_factory=NotifySettings)
     webhook: WebhookSettings = Field(default_factory=WebhookSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     operator_pod: OperatorPodSettings = Field(default_factory=OperatorPodSettings)

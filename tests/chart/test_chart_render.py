@@ -268,7 +268,13 @@ EXPECTED_RULES = {
     ("apps", "deployments"): {"get", "create", "update", "delete"},
     ("apps", "deployments/scale"): {"patch"},
     ("", "events"): {"create", "patch"},
+    ("", "secrets"): {"get"},  # rbac.readSecrets: the webhook URL of spec.notify
 }
+
+
+def test_reading_secrets_for_notifications_can_be_turned_off(helm: Helm) -> None:
+    rules = helm.template(URL, "rbac.readSecrets=false").get("ClusterRole", "kflow")["rules"]
+    assert not [rule for rule in rules if "secrets" in rule["resources"]]
 
 
 def test_the_helm_test_hook(helm: Helm, tmp_path: Path) -> None:

@@ -20,9 +20,13 @@ from kflow.api.models import (
     NodeCounts,
     NodeOpts,
     NodeSpec,
+    NotificationStatus,
+    Notify,
     QueueSpec,
     QueueStatus,
     RateLimit,
+    SecretKeyRef,
+    Webhook,
     Workers,
 )
 
@@ -44,7 +48,8 @@ _OWN_TABLE: dict[type[BaseModel], str] = {
     NodeOpts: "node options",
     Backoff: "backoff",
 }
-_INLINE = (RateLimit, Workers, NodeCounts, Condition, FailedNode)
+_INLINE = (RateLimit, Workers, NodeCounts, Condition, FailedNode, Notify, Webhook, SecretKeyRef,
+           NotificationStatus)
 
 
 def _unwrap(schema: dict[str, Any]) -> dict[str, Any]:

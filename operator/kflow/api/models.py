@@ -61,6 +61,11 @@ PATTERN_RULES[OBJECT_NAME_PATTERN] = (
     "ending with a letter or digit"
 )
 
+# A key of a Secret's data (what `kubectl create secret --from-literal=KEY=...` accepts).
+SECRET_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
+PATTERN_RULES[SECRET_KEY_PATTERN] = "be a Secret key: letters, digits, '-', '_' and '.'"
+NotificationState = Literal["Delivered", "Failed"]
+
 OnFailure = Literal["failParent", "ignore", "remove", "continueParent"]
 BackoffType = Literal["fixed", "exponential"]
 QueueMode = Literal["Job", "Worker"]
@@ -450,6 +455,37 @@ class NodeSpec(_Spec):
         return names
 
 
+class SecretKeyRef(_Spec):
+    """A key of a Secret in the Flow's namespace."""
+
+    name: ObjectName = Field(description="Name of the Secret, in the Flow's namespace.")
+    key: Annotated[str, Strict(), Field(min_length=1, max_length=MAX_NAME_LENGTH,
+                                        pattern=SECRET_KEY_PATTERN)] = Field(
+        "url", description="The key whose value is used; `url` when unset."
+    )
+
+
+class Webhook(_Spec):
+    """An HTTP(S) endpoint that gets a CloudEvent when the flow finishes."""
+
+    secret_key_ref: SecretKeyRef = Field(
+        description="Where the URL is: a Secret's key (URLs often carry a token, so the Flow "
+        "never carries one). Read when the notification is sent.",
+    )
+
+
+class Notify(_Spec):
+    """Who hears about the flow's end."""
+
+    webhook: Webhook = Field(
+        description="POSTed one CloudEvents 1.0 JSON (`application/cloudevents+json`) when the "
+        "flow reaches Succeeded, Failed or Cancelled: type `dev.kflow.flow.succeeded` (or "
+        "`.failed`, `.cancelled`), data with the phase, counts, times and first failures. "
+        "Retried with backoff, and again by a restarted operator, until the receiver answers "
+        "2xx; the id is the same on every try, for the receiver to drop duplicates.",
+    )
+
+
 _IMMUTABLE = "only spec.suspend and spec.cancel may change after creation; create a new Flow"
 
 
@@ -477,6 +513,13 @@ class FlowSpec(_Spec):
                     "self.ttlSecondsAfterFinished == oldSelf.ttlSecondsAfterFinished)",
                     "message": f"spec.ttlSecondsAfterFinished is immutable: {_IMMUTABLE}",
                     "fieldPath": ".ttlSecondsAfterFinished",
+                },
+                {
+                    "rule": "has(self.notify) == has(oldSelf.notify) && "
+                    "(!has(self.notify) || self.notify == oldSelf.notify)",
+                    "message": f"spec.notify is immutable: {_IMMUTABLE} (or change the URL in "
+                    "its Secret)",
+                    "fieldPath": ".notify",
                 },
                 {
                     "rule": "!has(oldSelf.cancel) || !oldSelf.cancel || "
@@ -518,6 +561,9 @@ class FlowSpec(_Spec):
     )
     cancel: StrictBool = Field(
         False, description="Set to true to stop the flow and its running pods; cannot be undone."
+    )
+    notify: Notify | None = Field(
+        None, description="A webhook that hears when the flow finishes (README, Notifications)."
     )
 
 
@@ -592,6 +638,21 @@ class FailedNode(_Status):
         return value
 
 
+class NotificationStatus(_Status):
+    """What became of the flow's end notification (`spec.notify`)."""
+
+    id: str = Field(max_length=512, description="The CloudEvent's id.")
+    state: NotificationState = Field(
+        description="`Delivered` (the receiver answered 2xx) or `Failed` (every try failed; "
+        "see the Warning Event `NotificationFailed`)."
+    )
+    attempts: int = Field(ge=1, description="Tries made.")
+    time: datetime | None = Field(None, description="When it was delivered or given up.")
+    message: str | None = Field(
+        None, max_length=MAX_FAILURE_MESSAGE, description="The last error, when it failed."
+    )
+
+
 class FlowStatus(_Status):
     """What the operator reports; bounded whatever the flow's size (per-node state is in Redis)."""
 
@@ -636,6 +697,9 @@ class FlowStatus(_Status):
         default_factory=list,
         max_length=MAX_FIRST_FAILURES,
         description=f"The first nodes to fail, at most {MAX_FIRST_FAILURES}.",
+    )
+    notification: NotificationStatus | None = Field(
+        None, description="The end notification of `spec.notify`, once sent or given up."
     )
     observed_generation: int | None = Field(
         None, ge=0, description="The spec generation this status describes."

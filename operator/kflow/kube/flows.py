@@ -20,6 +20,7 @@ from kflow.kube.events import EventPoster, FlowEvent
 from kflow.kube.jobs import job_state
 from kflow.kube.k8s import KubeApi
 from kflow.kube.metrics import Metrics
+from kflow.kube.notify import Notifier
 from kflow.kube.recording import CONDITION_STATE_LOST, Recording, decide, finished, lost_message
 from kflow.kube.status import FlowView, StatusPatcher, now_rfc3339
 from kflow.settings import StatusSettings
@@ -43,8 +44,9 @@ class FlowLifecycle:
 
     def __init__(self, *, engine: Engine, api: KubeApi, dispatchers: Dispatchers,
                  routes: FlowRoutes, events: EventPoster, metrics: Metrics,
-                 settings: StatusSettings) -> None:
+                 settings: StatusSettings, notifier: Notifier | None = None) -> None:
         self.engine = engine
+        self.notifier = notifier
         self.api = api
         self.dispatchers = dispatchers
         self.routes = routes
@@ -85,6 +87,9 @@ class FlowLifecycle:
                         compiled.queues)
         ref = FlowRef(uid=uid, namespace=namespace, name=name)
         decision = decide(old_status, await self._in_redis(ref.id))
+        if self.notifier is not None:  # a flow that finished unnoticed is notified now
+            self.notifier.watch(uid, namespace, name, spec.get("notify"),
+                                old_status if finished(old_status) else {})
         if decision is Recording.EXPIRED or decision is Recording.LOST:
             self._gone(view, old_status, decision)
             return
@@ -223,6 +228,8 @@ class FlowLifecycle:
         uid = meta["uid"]
         self.status.forget(uid)
         self.routes.forget(uid)
+        if self.notifier is not None:
+            self.notifier.forget(uid)
         self.metrics.forget_flow(uid)
         await self.engine.delete(FlowId.of(meta["namespace"], uid))
         # The garbage collector would remove them after the Flow; do it now, pods included.
@@ -278,6 +285,8 @@ class FlowLifecycle:
             event("FlowCancelled", "flow cancelled")
         if phase in TERMINAL_PHASES:
             self._schedule_ttl(view)
+            if self.notifier is not None:
+                self.notifier.finished(view.uid, view.last_status)
 
     def _schedule_ttl(self, view: FlowView) -> None:
         """Delete the Flow ttlSecondsAfterFinished after it finished (kept when unset)."""

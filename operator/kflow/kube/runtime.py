@@ -23,6 +23,7 @@ from kflow.kube.flows import FlowLifecycle
 from kflow.kube.jobs import RedisEnv
 from kflow.kube.k8s import KubeApi
 from kflow.kube.metrics import Metrics
+from kflow.kube.notify import Notifier
 from kflow.kube.pools import WorkerPools
 from kflow.kube.queues import QueueControl
 from kflow.kube.redis_health import report_persistence
@@ -56,7 +57,8 @@ class Runtime:
         redis_env = RedisEnv.from_settings(settings)
         self.flows = FlowLifecycle(engine=engine, api=api, dispatchers=self.dispatchers,
                                    routes=routes, events=events, metrics=self.metrics,
-                                   settings=settings.status)
+                                   settings=settings.status,
+                                   notifier=Notifier(api, events, settings.notify))
         self.executor = JobExecutor(engine=engine, api=api, dispatchers=self.dispatchers,
                                     routes=routes, events=events, marks=self.flows.status,
                                     metrics=self.metrics, redis_env=redis_env,
@@ -136,5 +138,7 @@ class Runtime:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.flows.notifier is not None:
+            await self.flows.notifier.close()
         if self.redis_client is not None:
             await self.redis_client.aclose()
