@@ -141,6 +141,7 @@ async def test_every_script_call_of_a_full_run_touches_one_slot(engine: Engine) 
     solo = (await take_map(engine, "q9"))["solo"]
     await engine.complete_many(other.id, [("solo", solo.token, 9)])
     await engine.delete(other.id)
+    await engine.forget_queue(qid("q9"))
 
     verbs = {verb for verb, _ in calls}
     assert verbs == set(script_sources()), f"not exercised: {set(script_sources()) - verbs}"
