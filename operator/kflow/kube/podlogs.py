@@ -16,12 +16,13 @@ from kflow.kube.jobs import JobIdentity
 
 log = logging.getLogger("kflow.kube.podlogs")
 
-# The first tail asked for is this many lines per KFLOW_POD_LOG_BYTES / 16 (4096 lines for
-# 64 KiB), downloading at most 4x the bound; a log of longer lines is asked again for 8x
-# fewer lines, down to 1. Every request is bounded by the API server (limitBytes).
+# The first tail asked for is KFLOW_POD_LOG_BYTES / 16 lines (4096 for 64 KiB), downloading
+# at most 4x the bound; a tail of longer lines that hits that is asked again for half as many
+# lines, down to 1 (at most 13 requests for 64 KiB, each bounded by the API server's
+# limitBytes), so what is kept is the end of the log and as many lines as fit.
 BYTES_PER_LINE = 16
 DOWNLOAD_FACTOR = 4
-FEWER_LINES = 8
+FEWER_LINES = 2
 CUT_NOTE = "[kflow: the earlier part of this log was not kept]\n"
 
 

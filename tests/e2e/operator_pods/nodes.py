@@ -89,3 +89,16 @@ def wait_for_gate(job: Job) -> dict[str, Any]:
             raise RuntimeError("the gate stayed closed")
         time.sleep(0.5)
     return {"node": job.name, "attempt": job.attempt}
+
+
+def chatty(job: Job) -> dict[str, Any]:
+    """Print known lines to stdout and stderr and one job.log() line, each naming the attempt;
+    fail every attempt before `data.succeed_on` (default 2)."""
+    import sys
+
+    print(f"chatty {job.name} attempt {job.attempt}: to stdout", flush=True)
+    print(f"chatty {job.name} attempt {job.attempt}: to stderr", file=sys.stderr, flush=True)
+    job.log(f"chatty {job.name} attempt {job.attempt}: through job.log")
+    if job.attempt < int((job.data or {}).get("succeed_on", 2)):
+        raise RuntimeError(f"chatty {job.name} fails attempt {job.attempt} on purpose")
+    return {"succeeded_on": job.attempt}
