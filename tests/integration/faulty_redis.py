@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import subprocess
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -141,3 +142,24 @@ def own_redis_fixture() -> Iterator[OwnRedis]:
             yield server
         finally:
             server.stop()
+
+
+async def wait_until(check: Callable[[], bool], what: str) -> None:
+    """Poll `check` every 50 ms for up to 30 s."""
+    for _ in range(600):
+        if check():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"gave up waiting for {what}")
+
+
+def assert_outage_logged_once(records: list[logging.LogRecord]) -> list[str]:
+    """One "Redis unreachable" line, one "reachable again" line, and no traceback; returns
+    the messages."""
+    messages = [r.getMessage() for r in records]
+    assert len([m for m in messages if m.startswith("Redis unreachable: ")]) == 1, messages
+    assert len([m for m in messages if m.startswith("Redis reachable again after ")]) == 1, \
+        messages
+    assert not [r for r in records if r.exc_info], "no traceback for an outage"
+    return messages
+

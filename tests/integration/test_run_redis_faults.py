@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,12 @@ from kflow.settings import RedisSettings
 from kflow.store.connect import connect
 from tests.integration import run_handlers
 from tests.integration.engine_kit import build, new_ref, node, take_node
-from tests.integration.faulty_redis import OwnRedis, own_redis_fixture  # noqa: F401
+from tests.integration.faulty_redis import (  # noqa: F401
+    OwnRedis,
+    assert_outage_logged_once,
+    own_redis_fixture,
+    wait_until,
+)
 
 pytestmark = pytest.mark.redis
 
@@ -111,13 +115,13 @@ async def test_a_worker_waits_out_an_outage_before_completing_and_spends_no_atte
                     WorkerOptions(concurrency=1, lock_ms=60_000))
     running = asyncio.ensure_future(worker.run())
     try:
-        await _until(lambda: bool(worker.running), "the worker to take the node")
+        await wait_until(lambda: bool(worker.running), "the worker to take the node")
         own_redis.freeze(True)
         run_handlers.release.set()  # the handler finishes while Redis does not answer
-        await _until(lambda: worker.outage.down, "the worker to meet the outage")
+        await wait_until(lambda: worker.outage.down, "the worker to meet the outage")
         await asyncio.sleep(1.5)
         own_redis.freeze(False)
-        await _until(lambda: worker.stats["completed"] == 1, "the completion")
+        await wait_until(lambda: worker.stats["completed"] == 1, "the completion")
     finally:
         worker.stop()
         await asyncio.wait_for(running, 60)
@@ -127,14 +131,4 @@ async def test_a_worker_waits_out_an_outage_before_completing_and_spends_no_atte
         assert infos["pay"].attempt == 1
     finally:
         await client.aclose()
-    messages = [r.getMessage() for r in caplog.records]
-    assert len([m for m in messages if m.startswith("Redis unreachable: ")]) == 1, messages
-    assert len([m for m in messages if m.startswith("Redis reachable again")]) == 1, messages
-
-
-async def _until(check: Callable[[], bool], what: str) -> None:
-    for _ in range(600):
-        if check():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"gave up waiting for {what}")
+    assert_outage_logged_once(caplog.records)

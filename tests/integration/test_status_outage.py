@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -15,17 +14,14 @@ from kflow.kube.status import FlowView, StatusPatcher
 from kflow.store.connect import connect
 from kflow.store.outage import RedisOutage
 from tests.integration.engine_kit import build, new_ref, node
-from tests.integration.faulty_redis import OwnRedis, own_redis_fixture  # noqa: F401
+from tests.integration.faulty_redis import (  # noqa: F401
+    OwnRedis,
+    assert_outage_logged_once,
+    own_redis_fixture,
+    wait_until,
+)
 
 pytestmark = pytest.mark.redis
-
-
-async def _until(check: Callable[[], bool], what: str) -> None:
-    for _ in range(600):
-        if check():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"gave up waiting for {what}")
 
 
 async def test_status_patches_wait_out_an_outage_and_log_it_once(
@@ -53,7 +49,7 @@ async def test_status_patches_wait_out_an_outage_and_log_it_once(
     try:
         for ref in refs:
             patcher.mark(ref.uid)
-        await _until(lambda: all(patched.values()), "the first patches")
+        await wait_until(lambda: all(patched.values()), "the first patches")
         own_redis.kill()
         for _ in range(10):  # the flows keep asking for patches during the outage
             for ref in refs:
@@ -62,14 +58,11 @@ async def test_status_patches_wait_out_an_outage_and_log_it_once(
         assert outage.down
         before = {name: len(statuses) for name, statuses in patched.items()}
         own_redis.start()
-        await _until(lambda: not outage.down, "the status loop to see Redis back")
+        await wait_until(lambda: not outage.down, "the status loop to see Redis back")
     finally:
         loop.cancel()
         await asyncio.gather(loop, return_exceptions=True)
         await client.aclose()
 
-    messages = [r.getMessage() for r in caplog.records]
-    assert len([m for m in messages if m.startswith("Redis unreachable: ")]) == 1, messages
-    assert len([m for m in messages if m.startswith("Redis reachable again after ")]) == 1
-    assert not [r for r in caplog.records if r.exc_info], "no traceback for an outage"
+    assert_outage_logged_once(caplog.records)
     assert all(n >= 1 for n in before.values())
