@@ -13,8 +13,21 @@ import json
 from functools import lru_cache
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, Field, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+def _split_names(value: object) -> object:
+    """A list variable's text: "a,b" or a JSON list."""
+    if isinstance(value, str):
+        if value.strip().startswith("["):
+            return json.loads(value)
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+# A list of names read from one variable, "a,b" or a JSON list (not pydantic's JSON-only).
+NameList = Annotated[list[str], NoDecode, BeforeValidator(_split_names)]
 
 # Where a process reaches Redis when nothing says otherwise (a local development server).
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -116,7 +129,7 @@ class PodPolicySettings(BaseSettings):
 
     # KFLOW_POLICY_SERVICE_ACCOUNTS: "a,b" or a JSON list of the serviceAccountName values a
     # template may set; empty allows none (pods run as the namespace's `default`).
-    service_accounts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    service_accounts: NameList = Field(default_factory=list)
     allow_host_network: bool = False  # KFLOW_POLICY_ALLOW_HOST_NETWORK
     allow_host_pid: bool = False  # KFLOW_POLICY_ALLOW_HOST_PID (and hostIPC)
     allow_host_path: bool = False  # KFLOW_POLICY_ALLOW_HOST_PATH: hostPath volumes
@@ -125,15 +138,6 @@ class PodPolicySettings(BaseSettings):
     # every container of a template that sets none.
     default_security_context: dict[str, object] = Field(default_factory=dict)
 
-    @field_validator("service_accounts", mode="before")
-    @classmethod
-    def _split_accounts(cls, value: object) -> object:
-        if isinstance(value, str):
-            if value.strip().startswith("["):
-                return json.loads(value)
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
-
 
 class WatchingSettings(BaseSettings):
     """Which objects the operator serves."""
@@ -141,16 +145,7 @@ class WatchingSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="KFLOW_", extra="ignore")
 
     # KFLOW_NAMESPACES: "a,b" or a JSON list; empty means all of them (cluster-wide).
-    namespaces: Annotated[list[str], NoDecode] = Field(default_factory=list)
-
-    @field_validator("namespaces", mode="before")
-    @classmethod
-    def _split_namespaces(cls, value: object) -> object:
-        if isinstance(value, str):
-            if value.strip().startswith("["):
-                return json.loads(value)
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
+    namespaces: NameList = Field(default_factory=list)
 
 
 class PeeringSettings(BaseSettings):
