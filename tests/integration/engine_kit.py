@@ -130,3 +130,19 @@ async def run_flow(engine: Engine, uid: FlowId, queues: set[str], handlers: dict
             due = [await engine.promote_due(qid(q)) for q in queues]
             await asyncio.sleep(0.01 if any(d is not None for d in due) else 0.001)
     raise AssertionError("flow did not finish")
+
+
+class Stopped:
+    """Stands in for kopf's daemon flag: falsy until set, awaitable `wait()`."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def __bool__(self) -> bool:
+        return self._event.is_set()
+
+    def set(self) -> None:
+        self._event.set()
+
+    def wait(self) -> Any:
+        return self._event.wait()

@@ -14,24 +14,10 @@ from kflow.engine import Attempt, Engine, FlowRef, QueueConfig
 from kflow.graph import compile_flow
 from kflow.kube.dispatch import Dispatchers, QueueInfo
 from kflow.kube.queues import queue_info
+from tests.integration.engine_kit import Stopped
 
 pytestmark = [pytest.mark.redis]
 
-
-class Stopped:
-    """Stands in for kopf's daemon flag: falsy until set, awaitable `wait()`."""
-
-    def __init__(self) -> None:
-        self._event = asyncio.Event()
-
-    def __bool__(self) -> bool:
-        return self._event.is_set()
-
-    def set(self) -> None:
-        self._event.set()
-
-    def wait(self) -> Any:
-        return self._event.wait()
 
 
 def fan_out(n: int, queue: str) -> Any:

@@ -19,7 +19,7 @@ from kflow.kube.dispatch import Dispatchers
 from kflow.kube.queues import queue_info
 from kflow.store.connect import connect
 from kflow.store.outage import RedisOutage
-from tests.integration.engine_kit import build, new_ref, node, take_all, take_node
+from tests.integration.engine_kit import Stopped, build, new_ref, node, take_all, take_node
 from tests.integration.faulty_redis import (  # noqa: F401
     OwnRedis,
     assert_outage_logged_once,
@@ -155,21 +155,6 @@ async def test_a_completion_whose_reply_was_lost_is_applied_once(own_redis: OwnR
         finally:
             await client.aclose()
 
-
-class Stopped:
-    """Stands in for kopf's daemon flag: falsy until set, awaitable `wait()`."""
-
-    def __init__(self) -> None:
-        self._event = asyncio.Event()
-
-    def __bool__(self) -> bool:
-        return self._event.is_set()
-
-    def set(self) -> None:
-        self._event.set()
-
-    def wait(self) -> Any:
-        return self._event.wait()
 
 
 async def test_a_redis_outage_is_logged_once_when_it_begins_and_once_when_it_ends(
