@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Installs the Debian packages kflow's demo and tests need, if any is missing.
 # Used by `make demo`, `make test` and .ci/run, so a fresh Debian 12 machine needs nothing else.
+# chromium: the web view's tests and bench drive it headless through Playwright (which never
+# downloads a browser of its own). Node.js 20 and npm 11 (`make web`) come with the machine.
 set -euo pipefail
 pkgs=(redis-server etcd-server containerd runc containernetworking-plugins debootstrap buildah
       iptables conntrack socat busybox-static iproute2 ethtool gcc make libc6-dev openssl curl
-      ca-certificates)
+      ca-certificates chromium)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 [ ${#missing[@]} -eq 0 ] && exit 0
