@@ -1,0 +1,150 @@
+"""`kflow lint` and the check `kflow submit` makes first: every object of every file gets the
+verdict the admission webhook gives it, and a Flow too large for Kubernetes is named."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kflow.api import Flow
+    from kflow.api.errors import SpecError
+
+EXIT_LINT_ERRORS = 1
+STDIN = "-"
+MANIFEST_SUFFIXES = (".yaml", ".yml")
+
+# How large a Flow may be in Kubernetes, measured on v1.33 with etcd's defaults (README, Limits).
+# `kubectl apply` copies the whole object into one annotation, and an object's annotations
+# may hold 256 KiB in all; etcd stores no request over 1.5 MiB (--max-request-bytes).
+ANNOTATIONS_LIMIT = 256 * 1024
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+ETCD_REQUEST_LIMIT = 1536 * 1024
+
+
+def manifest_paths(paths: Sequence[str]) -> Iterator[str]:
+    """The files to read: each file as given, each directory's *.yaml and *.yml files (all
+    depths, sorted), `-` for standard input."""
+    for path in paths:
+        if path != STDIN and Path(path).is_dir():
+            found = sorted(p for p in Path(path).rglob("*")
+                           if p.suffix in MANIFEST_SUFFIXES and p.is_file())
+            yield from (str(p) for p in found)
+        else:
+            yield path
+
+
+@dataclass
+class Checked:
+    """The objects of one source that passed, as plain manifests, and whether any failed."""
+
+    manifests: list[dict[str, Any]] = field(default_factory=list)
+    failed: bool = False
+
+
+def check_source(path: str, out: IO[str], err: IO[str], *, stdin: IO[str] | None = None,
+                 verbose: bool = True) -> Checked:
+    """Read `path` (or standard input for `-`) and check each object; print one line per
+    object (when `verbose`) or problem, problems prefixed by the path."""
+    from kflow.api import Flow
+    from kflow.api.errors import SpecError, error_lines
+    from kflow.api.manifests import document_source, read_documents
+    from kflow.graph import check_manifest
+
+    label = "<stdin>" if path == STDIN else path
+
+    def report(exc: SpecError) -> None:
+        for line in error_lines(exc):
+            # A problem of the file itself is already named by its path.
+            err.write(f"{line}\n" if line.startswith(f"{label}: ") else f"{label}: {line}\n")
+
+    checked = Checked()
+    try:
+        if path == STDIN:
+            # A trailing newline keeps read_documents from taking a one-line text for a path.
+            documents, name = read_documents((stdin or sys.stdin).read() + "\n")
+            name = label
+        else:
+            documents, name = read_documents(Path(path))
+    except SpecError as exc:
+        report(exc)
+        checked.failed = True
+        return checked
+    except OSError as exc:
+        err.write(f"{label}: cannot read: {exc}\n")
+        checked.failed = True
+        return checked
+    if not documents:
+        err.write(f"{label}: holds no Flow or Queue object\n")
+        checked.failed = True
+    for position, document in enumerate(documents, start=1):
+        try:
+            verdict = check_manifest(document, source=document_source(name, position))
+        except SpecError as exc:
+            report(exc)
+            checked.failed = True
+            continue
+        ref = verdict.obj.object_ref
+        if isinstance(verdict.obj, Flow):
+            warnings, errors = size_problems(verdict.obj, label)
+            for line in (*warnings, *errors):
+                err.write(f"{label}: {line}\n")
+            if errors:
+                checked.failed = True
+                continue
+        checked.manifests.append(document)
+        if not verbose:
+            continue
+        if verdict.compiled is None:
+            out.write(f"{label}: {ref}: ok\n")
+        else:
+            out.write(f"{label}: {ref}: ok ({len(verdict.compiled.nodes)} nodes, "
+                      f"{len(verdict.compiled.queues)} queues)\n")
+    return checked
+
+
+def lint_files(paths: Sequence[str], out: IO[str], err: IO[str], *,
+               stdin: IO[str] | None = None) -> int:
+    """Give every object of every file (directories searched, `-` for standard input) the
+    verdict the admission webhook gives it; print one line per object or problem."""
+    failed = False
+    files = list(manifest_paths(paths))
+    for path in files:
+        failed = check_source(path, out, err, stdin=stdin).failed or failed
+    if not files:
+        err.write(f"{', '.join(paths)}: no *.yaml or *.yml file found\n")
+        failed = True
+    return EXIT_LINT_ERRORS if failed else 0
+
+
+def _kib(size: int) -> str:
+    return f"{size / 1024:,.0f} KiB" if size < 1024 * 1024 else f"{size / 1024 / 1024:.2f} MiB"
+
+
+def size_problems(flow: Flow, path: str) -> tuple[list[str], list[str]]:
+    """(warnings, errors) about submitting `flow` to Kubernetes, judged by its size as JSON."""
+    manifest = flow.model_dump(mode="json", by_alias=True, exclude_unset=True)
+    size = len(json.dumps(manifest, separators=(",", ":"), ensure_ascii=False).encode())
+    if size > ETCD_REQUEST_LIMIT:
+        return [], [
+            f"{flow.object_ref}: is {_kib(size)} as JSON, over the {_kib(ETCD_REQUEST_LIMIT)} "
+            "etcd stores per object, so no kubectl command can submit it (etcdserver: request "
+            "is too large); split it into several Flows, or use fewer nodes or shorter names "
+            "(kflow run --local has no such limit)"
+        ]
+    annotations = flow.metadata.annotations or {}
+    others = sum(len(k.encode()) + len(v.encode()) for k, v in annotations.items())
+    # kubectl writes the object, less that annotation, as compact JSON plus a newline.
+    if size + 1 + len(LAST_APPLIED) + others > ANNOTATIONS_LIMIT:
+        return [
+            f"{flow.object_ref}: warning: is {_kib(size)} as JSON, too large for `kubectl "
+            f"apply`, which copies the whole object into its {LAST_APPLIED} annotation "
+            f"(an object's annotations may hold {_kib(ANNOTATIONS_LIMIT)} in all); submit it "
+            f"with `kubectl create -f {path}` (`kubectl apply --server-side` stores a list "
+            "of every field beside the object and fails at about half of what etcd stores)"
+        ], []
+    return [], []
