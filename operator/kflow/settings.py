@@ -291,6 +291,54 @@ class OperatorPodSettings(BaseSettings):
     deployment: str | None = Field(None, validation_alias="KFLOW_OPERATOR_DEPLOYMENT")
 
 
+class ServerSettings(BaseSettings):
+    """`kflow server`: the HTTP API (docs/API.md) the CLI and the web view read flows through.
+
+    It reaches Redis with the same `RedisSettings` as the operator.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="KFLOW_SERVER_", extra="ignore")
+
+    listen: str = "0.0.0.0"  # KFLOW_SERVER_LISTEN: the address the HTTP server binds
+    port: int = Field(default=8080, ge=0, le=65535)  # KFLOW_SERVER_PORT (0: any free port)
+    # KFLOW_SERVER_TOKEN_TTL_SECONDS: how long a TokenReview's answer is reused for the same
+    # token (kept by the token's hash, never the token).
+    token_ttl_seconds: float = Field(default=60.0, ge=0)
+    # KFLOW_SERVER_ACCESS_TTL_SECONDS: how long a SubjectAccessReview's answer is reused for
+    # the same user, groups, verb and namespace: an RBAC change shows within this.
+    access_ttl_seconds: float = Field(default=10.0, ge=0)
+    cache_entries: int = Field(default=10_000, ge=1)  # KFLOW_SERVER_CACHE_ENTRIES: per cache
+    # KFLOW_SERVER_NODE_PAGE_DEFAULT / _MAX: nodes per page when the caller sets no limit,
+    # and the most it may ask for.
+    node_page_default: int = Field(default=500, ge=1)
+    node_page_max: int = Field(default=5000, ge=1)
+    # KFLOW_SERVER_FLOW_PAGE_DEFAULT / _MAX: the same for the list of flows.
+    flow_page_default: int = Field(default=100, ge=1)
+    flow_page_max: int = Field(default=1000, ge=1)
+    # KFLOW_SERVER_GRAPH_MAX_NODES: a flow larger than this is drawn only folded
+    # (collapse=0 is refused for it): an unfolded drawing would not be looked at anyway.
+    graph_max_nodes: int = Field(default=200_000, ge=1)
+    # KFLOW_SERVER_STREAMS: event streams (SSE) served at once; each holds a Redis connection
+    # of its own pool while it waits, so reads are never starved by them.
+    streams: int = Field(default=100, ge=1)
+    # KFLOW_SERVER_KEEPALIVE_SECONDS: an idle event stream sends a comment this often (and
+    # waits on Redis at most this long per read).
+    keepalive_seconds: float = Field(default=15.0, gt=0, le=25)
+    # KFLOW_SERVER_WEB_DIR: the web view's built files; default: the package's web/.
+    web_dir: str | None = None
+
+    @model_validator(mode="after")
+    def _defaults_within_limits(self) -> ServerSettings:
+        for name in ("node_page", "flow_page"):
+            default, most = getattr(self, f"{name}_default"), getattr(self, f"{name}_max")
+            if default > most:
+                raise ValueError(
+                    f"KFLOW_SERVER_{name.upper()}_DEFAULT ({default}) is above "
+                    f"KFLOW_SERVER_{name.upper()}_MAX ({most}); lower the default or raise "
+                    "the limit")
+        return self
+
+
 class Settings(BaseModel):
     """Everything the operator can be told, by group; each group reads its own variables."""
 

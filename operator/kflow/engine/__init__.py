@@ -14,8 +14,12 @@ from kflow.engine.types import (
     FlowSnapshot,
     FlowStateError,
     Inputs,
+    NodeDetail,
     NodeFailure,
     NodeInfo,
+    NodeNotFound,
+    NodePage,
+    NodeRow,
     QueueConfig,
 )
 
@@ -32,8 +36,12 @@ __all__ = [
     "FlowSnapshot",
     "FlowStateError",
     "Inputs",
+    "NodeDetail",
     "NodeFailure",
     "NodeInfo",
+    "NodeNotFound",
+    "NodePage",
+    "NodeRow",
     "QueueConfig",
     "tune_collector",
 ]

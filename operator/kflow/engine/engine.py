@@ -30,11 +30,16 @@ from kflow.engine.types import (
     FlowSnapshot,
     FlowStateError,
     Inputs,
+    NodeDetail,
     NodeFailure,
     NodeInfo,
+    NodeNotFound,
+    NodePage,
+    NodeRow,
     QueueConfig,
 )
 from kflow.graph.dag import CompiledFlow
+from kflow.graph.fold import GraphNode
 from kflow.store import (
     PAGE,
     Completion,
@@ -60,6 +65,10 @@ INFRA_RETRIES = 5  # infrastructure failures per node that do not spend an attem
 LOG_CAP = 10_000  # approximate length of a flow's log stream
 ERROR_CAP = 4096  # characters of an error text kept
 STALL_PAGE = 100  # expired leases settled per batch
+# A filtered node page scans at most this many times its limit of states before it answers
+# with what it found and a cursor: a search for a rare state stays a bounded request.
+SCAN_BUDGET = 20
+NODE_LOG_LINES = 1000  # latest lines of the flow's log searched for one node's lines
 
 
 def _new_tokens(n: int) -> list[str]:
@@ -650,3 +659,100 @@ class Engine:
     async def events(self, flow_id: FlowId, count: int = 1000) -> list[dict[str, str]]:
         """The latest events of the flow (started, completed, retry, failed, flow...)."""
         return await self.store.events(flow_id, count)
+
+    # ---- paged reads for the API (kflow.server) ---------------------------------------
+
+    async def _known(self, flow_id: FlowId) -> None:
+        if await self.store.meta(flow_id) is None:
+            raise FlowNotFound(f"flow {flow_id} is not in Redis (never added, deleted, "
+                               "or expired after ttlSecondsAfterFinished)")
+
+    async def _rows(self, flow_id: FlowId, states: list[tuple[str, NodeState]]
+                    ) -> list[NodeRow]:
+        nodes = [n for n, _ in states]
+        specs = await self.store.node_specs(flow_id, nodes)
+        attempts = await self.store.node_attempts(flow_id, nodes)
+        errors = await self.store.node_errors(flow_id, nodes)
+        progress = await self.store.node_progress(flow_id, nodes)
+        return [NodeRow(name=node, queue="" if spec is None else spec.queue, state=state,
+                        attempt=att, error=err, progress=prog)
+                for (node, state), spec, att, err, prog
+                in zip(states, specs, attempts, errors, progress, strict=True)]
+
+    async def node_page(self, flow_id: FlowId, *, cursor: str = "0", limit: int = 500,
+                        state: NodeState | None = None, name_glob: str | None = None
+                        ) -> NodePage:
+        """One page of the flow's nodes from an HSCAN cursor ("0": from the start), never
+        the whole flow: about `limit` nodes (a scan step returns whole buckets, so a page may
+        hold a few more), only those in `state` and whose name matches `name_glob`.
+
+        A filtered page scans at most SCAN_BUDGET times `limit` nodes; it may then hold fewer
+        than `limit` (even none) with a cursor to go on from. The next page's cursor is "0"
+        when the scan is done. A node that stays in the flow is seen at least once over a
+        whole scan (HSCAN's guarantee), possibly twice.
+        """
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        await self._known(flow_id)
+        found: list[tuple[str, NodeState]] = []
+        scanned = 0
+        while True:
+            page, cursor = await self.store.state_page(flow_id, cursor, limit, match=name_glob)
+            scanned += max(len(page), 1)
+            found.extend(p for p in page if state is None or p[1] is state)
+            if cursor == "0" or len(found) >= limit or scanned >= SCAN_BUDGET * limit:
+                break
+        return NodePage(await self._rows(flow_id, found), cursor)
+
+    async def node_detail(self, flow_id: FlowId, node: str) -> NodeDetail:
+        """Everything kept about one node; NodeNotFound when the flow has no such node."""
+        await self._known(flow_id)
+        [state] = await self.store.node_states(flow_id, [node])
+        if state is None:
+            raise NodeNotFound(f"flow {flow_id} has no node {node!r}")
+        [row] = await self._rows(flow_id, [(node, state)])
+        [result] = await self.store.node_results(flow_id, [node])
+        lines = await self.store.logs(flow_id, NODE_LOG_LINES)
+        return NodeDetail(
+            row=row, data=await self.store.node_data(flow_id, node), result=result,
+            parents=await self.store.node_parents(flow_id, node),
+            children=await self.store.node_children(flow_id, node),
+            ignored_failures=await self.ignored_failures(flow_id, node),
+            failed_children=await self.failed_children(flow_id, node),
+            attempt_logs=await self.store.attempt_logs(flow_id, node),
+            logs=[line for line in lines if line.get("node") == node])
+
+    async def graph_nodes(self, flow_id: FlowId) -> list[GraphNode]:
+        """Every node's queue, state and children, read a page at a time (for drawing the
+        flow folded: kflow.graph.fold)."""
+        await self._known(flow_id)
+        out: list[GraphNode] = []
+        cursor = "0"
+        while True:
+            page, cursor = await self.store.state_page(flow_id, cursor, PAGE)
+            nodes = [n for n, _ in page]
+            specs = await self.store.node_specs(flow_id, nodes)
+            children = await self.store.node_children_many(flow_id, nodes)
+            out.extend(GraphNode(node, "" if spec is None else spec.queue, state, kids)
+                       for (node, state), spec, kids in zip(page, specs, children, strict=True))
+            if cursor == "0":
+                # A scan may return a node twice (the hash grew meanwhile): keep one.
+                return list({n.name: n for n in out}.values())
+
+    async def events_tail(self, flow_id: FlowId) -> str:
+        """The stream id of the flow's latest event: follow_events from here sees only what
+        comes next."""
+        return await self.store.events_tail(flow_id)
+
+    async def follow_events(self, flow_id: FlowId, after: str, *, block_ms: int = 15_000,
+                            count: int = 500) -> list[dict[str, str]]:
+        """The flow's events after the stream id `after` (fields id, type, node...), waiting
+        up to `block_ms` for one; [] when none came in that time."""
+        return await self.store.read_events(flow_id, after, block_ms=block_ms, count=count)
+
+    async def node_states(self, flow_id: FlowId, nodes: list[str]) -> list[NodeRow | None]:
+        """The current row of each node (None for a node the flow does not have)."""
+        states = await self.store.node_states(flow_id, nodes)
+        known = [(n, s) for n, s in zip(nodes, states, strict=True) if s is not None]
+        rows = iter(await self._rows(flow_id, known))
+        return [None if s is None else next(rows) for s in states]

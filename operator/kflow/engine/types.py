@@ -131,6 +131,45 @@ class NodeInfo:
     progress: Any
 
 
+class NodeNotFound(LookupError):
+    """The flow has no node of that name."""
+
+
+@dataclass(frozen=True)
+class NodeRow:
+    """One node in a page of a flow's nodes."""
+
+    name: str
+    queue: str
+    state: NodeState
+    attempt: int
+    error: str | None
+    progress: Any
+
+
+@dataclass(frozen=True)
+class NodePage:
+    """A page of a flow's nodes and the cursor of the next ("0": that was the last)."""
+
+    rows: list[NodeRow]
+    cursor: str
+
+
+@dataclass(frozen=True)
+class NodeDetail:
+    """Everything kept about one node of a flow."""
+
+    row: NodeRow
+    data: Any
+    result: Any
+    parents: list[str]
+    children: list[str]
+    ignored_failures: dict[str, str]
+    failed_children: dict[str, str]
+    attempt_logs: list[tuple[int, str]]  # (attempt, kept container log tail)
+    logs: list[dict[str, str]]  # the node's job.log() lines: id, node, attempt, msg
+
+
 @dataclass(frozen=True)
 class CompleteOutcome:
     accepted: bool
@@ -159,7 +198,11 @@ __all__ = [
     "FlowSnapshot",
     "FlowStateError",
     "Inputs",
+    "NodeDetail",
     "NodeFailure",
     "NodeInfo",
+    "NodeNotFound",
+    "NodePage",
+    "NodeRow",
     "QueueConfig",
 ]

@@ -44,6 +44,8 @@ class KubeApi:
         self._core = client.CoreV1Api(api_client)
         self._custom = client.CustomObjectsApi(api_client)
         self._apps = client.AppsV1Api(api_client)
+        self._authn = client.AuthenticationV1Api(api_client)
+        self._authz = client.AuthorizationV1Api(api_client)
 
     async def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         # Raw JSON, not the client's model objects: cheaper, and dicts like kopf's bodies.
@@ -207,3 +209,57 @@ class KubeApi:
 
     async def replace_secret(self, namespace: str, name: str, body: dict[str, Any]) -> None:
         await self._call(self._core.replace_namespaced_secret, name, namespace, body)
+
+    # ---- the kflow API (kflow.server): who calls, what RBAC lets them, their Flows ----------
+    async def review_token(self, token: str) -> dict[str, Any]:
+        """The API server's TokenReview of a bearer token: its `status` (authenticated, user
+        with username, uid, groups, extra; error)."""
+        review = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+                  "spec": {"token": token}}
+        reply = await self._call(self._authn.create_token_review, review)
+        return dict(reply.get("status") or {})
+
+    async def review_access(self, *, user: str, groups: list[str], uid: str | None,
+                            extra: dict[str, list[str]], verb: str, namespace: str,
+                            resource: str, group: str = GROUP) -> tuple[bool, str]:
+        """A SubjectAccessReview: may this user do `verb` on `resource` in `namespace`?
+        -> (allowed, the authorizer's reason)."""
+        spec: dict[str, Any] = {
+            "user": user, "groups": groups, "extra": extra,
+            "resourceAttributes": {"group": group, "resource": resource, "verb": verb,
+                                   "namespace": namespace}}
+        if uid:
+            spec["uid"] = uid
+        review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+                  "spec": spec}
+        reply = await self._call(self._authz.create_subject_access_review, review)
+        status = reply.get("status") or {}
+        return bool(status.get("allowed")), str(status.get("reason") or "")
+
+    async def list_flows(self, namespace: str, *, limit: int, cont: str | None
+                         ) -> dict[str, Any]:
+        """One page of the namespace's Flows, paged by the API server (limit / continue)."""
+        kwargs: dict[str, Any] = {"limit": limit}
+        if cont:
+            kwargs["_continue"] = cont
+        return await self._call(self._custom.list_namespaced_custom_object,  # type: ignore[no-any-return]
+                                GROUP, VERSION, namespace, "flows", **kwargs)
+
+    async def read_flow(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The Flow object; None when there is none of that name."""
+        _, found = await self._unless(404, self._custom.get_namespaced_custom_object, GROUP,
+                                      VERSION, namespace, "flows", name)
+        return found  # type: ignore[no-any-return]
+
+    async def patch_flow(self, namespace: str, name: str, patch: dict[str, Any]
+                         ) -> dict[str, Any] | None:
+        """Merge-patch the Flow (spec or metadata); None when it is gone."""
+        _, patched = await self._unless(404, self._custom.patch_namespaced_custom_object,
+                                        GROUP, VERSION, namespace, "flows", name, patch)
+        return patched  # type: ignore[no-any-return]
+
+    async def remove_flow(self, namespace: str, name: str) -> bool:
+        """Delete the Flow (its finalizer lets the operator clean up); False when it is gone."""
+        deleted, _ = await self._unless(404, self._custom.delete_namespaced_custom_object,
+                                        GROUP, VERSION, namespace, "flows", name)
+        return deleted

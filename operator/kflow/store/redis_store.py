@@ -325,6 +325,42 @@ class RedisStore:
             if int(cursor) == 0:
                 return out
 
+    async def state_page(self, flow: FlowId, cursor: str, count: int, *,
+                         match: str | None = None) -> tuple[list[tuple[str, NodeState]], str]:
+        """One HSCAN step over the flow's node states -> ((node, state) of about `count`
+        nodes whose name matches the glob `match`, the cursor of the next step; "0": done).
+        A node that stays in the flow is seen by a full scan at least once."""
+        next_cursor, page = await self.redis.hscan(self.flow(flow).state, int(cursor),
+                                                   match=match, count=count)
+        return ([(text(k), NodeState.parse(text(v))) for k, v in page.items()],
+                str(int(next_cursor)))
+
+    async def node_parents(self, flow: FlowId, node: str) -> list[str]:
+        raw = await self.redis.hget(self.flow(flow).parents, node)
+        return [] if raw is None else [str(p) for p in json.loads(raw)]
+
+    async def node_children_many(self, flow: FlowId, nodes: list[str]) -> list[list[str]]:
+        """The children of each node ([] for a leaf), paged HMGETs."""
+        return [[] if raw is None else [str(c) for c in json.loads(raw)]
+                for raw in await self._fields(self.flow(flow).children, nodes)]
+
+    async def events_tail(self, flow: FlowId) -> str:
+        """The id of the flow's latest event ("0-0" when it has none): where a reader that
+        wants only what comes next starts."""
+        raw = await self.redis.xrevrange(self.flow(flow).events, count=1)
+        return text(raw[0][0]) if raw else "0-0"
+
+    async def read_events(self, flow: FlowId, after: str, *, block_ms: int,
+                          count: int) -> list[dict[str, str]]:
+        """Up to `count` events of the flow after the stream id `after`, waiting up to
+        `block_ms` for the first one (XREAD BLOCK); [] when none came."""
+        raw = await self.redis.xread({self.flow(flow).events: after}, count=count,
+                                     block=block_ms)
+        # redis-py answers a list of [key, entries] (RESP2) or a dict key -> entries (RESP3).
+        streams = raw.values() if isinstance(raw, dict) else [e for _, e in raw or []]
+        return [{"id": text(entry_id), **{text(k): text(v) for k, v in fields.items()}}
+                for entries in streams for entry_id, fields in entries]
+
     async def _stream(self, key: str, count: int) -> list[dict[str, str]]:
         raw = await self.redis.xrevrange(key, count=count)
         return [
