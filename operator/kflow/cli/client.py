@@ -217,7 +217,7 @@ class KflowApi:
     """The kflow API (docs/API.md) through the API server's service proxy."""
 
     def __init__(self, connection: Connection, location: ApiLocation,
-                 *, timeout: float = 30.0) -> None:
+                 *, timeout: float = 30.0, direct_url: str | None = None) -> None:
         if not connection.token:
             raise CliError(
                 f"kubeconfig user {connection.user!r} (context {connection.context!r}) signs in "
@@ -228,6 +228,11 @@ class KflowApi:
         self.connection = connection
         self.location = location
         self.timeout = timeout
+        self.direct = bool(direct_url)
+        if direct_url:  # a port-forward or an in-cluster caller: no proxy hop
+            self.base = direct_url.rstrip("/")
+            self.pool = urllib3.PoolManager(retries=False)
+            return
         self.base = (f"{connection.host}/api/v1/namespaces/{quote(location.namespace, safe='')}"
                      f"/services/http:{quote(location.service, safe='')}:http/proxy")
         self.pool = urllib3.PoolManager(
@@ -247,8 +252,10 @@ class KflowApi:
         return self.base + path + (f"?{urlencode(params)}" if params else "")
 
     def headers(self) -> dict[str, str]:
-        return {**self.connection.hop_headers(), TOKEN_HEADER: str(self.connection.token),
-                "Accept": "application/json"}
+        token = str(self.connection.token)
+        hop = ({"Authorization": f"Bearer {token}"} if self.direct
+               else self.connection.hop_headers())
+        return {**hop, TOKEN_HEADER: token, "Accept": "application/json"}
 
     def request(self, method: str, path: str, query: Mapping[str, Any] | None = None, *,
                 stream: bool = False, headers: Mapping[str, str] | None = None,
@@ -260,8 +267,10 @@ class KflowApi:
                 timeout=urllib3.Timeout(connect=10, read=timeout or self.timeout),
             )
         except urllib3.exceptions.HTTPError as exc:
-            raise CliError(f"cannot reach the API server {self.connection.host} (context "
-                           f"{self.connection.context!r}): {exc}") from None
+            where = (f"the kflow API at {self.base}" if self.direct else
+                     f"the API server {self.connection.host} (context "
+                     f"{self.connection.context!r})")
+            raise CliError(f"cannot reach {where}: {exc}") from None
         if response.status >= 400:
             body = response.data if not stream else response.read()
             raise self._error(response.status, body)
@@ -274,6 +283,10 @@ class KflowApi:
             decoded = None
         if isinstance(decoded, dict) and "error" in decoded:  # the kflow API's own answer
             return ApiError(status, str(decoded.get("reason") or ""), str(decoded["error"]))
+        if self.direct:
+            text = body.decode("utf-8", "replace").strip()[:300]
+            return ApiError(status, "Error", f"the kflow API at {self.base}: HTTP {status}: "
+                            f"{text}")
         # Otherwise the API server answered for the proxy hop (a Status object) or a proxy.
         message = (str(decoded.get("message")) if isinstance(decoded, dict)
                    else body.decode("utf-8", "replace").strip()[:300])

@@ -53,9 +53,9 @@ class Target:
     """The cluster options of a command, turned into an API client on first use."""
 
     def __init__(self, kubeconfig: str | None, context: str | None, namespace: str | None,
-                 api: str | None, token: str | None) -> None:
+                 api: str | None, token: str | None, api_url: str | None = None) -> None:
         self.kubeconfig, self.context, self.explicit_namespace = kubeconfig, context, namespace
-        self.api_location, self.token = api, token
+        self.api_location, self.token, self.api_url = api, token, api_url
         self._api: KflowApi | None = None
         self._connection: Any = None
 
@@ -73,7 +73,8 @@ class Target:
     @property
     def api(self) -> KflowApi:
         if self._api is None:
-            self._api = KflowApi(self.connection, ApiLocation.parse(self.api_location))
+            self._api = KflowApi(self.connection, ApiLocation.parse(self.api_location),
+                                 direct_url=self.api_url)
         return self._api
 
 
@@ -88,17 +89,20 @@ def cluster_options(func: F) -> F:
     @click.option("--api", "api_location", metavar="NAMESPACE/SERVICE",
                   help="the kflow API Service, reached through the API server's service proxy "
                        "(default: $KFLOW_API, else kflow-system/kflow-api)")
+    @click.option("--api-url", metavar="URL", envvar="KFLOW_API_URL",
+                  help="reach the kflow API at this URL directly (a port-forward, or from a "
+                       "pod) instead of through the service proxy ($KFLOW_API_URL)")
     @click.option("--token", metavar="TOKEN",
                   help="your bearer token for the kflow API (default: $KFLOW_TOKEN, else the "
                        "kubeconfig user's token, tokenFile or exec plugin)")
     @wraps(func)
     def wrapper(*args: Any, kubeconfig: str | None, context: str | None,
-                namespace: str | None, api_location: str | None, token: str | None,
-                **kwargs: Any) -> Any:
+                namespace: str | None, api_location: str | None, api_url: str | None,
+                token: str | None, **kwargs: Any) -> Any:
         # KUBECONFIG may list several files; the kubernetes loader merges them itself.
         if kubeconfig and os.pathsep in kubeconfig:
             kubeconfig = None
-        target = Target(kubeconfig, context, namespace, api_location, token)
+        target = Target(kubeconfig, context, namespace, api_location, token, api_url)
         return func(*args, target=target, **kwargs)
 
     return wrapper  # type: ignore[return-value]
@@ -112,7 +116,7 @@ def complete_flow(ctx: click.Context, param: click.Parameter, incomplete: str) -
                         params.get("namespace"), params.get("api_location"),
                         params.get("token"))
         target._api = KflowApi(target.connection, ApiLocation.parse(target.api_location),
-                               timeout=3)
+                               timeout=3, direct_url=params.get("api_url"))
         page = target.api.list_flows(target.namespace, q=incomplete or None, limit=200)
         return [str(f["name"]) for f in page.get("items") or []
                 if str(f["name"]).startswith(incomplete)]

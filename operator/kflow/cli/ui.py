@@ -89,8 +89,10 @@ def serve_ui(api: KflowApi, address: str, port: int, namespace: str) -> int:
         sockets = getattr(server, "sockets", None) or []
         bound = sockets[0].getsockname()[1] if sockets else port
         host = f"[{address}]" if ":" in address else address
+        upstream = (api.base if api.direct
+                    else f"{api.location} through {api.connection.host}'s service proxy")
         print(f"kflow web view: http://{host}:{bound}/ (namespace {namespace}; forwarding to "
-              f"{api.location} through {api.connection.host}; Ctrl-C stops)", flush=True)
+              f"{upstream}; Ctrl-C stops)", flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
