@@ -28,7 +28,8 @@ def test_the_chart_holds_its_crds_as_files() -> None:
 
 
 # Values that are one object as a whole (documented once, not key by key).
-OBJECT_VALUES = ("resources", "redis.resources", "podPolicy.defaultSecurityContext")
+OBJECT_VALUES = ("resources", "redis.resources", "server.resources",
+                 "podPolicy.defaultSecurityContext")
 
 
 def leaves(tree: dict[str, object], prefix: str = "") -> set[str]:

@@ -204,7 +204,7 @@ def test_every_pod_runs_restricted(helm: Helm) -> None:
     rendered = helm.template("redis.deploy=true")
     specs = pod_specs(rendered)
 
-    assert set(specs) == {"kflow", "kflow-redis", "kflow-test"}
+    assert set(specs) == {"kflow", "kflow-redis", "kflow-server", "kflow-test"}
     for name, spec in specs.items():
         assert spec["securityContext"]["runAsNonRoot"] is True, name
         assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, name
@@ -231,7 +231,10 @@ def test_cluster_rbac_is_what_the_operator_calls(helm: Helm) -> None:
 def test_namespace_rbac_is_a_role_per_watched_namespace(helm: Helm) -> None:
     rendered = helm.template(URL, "watchNamespaces={etl,ml}", "rbac.scope=namespace")
 
-    assert not rendered.kinds("ClusterRole") and not rendered.kinds("ClusterRoleBinding")
+    # Nothing cluster-wide but what the API server's TokenReview and SubjectAccessReview need.
+    assert not rendered.kinds("ClusterRole")
+    assert [b["roleRef"]["name"] for b in rendered.kinds("ClusterRoleBinding")] == [
+        "system:auth-delegator"]
     roles = rendered.kinds("Role")
     operator_roles = [role for role in roles if role["metadata"]["name"] == "kflow"]
     assert sorted(role["metadata"]["namespace"] for role in operator_roles) == ["etl", "ml"]
