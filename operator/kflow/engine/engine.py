@@ -674,10 +674,11 @@ class Engine:
         attempts = await self.store.node_attempts(flow_id, nodes)
         errors = await self.store.node_errors(flow_id, nodes)
         progress = await self.store.node_progress(flow_id, nodes)
+        results = await self.store.node_results(flow_id, nodes)
         return [NodeRow(name=node, queue="" if spec is None else spec.queue, state=state,
-                        attempt=att, error=err, progress=prog)
-                for (node, state), spec, att, err, prog
-                in zip(states, specs, attempts, errors, progress, strict=True)]
+                        attempt=att, error=err, progress=prog, result=res)
+                for (node, state), spec, att, err, prog, res
+                in zip(states, specs, attempts, errors, progress, results, strict=True)]
 
     async def node_page(self, flow_id: FlowId, *, cursor: str = "0", limit: int = 500,
                         state: NodeState | None = None, name_glob: str | None = None
@@ -711,10 +712,9 @@ class Engine:
         if state is None:
             raise NodeNotFound(f"flow {flow_id} has no node {node!r}")
         [row] = await self._rows(flow_id, [(node, state)])
-        [result] = await self.store.node_results(flow_id, [node])
         lines = await self.store.logs(flow_id, NODE_LOG_LINES)
         return NodeDetail(
-            row=row, data=await self.store.node_data(flow_id, node), result=result,
+            row=row, data=await self.store.node_data(flow_id, node), result=row.result,
             parents=await self.store.node_parents(flow_id, node),
             children=await self.store.node_children(flow_id, node),
             ignored_failures=await self.ignored_failures(flow_id, node),

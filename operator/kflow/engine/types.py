@@ -145,6 +145,7 @@ class NodeRow:
     attempt: int
     error: str | None
     progress: Any
+    result: Any = None  # the return value of a completed node
 
 
 @dataclass(frozen=True)

@@ -119,7 +119,8 @@ def can_retry(phase: str | None, conditions: Iterable[Mapping[str, Any]]) -> boo
 
 def node_summary(row: NodeRow) -> dict[str, Any]:
     return {"name": row.name, "queue": row.queue, "state": str(row.state),
-            "attempt": row.attempt, "error": first_line(row.error), "progress": row.progress}
+            "attempt": row.attempt, "error": first_line(row.error), "progress": row.progress,
+            "result": row.result}
 
 
 def node_event(row: NodeRow) -> dict[str, Any]:

@@ -1,0 +1,97 @@
+"""The kflow API's pure parts: the answer caches, token keys, and the JSON shapes."""
+
+from __future__ import annotations
+
+from kflow.api.states import NodeState
+from kflow.engine import NodeRow
+from kflow.server import reads
+from kflow.server.app import ANNOTATION_RETRY
+from kflow.server.auth import Caller, TtlCache, token_key
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_cache_answers_until_its_ttl_and_keeps_at_most_max_entries() -> None:
+    clock = Clock()
+    cache: TtlCache[str, int] = TtlCache(10, 2, clock)
+    cache.put("a", 1)
+    clock.now = 9.9
+    assert cache.get("a") == 1
+    clock.now = 10.0
+    assert cache.get("a") is None  # expired: asked again
+    cache.put("a", 1)
+    cache.put("b", 2)
+    cache.put("c", 3)
+    assert (cache.get("a"), cache.get("b"), cache.get("c")) == (None, 2, 3)  # oldest went
+    assert len(cache) == 2
+    off: TtlCache[str, int] = TtlCache(0, 2, clock)
+    off.put("a", 1)
+    assert off.get("a") is None  # ttl 0: every request asks the API server
+
+
+def test_tokens_are_cached_by_hash_never_as_they_are() -> None:
+    key = token_key("secret-token")
+    assert "secret-token" not in key and len(key) == 64
+    assert key == token_key("secret-token") != token_key("secret-token2")
+
+
+def test_callers_from_a_token_review_compare_by_all_their_fields() -> None:
+    review = {"username": "jane", "uid": "u1", "groups": ["dev", "system:authenticated"],
+              "extra": {"scopes": ["a"]}}
+    jane = Caller.from_review(review)
+    assert jane == Caller.from_review(dict(review))
+    assert jane != Caller.from_review({**review, "groups": ["dev"]})
+    assert jane.extra == (("scopes", ("a",)),)
+
+
+def test_the_retry_annotation_is_the_one_the_operator_watches() -> None:
+    from kflow.kube.handlers import ANNOTATION_RETRY as operators
+
+    assert operators == ANNOTATION_RETRY
+
+
+def test_name_search_escapes_glob_characters() -> None:
+    assert reads.name_glob(None) is None
+    assert reads.name_glob("load") == "*load*"
+    assert reads.name_glob("a*b[1]?") == "*a\\*b\\[1\\]\\?*"
+
+
+def test_roots_and_queues_from_a_flow_spec() -> None:
+    spec = {"nodes": [
+        {"name": "send", "queue": "mail", "children": [
+            {"name": "fulfill", "queue": "ship", "children": ["reserve", "prepare"]}]},
+        {"name": "reserve", "queue": "stock", "children": ["pay"]},
+        {"name": "prepare", "queue": "ship", "children": ["pay"]},
+        {"name": "pay", "queue": "pay"},
+        {"name": "alone", "queue": "mail"}]}
+    assert reads.flow_roots_and_queues(spec) == (["send", "alone"],
+                                                 ["mail", "pay", "ship", "stock"])
+
+
+def test_summary_from_status_and_retry_conflicts() -> None:
+    flow = {"metadata": {"name": "f", "namespace": "n", "uid": "u",
+                         "creationTimestamp": "2026-01-01T00:00:00Z"},
+            "spec": {"suspend": True},
+            "status": {"phase": "Failed", "total": 3,
+                       "counts": {"completed": 1, "failed": 1, "waitingChildren": 1}}}
+    summary = reads.flow_summary(flow)
+    assert summary["counts"] == {"completed": 1, "failed": 1, "waiting-children": 1}
+    assert (summary["done"], summary["suspended"], summary["cancelled"]) == (2, True, False)
+    assert reads.can_retry("Failed", [])
+    assert not reads.can_retry("Succeeded", [])
+    assert reads.can_retry("Pending", [{"type": "StateLost", "status": "True"}])
+
+
+def test_node_summary_shows_the_first_line_of_the_error() -> None:
+    row = NodeRow("n", "q", NodeState.FAILED, 2, "Boom\nTraceback...", None, None)
+    assert reads.node_summary(row) == {"name": "n", "queue": "q", "state": "failed",
+                                       "attempt": 2, "error": "Boom", "progress": None,
+                                       "result": None}
+    assert reads.log_text([{"node": "a", "attempt": "1", "msg": "hi"}], prefixed=True) \
+        == "a[1] hi\n"
