@@ -13,6 +13,7 @@ help:
 	@echo "make test        the whole test suite (brings up Redis and the local cluster itself)"
 	@echo "make test-fast   unit tests and Redis tests only"
 	@echo "make chaos       the chaos suite: operator, worker, Redis, API server faults mid-flow"
+	@echo "make web         build the web view (web/) into operator/kflow/server/web; make web-test: its unit tests"
 	@echo "make lint        ruff + mypy + layers + generated files up to date"
 	@echo "make layers      check the import layers and contracts ([tool.importlinter] in pyproject.toml)"
 	@echo "make bench       the benchmarks; figures go to bench/RESULTS.md"
@@ -30,8 +31,9 @@ venv: $(VENV)/.installed
 deps:
 	@bash hack/deps.sh
 
-test: deps venv
+test: deps venv web
 	$(PY) -m pytest -q
+	$(MAKE) --no-print-directory web-test
 
 test-fast: venv
 	$(PY) -m pytest -q -m "not cluster and not slow"
@@ -68,7 +70,7 @@ docs-check: venv
 	$(PY) -m kflow.api.docgen --check README.md
 
 # The README's first command: cluster, Redis, CRDs, operator, pods; cleans up after itself.
-demo: deps venv
+demo: deps venv web
 	$(PY) hack/demo.py
 
 demo-local: venv
@@ -87,3 +89,4 @@ clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
 
 include tests/cluster/cluster.mk
+include web/web.mk

@@ -173,6 +173,9 @@ prune_store() {
 # would be another full copy of the file system, and a code change reruns those steps anyway.
 build_kflow() {
   local name=$1 sum archive tag deps ctx start
+  # The package data carries the web view that `kflow server` serves: build it first (npm ci
+  # and vite, each skipped when up to date), so no image ships without it.
+  make --no-print-directory -C "$REPO" web >&2
   export_requirements
   sum=$(source_hash "$name")
   archive="$IMG_DIR/$name-$sum.tar"; tag="localhost/kflow-$name:$sum"
