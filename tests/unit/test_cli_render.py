@@ -114,3 +114,44 @@ def test_a_folded_group_is_one_box_with_its_count_in_both_formats() -> None:
     dot = to_dot(nodes, edges)
     assert 'n1 [label="agg \\"x\\" [merge] failed" style=filled fillcolor="lightpink"];' in dot
     assert "n0 -> n1;" in dot and "shape=box3d" in dot
+
+
+def rendered(renderable) -> str:
+    from rich.console import Console
+
+    console = Console(width=200, record=True, file=open("/dev/null", "w"), color_system=None)
+    console.print(renderable)
+    return console.export_text()
+
+
+def test_a_flow_past_the_tree_limit_shows_its_summary_and_unfinished_nodes_only() -> None:
+    from kflow.cli.cluster import TREE_NODE_LIMIT, FlowView
+
+    summary = {"name": "big", "namespace": "n", "phase": "Running", "total": 100_000,
+               "done": 10, "counts": {"completed": 10, "active": 1, "ready": 99_989}}
+    view = FlowView(summary, attention=[{"name": "leaf-7", "queue": "q", "state": "active",
+                                         "attempt": 2, "error": "was: timeout\nmore"}])
+    text = rendered(view.renderable(unicode=True))
+    assert text.startswith("Flow n/big: Running 10/100000 done")
+    assert f"more than the {TREE_NODE_LIMIT:,} drawn as a tree" in text
+    row = next(line for line in text.splitlines() if "leaf-7" in line)
+    assert row.split()[:4] == ["leaf-7", "q", "active", "2"] and "was: timeout" in row
+    assert "more" not in row
+
+
+def test_node_detail_shows_place_data_result_and_errors() -> None:
+    from kflow.cli.cluster import node_detail
+
+    text = rendered(node_detail({
+        "name": "pay", "queue": "payment", "state": "completed", "attempt": 2,
+        "parents": ["ship", "stock"], "children": [], "inputs": {"amount": 5},
+        "result": {"paymentId": "p-1"}, "error": None, "ignoredFailures": {"x": "boom"},
+        "failedChildren": {}, "attempts": [{"attempt": 1, "log": "a"},
+                                           {"attempt": 2, "log": "b"}],
+        "logs": [{"time": "t", "attempt": 2, "message": "charged"}]}, "shop/order"))
+    lines = text.splitlines()
+    assert lines[0] == "Node shop/order/pay [payment]: completed (attempt 2)"
+    assert "  parents: ship, stock" in lines and "  children: -" in lines
+    assert '    "paymentId": "p-1"' in lines and '    "x": "boom"' in lines
+    assert "error:" not in lines
+    assert "logs: attempts 1, 2 kept, 1 job.log lines (`kflow logs FLOW NODE`)" in lines

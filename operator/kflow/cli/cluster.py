@@ -54,6 +54,10 @@ SHOWN_PER_STATE = 20
 PAGES_PER_STATE = 5
 PAGE_SIZE = 5_000
 LIVE_REFRESH_PER_SECOND = 4
+# Up to this many nodes `get` asks each completed node's detail for its result (the node
+# pages carry none), a few requests at a time.
+RESULT_NODE_LIMIT = 100
+RESULT_REQUESTS_AT_ONCE = 8
 
 GROUP, VERSION = "kflow.dev", "v1alpha1"
 PLURALS = {"Flow": "flows", "Queue": "queues"}
@@ -130,6 +134,50 @@ def node_table(nodes: Iterable[Mapping[str, Any]]) -> Table:
     return table
 
 
+def node_detail(detail: Mapping[str, Any], flow_ref: str) -> Group:
+    """`kflow get FLOW NODE`: the node's state, place in the DAG, data, result and errors."""
+    state = str(detail.get("state") or "unknown")
+    head = Text(f"Node {flow_ref}/{detail.get('name')} [{detail.get('queue')}]: ")
+    head.append(state, style=STATE_STYLES.get(state, "bold"))
+    if int(detail.get("attempt") or 0) > 0:
+        head.append(f" (attempt {detail.get('attempt')})")
+    parts: list[Any] = [head]
+
+    def names(key: str) -> None:
+        parts.append(Text(f"  {key}: {', '.join(detail.get(key) or []) or '-'}"))
+
+    def block(title: str, value: Any) -> None:
+        if value is None or value == {} or value == "":
+            return
+        text = value if isinstance(value, str) else json.dumps(value, indent=2,
+                                                               ensure_ascii=False)
+        parts.append(Text(f"{title}:", style="bold"))
+        parts.append(Text("\n".join(f"  {line}" for line in clip_lines(text))))
+
+    names("parents")
+    names("children")
+    if detail.get("progress") is not None:
+        parts.append(Text(f"  progress: {json.dumps(detail['progress'])}"))
+    block("inputs", detail.get("inputs"))
+    block("result", detail.get("result"))
+    block("error", detail.get("error"))
+    block("ignored failures", detail.get("ignoredFailures"))
+    block("failed children", detail.get("failedChildren"))
+    attempts = [str(a.get("attempt")) for a in detail.get("attempts") or []]
+    if attempts or detail.get("logs"):
+        parts.append(Text(f"logs: attempts {', '.join(attempts) or '-'} kept, "
+                          f"{len(detail.get('logs') or [])} job.log lines "
+                          "(`kflow logs FLOW NODE`)"))
+    return Group(*parts)
+
+
+def clip_lines(text: str, limit: int = 60) -> list[str]:
+    lines = text.splitlines() or [""]
+    if len(lines) <= limit:
+        return lines
+    return [*lines[:limit], f"… {len(lines) - limit} more lines (-o json shows all)"]
+
+
 def nodes_in_state(api: KflowApi, namespace: str, name: str, state: str,
                    at_most: int, pages: int = PAGES_PER_STATE) -> list[dict[str, Any]]:
     """Up to `at_most` nodes in `state`, reading at most `pages` pages."""
@@ -152,6 +200,8 @@ def load_view(api: KflowApi, namespace: str, name: str, *,
     if 0 < total <= tree_limit:
         shape = TreeShape.of_graph(api.graph(namespace, name, collapse=0))
         nodes = api.all_nodes(namespace, name)
+        if total <= RESULT_NODE_LIMIT:
+            add_results(api, namespace, name, nodes)
         return FlowView(summary, shape, {n["name"]: node_info_of(n) for n in nodes})
     if total == 0:
         return FlowView(summary)
@@ -161,6 +211,20 @@ def load_view(api: KflowApi, namespace: str, name: str, *,
         if counts.get(state):
             attention += nodes_in_state(api, namespace, name, state, SHOWN_PER_STATE)
     return FlowView(summary, attention=attention)
+
+
+def add_results(api: KflowApi, namespace: str, name: str,
+                nodes: list[dict[str, Any]]) -> None:
+    """Fill in `result` of the completed nodes from their details (in place)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    wanted = [n for n in nodes if n.get("state") == "completed" and "result" not in n]
+    if not wanted:
+        return
+    with ThreadPoolExecutor(max_workers=RESULT_REQUESTS_AT_ONCE) as pool:
+        details = list(pool.map(lambda n: api.node(namespace, name, str(n["name"])), wanted))
+    for node, detail in zip(wanted, details, strict=True):
+        node["result"] = detail.get("result")
 
 
 def nodes_listing(api: KflowApi, namespace: str, name: str, state: str | None,
@@ -238,6 +302,28 @@ def wait_for(api: KflowApi, namespace: str, name: str, *, target: str | None,
             return EXIT_TIMEOUT, summary
         time.sleep(interval if deadline is None
                    else max(min(interval, deadline - time.monotonic()), 0.05))
+
+
+def failure_marks(summary: Mapping[str, Any]) -> list[tuple[str, int]]:
+    return [(str(f.get("node")), int(f.get("attempt") or 0))
+            for f in summary.get("failures") or []]
+
+
+def wait_for_retry(api: KflowApi, namespace: str, name: str, before: Mapping[str, Any], *,
+                   timeout: float | None, interval: float = 1.0) -> tuple[int, dict[str, Any]]:
+    """After a retry: the flow still says Failed until the operator acts on it, so first wait
+    for it to run again (or to fail anew: later attempts in its failures), then to end."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    old = failure_marks(before)
+    while True:
+        summary = api.flow(namespace, name)
+        if summary.get("phase") not in TERMINAL_PHASES or failure_marks(summary) != old:
+            break
+        if deadline is not None and time.monotonic() >= deadline:
+            return EXIT_TIMEOUT, summary
+        time.sleep(interval)
+    left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+    return wait_for(api, namespace, name, target=None, timeout=left, interval=interval)
 
 
 def watch(api: KflowApi, console: Console, namespace: str, name: str) -> int:

@@ -127,7 +127,10 @@ def complete_flow(ctx: click.Context, param: click.Parameter, incomplete: str) -
 def console(err: bool = False) -> Any:
     from rich.console import Console
 
-    return Console(stderr=err, highlight=False, soft_wrap=True)
+    out = Console(stderr=err, highlight=False, soft_wrap=True)
+    if not out.is_terminal:  # a pipe or a file: tables as wide as their content
+        out.width = 400
+    return out
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
@@ -286,19 +289,29 @@ def list_(target: Target, phase: str | None, search: str | None, limit: int,
 
 @cli.command()
 @click.argument("flow", shell_complete=complete_flow)
+@click.argument("node", required=False)
 @cluster_options
 @click.option("--state", type=click.Choice(STATES),
               help="list the flow's nodes in this state instead of the tree")
 @click.option("--limit", type=int, default=500, show_default=True,
               help="with --state: at most this many nodes")
 @click.option("-o", "--output", type=OUTPUTS,
-              help="the API's summary (with `nodes` when --state is given)")
-def get(flow: str, target: Target, state: str | None, limit: int, output: str | None) -> int:
+              help="the API's summary (with `nodes` when --state is given), or NODE's detail")
+def get(flow: str, node: str | None, target: Target, state: str | None, limit: int,
+        output: str | None) -> int:
     """Show a flow: phase, node counts, times, duration, first failures, and its tree of
-    nodes with results (up to 2,000 nodes; a larger flow shows its unfinished nodes)."""
+    nodes with results (up to 2,000 nodes; a larger flow shows its unfinished nodes). With
+    NODE: that node's inputs, result, error, parents, children and attempts."""
     from kflow.cli import cluster
 
     api, namespace = target.api, target.namespace
+    if node is not None:
+        detail = api.node(namespace, flow, node)
+        if output:
+            cluster.emit(detail, output, sys.stdout)
+        else:
+            console().print(cluster.node_detail(detail, f"{namespace}/{flow}"))
+        return EXIT_OK
     if state is not None:
         nodes = cluster.nodes_listing(api, namespace, flow, state, limit)
         if output:
@@ -372,16 +385,36 @@ def _action(verb: str, help_text: str) -> None:
     @click.argument("flow", shell_complete=complete_flow)
     @cluster_options
     @click.option("-o", "--output", type=OUTPUTS, help="print the summary as JSON or YAML")
-    def command(flow: str, target: Target, output: str | None) -> int:
+    @click.option("--wait", "wait_", is_flag=True, hidden=verb in ("cancel", "suspend"),
+                  help="then wait until the flow ends; exit 0 if it succeeds, 1 if not")
+    @click.option("--timeout", type=float, metavar="SECONDS", hidden=verb in ("cancel",
+                  "suspend"), help="with --wait: give up after (exit 6)")
+    def command(flow: str, target: Target, output: str | None, wait_: bool,
+                timeout: float | None) -> int:
         from kflow.cli import cluster
 
+        before = target.api.flow(target.namespace, flow) if wait_ and verb == "retry" else {}
         summary = target.api.action(target.namespace, flow, verb)
-        if output:
-            cluster.emit(summary, output, sys.stdout)
+        if not wait_:
+            if output:
+                cluster.emit(summary, output, sys.stdout)
+            else:
+                click.echo(f"Flow {target.namespace}/{flow}: {cluster.ACTION_WORDS[verb]} "
+                           f"(phase {summary.get('phase')})")
+            return EXIT_OK
+        click.echo(f"Flow {target.namespace}/{flow}: {cluster.ACTION_WORDS[verb]}",
+                   err=bool(output))
+        if verb == "retry":
+            code, final = cluster.wait_for_retry(target.api, target.namespace, flow, before,
+                                                 timeout=timeout)
         else:
-            click.echo(f"Flow {target.namespace}/{flow}: {cluster.ACTION_WORDS[verb]} "
-                       f"(phase {summary.get('phase')})")
-        return EXIT_OK
+            code, final = cluster.wait_for(target.api, target.namespace, flow, target=None,
+                                           timeout=timeout)
+        if output:
+            cluster.emit(final, output, sys.stdout)
+        else:
+            click.echo(f"Flow {target.namespace}/{flow}: {final.get('phase')}")
+        return code
 
 
 _action("retry", "Run a flow's failed nodes again (needs `patch` on flows).")
