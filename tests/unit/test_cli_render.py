@@ -155,3 +155,24 @@ def test_node_detail_shows_place_data_result_and_errors() -> None:
     assert '    "paymentId": "p-1"' in lines and '    "x": "boom"' in lines
     assert "error:" not in lines
     assert "logs: attempts 1, 2 kept, 1 job.log lines (`kflow logs FLOW NODE`)" in lines
+
+
+def test_list_all_namespaces_reads_summaries_from_the_flow_status() -> None:
+    from kflow.cli.cluster import flows_table, summary_of_flow
+
+    flow = {"metadata": {"name": "etl", "namespace": "data", "uid": "u",
+                         "creationTimestamp": "2026-11-30T10:00:00Z"},
+            "spec": {"suspend": True},
+            "status": {"phase": "Running", "total": 8, "progress": "3/8",
+                       "counts": {"completed": 3, "failed": 1},
+                       "startedAt": "2026-11-30T10:00:01Z"}}
+    summary = summary_of_flow(flow)
+    assert (summary["done"], summary["total"], summary["suspended"], summary["phase"]) == (
+        3, 8, True, "Running")
+    text = rendered(flows_table([summary, summary_of_flow({"metadata": {"name": "new",
+                                                                        "namespace": "x"}})],
+                                all_namespaces=True))
+    header, first, second = text.splitlines()[:3]
+    assert header.split() == ["NAMESPACE", "NAME", "PHASE", "DONE", "FAILED", "AGE", "DURATION"]
+    assert first.split()[:6] == ["data", "etl", "Running", "(suspended)", "3/8", "1"]
+    assert second.split()[:5] == ["x", "new", "Pending", "0/0", "0"]

@@ -116,8 +116,8 @@ class FlowView:
                                                  max_lines=max_lines))
         elif self.attention is not None:
             parts.append(Text(f"{self.summary.get('total')} nodes, more than the "
-                              f"{TREE_NODE_LIMIT:,} drawn as a tree: the unfinished ones "
-                              "(`kflow get FLOW --state STATE` lists any state)"))
+                              f"{TREE_NODE_LIMIT:,} drawn as a tree: the active and delayed "
+                              "ones (`kflow get FLOW --state STATE` lists any state)"))
             parts.append(node_table(self.attention) if self.attention else Text("  none"))
         return Group(*parts)
 
@@ -207,7 +207,8 @@ def load_view(api: KflowApi, namespace: str, name: str, *,
         return FlowView(summary)
     counts: Mapping[str, int] = summary.get("counts") or {}
     attention: list[dict[str, Any]] = []
-    for state in ("active", "delayed", "ready"):
+    # Ready nodes only wait for a worker: their count in the summary says enough.
+    for state in ("active", "delayed"):
         if counts.get(state):
             attention += nodes_in_state(api, namespace, name, state, SHOWN_PER_STATE)
     return FlowView(summary, attention=attention)
@@ -281,6 +282,48 @@ def list_flows(api: KflowApi, namespace: str, *, phase: str | None, q: str | Non
     return items[:at_most]
 
 
+def list_all_namespaces(connection: Connection, *, phase: str | None, q: str | None,
+                        at_most: int) -> list[dict[str, Any]]:
+    """`list -A`: the Flows of every namespace from the Kubernetes API with your own
+    credentials (it needs `list` on flows cluster-wide), as FlowSummary-shaped items made
+    from the status the operator keeps."""
+    from kubernetes.client import ApiClient, CustomObjectsApi
+    from kubernetes.client.exceptions import ApiException
+
+    client = CustomObjectsApi(ApiClient(configuration=connection.configuration))
+    items: list[dict[str, Any]] = []
+    cont: str | None = None
+    while len(items) < at_most:
+        try:
+            page = cast(dict[str, Any], client.list_cluster_custom_object(
+                GROUP, VERSION, "flows", limit=min(500, at_most), _continue=cont or None))
+        except ApiException as exc:
+            raise kube_api_error(exc, "cannot list flows in all namespaces") from None
+        except Exception as exc:  # urllib3 errors: the API server is unreachable
+            raise CliError(f"cannot list flows in all namespaces: {exc}") from None
+        for flow in page.get("items") or []:
+            summary = summary_of_flow(flow)
+            if (phase is None or summary["phase"] == phase) and (
+                    not q or q in str(summary["name"])):
+                items.append(summary)
+        cont = (page.get("metadata") or {}).get("continue")
+        if not cont:
+            break
+    return items[:at_most]
+
+
+def summary_of_flow(flow: Mapping[str, Any]) -> dict[str, Any]:
+    meta, spec = flow.get("metadata") or {}, flow.get("spec") or {}
+    status = flow.get("status") or {}
+    done = str(status.get("progress") or "0/0").partition("/")[0]
+    return {"name": meta.get("name"), "namespace": meta.get("namespace"),
+            "uid": meta.get("uid"), "phase": status.get("phase") or "Pending",
+            "total": status.get("total") or 0, "done": int(done) if done.isdigit() else 0,
+            "counts": status.get("counts") or {}, "createdAt": meta.get("creationTimestamp"),
+            "startedAt": status.get("startedAt"), "finishedAt": status.get("finishedAt"),
+            "suspended": bool(spec.get("suspend")), "cancelled": bool(spec.get("cancel"))}
+
+
 def phase_exit(phase: str | None) -> int:
     return EXIT_OK if phase == "Succeeded" else EXIT_FLOW_FAILED
 
@@ -335,7 +378,7 @@ def watch(api: KflowApi, console: Console, namespace: str, name: str) -> int:
     last_id: str | None = None
 
     def frame() -> Group:
-        rows = console.size.height - 2 if console.is_terminal else None
+        rows = console.size.height - 5 if console.is_terminal else None
         return view.renderable(unicode, max_lines=max(rows or 0, 5) if rows else None)
 
     def on_event(kind: str, data: Any, live: Live | None) -> None:

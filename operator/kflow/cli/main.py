@@ -270,20 +270,28 @@ def submit(paths: tuple[str, ...], target: Target, wait_: bool, watch_: bool,
 @click.option("--phase", type=click.Choice(PHASES), help="only flows in this phase")
 @click.option("-q", "--search", metavar="TEXT", help="only flows whose name holds TEXT")
 @click.option("--limit", type=int, default=500, show_default=True, help="at most this many")
+@click.option("-A", "--all-namespaces", is_flag=True,
+              help="flows of every namespace, from the Kubernetes API (needs `list` on flows "
+                   "in all namespaces)")
 @click.option("-o", "--output", type=OUTPUTS, help="the API's FlowSummary items")
 def list_(target: Target, phase: str | None, search: str | None, limit: int,
-          output: str | None) -> int:
+          all_namespaces: bool, output: str | None) -> int:
     """List the flows of a namespace: phase, nodes done, failed, age and duration."""
     from kflow.cli import cluster
 
-    items = cluster.list_flows(target.api, target.namespace, phase=phase, q=search,
-                               at_most=limit)
+    if all_namespaces:
+        items = cluster.list_all_namespaces(target.connection, phase=phase, q=search,
+                                            at_most=limit)
+    else:
+        items = cluster.list_flows(target.api, target.namespace, phase=phase, q=search,
+                                   at_most=limit)
     if output:
         cluster.emit({"items": items}, output, sys.stdout)
     elif not items:
-        click.echo(f"No flows in namespace {target.namespace}.", err=True)
+        where = "any namespace" if all_namespaces else f"namespace {target.namespace}"
+        click.echo(f"No flows in {where}.", err=True)
     else:
-        console().print(cluster.flows_table(items, all_namespaces=False))
+        console().print(cluster.flows_table(items, all_namespaces=all_namespaces))
     return EXIT_OK
 
 
