@@ -215,3 +215,39 @@ def seed_flow(redis_url: str, namespace: str, name: str, n_nodes: int = 100_000,
     log.info("seeded Flow %s/%s (uid %s): %s", namespace, name, uid, counts)
     return SeededFlow(name=name, uid=uid, nodes=counts["nodes"],
                       completed=counts["completed"], failed=counts["failed"])
+
+
+@dataclass
+class ProxiedApi:
+    """The kflow API of a chart install, reached as a user reaches it: through the API
+    server's service proxy with the kubeconfig's credentials for that hop, and the caller's
+    own token in X-Kflow-Token (None: no token)."""
+
+    namespace: str  # the release namespace
+    service: str  # <fullname>-api
+    token: str | None
+    kubeconfig: Path = field(default_factory=lambda: cluster_dir() / "kubeconfig")
+
+    def request(self, method: str, path: str, *, timeout: float = 30
+                ) -> tuple[int, Any]:
+        """(status, JSON body or text) of `method path` (path under the API's root)."""
+        from kubernetes import client, config
+
+        configuration = client.Configuration()
+        config.load_kube_config(str(self.kubeconfig),  # type: ignore[no-untyped-call]
+                                client_configuration=configuration)
+        api = client.ApiClient(configuration)
+        headers = dict(configuration.api_key) if configuration.api_key else {}
+        headers = {"Authorization": headers["authorization"]} if "authorization" in headers \
+            else {}
+        if self.token:
+            headers["X-Kflow-Token"] = self.token
+        url = (f"{configuration.host}/api/v1/namespaces/{self.namespace}/services/"
+               f"http:{self.service}:http/proxy{path}")
+        answer = api.rest_client.pool_manager.request(method, url, headers=headers,
+                                                      timeout=timeout)
+        text = answer.data.decode()
+        try:
+            return answer.status, json.loads(text)
+        except ValueError:
+            return answer.status, text

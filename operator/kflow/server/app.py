@@ -31,6 +31,7 @@ log = logging.getLogger("kflow.server")
 # module registers kopf handlers when imported, so it is named here too and a test checks).
 ANNOTATION_RETRY = "kflow.dev/retry"
 TOKEN_HEADER = "X-Kflow-Token"
+DEFAULT_COLLAPSE = 20  # siblings alike beyond this many are drawn as one group
 WEB_MISSING = ("the web view is not built here: `make web` builds it into "
                "operator/kflow/server/web/\n")
 
@@ -295,8 +296,11 @@ async def get_graph(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     namespace, name = request.match_info["ns"], request.match_info["name"]
     await _caller(request, "get", namespace)
-    collapse = 20 if request.query.get("collapse") in (None, "") else \
-        _int_param(request, "collapse", 20, 10**9) if request.query["collapse"] != "0" else 0
+    raw = request.query.get("collapse") or str(DEFAULT_COLLAPSE)
+    if not raw.isdigit():
+        raise ApiError(400, "BadRequest", f"collapse={raw!r} is not a whole number (0: never "
+                       "fold)")
+    collapse = int(raw)
     flow = await _flow(ctx, namespace, name)
     engine = await ctx.redis.engine()
     try:
