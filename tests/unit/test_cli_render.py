@@ -117,9 +117,11 @@ def test_a_folded_group_is_one_box_with_its_count_in_both_formats() -> None:
 
 
 def rendered(renderable) -> str:
+    import io
+
     from rich.console import Console
 
-    console = Console(width=200, record=True, file=open("/dev/null", "w"), color_system=None)
+    console = Console(width=200, record=True, file=io.StringIO(), color_system=None)
     console.print(renderable)
     return console.export_text()
 

@@ -145,7 +145,8 @@ def cli() -> None:
     """
 
 
-@cli.command(context_settings={"ignore_unknown_options": True}, add_help_option=False)
+@cli.command(context_settings={"ignore_unknown_options": True}, add_help_option=False,
+             short_help="Serve one queue as a long-lived worker.")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def worker(args: tuple[str, ...]) -> int:
     """Serve one queue as a long-lived worker (see `kflow worker --help`)."""
@@ -154,7 +155,8 @@ def worker(args: tuple[str, ...]) -> int:
     return worker_main(list(args))
 
 
-@cli.command(context_settings={"ignore_unknown_options": True}, add_help_option=False)
+@cli.command(context_settings={"ignore_unknown_options": True}, add_help_option=False,
+             short_help="Run the kflow API server.")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def server(args: tuple[str, ...]) -> int:
     """Run the kflow API server (see `kflow server --help`)."""
@@ -163,7 +165,7 @@ def server(args: tuple[str, ...]) -> int:
     return int(run_server(list(args)))
 
 
-@cli.command()
+@cli.command(short_help="Run the Kubernetes operator.")
 @click.option("--verbose", "-v", is_flag=True, help="debug logging")
 def operator(verbose: bool) -> int:
     """Run the Kubernetes operator (configured by KFLOW_* environment variables)."""
@@ -179,7 +181,7 @@ def version() -> int:
     return EXIT_OK
 
 
-@cli.command()
+@cli.command(short_help="Run a Flow here (--local), handlers in-process.")
 @click.argument("flow", metavar="FLOW.yaml")
 @click.option("--local", is_flag=True,
               help="run here, without Kubernetes (the only mode of `kflow run` for now)")
@@ -204,7 +206,7 @@ def run(flow: str, local: bool, handlers: str, redis: str | None, flow_id: str |
     return run_local_command(flow, handlers, redis_url=redis, flow_id=flow_id, quiet=quiet)
 
 
-@cli.command()
+@cli.command(short_help="Check Flow and Queue files (dirs, - for stdin).")
 @click.argument("paths", nargs=-1, required=True, metavar="FILE|DIR|-...")
 def lint(paths: tuple[str, ...]) -> int:
     """Check Flow and Queue files: parse and compile every Flow as the admission webhook does.
@@ -213,7 +215,7 @@ def lint(paths: tuple[str, ...]) -> int:
     return lint_files(list(paths), sys.stdout, sys.stderr)
 
 
-@cli.command()
+@cli.command(short_help="Lint and create Flows as you; --wait, --watch.")
 @click.argument("paths", nargs=-1, required=True, metavar="FILE|DIR|-...")
 @cluster_options
 @click.option("--wait", "wait_", is_flag=True,
@@ -265,7 +267,7 @@ def submit(paths: tuple[str, ...], target: Target, wait_: bool, watch_: bool,
     return EXIT_OK
 
 
-@cli.command(name="list")
+@cli.command(name="list", short_help="List a namespace's flows (-A: every namespace).")
 @cluster_options
 @click.option("--phase", type=click.Choice(PHASES), help="only flows in this phase")
 @click.option("-q", "--search", metavar="TEXT", help="only flows whose name holds TEXT")
@@ -295,7 +297,7 @@ def list_(target: Target, phase: str | None, search: str | None, limit: int,
     return EXIT_OK
 
 
-@cli.command()
+@cli.command(short_help="Show a flow's summary and tree, or one node.")
 @click.argument("flow", shell_complete=complete_flow)
 @click.argument("node", required=False)
 @cluster_options
@@ -335,7 +337,7 @@ def get(flow: str, node: str | None, target: Target, state: str | None, limit: i
     return EXIT_OK
 
 
-@cli.command()
+@cli.command(short_help="Follow a flow live until it ends.")
 @click.argument("flow", shell_complete=complete_flow)
 @cluster_options
 def watch(flow: str, target: Target) -> int:
@@ -346,7 +348,7 @@ def watch(flow: str, target: Target) -> int:
     return cluster.watch(target.api, console(), target.namespace, flow)
 
 
-@cli.command()
+@cli.command(short_help="Wait for a flow to end or reach a phase.")
 @click.argument("flow", shell_complete=complete_flow)
 @cluster_options
 @click.option("--for", "for_", type=click.Choice(PHASES), metavar="PHASE",
@@ -370,7 +372,7 @@ def wait(flow: str, target: Target, for_: str | None, timeout: float | None,
     return code
 
 
-@cli.command()
+@cli.command(short_help="Print a flow's or a node's kept logs (-f).")
 @click.argument("flow", shell_complete=complete_flow)
 @click.argument("node", required=False)
 @cluster_options
@@ -389,7 +391,7 @@ def logs(flow: str, node: str | None, target: Target, follow: bool,
 
 
 def _action(verb: str, help_text: str) -> None:
-    @cli.command(name=verb, help=help_text)
+    @cli.command(name=verb, help=help_text, short_help=help_text.split(" (")[0] + ".")
     @click.argument("flow", shell_complete=complete_flow)
     @cluster_options
     @click.option("-o", "--output", type=OUTPUTS, help="print the summary as JSON or YAML")
@@ -426,13 +428,14 @@ def _action(verb: str, help_text: str) -> None:
 
 
 _action("retry", "Run a flow's failed nodes again (needs `patch` on flows).")
-_action("cancel", "Cancel a flow: no node starts any more, running ones are stopped; it "
-                  "cannot be undone (needs `patch` on flows).")
-_action("suspend", "Suspend a flow: no new node starts until it is resumed (needs `patch`).")
+_action("cancel", "Cancel a flow, for good (needs `patch` on flows): no node starts any more, "
+                  "running ones are stopped.")
+_action("suspend", "Suspend a flow (needs `patch` on flows): no new node starts until it is "
+                   "resumed.")
 _action("resume", "Resume a suspended flow (needs `patch` on flows).")
 
 
-@cli.command()
+@cli.command(short_help="Delete a flow (needs `delete` on flows).")
 @click.argument("flow", shell_complete=complete_flow)
 @cluster_options
 def delete(flow: str, target: Target) -> int:
@@ -442,7 +445,7 @@ def delete(flow: str, target: Target) -> int:
     return EXIT_OK
 
 
-@cli.command()
+@cli.command(short_help="Print a flow's DAG as Mermaid or DOT.")
 @click.argument("source", metavar="FLOW|FILE|-", shell_complete=complete_flow)
 @cluster_options
 @click.option("--format", "fmt", type=click.Choice(["mermaid", "dot"]), default="mermaid",
@@ -468,7 +471,7 @@ def graph(source: str, target: Target, fmt: str, collapse: int) -> int:
     return EXIT_OK
 
 
-@cli.command()
+@cli.command(short_help="Serve the web view on 127.0.0.1, as you.")
 @cluster_options
 @click.option("--port", type=int, default=8001, show_default=True,
               help="local port (0: any free one)")
@@ -481,7 +484,7 @@ def ui(target: Target, port: int, address: str) -> int:
     return serve_ui(target.api, address, port, target.namespace)
 
 
-@cli.command()
+@cli.command(short_help="Print who the kflow API takes you for.")
 @cluster_options
 def whoami(target: Target) -> int:
     """Print who the kflow API takes you for (username and groups)."""
@@ -490,7 +493,7 @@ def whoami(target: Target) -> int:
     return EXIT_OK
 
 
-@cli.command()
+@cli.command(short_help="Print a bash, zsh or fish completion script.")
 @click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
 def completion(shell: str) -> int:
     """Print the shell completion script: `source <(kflow completion bash)`; for `kubectl
