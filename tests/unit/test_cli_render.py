@@ -178,3 +178,48 @@ def test_list_all_namespaces_reads_summaries_from_the_flow_status() -> None:
     assert header.split() == ["NAMESPACE", "NAME", "PHASE", "DONE", "FAILED", "AGE", "DURATION"]
     assert first.split()[:6] == ["data", "etl", "Running", "(suspended)", "3/8", "1"]
     assert second.split()[:5] == ["x", "new", "Pending", "0/0", "0"]
+
+
+class ScriptedFlow:
+    """The one call wait_for makes, answered from a list of summaries (the last one repeats)."""
+
+    def __init__(self, *phases: tuple[str, list[tuple[str, int]]]) -> None:
+        self.answers = [{"phase": phase, "failures": [{"node": n, "attempt": a}
+                                                      for n, a in failures]}
+                        for phase, failures in phases]
+        self.calls = 0
+
+    def flow(self, namespace: str, name: str) -> dict:
+        self.calls += 1
+        return self.answers[min(self.calls, len(self.answers)) - 1]
+
+
+def test_wait_exits_0_on_succeeded_1_on_failed_and_6_on_timeout() -> None:
+    from kflow.cli.cluster import wait_for
+
+    api = ScriptedFlow(("Running", []), ("Succeeded", []))
+    assert wait_for(api, "n", "f", target=None, timeout=None, interval=0)[0] == 0
+    api = ScriptedFlow(("Running", []), ("Failed", [("a", 1)]))
+    assert wait_for(api, "n", "f", target=None, timeout=None, interval=0)[0] == 1
+    api = ScriptedFlow(("Pending", []), ("Running", []))
+    assert wait_for(api, "n", "f", target="Running", timeout=None, interval=0)[0] == 0
+    api = ScriptedFlow(("Running", []), ("Cancelled", []))
+    assert wait_for(api, "n", "f", target="Succeeded", timeout=None, interval=0)[0] == 1
+    api = ScriptedFlow(("Running", []))
+    assert wait_for(api, "n", "f", target=None, timeout=0, interval=0)[0] == 6
+
+
+def test_wait_after_retry_looks_past_the_failed_phase_the_flow_still_shows() -> None:
+    from kflow.cli.cluster import wait_for_retry
+
+    before = {"phase": "Failed", "failures": [{"node": "a", "attempt": 1}]}
+    # The operator has not acted yet (still Failed, same failures), then runs, then succeeds.
+    api = ScriptedFlow(("Failed", [("a", 1)]), ("Failed", [("a", 1)]), ("Running", []),
+                       ("Succeeded", []))
+    assert wait_for_retry(api, "n", "f", before, timeout=None, interval=0)[0] == 0
+    assert api.calls == 4
+    # The rerun failed again before a poll saw it run: a later attempt in the failures.
+    api = ScriptedFlow(("Failed", [("a", 1)]), ("Failed", [("a", 2)]))
+    assert wait_for_retry(api, "n", "f", before, timeout=None, interval=0)[0] == 1
+    api = ScriptedFlow(("Failed", [("a", 1)]))
+    assert wait_for_retry(api, "n", "f", before, timeout=0, interval=0)[0] == 6

@@ -54,6 +54,7 @@ SHOWN_PER_STATE = 20
 PAGES_PER_STATE = 5
 PAGE_SIZE = 5_000
 LIVE_REFRESH_PER_SECOND = 4
+RECONNECT_PAUSE_S = 1.0
 # Up to this many nodes `get` asks each completed node's detail for its result (the node
 # pages carry none), a few requests at a time.
 RESULT_NODE_LIMIT = 100
@@ -374,7 +375,6 @@ def watch(api: KflowApi, console: Console, namespace: str, name: str) -> int:
     one line per change. Exit 0 when it succeeds, 1 when it fails or is cancelled."""
     view = load_view(api, namespace, name)
     unicode = _unicode(console)
-    small = view.shape is not None and view.infos is not None
     last_id: str | None = None
 
     def frame() -> Group:
@@ -391,7 +391,7 @@ def watch(api: KflowApi, console: Console, namespace: str, name: str) -> int:
             view.summary.update(data)
         elif kind == "node" and isinstance(data, dict) and data.get("name"):
             node = str(data["name"])
-            if small and view.infos is not None:
+            if view.infos is not None:
                 old = view.infos.get(node)
                 view.infos[node] = NodeInfo(
                     state=data.get("state") or "unknown",  # type: ignore[arg-type]
@@ -404,22 +404,33 @@ def watch(api: KflowApi, console: Console, namespace: str, name: str) -> int:
                               soft_wrap=True, highlight=False, markup=False)
 
     def follow(live: Live | None) -> None:
-        nonlocal last_id
+        nonlocal last_id, view
         while view.summary.get("phase") not in TERMINAL_PHASES:
+            if view.shape is None and view.attention is None and view.summary.get("total"):
+                view = load_view(api, namespace, name, summary=view.summary)  # recorded now
             last_drawn = 0.0
             ended = False
-            for event in api.events(namespace, name, last_event_id=last_id):
-                last_id = event.id or last_id
-                if event.name == "end":
-                    ended = True
-                    break
-                on_event(event.name, event.data, live)
-                if live is not None and time.monotonic() - last_drawn > 1 / LIVE_REFRESH_PER_SECOND:
-                    live.update(frame())
-                    last_drawn = time.monotonic()
-            view.summary.update(api.flow(namespace, name))
+            try:
+                for event in api.events(namespace, name, last_event_id=last_id):
+                    last_id = event.id or last_id
+                    if event.name == "end":
+                        ended = True
+                        break
+                    on_event(event.name, event.data, live)
+                    if live is not None and \
+                            time.monotonic() - last_drawn > 1 / LIVE_REFRESH_PER_SECOND:
+                        live.update(frame())
+                        last_drawn = time.monotonic()
+            except ApiError as exc:
+                # A Flow the operator has not recorded in Redis yet has no events to follow.
+                if exc.status != 404:
+                    raise
+            view.summary.update(api.flow(namespace, name))  # a deleted Flow ends it here (404)
+            if live is not None:
+                live.update(frame())
             if ended:
                 break
+            time.sleep(RECONNECT_PAUSE_S)  # the stream closed early: ask again, not in a spin
 
     if console.is_terminal:
         with Live(frame(), console=console, refresh_per_second=LIVE_REFRESH_PER_SECOND,
