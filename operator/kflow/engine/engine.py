@@ -726,18 +726,14 @@ class Engine:
         """Every node's queue, state and children, read a page at a time (for drawing the
         flow folded: kflow.graph.fold)."""
         await self._known(flow_id)
-        out: list[GraphNode] = []
+        out: dict[str, GraphNode] = {}  # a scan may return a node twice: kept once
         cursor = "0"
         while True:
-            page, cursor = await self.store.state_page(flow_id, cursor, PAGE)
-            nodes = [n for n, _ in page]
-            specs = await self.store.node_specs(flow_id, nodes)
-            children = await self.store.node_children_many(flow_id, nodes)
-            out.extend(GraphNode(node, "" if spec is None else spec.queue, state, kids)
-                       for (node, state), spec, kids in zip(page, specs, children, strict=True))
+            page, cursor = await self.store.graph_page(flow_id, cursor, PAGE)
+            for node, state, queue, children in page:
+                out[node] = GraphNode(node, queue, state, children)
             if cursor == "0":
-                # A scan may return a node twice (the hash grew meanwhile): keep one.
-                return list({n.name: n for n in out}.values())
+                return list(out.values())
 
     async def events_tail(self, flow_id: FlowId) -> str:
         """The stream id of the flow's latest event: follow_events from here sees only what

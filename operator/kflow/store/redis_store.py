@@ -344,6 +344,17 @@ class RedisStore:
         return [[] if raw is None else [str(c) for c in json.loads(raw)]
                 for raw in await self._fields(self.flow(flow).children, nodes)]
 
+    async def graph_page(self, flow: FlowId, cursor: str, count: int
+                         ) -> tuple[list[tuple[str, NodeState, str, list[str]]], str]:
+        """One HSCAN step over the flow's nodes with what drawing needs (flow/graph-page.lua)
+        -> ((node, state, queue, children) per node, the next cursor; "0": done)."""
+        next_cursor, raw = await self.scripts.run("flow/graph-page", self.flow(flow).all,
+                                                  [cursor, count])
+        rows = [(str(r[0]), NodeState.parse(r[1]), str(r[2]),
+                 [str(c) for c in _rows(r[3])] if len(r) > 3 else [])
+                for r in _rows(_decode(raw))]
+        return rows, str(int(next_cursor))
+
     async def events_tail(self, flow: FlowId) -> str:
         """The id of the flow's latest event ("0-0" when it has none): where a reader that
         wants only what comes next starts."""
