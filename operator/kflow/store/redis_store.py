@@ -339,11 +339,6 @@ class RedisStore:
         raw = await self.redis.hget(self.flow(flow).parents, node)
         return [] if raw is None else [str(p) for p in json.loads(raw)]
 
-    async def node_children_many(self, flow: FlowId, nodes: list[str]) -> list[list[str]]:
-        """The children of each node ([] for a leaf), paged HMGETs."""
-        return [[] if raw is None else [str(c) for c in json.loads(raw)]
-                for raw in await self._fields(self.flow(flow).children, nodes)]
-
     async def graph_page(self, flow: FlowId, cursor: str, count: int
                          ) -> tuple[list[tuple[str, NodeState, str, list[str]]], str]:
         """One HSCAN step over the flow's nodes with what drawing needs (flow/graph-page.lua)
