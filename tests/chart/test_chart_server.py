@@ -23,7 +23,7 @@ def test_the_server_runs_the_operator_image_with_the_operators_redis(helm: Helm)
     pod = deployment["spec"]["template"]["spec"]
     [container] = pod["containers"]
     assert container["image"] == operator["image"]
-    assert container["command"] == ["python3", "-m", "kflow.server"]
+    assert container["command"] == ["kflow", "server"]  # the image's entrypoint is the operator
     assert pod["serviceAccountName"] == "kflow-server"
     env = env_of(container)
     for name in ("KFLOW_REDIS_URL", "KFLOW_REDIS_PASSWORD", "KFLOW_REDIS_PREFIX"):
