@@ -84,5 +84,12 @@ def run_server(argv: Sequence[str]) -> int:
                                                     ("port", args.port)) if v is not None}
     settings = ServerSettings(**overrides)
     redis_settings = RedisSettings(**({"url": args.redis} if args.redis else {}))
+    timeout = redis_settings.socket_timeout
+    if timeout is not None and settings.keepalive_seconds >= timeout:
+        # An event stream waits on Redis (XREAD BLOCK) up to keepalive_seconds per read.
+        raise SystemExit(
+            f"KFLOW_SERVER_KEEPALIVE_SECONDS ({settings.keepalive_seconds}) must be below "
+            f"KFLOW_REDIS_SOCKET_TIMEOUT ({timeout}): an event stream's blocking read would "
+            "time out; lower the first or raise the second")
     asyncio.run(serve(settings, redis_settings))
     return 0
