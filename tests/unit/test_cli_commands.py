@@ -273,3 +273,13 @@ def test_kubectl_completion_follows_cobra_s_protocol(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr("sys.argv", ["kubectl_complete-kflow", "__complete", "get", "--st"])
     assert kubectl_complete() == 0
     assert capsys.readouterr().out.splitlines()[0].split("\t")[0] == "--state"
+
+
+def test_server_and_worker_pass_every_argument_to_their_own_parsers(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["server", "--help"])
+    assert done.value.code == 0 and "usage: kflow server" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as done:
+        main(["worker", "--help"])
+    assert done.value.code == 0 and "--queue" in capsys.readouterr().out
