@@ -256,12 +256,20 @@ def test_terminal_view_redraws_the_tree_in_place() -> None:
     running = FlowSnapshot("Running", 2, {"active": 1, "waiting-children": 1}, 0, 1, None)
     view._redraw(view._frame(running, {"leaf": NodeInfo("active", 1, None, None, 40)}))
     first = stream.getvalue()
-    assert "\x1b[" not in first and "leaf [q] active progress 40" in first
+    assert "leaf [q] active progress 40" in first
+    view._redraw(view._frame(running, {"leaf": NodeInfo("active", 1, None, None, 50)}))
+    second = stream.getvalue()[len(first):]
+    # Drawn again in place (Rich's Live): up over the 3 lines drawn, each erased, then the new.
+    assert second.count("\x1b[1A") == 2 and second.count("\x1b[2K") == 3
+    assert "progress 50" in second and "progress 40" not in second
     done = FlowSnapshot("Succeeded", 2, {"completed": 2}, 2, 1, 2)
     view.final(done, {n: NodeInfo("completed", 1, 7, None, None) for n in ("leaf", "top")})
-    second = stream.getvalue()[len(first):]
-    assert second.startswith("\x1b[3F\x1b[J")  # cursor up over the 3 lines drawn, clear
-    assert "Flow ns/flow: Succeeded 2/2 done (2 completed)" in second
+    third = stream.getvalue()[len(first) + len(second):]
+    # The live frame is taken off, and the final tree printed in full below nothing.
+    printed = third[third.rindex("\x1b[2K") + len("\x1b[2K"):]
+    assert printed == ("Flow ns/flow: Succeeded 2/2 done (2 completed)\n"
+                       "+ top [q] completed -> 7\n`- + leaf [q] completed -> 7\n")
+    assert "\x1b[?25h" in third  # the cursor is shown again
 
 
 def _children_named(pid: int, comm: str) -> list[int]:

@@ -175,6 +175,7 @@ async def execute_local_run(
         view.final(snapshot, infos)
         return EXIT_OK if snapshot.phase == "Succeeded" else EXIT_FLOW_FAILED
     finally:
+        view.close()  # an interrupted run leaves no frame behind and gets its cursor back
         job_logger.removeHandler(forwarder)
         await redis.aclose()
 

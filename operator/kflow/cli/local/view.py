@@ -8,6 +8,10 @@ import sys
 from collections.abc import Mapping
 from typing import IO
 
+from rich.console import Console
+from rich.live import Live
+from rich.text import Text
+
 from kflow.api.ids import FlowId
 from kflow.cli.render import (
     MARKS_ASCII,
@@ -52,8 +56,8 @@ class TreeView:
         self.redraw = self.stream.isatty() if redraw is None else redraw
         self.unicode = _use_unicode(self.stream)
         self._states: dict[str, str] = {}
-        self._drawn_lines = 0
         self._last_counts = ""
+        self._live: Live | None = None  # the redrawn frame on a terminal, made on first draw
 
     # Runner events arrive as they happen; polls fill in the engine's own transitions.
     def node_event(self, node: str, state: str, detail: str) -> None:
@@ -96,9 +100,7 @@ class TreeView:
                 first, *rest = failure.error.strip().splitlines() or [""]
                 frame.append(f"  {failure.node} (attempt {failure.attempt}): {first}")
                 frame.extend(f"      {line}" for line in rest)
-        if self.redraw and self._drawn_lines:  # replace the live frame, then print in full
-            self.stream.write(f"\x1b[{self._drawn_lines}F\x1b[J")
-            self._drawn_lines = 0
+        self.close()  # the live frame goes (it is transient); the final one is printed in full
         for line in frame:
             self._line(line)
 
@@ -114,19 +116,31 @@ class TreeView:
 
     def _redraw(self, lines: list[str]) -> None:
         width = shutil.get_terminal_size((100, 40)).columns
-        out = []
-        if self._drawn_lines:
-            out.append(f"\x1b[{self._drawn_lines}F\x1b[J")
-        out.extend(line[: width - 1] + "\n" for line in lines)
-        self.stream.write("".join(out))
-        self.stream.flush()
-        self._drawn_lines = len(lines)
+        frame = Text("\n".join(line[: width - 1] for line in lines), no_wrap=True)
+        if self._live is None:
+            # The caller said this stream is a terminal (redraw): Rich draws it as one.
+            console = Console(file=self.stream, force_terminal=True, highlight=False,
+                              width=width)
+            self._live = Live(frame, console=console, auto_refresh=False, transient=True,
+                              redirect_stdout=False, redirect_stderr=False)
+            self._live.start(refresh=True)
+        else:
+            self._live.update(frame, refresh=True)
+
+    def close(self) -> None:
+        """Take the live frame off the terminal (and give the cursor back)."""
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
 
     def message(self, text: str) -> None:
         """A line of its own, outside the tree (not shown with --quiet by the caller)."""
         self._line(text)
 
     def _line(self, text: str) -> None:
+        if self._live is not None:  # above the live frame, which is drawn again below it
+            self._live.console.print(text, markup=False, highlight=False, soft_wrap=True)
+            return
         self.stream.write(text + "\n")
         self.stream.flush()
 
