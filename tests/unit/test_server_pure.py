@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
+
 from kflow.api.states import NodeState
 from kflow.engine import NodeRow
 from kflow.server import reads
 from kflow.server.app import ANNOTATION_RETRY
-from kflow.server.auth import Caller, TtlCache, token_key
+from kflow.server.auth import Caller, Forbidden, Gatekeeper, TtlCache, Unauthorized, token_key
 
 
 class Clock:
@@ -90,8 +94,55 @@ def test_summary_from_status_and_retry_conflicts() -> None:
 
 def test_node_summary_shows_the_first_line_of_the_error() -> None:
     row = NodeRow("n", "q", NodeState.FAILED, 2, "Boom\nTraceback...", None, None)
-    assert reads.node_summary(row) == {"name": "n", "queue": "q", "state": "failed",
-                                       "attempt": 2, "error": "Boom", "progress": None,
-                                       "result": None}
+    expected = {"name": "n", "queue": "q", "state": "failed", "attempt": 2, "error": "Boom",
+                "progress": None, "result": None}
+    summary = reads.node_summary(row)
+    assert {k: summary[k] for k in expected} == expected
     assert reads.log_text([{"node": "a", "attempt": "1", "msg": "hi"}], prefixed=True) \
         == "a[1] hi\n"
+
+
+class Reviews:
+    """What the API server would answer (the gatekeeper's two calls), counting the calls."""
+
+    def __init__(self) -> None:
+        self.token_reviews = 0
+        self.access_reviews: list[tuple[str, str, str]] = []
+
+    async def review_token(self, token: str) -> dict[str, Any]:
+        self.token_reviews += 1
+        if token != "good":
+            return {"authenticated": False, "error": "invalid bearer token"}
+        return {"authenticated": True, "user": {"username": "jane", "groups": ["dev"]}}
+
+    async def review_access(self, *, user: str, groups: list[str], uid: str | None,
+                            extra: dict[str, list[str]], verb: str, namespace: str,
+                            resource: str) -> tuple[bool, str]:
+        self.access_reviews.append((user, verb, namespace))
+        return namespace == "a" and verb in ("get", "list"), "RBAC: no binding"
+
+
+async def test_the_gatekeeper_asks_once_per_ttl_and_names_what_was_refused() -> None:
+    clock, reviews = Clock(), Reviews()
+    gate = Gatekeeper(reviews, token_ttl=60, access_ttl=10, max_entries=100, clock=clock)
+
+    jane = await gate.authenticate("good")
+    assert await gate.authenticate("good") == jane and reviews.token_reviews == 1
+    for _ in range(2):
+        with pytest.raises(Unauthorized, match="invalid bearer token"):
+            await gate.authenticate("bad")
+    assert reviews.token_reviews == 3  # refusals are not kept
+    with pytest.raises(Unauthorized, match="X-Kflow-Token"):
+        await gate.authenticate(None)
+
+    await gate.authorize(jane, "get", "a")
+    await gate.authorize(jane, "get", "a")
+    with pytest.raises(Forbidden, match=r'cannot patch resource "flows".*"a".*no binding'):
+        await gate.authorize(jane, "patch", "a")
+    with pytest.raises(Forbidden, match=r'cannot get resource "flows".*namespace "b"'):
+        await gate.authorize(jane, "get", "b")
+    assert reviews.access_reviews == [("jane", "get", "a"), ("jane", "patch", "a"),
+                                      ("jane", "get", "b")]
+    clock.now = 10.0  # an RBAC change shows once the access answer expires
+    await gate.authorize(jane, "get", "a")
+    assert len(reviews.access_reviews) == 4
