@@ -59,6 +59,18 @@ def test_node_summaries_become_node_infos_and_a_missing_result_is_not_shown() ->
     assert render_tree(shape, {"a": info}, unicode=False) == ["+ a [q] completed (attempt 2)"]
 
 
+def test_a_settled_node_shows_how_long_it_ran_from_first_start_to_end() -> None:
+    info = node_info_of({"name": "a", "queue": "q", "state": "completed", "attempt": 2,
+                         "result": 7, "startedAt": "2026-11-30T10:00:00.000000Z",
+                         "finishedAt": "2026-11-30T10:01:30.500000Z"})
+    assert (info.started_ms, info.finished_ms) == (1796032800000, 1796032890500)
+    running = node_info_of({"name": "b", "queue": "q", "state": "active", "attempt": 1,
+                            "startedAt": "2026-11-30T10:00:00.000000Z", "finishedAt": None})
+    shape = TreeShape(roots=["a"], queues={"a": "q", "b": "q"}, children={"a": ["b"]})
+    assert render_tree(shape, {"a": info, "b": running}, unicode=False) == [
+        "+ a [q] completed (attempt 2) in 1m30s -> 7", "`- > b [q] active"]
+
+
 def test_summary_names_phase_counts_times_duration_and_failures() -> None:
     summary = {"name": "etl", "namespace": "data", "phase": "Failed", "total": 5, "done": 5,
                "counts": {"completed": 4, "failed": 1, "active": 0},

@@ -98,7 +98,14 @@ def node_info_of(summary: Mapping[str, Any]) -> NodeInfo:
         result=summary.get("result"),
         error=summary.get("error"),
         progress=summary.get("progress"),
+        started_ms=_ms(summary.get("startedAt")),
+        finished_ms=_ms(summary.get("finishedAt")),
     )
+
+
+def _ms(value: str | None) -> int | None:
+    at = parse_time(value)
+    return None if at is None else round(at.timestamp() * 1000)
 
 
 def describe_node(
@@ -112,6 +119,8 @@ def describe_node(
         return text
     if info.attempt > 1:
         text += f" (attempt {info.attempt})"
+    if info.started_ms is not None and info.finished_ms is not None:
+        text += f" in {format_duration((info.finished_ms - info.started_ms) / 1000)}"
     if state == "active" and info.progress is not None:
         text += f" progress {short_json(info.progress, 20)}"
     if state == "completed" and info.result is not None:

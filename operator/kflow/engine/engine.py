@@ -589,10 +589,12 @@ class Engine:
         results = await self.store.node_results(flow_id, nodes)
         errors = await self.store.node_errors(flow_id, nodes)
         progress = await self.store.node_progress(flow_id, nodes)
+        times = await self.store.node_times(flow_id, nodes)
         return {
-            node: NodeInfo(state=state, attempt=att, result=res, error=err, progress=prog)
-            for (node, state), att, res, err, prog
-            in zip(states, attempts, results, errors, progress, strict=True)
+            node: NodeInfo(state=state, attempt=att, result=res, error=err, progress=prog,
+                           started_ms=start, finished_ms=end)
+            for (node, state), att, res, err, prog, (start, end)
+            in zip(states, attempts, results, errors, progress, times, strict=True)
         }
 
     async def node_data(self, flow_id: FlowId, node: str) -> Any:
@@ -675,10 +677,12 @@ class Engine:
         errors = await self.store.node_errors(flow_id, nodes)
         progress = await self.store.node_progress(flow_id, nodes)
         results = await self.store.node_results(flow_id, nodes)
+        times = await self.store.node_times(flow_id, nodes)
         return [NodeRow(name=node, queue="" if spec is None else spec.queue, state=state,
-                        attempt=att, error=err, progress=prog, result=res)
-                for (node, state), spec, att, err, prog, res
-                in zip(states, specs, attempts, errors, progress, results, strict=True)]
+                        attempt=att, error=err, progress=prog, result=res,
+                        started_ms=start, finished_ms=end)
+                for (node, state), spec, att, err, prog, res, (start, end)
+                in zip(states, specs, attempts, errors, progress, results, times, strict=True)]
 
     async def node_page(self, flow_id: FlowId, *, cursor: str = "0", limit: int = 500,
                         state: NodeState | None = None, name_glob: str | None = None

@@ -129,6 +129,9 @@ class NodeInfo:
     result: Any
     error: str | None
     progress: Any
+    # Redis's clock, ms: first attempt's start in this run of the flow, and when it settled
+    started_ms: int | None = None
+    finished_ms: int | None = None
 
 
 class NodeNotFound(LookupError):
@@ -146,6 +149,10 @@ class NodeRow:
     error: str | None
     progress: Any
     result: Any = None  # the return value of a completed node
+    # Redis's clock, ms: when the node's first attempt in this run of the flow started, and
+    # when it settled after that (None: not yet, or never started)
+    started_ms: int | None = None
+    finished_ms: int | None = None
 
 
 @dataclass(frozen=True)

@@ -120,7 +120,8 @@ def can_retry(phase: str | None, conditions: Iterable[Mapping[str, Any]]) -> boo
 def node_summary(row: NodeRow) -> dict[str, Any]:
     return {"name": row.name, "queue": row.queue, "state": str(row.state),
             "attempt": row.attempt, "error": first_line(row.error), "progress": row.progress,
-            "result": row.result}
+            "result": row.result,
+            "startedAt": rfc3339_ms(row.started_ms), "finishedAt": rfc3339_ms(row.finished_ms)}
 
 
 def node_event(row: NodeRow) -> dict[str, Any]:

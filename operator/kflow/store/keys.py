@@ -44,6 +44,9 @@ class FlowKeys:
     # hash "<node>|<attempt>" -> the tail of that attempt's container log (or why its pod never
     # started); "<node>|n" -> the highest attempt kept; "bytes" / "dropped" -> the flow's budget
     podlogs: str
+    # hash node -> "<start ms>" once its first attempt of this run started, "<start ms> <end ms>"
+    # once it settled after starting (a node that never started has none)
+    times: str
 
     @property
     def all(self) -> tuple[str, ...]:

@@ -295,6 +295,16 @@ class RedisStore:
         """Each node's return value (None when it has none)."""
         return [loads(v) for v in await self._fields(self.flow(flow).result, nodes)]
 
+    async def node_times(self, flow: FlowId, nodes: list[str]
+                         ) -> list[tuple[int | None, int | None]]:
+        """Each node's (first start ms, settled ms) in this run of its flow; None where it
+        has not (lua/flow/_lib.lua, note_time)."""
+        out: list[tuple[int | None, int | None]] = []
+        for raw in await self._fields(self.flow(flow).times, nodes):
+            start, _, end = (raw or "").partition(" ")
+            out.append((int(start) if start else None, int(end) if end else None))
+        return out
+
     async def node_errors(self, flow: FlowId, nodes: list[str]) -> list[str | None]:
         return await self._fields(self.flow(flow).error, nodes)
 

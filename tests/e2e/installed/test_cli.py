@@ -116,8 +116,8 @@ def test_a_view_user_reads_the_flow_its_tree_results_logs_and_graph(
     assert got.returncode == 0, got.stderr
     assert f"Flow {installed.flows}/order-a17: Succeeded 8/8 done (8 completed)" in got.stdout
     assert re.search(r"duration \d", got.stdout)
-    assert re.search(r'process-payment \[payment\] completed (→|->) \{"paymentId":"pay-A-17"',
-                     got.stdout), got.stdout
+    assert re.search(r'process-payment \[payment\] completed in [0-9.]+s (→|->) '
+                     r'\{"paymentId":"pay-A-17"', got.stdout), got.stdout
     assert "(children drawn above)" in got.stdout  # the diamond's second parent refers back
 
     listed = viewer.kflow("list", "-o", "json")

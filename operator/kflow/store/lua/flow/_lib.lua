@@ -31,11 +31,30 @@ local function list_of(key, node)
   return {}
 end
 
+local SETTLED = {}
+for _, s in ipairs(SETTLED_STATES) do SETTLED[s] = true end
+
+-- When a node ran (K_TIMES): its first attempt's start, then the time it settled. A node put
+-- back to run again (a flow retry) starts a new record; one that never started has none.
+local function note_time(node, old, new)
+  if new == 'active' then
+    redis.call('HSETNX', K_TIMES, node, tostring(now_ms()))
+  elseif SETTLED[new] then
+    local t = redis.call('HGET', K_TIMES, node)
+    if t and not string.find(t, ' ', 1, true) then
+      redis.call('HSET', K_TIMES, node, t .. ' ' .. now_ms())
+    end
+  elseif old and SETTLED[old] then
+    redis.call('HDEL', K_TIMES, node)
+  end
+end
+
 -- Every state change goes through here so that the per-state counts stay exact.
 local function set_state(node, old, new)
   redis.call('HSET', K_STATE, node, new)
   if old then redis.call('HINCRBY', K_COUNTS, old, -1) end
   redis.call('HINCRBY', K_COUNTS, new, 1)
+  note_time(node, old, new)
 end
 
 local function emit(kind, node, ...)
