@@ -243,7 +243,7 @@ function flowPage(ns: string, name: string): void {
 
   const showNodeByName = async (node: string): Promise<void> => {
     shownNode = node;
-    panel.dataset.node = node;
+    panel.dataset.shown = node;
     try {
       renderNode(await api.node(ns, name, node));
     } catch (error) {
@@ -287,7 +287,7 @@ function flowPage(ns: string, name: string): void {
       return;
     }
     shownNode = null;
-    panel.dataset.node = node.id;
+    panel.dataset.shown = node.id;
     const g = node.group;
     panel.replaceChildren(
       h("h3", {}, `${g.count} × ${node.name}`), h("p", {}, `queue ${node.queue}`),
@@ -310,7 +310,15 @@ function flowPage(ns: string, name: string): void {
       return;
     }
     try {
-      const page = await api.nodes(ns, name, { q: text, limit: 20 });
+      // A filtered page scans a bounded slice of the flow: it may hold none yet say go on.
+      found.textContent = "searching…";
+      let page = await api.nodes(ns, name, { q: text, limit: 50 });
+      for (let pages = 1; !page.items.some((n) => n.name === text) && page.continue &&
+           pages < 200; pages++) {
+        const next = await api.nodes(ns, name, { q: text, limit: 50, continue: page.continue });
+        page = { items: [...page.items, ...next.items], continue: next.continue };
+        if (page.items.length >= 50) break;
+      }
       const exact = page.items.find((n) => n.name === text) ?? page.items[0];
       if (!exact) {
         found.textContent = `no node matches “${text}”`;
@@ -356,8 +364,22 @@ function flowPage(ns: string, name: string): void {
     }, mine.signal);
   };
 
-  void loadSummary().then(() => void loadGraph());
+  // Both at once: the summary paints in milliseconds, the graph of a big flow takes longer.
+  void loadSummary();
+  void loadGraph();
   follow();
+  // While the stream is down (a proxy that buffers, a server restart), poll instead.
+  const poll = window.setInterval(() => {
+    if (live.dataset.live === "down" && !TERMINAL.has(summary?.phase ?? "")) {
+      void loadSummary();
+      scheduleGraph(0);
+    }
+  }, 10000);
+  const stop = leave;
+  leave = () => {
+    clearInterval(poll);
+    stop();
+  };
 }
 
 // --- routing ----------------------------------------------------------------------------------
@@ -365,6 +387,7 @@ function flowPage(ns: string, name: string): void {
 function route(): void {
   leave?.();
   leave = null;
+  delete document.body.dataset.dag; // set again once this page's DAG is drawn
   const [path, query] = location.hash.replace(/^#/, "").split("?");
   const parts = (path ?? "").split("/").filter(Boolean).map(decodeURIComponent);
   const params = new URLSearchParams(query ?? "");
