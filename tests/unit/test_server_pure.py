@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from kflow.api.states import NodeState
-from kflow.engine import NodeRow
+from kflow.engine import NodeDetail, NodeRow
 from kflow.server import reads
 from kflow.server.app import ANNOTATION_RETRY
 from kflow.server.auth import Caller, Forbidden, Gatekeeper, TtlCache, Unauthorized, token_key
@@ -146,3 +146,19 @@ async def test_the_gatekeeper_asks_once_per_ttl_and_names_what_was_refused() -> 
     clock.now = 10.0  # an RBAC change shows once the access answer expires
     await gate.authorize(jane, "get", "a")
     assert len(reviews.access_reviews) == 4
+
+
+def test_a_wide_nodes_detail_lists_its_first_edges_and_counts_them_all() -> None:
+    children = [f"c{i}" for i in range(5000)]
+    detail = NodeDetail(
+        row=NodeRow("root", "q", NodeState.WAITING_CHILDREN, 0, None, None),
+        data=None, result=None, parents=[], children=children,
+        ignored_failures={c: "e" for c in children[:1500]}, failed_children={},
+        attempt_logs=[], logs=[])
+
+    shown = reads.node_detail(detail)
+
+    assert shown["children"] == children[:reads.EDGES_SHOWN]
+    assert len(shown["ignoredFailures"]) == reads.EDGES_SHOWN
+    assert shown["counts"] == {"parents": 0, "children": 5000, "ignoredFailures": 1500,
+                               "failedChildren": 0}

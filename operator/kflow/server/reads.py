@@ -3,6 +3,7 @@ objects and the engine's reads. Pure functions: no I/O here."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -14,6 +15,9 @@ from kflow.graph.fold import FoldedGraph
 
 GLOB_SPECIALS = "\\*?[]"
 FAILURES_SHOWN = 10  # first failures a flow's detail lists (the status keeps as many)
+# Parents, children and their errors a node's detail lists (its `counts` give the totals): the
+# root of a 100,000-node fan-out answers in a few KiB, not with every child's name.
+EDGES_SHOWN = 1000
 
 
 def rfc3339_ms(ms: int | None) -> str | None:
@@ -139,12 +143,20 @@ def node_detail(detail: NodeDetail) -> dict[str, Any]:
     out = node_summary(detail.row)
     out.update(
         error=detail.row.error, inputs=detail.data, result=detail.result,
-        ignoredFailures=detail.ignored_failures, failedChildren=detail.failed_children,
-        parents=detail.parents, children=detail.children,
+        ignoredFailures=_first(detail.ignored_failures, EDGES_SHOWN),
+        failedChildren=_first(detail.failed_children, EDGES_SHOWN),
+        parents=detail.parents[:EDGES_SHOWN], children=detail.children[:EDGES_SHOWN],
+        counts={"parents": len(detail.parents), "children": len(detail.children),
+                "ignoredFailures": len(detail.ignored_failures),
+                "failedChildren": len(detail.failed_children)},
         attempts=[{"attempt": a, "log": text} for a, text in detail.attempt_logs],
         logs=[{"time": stream_time(line.get("id", "")), "attempt": _int(line.get("attempt")),
                "message": line.get("msg", "")} for line in detail.logs])
     return out
+
+
+def _first(items: Mapping[str, str], n: int) -> dict[str, str]:
+    return dict(itertools.islice(items.items(), n))
 
 
 def _int(value: str | None) -> int | None:
