@@ -161,7 +161,7 @@ async def errors_and_access_log(request: web.Request, handler: Handler) -> web.S
                      (time.monotonic() - started) * 1000)
 
 
-async def _caller(request: web.Request, verb: str | None = None,
+async def authorized_caller(request: web.Request, verb: str | None = None,
                   namespace: str | None = None) -> Caller:
     ctx = request.app[CONTEXT]
     caller = await ctx.gate.authenticate(_token(request))
@@ -184,14 +184,14 @@ def _int_param(request: web.Request, name: str, default: int, most: int) -> int:
     return value
 
 
-async def _flow(ctx: Context, namespace: str, name: str) -> dict[str, Any]:
+async def flow_or_404(ctx: Context, namespace: str, name: str) -> dict[str, Any]:
     flow = await ctx.api.read_flow(namespace, name)
     if flow is None:
         raise ApiError(404, "NotFound", f'Flow "{name}" not found in namespace "{namespace}"')
     return flow
 
 
-def _flow_id(flow: dict[str, Any]) -> FlowId:
+def flow_id_of(flow: dict[str, Any]) -> FlowId:
     meta = flow["metadata"]
     return FlowId.of(meta["namespace"], meta["uid"])
 
@@ -201,14 +201,14 @@ async def _snapshot(ctx: Context, flow: dict[str, Any]) -> FlowSnapshot | None:
     yet, or expired): the Flow's status is shown then."""
     engine = await ctx.redis.engine()
     try:
-        snapshot = await engine.snapshot(_flow_id(flow))
+        snapshot = await engine.snapshot(flow_id_of(flow))
     except FlowNotFound:
         return None
     ctx.outage.succeeded()
     return snapshot
 
 
-def _not_in_redis(flow: dict[str, Any]) -> ApiError:
+def not_in_redis(flow: dict[str, Any]) -> ApiError:
     meta = flow["metadata"]
     return ApiError(404, "NotFound", f'Flow {meta["namespace"]}/{meta["name"]} has no nodes '
                     "in Redis: not recorded yet, or its state expired after "
@@ -222,14 +222,14 @@ async def healthz(_: web.Request) -> web.Response:
 
 
 async def whoami(request: web.Request) -> web.Response:
-    caller = await _caller(request)
+    caller = await authorized_caller(request)
     return web.json_response({"username": caller.username, "groups": list(caller.groups)})
 
 
 async def list_flows(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     namespace = request.match_info["ns"]
-    await _caller(request, "list", namespace)
+    await authorized_caller(request, "list", namespace)
     limit = _int_param(request, "limit", ctx.settings.flow_page_default,
                        ctx.settings.flow_page_max)
     phase, q = request.query.get("phase"), request.query.get("q")
@@ -245,15 +245,15 @@ async def list_flows(request: web.Request) -> web.Response:
 async def get_flow(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     namespace, name = request.match_info["ns"], request.match_info["name"]
-    await _caller(request, "get", namespace)
-    flow = await _flow(ctx, namespace, name)
+    await authorized_caller(request, "get", namespace)
+    flow = await flow_or_404(ctx, namespace, name)
     return web.json_response(reads.flow_detail(flow, await _snapshot(ctx, flow)))
 
 
 async def list_nodes(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     namespace, name = request.match_info["ns"], request.match_info["name"]
-    await _caller(request, "get", namespace)
+    await authorized_caller(request, "get", namespace)
     limit = _int_param(request, "limit", ctx.settings.node_page_default,
                        ctx.settings.node_page_max)
     try:
@@ -264,13 +264,13 @@ async def list_nodes(request: web.Request) -> web.Response:
     if not cursor.isdigit():
         raise ApiError(400, "BadRequest", f"continue={cursor!r} is not a cursor this API "
                        "gave out (a whole number)")
-    flow = await _flow(ctx, namespace, name)
+    flow = await flow_or_404(ctx, namespace, name)
     engine = await ctx.redis.engine()
     try:
-        page = await engine.node_page(_flow_id(flow), cursor=cursor, limit=limit, state=state,
+        page = await engine.node_page(flow_id_of(flow), cursor=cursor, limit=limit, state=state,
                                       name_glob=reads.name_glob(request.query.get("q")))
     except FlowNotFound:
-        raise _not_in_redis(flow) from None
+        raise not_in_redis(flow) from None
     return web.json_response({"items": [reads.node_summary(r) for r in page.rows],
                               "continue": None if page.cursor == "0" else page.cursor})
 
@@ -279,13 +279,13 @@ async def get_node(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     namespace, name = request.match_info["ns"], request.match_info["name"]
     node = request.match_info["node"]
-    await _caller(request, "get", namespace)
-    flow = await _flow(ctx, namespace, name)
+    await authorized_caller(request, "get", namespace)
+    flow = await flow_or_404(ctx, namespace, name)
     engine = await ctx.redis.engine()
     try:
-        detail = await engine.node_detail(_flow_id(flow), node)
+        detail = await engine.node_detail(flow_id_of(flow), node)
     except FlowNotFound:
-        raise _not_in_redis(flow) from None
+        raise not_in_redis(flow) from None
     except NodeNotFound:
         raise ApiError(404, "NotFound", f'Flow {namespace}/{name} has no node "{node}"') \
             from None
@@ -295,37 +295,37 @@ async def get_node(request: web.Request) -> web.Response:
 async def get_graph(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     namespace, name = request.match_info["ns"], request.match_info["name"]
-    await _caller(request, "get", namespace)
+    await authorized_caller(request, "get", namespace)
     raw = request.query.get("collapse") or str(DEFAULT_COLLAPSE)
     if not raw.isdigit():
         raise ApiError(400, "BadRequest", f"collapse={raw!r} is not a whole number (0: never "
                        "fold)")
     collapse = int(raw)
-    flow = await _flow(ctx, namespace, name)
+    flow = await flow_or_404(ctx, namespace, name)
     engine = await ctx.redis.engine()
     try:
-        snapshot = await engine.snapshot(_flow_id(flow))
+        snapshot = await engine.snapshot(flow_id_of(flow))
         if collapse == 0 and snapshot.total > ctx.settings.graph_max_nodes:
             raise ApiError(400, "BadRequest", f"Flow {namespace}/{name} has {snapshot.total} "
                            f"nodes, more than {ctx.settings.graph_max_nodes} are drawn only "
                            "folded: use collapse=1 or more")
-        nodes = await engine.graph_nodes(_flow_id(flow))
+        nodes = await engine.graph_nodes(flow_id_of(flow))
     except FlowNotFound:
-        raise _not_in_redis(flow) from None
+        raise not_in_redis(flow) from None
     return web.json_response(reads.graph_json(fold(nodes, collapse)))
 
 
 async def get_logs(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     namespace, name = request.match_info["ns"], request.match_info["name"]
-    await _caller(request, "get", namespace)
+    await authorized_caller(request, "get", namespace)
     node = request.query.get("node") or None
     attempt = request.query.get("attempt")
     if attempt is not None and not attempt.isdigit():
         raise ApiError(400, "BadRequest", f"attempt={attempt!r} is not a whole number")
-    flow = await _flow(ctx, namespace, name)
+    flow = await flow_or_404(ctx, namespace, name)
     engine = await ctx.redis.engine()
-    flow_id = _flow_id(flow)
+    flow_id = flow_id_of(flow)
     lines = await engine.logs(flow_id, node=node)
     kept = await engine.attempt_logs(flow_id, node) if node else []
     if attempt is not None:
@@ -338,8 +338,8 @@ async def get_logs(request: web.Request) -> web.Response:
 async def _steer(request: web.Request, verb: str) -> web.Response:
     ctx = request.app[CONTEXT]
     namespace, name = request.match_info["ns"], request.match_info["name"]
-    caller = await _caller(request, "patch", namespace)
-    flow = await _flow(ctx, namespace, name)
+    caller = await authorized_caller(request, "patch", namespace)
+    flow = await flow_or_404(ctx, namespace, name)
     status = flow.get("status") or {}
     snapshot = await _snapshot(ctx, flow)
     phase = snapshot.phase if snapshot is not None else status.get("phase")
@@ -382,7 +382,7 @@ async def resume(request: web.Request) -> web.Response:
 async def delete_flow(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     namespace, name = request.match_info["ns"], request.match_info["name"]
-    caller = await _caller(request, "delete", namespace)
+    caller = await authorized_caller(request, "delete", namespace)
     if not await ctx.api.remove_flow(namespace, name):
         raise ApiError(404, "NotFound", f'Flow "{name}" not found in namespace "{namespace}"')
     log.info('user "%s" deleted Flow %s/%s', caller.username, namespace, name)

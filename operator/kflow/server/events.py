@@ -11,7 +11,15 @@ from aiohttp import web
 
 from kflow.engine import Engine, FlowNotFound
 from kflow.server import reads
-from kflow.server.app import CONTEXT, ApiError, _caller, _flow, _flow_id, _not_in_redis, dumps
+from kflow.server.app import (
+    CONTEXT,
+    ApiError,
+    authorized_caller,
+    dumps,
+    flow_id_of,
+    flow_or_404,
+    not_in_redis,
+)
 
 log = logging.getLogger("kflow.server")
 
@@ -33,13 +41,13 @@ async def follow(request: web.Request) -> web.StreamResponse:
     """GET .../flows/{name}/events: `flow` summaries, `node` changes, `end`, keep-alives."""
     ctx = request.app[CONTEXT]
     namespace, name = request.match_info["ns"], request.match_info["name"]
-    caller = await _caller(request, "get", namespace)
+    caller = await authorized_caller(request, "get", namespace)
     resume_from = request.headers.get("Last-Event-ID", "").strip() or None
     if resume_from is not None and not STREAM_ID.match(resume_from):
         raise ApiError(400, "BadRequest", f"Last-Event-ID {resume_from!r} is not an event id "
                        "this stream sent (<ms>-<seq>)")
-    flow = await _flow(ctx, namespace, name)
-    flow_id = _flow_id(flow)
+    flow = await flow_or_404(ctx, namespace, name)
+    flow_id = flow_id_of(flow)
     engine = await ctx.redis.engine()
     streams = await ctx.redis.stream_engine()
     assert ctx.stream_slots is not None
@@ -51,7 +59,7 @@ async def follow(request: web.Request) -> web.StreamResponse:
             after = resume_from or await engine.events_tail(flow_id)
             summary = reads.flow_summary(flow, await engine.snapshot(flow_id))
         except FlowNotFound:
-            raise _not_in_redis(flow) from None
+            raise not_in_redis(flow) from None
         response = web.StreamResponse(headers={
             "Content-Type": "text/event-stream", "Cache-Control": "no-cache",
             "X-Accel-Buffering": "no"})
@@ -68,7 +76,7 @@ async def follow(request: web.Request) -> web.StreamResponse:
 async def _pump(response: web.StreamResponse, engine: Engine, streams: Engine,
                 flow: dict[str, Any], after: str, summary: dict[str, Any],
                 keepalive: float) -> None:
-    flow_id = _flow_id(flow)
+    flow_id = flow_id_of(flow)
     await response.write(sse("flow", summary, after))
     while not reads.is_terminal(summary["phase"]):
         events = await streams.follow_events(flow_id, after, block_ms=int(keepalive * 1000),
