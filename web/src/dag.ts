@@ -5,6 +5,9 @@ import { layoutGraph, type Layout } from "./layout";
 import type { Graph, GraphNode, NodeState } from "./types";
 
 const SVG = "http://www.w3.org/2000/svg";
+const MIN_FIT = 0.45; // below this scale the labels cannot be read
+const BAR_ORDER: NodeState[] = ["completed", "active", "ready", "delayed", "waiting-children",
+                                "failed", "ignored", "removed", "cancelled"];
 
 function el<K extends keyof SVGElementTagNameMap>(tag: K, attrs: Record<string, string | number>,
                                                   parent?: Element): SVGElementTagNameMap[K] {
@@ -88,8 +91,19 @@ export class DagView {
       const sub = el("text", { x: 10, y: 32, class: "sub" }, g);
       sub.textContent = shorten(node.group ? node.queue : `${node.queue} · ${state}`, 28);
       if (node.group) {
-        const counts = el("text", { x: 10, y: 47, class: "sub" }, g);
+        const counts = el("text", { x: 10, y: 45, class: "sub" }, g);
         counts.textContent = shorten(groupLabel(node.group.counts), 30);
+        // A bar of the members' states, in proportion.
+        let x = 6;
+        const width = box.w - 12;
+        for (const st of BAR_ORDER) {
+          const n = node.group.counts[st] ?? 0;
+          if (!n) continue;
+          const part = (width * n) / node.group.count;
+          el("rect", { x, y: box.h - 7, width: Math.max(part, 1), height: 4, class: "state-bar",
+                       "data-state": st }, g);
+          x += part;
+        }
       }
       g.addEventListener("click", () => this.select(node));
       g.addEventListener("keydown", (e) => { if (e.key === "Enter") this.select(node); });
@@ -130,6 +144,20 @@ export class DagView {
     return true;
   }
 
+  /** Marks and centres the group a node was folded into, known by its queue and parents
+   * (a group lists only its first members). */
+  highlightGroupOf(queue: string, parents: string[]): boolean {
+    const want = [...parents].sort().join("\n");
+    const nameOf = new Map(this.graph.nodes.map((n) => [n.id, n.name]));
+    const parentsOf = new Map<string, string[]>();
+    for (const [child, parent] of this.graph.edges) {
+      parentsOf.set(child, [...(parentsOf.get(child) ?? []), nameOf.get(parent) ?? parent]);
+    }
+    const group = this.graph.nodes.find((n) => n.group && n.queue === queue &&
+      (parentsOf.get(n.id) ?? []).sort().join("\n") === want);
+    return group ? this.highlight(group.id) : false;
+  }
+
   private select(node: GraphNode): void {
     this.selected?.classList.remove("selected");
     this.selected = this.nodeEls.get(node.group ? node.id : node.name) ?? null;
@@ -143,9 +171,15 @@ export class DagView {
     const w = rect.width || 800;
     const h = rect.height || 500;
     const k = Math.min(1.2, w / (this.layout.width + 32), h / (this.layout.height + 32));
-    this.view = { k: Math.max(k, 0.05), x: 0, y: 0 };
-    this.view.x = (w - this.layout.width * this.view.k) / 2;
-    this.view.y = Math.max(8, (h - this.layout.height * this.view.k) / 2);
+    if (k >= MIN_FIT) {
+      this.view = { k, x: (w - this.layout.width * k) / 2, y: 0 };
+      this.view.y = Math.max(8, (h - this.layout.height * k) / 2);
+    } else {
+      // Too wide or tall to read whole (hundreds of groups side by side): readable boxes,
+      // the roots at the top centre; wheel and drag show the rest.
+      const top = [...this.layout.boxes.values()].reduce((a, b) => (b.y < a.y ? b : a));
+      this.view = { k: MIN_FIT, x: w / 2 - top.x * MIN_FIT, y: 16 };
+    }
     this.apply();
   }
 

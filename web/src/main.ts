@@ -325,8 +325,11 @@ function flowPage(ns: string, name: string): void {
         return;
       }
       found.textContent = page.items.length > 1 ? `${page.items.length}${page.continue ? "+" : ""} matches` : "";
-      dag.highlight(exact.name);
-      await showNodeByName(exact.name);
+      shownNode = exact.name;
+      panel.dataset.shown = exact.name;
+      const detail = await api.node(ns, name, exact.name);
+      if (!dag.highlight(exact.name)) dag.highlightGroupOf(detail.queue, detail.parents);
+      renderNode(detail);
     } catch (error) {
       showError(panel, error);
     }
