@@ -148,3 +148,42 @@ def test_redis_down_is_503_with_the_cause(kube: Kube, seeded: tuple[Client, str,
         status, body = client.get(f"/api/v1/namespaces/{namespace}/flows/big/nodes")
     assert status == 503 and body["reason"] == "Unavailable", body
     assert "Redis is unreachable" in body["error"]
+
+
+def test_a_direct_caller_may_send_authorization_bearer(seeded: tuple[Client, str, str]) -> None:
+    client, namespace, _ = seeded
+    direct = Client(client.base, None)
+
+    status, me = direct.get("/api/v1/whoami", headers={"Authorization": f"Bearer {client.token}"})
+    assert status == 200 and me["username"].endswith(":viewer"), me
+    status, body = direct.get(f"/api/v1/namespaces/{namespace}/flows",
+                              headers={"Authorization": "Basic abc"})
+    assert status == 401, body
+
+
+def test_last_event_id_resumes_after_that_event(seeded: tuple[Client, str, str],
+                                                redis_srv: RedisServer) -> None:
+    client, namespace, uid = seeded
+
+    async def events() -> list[dict[str, str]]:
+        redis = await connect(redis_srv.url)
+        try:
+            return await Engine(redis).events(FlowId.of(namespace, uid), 100_000)
+        finally:
+            await redis.aclose()
+
+    history = asyncio.run(events())
+    node_events = [e for e in history if e.get("node")]
+    before_last = history[history.index(node_events[-1]) - 1]["id"]
+    request = urllib.request.Request(
+        f"{client.base}/api/v1/namespaces/{namespace}/flows/big/events",
+        headers={"X-Kflow-Token": client.token or "", "Last-Event-ID": before_last})
+    lines: list[str] = []
+    with urllib.request.urlopen(request, timeout=60) as answer:
+        for raw in answer:
+            lines.append(raw.decode().rstrip("\n"))
+            if len(lines) > 1 and lines[-2] == "event: node":
+                break
+    # The stream picks up right after the given id: the latest node event comes again.
+    assert f"id: {node_events[-1]['id']}" in lines, lines
+    assert json.loads(lines[-1][6:])["name"] == node_events[-1]["node"]

@@ -22,6 +22,7 @@ from kflow.store.connect import connect_to
 log = logging.getLogger("kflow.server")
 
 WEB_DIR = Path(__file__).parent / "web"
+SHUTDOWN_TIMEOUT_S = 2.0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,7 +59,10 @@ async def serve(settings: ServerSettings, redis_settings: RedisSettings) -> None
     ctx = make_context(settings, redis_settings, KubeApi())
     runner = web.AppRunner(build_app(ctx), access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, settings.listen, settings.port)
+    # Open event streams are cut after this on shutdown: their callers resume with
+    # Last-Event-ID, and a rollout does not wait for the slowest browser tab.
+    site = web.TCPSite(runner, settings.listen, settings.port,
+                       shutdown_timeout=SHUTDOWN_TIMEOUT_S)
     await site.start()
     log.info("kflow server listening on http://%s:%d (Redis prefix %r)", settings.listen,
              settings.port, redis_settings.prefix)
