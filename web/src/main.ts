@@ -210,9 +210,12 @@ function flowPage(ns: string, name: string): void {
   };
 
   let firstDraw = true;
+  let graphCost = 0; // ms the last /graph took: a big flow's graph is refetched less often
   const loadGraph = async (): Promise<void> => {
     try {
+      const started = performance.now();
       const graph = await api.graph(ns, name, Number(collapse.value));
+      graphCost = performance.now() - started;
       if (!dag.svg.isConnected) dagHost.replaceChildren(dag.svg);
       const layout = dag.draw(graph);
       dagHost.dataset.layout = layout.engine;
@@ -344,7 +347,9 @@ function flowPage(ns: string, name: string): void {
     void followFlow(ns, name, {
       flow: (s) => renderSummary(s),
       node: (e) => {
-        if (!dag.setState(e.name, e.state)) scheduleGraph(3000);
+        // A node folded into a group: its counts come with the next graph, fetched at most
+        // every few seconds, and less often for a graph that is costly to build.
+        if (!dag.setState(e.name, e.state)) scheduleGraph(Math.max(3000, 10 * graphCost));
         if (e.name === shownNode && panelTimer === null) {
           panelTimer = window.setTimeout(() => {
             panelTimer = null;
