@@ -253,6 +253,8 @@ function flowPage(ns: string, name: string): void {
       showError(panel, error);
     }
   };
+  const of = (shown: number, total?: number): string =>
+    total !== undefined && total > shown ? ` (first ${shown} of ${total})` : "";
   const renderNode = (d: NodeDetail): void => {
     const link = (n: string) => h("a", { href: "#", onclick: (e: Event) => {
       e.preventDefault();
@@ -266,7 +268,9 @@ function flowPage(ns: string, name: string): void {
     panel.replaceChildren(...present(
       h("h3", {}, d.name), h("p", {}, h("span", { class: "chip", "data-state": d.state }, d.state),
         ` queue ${d.queue} · attempt `, h("span", { id: "attempt" }, String(d.attempt)),
-        d.progress !== null && d.progress !== undefined ? ` · progress ${json(d.progress)}` : ""),
+        d.progress !== null && d.progress !== undefined ? ` · progress ${json(d.progress)}` : "",
+        d.startedAt ? ` · started ${ago(d.startedAt)}, ${d.finishedAt ? "ran" : "running for"} ` +
+          duration(d.startedAt, d.finishedAt ?? null) : ""),
       d.state === "failed" && summary?.phase === "Failed"
         ? h("button", { class: "action retry", "data-action": "retry-node",
                         onclick: () => void act("retry") }, "Retry failed nodes") : null,
@@ -275,8 +279,10 @@ function flowPage(ns: string, name: string): void {
       d.result !== null && d.result !== undefined ? section("Result", pre(d.result)) : null,
       failed("Ignored failures", d.ignoredFailures ?? {}),
       failed("Failed children", d.failedChildren ?? {}),
-      d.children.length ? section("Children", h("p", {}, ...d.children.flatMap((c, i) => [i ? ", " : "", link(c)]))) : null,
-      d.parents.length ? section("Parents", h("p", {}, ...d.parents.flatMap((c, i) => [i ? ", " : "", link(c)]))) : null,
+      d.children.length ? section(`Children${of(d.children.length, d.counts?.children)}`,
+        h("p", {}, ...d.children.flatMap((c, i) => [i ? ", " : "", link(c)]))) : null,
+      d.parents.length ? section(`Parents${of(d.parents.length, d.counts?.parents)}`,
+        h("p", {}, ...d.parents.flatMap((c, i) => [i ? ", " : "", link(c)]))) : null,
       section("Attempts", ...(d.attempts.length ? d.attempts.map((a) =>
         h("details", { class: "attempt", "data-attempt": a.attempt, open: a === d.attempts[d.attempts.length - 1] },
           h("summary", {}, `attempt ${a.attempt}`), h("pre", {}, a.log || "(no log kept)")))

@@ -45,6 +45,9 @@ export interface NodeSummary {
   attempt: number;
   error: string | null;
   progress: unknown;
+  result?: unknown;
+  startedAt?: string | null;
+  finishedAt?: string | null;
 }
 
 export interface NodeDetail extends NodeSummary {
@@ -56,6 +59,8 @@ export interface NodeDetail extends NodeSummary {
   children: string[];
   attempts: { attempt: number; log: string }[];
   logs: { time: string; attempt: number; message: string }[];
+  // Totals of the four lists above, each cut at 1000 entries.
+  counts?: { parents: number; children: number; ignoredFailures: number; failedChildren: number };
 }
 
 export interface GraphGroup {
