@@ -10,7 +10,7 @@ from kflow.api.states import NodeState
 from kflow.engine import NodeDetail, NodeRow
 from kflow.server import reads
 from kflow.server.app import ANNOTATION_RETRY
-from kflow.server.auth import Caller, Forbidden, Gatekeeper, TtlCache, Unauthorized, token_key
+from kflow.server.auth import Caller, Forbidden, Gatekeeper, Unauthorized, token_key
 
 
 class Clock:
@@ -19,24 +19,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-def test_cache_answers_until_its_ttl_and_keeps_at_most_max_entries() -> None:
-    clock = Clock()
-    cache: TtlCache[str, int] = TtlCache(10, 2, clock)
-    cache.put("a", 1)
-    clock.now = 9.9
-    assert cache.get("a") == 1
-    clock.now = 10.0
-    assert cache.get("a") is None  # expired: asked again
-    cache.put("a", 1)
-    cache.put("b", 2)
-    cache.put("c", 3)
-    assert (cache.get("a"), cache.get("b"), cache.get("c")) == (None, 2, 3)  # oldest went
-    assert len(cache) == 2
-    off: TtlCache[str, int] = TtlCache(0, 2, clock)
-    off.put("a", 1)
-    assert off.get("a") is None  # ttl 0: every request asks the API server
 
 
 def test_tokens_are_cached_by_hash_never_as_they_are() -> None:
@@ -146,6 +128,23 @@ async def test_the_gatekeeper_asks_once_per_ttl_and_names_what_was_refused() -> 
     clock.now = 10.0  # an RBAC change shows once the access answer expires
     await gate.authorize(jane, "get", "a")
     assert len(reviews.access_reviews) == 4
+
+
+async def test_the_gatekeeper_keeps_at_most_max_entries_and_nothing_with_ttl_0() -> None:
+    clock, reviews = Clock(), Reviews()
+    small = Gatekeeper(reviews, token_ttl=60, access_ttl=60, max_entries=1, clock=clock)
+    jane = await small.authenticate("good")
+    await small.authorize(jane, "get", "a")
+    await small.authorize(jane, "list", "a")  # pushes the first answer out
+    await small.authorize(jane, "get", "a")
+    assert [v for _, v, _ in reviews.access_reviews] == ["get", "list", "get"]
+
+    off = Gatekeeper(reviews, token_ttl=0, access_ttl=0, max_entries=100, clock=clock)
+    await off.authenticate("good")
+    await off.authenticate("good")
+    await off.authorize(jane, "get", "a")
+    await off.authorize(jane, "get", "a")
+    assert reviews.token_reviews == 3 and len(reviews.access_reviews) == 5
 
 
 def test_a_wide_nodes_detail_lists_its_first_edges_and_counts_them_all() -> None:

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Protocol
 
-K = TypeVar("K")
-V = TypeVar("V")
+from cachetools import TTLCache
 
 FLOWS = "flows"  # the resource every request is checked on (group kflow.dev)
 
@@ -45,38 +43,6 @@ class Caller:
                                       for k, v in extra.items())))
 
 
-class TtlCache(Generic[K, V]):
-    """Answers kept for `ttl` seconds, at most `max_entries` of them (the oldest go first)."""
-
-    def __init__(self, ttl: float, max_entries: int,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.ttl = ttl
-        self.max_entries = max_entries
-        self.clock = clock
-        self._entries: OrderedDict[K, tuple[float, V]] = OrderedDict()
-
-    def get(self, key: K) -> V | None:
-        found = self._entries.get(key)
-        if found is None:
-            return None
-        expires, value = found
-        if self.clock() >= expires:
-            del self._entries[key]
-            return None
-        return value
-
-    def put(self, key: K, value: V) -> None:
-        if self.ttl <= 0:
-            return
-        self._entries.pop(key, None)
-        self._entries[key] = (self.clock() + self.ttl, value)
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-
 def token_key(token: str) -> str:
     """What the token cache is keyed by: the token's SHA-256, so no token is kept in memory
     longer than its request."""
@@ -102,9 +68,10 @@ class Gatekeeper:
     def __init__(self, api: ReviewApi, *, token_ttl: float, access_ttl: float,
                  max_entries: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.api = api
-        self.tokens: TtlCache[str, Caller] = TtlCache(token_ttl, max_entries, clock)
-        self.access: TtlCache[AccessKey, tuple[bool, str]] = TtlCache(access_ttl, max_entries,
-                                                                       clock)
+        # ttl 0: nothing kept, every request asks the API server.
+        self.tokens: TTLCache[str, Caller] = TTLCache(max_entries, token_ttl, timer=clock)
+        self.access: TTLCache[AccessKey, tuple[bool, str]] = TTLCache(max_entries, access_ttl,
+                                                                       timer=clock)
 
     async def authenticate(self, token: str | None) -> Caller:
         if not token:
@@ -121,7 +88,7 @@ class Gatekeeper:
             reason = status.get("error") or "the API server did not accept it"
             raise Unauthorized(f"token refused: {reason}")
         caller = Caller.from_review(user)
-        self.tokens.put(key, caller)
+        self.tokens[key] = caller
         return caller
 
     async def authorize(self, caller: Caller, verb: str, namespace: str) -> None:
@@ -133,7 +100,7 @@ class Gatekeeper:
                 user=caller.username, groups=list(caller.groups), uid=caller.uid,
                 extra={k: list(v) for k, v in caller.extra}, verb=verb, namespace=namespace,
                 resource=FLOWS)
-            self.access.put(key, answer)
+            self.access[key] = answer
         allowed, reason = answer
         if not allowed:
             because = f" ({reason})" if reason else ""
