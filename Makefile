@@ -76,12 +76,13 @@ demo: deps venv web
 demo-local: venv
 	$(VENV)/bin/kflow run --local examples/order-workflow.yaml --handlers examples/handlers.py
 
-bench: venv
+bench: venv web
 	$(PY) bench/bench_engine.py
 	$(PY) bench/bench_workers.py
 	@if bash tests/cluster/scripts/cluster-status.sh --quiet; then $(PY) bench/bench_operator.py \
-	  && $(PY) bench/bench_install.py --demo; \
-	  else echo "bench_operator.py and bench_install.py skipped: the local cluster is not running (make cluster-up)"; fi
+	  && $(PY) bench/bench_install.py --demo && $(PY) bench/bench_api.py \
+	  && $(PY) bench/bench_cli_get.py && $(PY) bench/bench_web_paint.py; \
+	  else echo "the cluster benches (operator, install, api, cli get, web paint) skipped: the local cluster is not running (make cluster-up)"; fi
 	cd bench/vs-bullmq && npm ci --silent --no-audit --no-fund
 	$(PY) bench/vs-bullmq/run.py --repeat 3
 
