@@ -4,8 +4,9 @@ The local cluster (tests/cluster; built on first use, reused when running), the 
 from uv.lock and loaded into it, `helm install kflow charts/kflow -n kflow-system
 --create-namespace` with the bundled Redis, the namespace's `kflow-redis` Secret made as the
 chart's NOTES say, `kubectl apply -f examples/order-workflow.yaml` exactly as the file is in
-the repository, `kubectl wait`, the tree of nodes with their results, and everything removed
-again (a cluster that was already running is left running). No host network, no repository
+the repository, `kubectl wait`, the tree of nodes with their results as `kubectl kflow get`
+shows it to a user bound only to `view`, and everything removed again (a cluster that was
+already running is left running). No host network, no repository
 mounted into a pod.
 """
 
@@ -13,16 +14,18 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
+import subprocess
 import sys
 import time
+from pathlib import Path
 
 from kflow.api import Flow, load_manifests
-from kflow.cli.local.view import render_tree
 from kflow.devkit.checkout import REPO
 from kflow.devkit.cluster import bin_dir, cluster_dir, cluster_running, run_script
 from kflow.devkit.install import Installation, helm_binary, load_images
 from kflow.devkit.operator import JobWatch, kubectl_from_kubeconfig
-from kflow.graph import compile_flow
+from kflow.devkit.server import service_account_token
 
 EXAMPLE = REPO / "examples" / "order-workflow.yaml"
 NAMESPACE = "kflow-demo"
@@ -100,10 +103,21 @@ def main() -> int:
         say(f"{len(pods_seen.made())} node pods ran, {len(host)} of them with host network or "
             "host mounts")
 
-        meta = body["metadata"]
-        infos, _ = inst.read_flow(meta["namespace"], meta["uid"])  # through kubectl port-forward
-        print("\n".join(render_tree(compile_flow(flow), infos)))
-        if waited.returncode != 0 or host:
+        # What a user bound only to `view` in the namespace sees, through the API server's
+        # service proxy: the kubectl plugin, run by kubectl from PATH, with that user's token.
+        token = service_account_token(kube, NAMESPACE, "demo-viewer", "view", NAMESPACE)
+        api = f"{inst.namespace}/{inst.fullname}-api"
+        say(f"kubectl kflow get {name} -n {NAMESPACE} --api {api} --token <demo-viewer's token>"
+            "   (a ServiceAccount bound only to `view` in the namespace)")
+        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+               "KUBECONFIG": str(cluster_dir() / "kubeconfig"), "KFLOW_TOKEN": token}
+        got = subprocess.run([str(bin_dir() / "kubectl"), "kflow", "get", name, "-n", NAMESPACE,
+                              "--api", api], env=env, capture_output=True, text=True,
+                             timeout=120, check=False)
+        print(got.stdout, end="")
+        if got.returncode != 0:
+            print(got.stderr, file=sys.stderr)
+        if waited.returncode != 0 or host or got.returncode != 0:
             print(waited.stderr, file=sys.stderr)
             for pod in inst.operator_pods():
                 logs = kube("-n", inst.namespace, "logs", pod["metadata"]["name"], "--tail=60",
