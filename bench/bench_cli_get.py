@@ -16,20 +16,16 @@ target < 2 s.
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import subprocess
 import sys
 import time
-import uuid
 
 from kflow.devkit.checkout import REPO
-from kflow.devkit.cluster import bin_dir, cluster_dir, cluster_running
-from kflow.devkit.operator import kubectl_from_kubeconfig
-from kflow.devkit.redis import redis_server
+from kflow.devkit.cluster import bin_dir, cluster_dir
 from kflow.devkit.results import record, table
-from kflow.devkit.server import HostServer, seed_flow, service_account_token
+from kflow.devkit.server import big_flow_args, seeded_server
 
 TARGET_S = 2.0
 
@@ -41,43 +37,22 @@ def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, subprocess.Comple
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--nodes", type=int, default=100_000)
-    parser.add_argument("--fanout", type=int, default=1000)
-    parser.add_argument("--runs", type=int, default=7)
-    args = parser.parse_args()
-    if not cluster_running():
-        print("the local cluster is not running: make cluster-up", file=sys.stderr)
-        return 2
+    args = big_flow_args(__doc__.splitlines()[0])
     kubectl = str(bin_dir() / "kubectl")
-    kubeconfig = cluster_dir() / "kubeconfig"
-    kube = kubectl_from_kubeconfig(kubeconfig, kubectl)
-    namespace = f"kflow-bench-cli-{uuid.uuid4().hex[:6]}"
-    kube("create", "namespace", namespace)
-    try:
-        token = service_account_token(kube, namespace, "bench-cli", "view", namespace)
-        # What the chart's aggregated ClusterRoles add to `view`, without installing the chart.
-        kube("create", "role", "flows-reader", "-n", namespace, "--verb=get,list,watch",
-             "--resource=flows.kflow.dev")
-        kube("create", "rolebinding", "bench-cli-flows", "-n", namespace, "--role=flows-reader",
-             f"--serviceaccount={namespace}:bench-cli")
-        with redis_server() as redis:
-            seeded = seed_flow(redis.url, namespace, "big", args.nodes, args.fanout, kube=kube)
-            with HostServer(redis.url) as server:
-                env = {**os.environ, "PATH": f"{REPO / '.venv' / 'bin'}:{os.environ['PATH']}",
-                       "KUBECONFIG": str(kubeconfig), "KFLOW_TOKEN": token,
-                       "KFLOW_API_URL": server.url}
-                cmd = [kubectl, "kflow", "get", "big", "-n", namespace]
-                _, warm = timed(cmd, env)
-                if warm.returncode != 0 or f"/{args.nodes} done" not in warm.stdout:
-                    print(f"kubectl kflow get failed ({warm.returncode}):\n{warm.stdout}\n"
-                          f"{warm.stderr}", file=sys.stderr)
-                    return 1
-                runs = [timed(cmd, env)[0] for _ in range(args.runs)]
-                version_runs = [timed([kubectl, "kflow", "version"], env)[0]
-                                for _ in range(args.runs)]
-    finally:
-        kube("delete", "namespace", namespace, "--wait=false", check=False)
+    with seeded_server("cli", args.nodes, args.fanout) as seeded:
+        env = {**os.environ, "PATH": f"{REPO / '.venv' / 'bin'}:{os.environ['PATH']}",
+               "KUBECONFIG": str(cluster_dir() / "kubeconfig"), "KFLOW_TOKEN": seeded.token,
+               "KFLOW_API_URL": seeded.server.url}
+        cmd = [kubectl, "kflow", "get", "big", "-n", seeded.namespace]
+        _, warm = timed(cmd, env)
+        if warm.returncode != 0 or f"/{args.nodes} done" not in warm.stdout:
+            print(f"kubectl kflow get failed ({warm.returncode}):\n{warm.stdout}\n"
+                  f"{warm.stderr}", file=sys.stderr)
+            return 1
+        runs = [timed(cmd, env)[0] for _ in range(args.runs)]
+        version_runs = [timed([kubectl, "kflow", "version"], env)[0]
+                        for _ in range(args.runs)]
+    counts = seeded.flow
     median = statistics.median(runs)
     rows = [
         ["`kubectl kflow get big` (summary, failures, unfinished nodes)",
@@ -88,8 +63,8 @@ def main() -> int:
     ]
     verdict = "meets" if median < TARGET_S else "MISSES"
     record("kubectl kflow get of a 100,000-node flow (issue 12)", table(
-        [f"{seeded['nodes']:,}-node flow ({seeded['completed']:,} completed, "
-         f"{seeded['failed']:,} failed, fan-outs of {args.fanout}); median of {args.runs} "
+        [f"{counts['nodes']:,}-node flow ({counts['completed']:,} completed, "
+         f"{counts['failed']:,} failed, fan-outs of {args.fanout}); median of {args.runs} "
          "runs, whole process wall time", "median", "range"], rows)
         + f"\n\nThe real kubectl runs the kubectl-kflow plugin from PATH; the CLI reaches a "
           f"host `kflow server` directly (--api-url, as through a port-forward) with a `view` "

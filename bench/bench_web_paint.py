@@ -13,16 +13,12 @@ Records the section "Web view first paint (issue 12)" of bench/RESULTS.md; targe
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
-import uuid
 from typing import Any
 
-from kflow.devkit.cluster import cluster_running
-from kflow.devkit.redis import redis_server
 from kflow.devkit.results import record, table
-from kflow.devkit.server import HostServer, local_kube, seed_flow, service_account_token
+from kflow.devkit.server import big_flow_args, seeded_server
 from kflow.devkit.web import artifacts_dir, chromium
 
 TARGET_S = 3.0
@@ -53,29 +49,12 @@ def load_once(browser: Any, url: str, token: str, shot: str | None = None) -> di
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--nodes", type=int, default=100_000)
-    parser.add_argument("--fanout", type=int, default=1000)
-    parser.add_argument("--loads", type=int, default=7)
-    args = parser.parse_args()
-    if not cluster_running():
-        print("the local cluster is not running: make cluster-up", file=sys.stderr)
-        return 2
-    kube = local_kube()
-    namespace = f"kflow-bench-web-{uuid.uuid4().hex[:6]}"
-    kube("create", "namespace", namespace)
-    try:
-        token = service_account_token(kube, namespace, "bench-web", "view", namespace)
-        with redis_server() as redis:
-            name = seed_flow(redis.url, namespace, "big", args.nodes, args.fanout,
-                             kube=kube)["name"]
-            with HostServer(redis.url) as server, chromium() as browser:
-                url = f"{server.url}/#/ns/{namespace}/flows/{name}"
-                # The warm-up fills the server's auth caches, as any second visit finds them.
-                load_once(browser, url, token, str(artifacts_dir() / "web-100k-flow.png"))
-                loads = [load_once(browser, url, token) for _ in range(args.loads)]
-    finally:
-        kube("delete", "namespace", namespace, "--wait=false", check=False)
+    args = big_flow_args(__doc__.splitlines()[0], runs="--loads")
+    with seeded_server("web", args.nodes, args.fanout) as seeded, chromium() as browser:
+        url = f"{seeded.server.url}/#/ns/{seeded.namespace}/flows/{seeded.flow['name']}"
+        # The warm-up fills the server's auth caches, as any second visit finds them.
+        load_once(browser, url, seeded.token, str(artifacts_dir() / "web-100k-flow.png"))
+        loads = [load_once(browser, url, seeded.token) for _ in range(args.loads)]
 
     def median_s(key: str) -> float:
         return statistics.median(float(t[key]) for t in loads) / 1000

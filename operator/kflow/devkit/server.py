@@ -9,6 +9,7 @@ the API (and the CLI and the web view over it) then browse it as they would a re
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import logging
@@ -19,6 +20,9 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypedDict
@@ -27,8 +31,9 @@ from kflow.api.ids import QueueId
 from kflow.api.models import Flow
 from kflow.cli.redis_server import free_port
 from kflow.devkit.checkout import REPO
-from kflow.devkit.cluster import bin_dir, cluster_dir
+from kflow.devkit.cluster import bin_dir, cluster_dir, cluster_running
 from kflow.devkit.operator import Kube, OperatorWorld, kubectl_from_kubeconfig
+from kflow.devkit.redis import redis_server
 from kflow.engine import Engine, FlowRef
 from kflow.graph import compile_flow
 from kflow.store.connect import connect
@@ -215,6 +220,47 @@ def seed_flow(redis_url: str, namespace: str, name: str, n_nodes: int = 100_000,
     log.info("seeded Flow %s/%s (uid %s): %s", namespace, name, uid, counts)
     return SeededFlow(name=name, uid=uid, nodes=counts["nodes"],
                       completed=counts["completed"], failed=counts["failed"])
+
+
+def big_flow_args(description: str, *, runs: str = "--runs") -> argparse.Namespace:
+    """The options every bench of a seeded flow takes: --nodes, --fanout and how many runs."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--nodes", type=int, default=100_000)
+    parser.add_argument("--fanout", type=int, default=1000)
+    parser.add_argument(runs, type=int, default=7)
+    return parser.parse_args()
+
+
+@dataclass
+class SeededServer:
+    """A host `kflow server` over a private Redis holding one seeded Flow `big`, and the token
+    of a ServiceAccount bound to `view` in its namespace."""
+
+    kube: Kube
+    namespace: str
+    token: str
+    flow: SeededFlow
+    server: HostServer
+
+
+@contextmanager
+def seeded_server(purpose: str, n_nodes: int, fanout: int) -> Iterator[SeededServer]:
+    """A fresh namespace `kflow-bench-<purpose>-…` with a `view` ServiceAccount, a seeded
+    flow of `n_nodes` in a private redis-server, and `kflow server` on it; the namespace is
+    deleted afterwards. Needs the local cluster (TokenReview, SubjectAccessReview, the Flow)."""
+    if not cluster_running():
+        raise RuntimeError("the local cluster is not running: make cluster-up")
+    kube = local_kube()
+    namespace = f"kflow-bench-{purpose}-{uuid.uuid4().hex[:6]}"
+    kube("create", "namespace", namespace)
+    try:
+        token = service_account_token(kube, namespace, f"bench-{purpose}", "view", namespace)
+        with redis_server() as redis:
+            flow = seed_flow(redis.url, namespace, "big", n_nodes, fanout, kube=kube)
+            with HostServer(redis.url) as server:
+                yield SeededServer(kube, namespace, token, flow, server)
+    finally:
+        kube("delete", "namespace", namespace, "--wait=false", check=False)
 
 
 @dataclass
