@@ -284,6 +284,10 @@ class QueueStatus:
         self.metrics = metrics
         self._last: dict[str, tuple[dict[str, Any], float]] = {}  # as last written, and when
         self._valid: dict[str, dict[str, Any]] = {}  # the Valid condition as last written
+        # A depth that came too soon after the last patch, and the task that writes it once
+        # the interval is over: the last change is never dropped, even when no report follows.
+        self._pending: dict[str, dict[str, Any]] = {}
+        self._flushing: dict[str, asyncio.Task[None]] = {}
 
     async def set_valid(self, queue_id: QueueId, valid: bool, reason: str,
                         message: str) -> bool:
@@ -313,12 +317,41 @@ class QueueStatus:
         if workers is not None:
             status["workers"] = workers
         last, at = self._last.get(queue_id, ({}, -1e9))
-        if status == last or time.monotonic() - at < QUEUE_STATUS_MIN_INTERVAL_SECONDS:
+        if status == last:
+            self._pending.pop(queue_id, None)
             return
+        wait = QUEUE_STATUS_MIN_INTERVAL_SECONDS - (time.monotonic() - at)
+        if wait > 0:
+            self._pending[queue_id] = status
+            if queue_id not in self._flushing:
+                self._flushing[queue_id] = asyncio.create_task(
+                    self._write_later(queue_id, wait), name=f"queue status {queue_id}")
+            return
+        self._pending.pop(queue_id, None)
+        await self._write(queue_id, status)
+
+    async def _write(self, queue_id: QueueId, status: dict[str, Any]) -> None:
         namespace, _, name = queue_id.partition("/")
-        self._last[queue_id] = (status, time.monotonic())
         await self.api.patch_queue_status(namespace, name, status)
+        self._last[queue_id] = (status, time.monotonic())  # only once written
+
+    async def _write_later(self, queue_id: QueueId, wait: float) -> None:
+        try:
+            await asyncio.sleep(wait)
+            status = self._pending.pop(queue_id, None)
+            if status is not None:
+                await self._write(queue_id, status)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the next report writes it again
+            log.exception("status patch of Queue %s failed", queue_id)
+        finally:
+            self._flushing.pop(queue_id, None)
 
     def forget(self, queue_id: QueueId) -> None:
         self._last.pop(queue_id, None)
         self._valid.pop(queue_id, None)
+        self._pending.pop(queue_id, None)
+        task = self._flushing.pop(queue_id, None)
+        if task is not None:
+            task.cancel()
