@@ -43,7 +43,7 @@ chaos: deps venv
 	$(PY) -m pytest -q -m chaos tests/chaos
 
 # Each part is a target of its own, so .pre-commit-config.yaml runs exactly these.
-lint: crds-check docs-check layers ruff typecheck
+lint: crds-check docs-check layers ruff typecheck web-lock-check
 
 ruff: venv
 	$(VENV)/bin/ruff check operator tests bench examples hack

@@ -5,7 +5,7 @@ WEB_OUT := $(CURDIR)/operator/kflow/server/web
 WEB_SRC := $(shell find $(WEB_DIR)/src -type f 2>/dev/null) $(WEB_DIR)/index.html \
            $(WEB_DIR)/vite.config.ts $(WEB_DIR)/tsconfig.json
 
-.PHONY: web web-test web-clean
+.PHONY: web web-test web-lock-check web-clean
 
 web: $(WEB_OUT)/index.html
 
@@ -17,6 +17,10 @@ $(WEB_DIR)/node_modules/.package-lock.json: $(WEB_DIR)/package.json $(WEB_DIR)/p
 # tsc checks the types, then vite writes index.html and hashed assets with relative URLs.
 $(WEB_OUT)/index.html: $(WEB_DIR)/node_modules/.package-lock.json $(WEB_SRC)
 	cd $(WEB_DIR) && npm run --silent build
+
+# npm ci on a clean checkout accepts only a lock in sync with package.json (make lint).
+web-lock-check:
+	cd $(WEB_DIR) && npm ci --dry-run --no-audit --no-fund --loglevel=error > /dev/null
 
 # The web view's unit tests (vitest: the event-stream parser, the DAG layout).
 web-test: $(WEB_DIR)/node_modules/.package-lock.json
