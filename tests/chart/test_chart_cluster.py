@@ -147,7 +147,12 @@ def test_namespace_scope_grants_only_in_the_watched_namespaces(
     unwatched = create_namespace(kube, scratch_namespaces, f"kflow-rbac-{short_id()}")
     rendered = helm.template(URL, f"watchNamespaces={{{','.join(watched)}}}",
                              "rbac.scope=namespace", release=release, namespace=home)
-    assert not rendered.kinds("ClusterRole") and not rendered.kinds("ClusterRoleBinding")
+    # Nothing cluster-wide but the API server's binding to the built-in system:auth-delegator
+    # (create TokenReviews and SubjectAccessReviews: it reads no namespace's objects).
+    assert not rendered.kinds("ClusterRole")
+    assert [(b["roleRef"]["name"], b["subjects"]) for b in rendered.kinds("ClusterRoleBinding")] \
+        == [("system:auth-delegator", [{"kind": "ServiceAccount", "name": f"{release}-kflow-server",
+                                         "namespace": home}])]
     apply_rbac(kube, rendered, home, applied)
     subject = f"system:serviceaccount:{home}:{release}-kflow"
     for namespace in watched:
@@ -208,7 +213,7 @@ def test_every_pod_passes_pod_security_restricted(
     specs.update({doc["metadata"]["name"]: doc["spec"] for doc in rendered.kinds("Pod")})
     # The pods of the helm test's Queue, as its script writes their template.
     specs["kflow-test-node"] = load_check_script(monkeypatch).queue()["spec"]["template"]["spec"]
-    assert set(specs) == {"kflow", "kflow-redis", "kflow-test", "kflow-test-node"}
+    assert set(specs) == {"kflow", "kflow-redis", "kflow-server", "kflow-test", "kflow-test-node"}
 
     for name, spec in specs.items():
         code, stderr = dry_run_pod(kube, namespace, name, spec)
