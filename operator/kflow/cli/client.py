@@ -384,6 +384,9 @@ class KflowApi:
                         return
                     yield bytes(data)
             finally:
+                # Left at its `end` event (or interrupted), the stream may still owe bytes, at
+                # least its closing chunk: that connection must never serve another request.
+                response.close()
                 response.release_conn()
 
         return parse_sse(chunks())
