@@ -20,7 +20,7 @@ class LateTerminator(BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
 
-    def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
+    def do_GET(self) -> None:
         if self.path.endswith("/events"):
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream")
