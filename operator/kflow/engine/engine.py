@@ -584,18 +584,21 @@ class Engine:
 
     async def node_infos(self, flow_id: FlowId) -> dict[str, NodeInfo]:
         states = await self.store.scan_states(flow_id)
+        return dict(zip([n for n, _ in states], await self._infos(flow_id, states), strict=True))
+
+    async def _infos(self, flow_id: FlowId, states: list[tuple[str, NodeState]]
+                     ) -> list[NodeInfo]:
+        """What is kept of each node besides its place in the graph, one read per field."""
         nodes = [n for n, _ in states]
         attempts = await self.store.node_attempts(flow_id, nodes)
         results = await self.store.node_results(flow_id, nodes)
         errors = await self.store.node_errors(flow_id, nodes)
         progress = await self.store.node_progress(flow_id, nodes)
         times = await self.store.node_times(flow_id, nodes)
-        return {
-            node: NodeInfo(state=state, attempt=att, result=res, error=err, progress=prog,
-                           started_ms=start, finished_ms=end)
-            for (node, state), att, res, err, prog, (start, end)
-            in zip(states, attempts, results, errors, progress, times, strict=True)
-        }
+        return [NodeInfo(state=state, attempt=att, result=res, error=err, progress=prog,
+                         started_ms=start, finished_ms=end)
+                for (_, state), att, res, err, prog, (start, end)
+                in zip(states, attempts, results, errors, progress, times, strict=True)]
 
     async def node_data(self, flow_id: FlowId, node: str) -> Any:
         """The node's input as its Flow gave it (None without data)."""
@@ -671,18 +674,12 @@ class Engine:
 
     async def _rows(self, flow_id: FlowId, states: list[tuple[str, NodeState]]
                     ) -> list[NodeRow]:
-        nodes = [n for n, _ in states]
-        specs = await self.store.node_specs(flow_id, nodes)
-        attempts = await self.store.node_attempts(flow_id, nodes)
-        errors = await self.store.node_errors(flow_id, nodes)
-        progress = await self.store.node_progress(flow_id, nodes)
-        results = await self.store.node_results(flow_id, nodes)
-        times = await self.store.node_times(flow_id, nodes)
-        return [NodeRow(name=node, queue="" if spec is None else spec.queue, state=state,
-                        attempt=att, error=err, progress=prog, result=res,
-                        started_ms=start, finished_ms=end)
-                for (node, state), spec, att, err, prog, res, (start, end)
-                in zip(states, specs, attempts, errors, progress, results, times, strict=True)]
+        specs = await self.store.node_specs(flow_id, [n for n, _ in states])
+        infos = await self._infos(flow_id, states)
+        return [NodeRow(name=node, queue="" if spec is None else spec.queue, state=i.state,
+                        attempt=i.attempt, error=i.error, progress=i.progress, result=i.result,
+                        started_ms=i.started_ms, finished_ms=i.finished_ms)
+                for (node, _), spec, i in zip(states, specs, infos, strict=True)]
 
     async def node_page(self, flow_id: FlowId, *, cursor: str = "0", limit: int = 500,
                         state: NodeState | None = None, name_glob: str | None = None
