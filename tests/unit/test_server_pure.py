@@ -39,7 +39,7 @@ def test_callers_from_a_token_review_compare_by_all_their_fields() -> None:
 def test_the_retry_annotation_is_the_one_the_operator_watches() -> None:
     from kflow.kube.handlers import ANNOTATION_RETRY as operators
 
-    assert operators == ANNOTATION_RETRY
+    assert operators is ANNOTATION_RETRY == "kflow.dev/retry"  # one name, in kflow.api.models
 
 
 def test_name_search_escapes_glob_characters() -> None:

@@ -32,6 +32,9 @@ from kflow.api.states import FLOW_PHASES, FlowPhase
 GROUP = "kflow.dev"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
+# Set (to any new value) on a Flow: run its failed nodes again, or start over a flow whose
+# state was lost. The operator watches it; the API and the CLI set it.
+ANNOTATION_RETRY = f"{GROUP}/retry"
 
 # Lower runs first and 0 is the highest, as in BullMQ (whose ceiling is 2**21). A queue ranks a
 # node by priority * 2**32 + FIFO sequence in a Redis score, a double exact only below 2**53,

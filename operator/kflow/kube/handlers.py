@@ -7,13 +7,12 @@ from typing import Any
 
 import kopf
 
-from kflow.api.models import API_VERSION, GROUP, VERSION
+from kflow.api.models import ANNOTATION_RETRY, API_VERSION, GROUP, VERSION
 from kflow.kube.jobs import LABEL_FLOW_UID
 from kflow.kube.runtime import Runtime
 from kflow.kube.tenants import LABEL_MANAGED_BY, MANAGED_BY
 from kflow.settings import get_settings
 
-ANNOTATION_RETRY = "kflow.dev/retry"
 KOPF_PREFIX = "kopf.kflow.dev"
 
 

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any
 
+from kflow.api.models import ANNOTATION_RETRY
 from kflow.api.states import TERMINAL_PHASES
 
 # The Flow condition set while its state is lost; the message says how to start over.
@@ -72,5 +73,5 @@ def lost_message(namespace: str, name: str, recorded_at: str | None) -> str:
     return (f"Redis no longer holds the state of Flow {namespace}/{name}{when}: its data was "
             "lost or its keys removed before the flow finished. No node runs again on its own, "
             "since nodes that already ran would run twice. To start the whole flow over: "
-            f"kubectl -n {namespace} annotate flow {name} kflow.dev/retry=\"$(date +%s)\" "
+            f"kubectl -n {namespace} annotate flow {name} {ANNOTATION_RETRY}=\"$(date +%s)\" "
             "--overwrite")

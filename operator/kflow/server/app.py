@@ -16,6 +16,7 @@ from aiohttp import web
 from kubernetes.client.exceptions import ApiException
 
 from kflow.api.ids import FlowId
+from kflow.api.models import ANNOTATION_RETRY
 from kflow.engine import Engine, FlowNotFound, FlowSnapshot, NodeNotFound
 from kflow.graph.fold import fold
 from kflow.kube.k8s import KubeApi
@@ -27,9 +28,6 @@ from kflow.store.outage import RedisOutage
 
 log = logging.getLogger("kflow.server")
 
-# The Flow annotation the operator retries on (kflow.kube.handlers.ANNOTATION_RETRY; that
-# module registers kopf handlers when imported, so it is named here too and a test checks).
-ANNOTATION_RETRY = "kflow.dev/retry"
 TOKEN_HEADER = "X-Kflow-Token"
 DEFAULT_COLLAPSE = 20  # siblings alike beyond this many are drawn as one group
 WEB_MISSING = ("the web view is not built here: `make web` builds it into "
