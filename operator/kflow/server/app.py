@@ -127,6 +127,9 @@ async def errors_and_access_log(request: web.Request, handler: Handler) -> web.S
     except ApiError as exc:
         status = exc.code
         return _error(exc.code, exc.reason, str(exc))
+    except (FlowNotFound, NodeNotFound) as exc:  # the Flow object exists, its state not
+        status = 404
+        return _error(404, "NotFound", not_in_redis(request, exc))
     except Unauthorized as exc:
         status = 401
         return _error(401, "Unauthorized", str(exc))
@@ -206,11 +209,13 @@ async def _snapshot(ctx: Context, flow: dict[str, Any]) -> FlowSnapshot | None:
     return snapshot
 
 
-def not_in_redis(flow: dict[str, Any]) -> ApiError:
-    meta = flow["metadata"]
-    return ApiError(404, "NotFound", f'Flow {meta["namespace"]}/{meta["name"]} has no nodes '
-                    "in Redis: not recorded yet, or its state expired after "
-                    "ttlSecondsAfterFinished")
+def not_in_redis(request: web.Request, exc: FlowNotFound | NodeNotFound) -> str:
+    """What a 404 says when Redis lacks the flow of the request's path, or its node."""
+    where = f'Flow {request.match_info.get("ns")}/{request.match_info.get("name")}'
+    if isinstance(exc, NodeNotFound):
+        return f'{where} has no node "{request.match_info.get("node")}"'
+    return (f"{where} has no nodes in Redis: not recorded yet, or its state expired after "
+            "ttlSecondsAfterFinished")
 
 
 # ---- routes ------------------------------------------------------------------------------
@@ -264,11 +269,8 @@ async def list_nodes(request: web.Request) -> web.Response:
                        "gave out (a whole number)")
     flow = await flow_or_404(ctx, namespace, name)
     engine = await ctx.redis.engine()
-    try:
-        page = await engine.node_page(flow_id_of(flow), cursor=cursor, limit=limit, state=state,
-                                      name_glob=reads.name_glob(request.query.get("q")))
-    except FlowNotFound:
-        raise not_in_redis(flow) from None
+    page = await engine.node_page(flow_id_of(flow), cursor=cursor, limit=limit, state=state,
+                                  name_glob=reads.name_glob(request.query.get("q")))
     return web.json_response({"items": [reads.node_summary(r) for r in page.rows],
                               "continue": None if page.cursor == "0" else page.cursor})
 
@@ -280,13 +282,7 @@ async def get_node(request: web.Request) -> web.Response:
     await authorized_caller(request, "get", namespace)
     flow = await flow_or_404(ctx, namespace, name)
     engine = await ctx.redis.engine()
-    try:
-        detail = await engine.node_detail(flow_id_of(flow), node)
-    except FlowNotFound:
-        raise not_in_redis(flow) from None
-    except NodeNotFound:
-        raise ApiError(404, "NotFound", f'Flow {namespace}/{name} has no node "{node}"') \
-            from None
+    detail = await engine.node_detail(flow_id_of(flow), node)
     return web.json_response(reads.node_detail(detail))
 
 
@@ -301,15 +297,12 @@ async def get_graph(request: web.Request) -> web.Response:
     collapse = int(raw)
     flow = await flow_or_404(ctx, namespace, name)
     engine = await ctx.redis.engine()
-    try:
-        snapshot = await engine.snapshot(flow_id_of(flow))
-        if collapse == 0 and snapshot.total > ctx.settings.graph_max_nodes:
-            raise ApiError(400, "BadRequest", f"Flow {namespace}/{name} has {snapshot.total} "
-                           f"nodes, more than {ctx.settings.graph_max_nodes} are drawn only "
-                           "folded: use collapse=1 or more")
-        nodes = await engine.graph_nodes(flow_id_of(flow))
-    except FlowNotFound:
-        raise not_in_redis(flow) from None
+    snapshot = await engine.snapshot(flow_id_of(flow))
+    if collapse == 0 and snapshot.total > ctx.settings.graph_max_nodes:
+        raise ApiError(400, "BadRequest", f"Flow {namespace}/{name} has {snapshot.total} "
+                       f"nodes, more than {ctx.settings.graph_max_nodes} are drawn only "
+                       "folded: use collapse=1 or more")
+    nodes = await engine.graph_nodes(flow_id_of(flow))
     return web.json_response(reads.graph_json(fold(nodes, collapse)))
 
 

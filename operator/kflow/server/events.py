@@ -18,7 +18,6 @@ from kflow.server.app import (
     dumps,
     flow_id_of,
     flow_or_404,
-    not_in_redis,
 )
 
 log = logging.getLogger("kflow.server")
@@ -55,11 +54,8 @@ async def follow(request: web.Request) -> web.StreamResponse:
         raise ApiError(503, "Unavailable", f"the server follows {ctx.settings.streams} event "
                        "streams already (KFLOW_SERVER_STREAMS); try again shortly")
     async with ctx.stream_slots:
-        try:
-            after = resume_from or await engine.events_tail(flow_id)
-            summary = reads.flow_summary(flow, await engine.snapshot(flow_id))
-        except FlowNotFound:
-            raise not_in_redis(flow) from None
+        after = resume_from or await engine.events_tail(flow_id)
+        summary = reads.flow_summary(flow, await engine.snapshot(flow_id))
         response = web.StreamResponse(headers={
             "Content-Type": "text/event-stream", "Cache-Control": "no-cache",
             "X-Accel-Buffering": "no"})
