@@ -185,10 +185,14 @@ def _int_param(request: web.Request, name: str, default: int, most: int) -> int:
     return value
 
 
+def no_such_flow(namespace: str, name: str) -> ApiError:
+    return ApiError(404, "NotFound", f'Flow "{name}" not found in namespace "{namespace}"')
+
+
 async def flow_or_404(ctx: Context, namespace: str, name: str) -> dict[str, Any]:
     flow = await ctx.api.read_flow(namespace, name)
     if flow is None:
-        raise ApiError(404, "NotFound", f'Flow "{name}" not found in namespace "{namespace}"')
+        raise no_such_flow(namespace, name)
     return flow
 
 
@@ -349,7 +353,7 @@ async def _steer(request: web.Request, verb: str) -> web.Response:
         patch = {"spec": {"suspend": verb == "suspend"}}
     patched = await ctx.api.patch_flow(namespace, name, patch)
     if patched is None:
-        raise ApiError(404, "NotFound", f'Flow "{name}" not found in namespace "{namespace}"')
+        raise no_such_flow(namespace, name)
     log.info('user "%s" asked to %s Flow %s/%s', caller.username, verb, namespace, name)
     return web.json_response(reads.flow_summary(patched, snapshot))
 
@@ -375,7 +379,7 @@ async def delete_flow(request: web.Request) -> web.Response:
     namespace, name = request.match_info["ns"], request.match_info["name"]
     caller = await authorized_caller(request, "delete", namespace)
     if not await ctx.api.remove_flow(namespace, name):
-        raise ApiError(404, "NotFound", f'Flow "{name}" not found in namespace "{namespace}"')
+        raise no_such_flow(namespace, name)
     log.info('user "%s" deleted Flow %s/%s', caller.username, namespace, name)
     return web.json_response({"deleted": name})
 
