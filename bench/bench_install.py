@@ -20,9 +20,9 @@ import uuid
 from typing import Any
 
 from kflow.devkit.checkout import REPO
-from kflow.devkit.cluster import bin_dir, cluster_dir, cluster_running
+from kflow.devkit.cluster import cluster_running
 from kflow.devkit.install import Installation, helm_binary, load_images
-from kflow.devkit.operator import Kube, kubectl_from_kubeconfig
+from kflow.devkit.operator import Kube, local_kube
 from kflow.devkit.results import record, table
 
 
@@ -67,7 +67,7 @@ def main() -> int:
     if not cluster_running():
         print("the local cluster is not running: make cluster-up", file=sys.stderr)
         return 1
-    kube = kubectl_from_kubeconfig(cluster_dir() / "kubeconfig", str(bin_dir() / "kubectl"))
+    kube = local_kube()
     helm = helm_binary()
     load_images()
     installs = [time_install(kube, helm) for _ in range(args.installs)]

@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from kflow.devkit.cluster import bin_dir, cluster_dir, cluster_running
+from kflow.devkit.cluster import cluster_running
 from kflow.devkit.manifests import flow, queue
-from kflow.devkit.operator import OperatorWorld, Scenario, kubectl_from_kubeconfig
+from kflow.devkit.operator import OperatorWorld, Scenario, local_kube
 from kflow.devkit.redis import redis_server
 from kflow.devkit.results import percentile, record, table
 
@@ -109,7 +109,7 @@ def main() -> int:
     if not cluster_running():
         print("the local cluster is not running: make cluster-up", file=sys.stderr)
         return 2
-    kube = kubectl_from_kubeconfig(cluster_dir() / "kubeconfig", str(bin_dir() / "kubectl"))
+    kube = local_kube()
     with redis_server() as srv, tempfile.TemporaryDirectory(prefix="kflow-bench-") as tmp:
         world = OperatorWorld(kube, srv.url, Path(tmp))
         world.install_crds()

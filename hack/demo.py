@@ -24,7 +24,7 @@ from kflow.api import Flow, load_manifests
 from kflow.devkit.checkout import REPO
 from kflow.devkit.cluster import bin_dir, cluster_dir, cluster_running, run_script
 from kflow.devkit.install import Installation, helm_binary, load_images
-from kflow.devkit.operator import JobWatch, kubectl_from_kubeconfig
+from kflow.devkit.operator import JobWatch, local_kube
 from kflow.devkit.server import service_account_token
 
 EXAMPLE = REPO / "examples" / "order-workflow.yaml"
@@ -51,7 +51,7 @@ def main() -> int:
         started_cluster = True
     else:
         say("reusing the running local cluster")
-    kube = kubectl_from_kubeconfig(cluster_dir() / "kubeconfig", str(bin_dir() / "kubectl"))
+    kube = local_kube()
 
     with contextlib.ExitStack() as stack:
         if started_cluster and not args.keep:

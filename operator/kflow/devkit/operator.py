@@ -26,7 +26,7 @@ import yaml
 
 from kflow.api.ids import FlowId
 from kflow.devkit.checkout import REPO
-from kflow.devkit.cluster import LocalCluster
+from kflow.devkit.cluster import LocalCluster, bin_dir, cluster_dir
 
 T = TypeVar("T")
 TERMINAL = ("Succeeded", "Failed", "Cancelled")
@@ -85,6 +85,11 @@ def kubectl_from_kubeconfig(kubeconfig: Path, kubectl: str = "kubectl") -> Kube:
         return proc
 
     return Kube(run=run, kubeconfig=kubeconfig, kubectl=kubectl)
+
+
+def local_kube() -> Kube:
+    """kubectl with the local cluster's admin kubeconfig."""
+    return kubectl_from_kubeconfig(cluster_dir() / "kubeconfig", str(bin_dir() / "kubectl"))
 
 
 @dataclass

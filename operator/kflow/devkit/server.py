@@ -31,8 +31,8 @@ from kflow.api.ids import QueueId
 from kflow.api.models import Flow
 from kflow.cli.redis_server import free_port
 from kflow.devkit.checkout import REPO
-from kflow.devkit.cluster import bin_dir, cluster_dir, cluster_running
-from kflow.devkit.operator import Kube, OperatorWorld, kubectl_from_kubeconfig
+from kflow.devkit.cluster import cluster_dir, cluster_running
+from kflow.devkit.operator import Kube, OperatorWorld, local_kube
 from kflow.devkit.redis import redis_server
 from kflow.engine import Engine, FlowRef
 from kflow.graph import compile_flow
@@ -190,11 +190,6 @@ async def _seed_redis(redis_url: str, ref: FlowRef, nodes: list[dict[str, Any]],
         return {"nodes": len(compiled.nodes), "completed": done, "failed": failed_n}
     finally:
         await client.aclose()
-
-
-def local_kube() -> Kube:
-    """kubectl with the local cluster's admin kubeconfig."""
-    return kubectl_from_kubeconfig(cluster_dir() / "kubeconfig", str(bin_dir() / "kubectl"))
 
 
 def seed_flow(redis_url: str, namespace: str, name: str, n_nodes: int = 100_000,
