@@ -17,6 +17,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from kflow.api.models import GROUP, VERSION
+from kflow.api.states import TERMINAL_PHASES
 from kflow.cli.client import (
     EXIT_FLOW_FAILED,
     EXIT_OK,
@@ -32,7 +34,6 @@ from kflow.cli.render import (
     MARKS_UNICODE,
     PHASE_STYLES,
     STATE_STYLES,
-    TERMINAL_PHASES,
     TreeShape,
     age,
     counts_text,
@@ -55,12 +56,7 @@ PAGES_PER_STATE = 5
 PAGE_SIZE = 5_000
 LIVE_REFRESH_PER_SECOND = 4
 RECONNECT_PAUSE_S = 1.0
-# Up to this many nodes `get` asks each completed node's detail for its result (the node
-# pages carry none), a few requests at a time.
-RESULT_NODE_LIMIT = 100
-RESULT_REQUESTS_AT_ONCE = 8
 
-GROUP, VERSION = "kflow.dev", "v1alpha1"
 PLURALS = {"Flow": "flows", "Queue": "queues"}
 
 
@@ -200,9 +196,7 @@ def load_view(api: KflowApi, namespace: str, name: str, *,
     total = int(summary.get("total") or 0)
     if 0 < total <= tree_limit:
         shape = TreeShape.of_graph(api.graph(namespace, name, collapse=0))
-        nodes = api.all_nodes(namespace, name)
-        if total <= RESULT_NODE_LIMIT:
-            add_results(api, namespace, name, nodes)
+        nodes = api.all_nodes(namespace, name)  # each with its result (docs/API.md)
         return FlowView(summary, shape, {n["name"]: node_info_of(n) for n in nodes})
     if total == 0:
         return FlowView(summary)
@@ -213,20 +207,6 @@ def load_view(api: KflowApi, namespace: str, name: str, *,
         if counts.get(state):
             attention += nodes_in_state(api, namespace, name, state, SHOWN_PER_STATE)
     return FlowView(summary, attention=attention)
-
-
-def add_results(api: KflowApi, namespace: str, name: str,
-                nodes: list[dict[str, Any]]) -> None:
-    """Fill in `result` of the completed nodes from their details (in place)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    wanted = [n for n in nodes if n.get("state") == "completed" and "result" not in n]
-    if not wanted:
-        return
-    with ThreadPoolExecutor(max_workers=RESULT_REQUESTS_AT_ONCE) as pool:
-        details = list(pool.map(lambda n: api.node(namespace, name, str(n["name"])), wanted))
-    for node, detail in zip(wanted, details, strict=True):
-        node["result"] = detail.get("result")
 
 
 def nodes_listing(api: KflowApi, namespace: str, name: str, state: str | None,

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from kflow.api.states import TERMINAL_PHASES
 from kflow.engine import NodeInfo
 from kflow.graph.dag import CompiledFlow
 
@@ -52,7 +53,6 @@ PHASE_STYLES = {
     "Succeeded": "bold green", "Failed": "bold red", "Cancelled": "bold yellow",
     "Running": "bold cyan", "Pending": "bold blue", "Suspended": "bold magenta",
 }
-TERMINAL_PHASES = ("Succeeded", "Failed", "Cancelled")
 MAX_SHOWN_CHILDREN = 12
 MAX_INDENT_DEPTH = 24
 
