@@ -3,14 +3,42 @@ the examples image) for the module, serving one namespace of flows."""
 
 from __future__ import annotations
 
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
 from kflow.devkit.install import Installation, helm_binary, load_images
 from kflow.devkit.operator import JobWatch, Kube
+
+EXAMPLES_IMAGE = "localhost/kflow-examples:dev"
+# A node that fails until its gate, the ConfigMap named like its Queue, exists (mounted,
+# optional), then runs an examples handler: a failure a retry can fix without touching the flow.
+GATED_SHELL = ("if [ -e /gate/open ]; then echo 'the gate is open'; "
+               "exec kflow-run examples.handlers:critical_task; fi; "
+               "echo 'the gate is closed' >&2; exit 3")
+
+
+def gate_queue(name: str) -> dict[str, Any]:
+    """A Job Queue `name` whose nodes run GATED_SHELL with the ConfigMap `name` as the gate."""
+    return {"apiVersion": "kflow.dev/v1alpha1", "kind": "Queue", "metadata": {"name": name},
+            "spec": {"mode": "Job", "template": {"spec": {
+                "containers": [{"name": "main", "image": EXAMPLES_IMAGE,
+                                "command": ["/bin/sh", "-c", GATED_SHELL],
+                                "volumeMounts": [{"name": "gate", "mountPath": "/gate"}]}],
+                "volumes": [{"name": "gate",
+                             "configMap": {"name": name, "optional": True}}]}}}}
+
+
+def until(what: str, check: Callable[[], bool], timeout: float, every: float = 1) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(every)
 
 
 @dataclass
@@ -23,6 +51,10 @@ class Installed:
     @property
     def kube(self) -> Kube:
         return self.inst.kube
+
+    def open_gate(self, queue: str) -> None:
+        """Let the nodes of the gate_queue `queue` in the flows namespace succeed."""
+        self.kube("-n", self.flows, "create", "configmap", queue, "--from-literal=open=yes")
 
 
 @pytest.fixture(scope="module")

@@ -9,13 +9,8 @@ from typing import Any
 import pytest
 
 from kflow.devkit.server import ProxiedApi, service_account_token
-from tests.e2e.installed.conftest import Installed
-from tests.e2e.installed.test_installed_chart import (
-    EXAMPLES_IMAGE,
-    apply,
-    job_queue,
-    wait_phase,
-)
+from tests.e2e.installed.conftest import Installed, gate_queue
+from tests.e2e.installed.test_installed_chart import apply, job_queue, wait_phase
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -23,22 +18,6 @@ pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 def api(installed: Installed, token: str | None) -> ProxiedApi:
     return ProxiedApi(installed.inst.namespace, f"{installed.inst.fullname}-api", token,
                       installed.kube.kubeconfig)
-
-
-# A node that fails until the test creates the ConfigMap `api-gate` (mounted, optional), then
-# runs an examples handler: a failure a retry can fix without touching the flow.
-GATED_SHELL = ("if [ -e /gate/open ]; then exec kflow-run examples.handlers:critical_task; fi; "
-               "echo 'the gate is closed' >&2; exit 3")
-
-
-def gate_queue() -> dict[str, Any]:
-    return {"apiVersion": "kflow.dev/v1alpha1", "kind": "Queue", "metadata": {"name": "api-gate"},
-            "spec": {"mode": "Job", "template": {"spec": {
-                "containers": [{"name": "main", "image": EXAMPLES_IMAGE,
-                                "command": ["/bin/sh", "-c", GATED_SHELL],
-                                "volumeMounts": [{"name": "gate", "mountPath": "/gate"}]}],
-                "volumes": [{"name": "gate",
-                             "configMap": {"name": "api-gate", "optional": True}}]}}}}
 
 
 def flow(name: str, check_queue: str) -> dict[str, Any]:
@@ -54,7 +33,7 @@ def flows(installed: Installed) -> Installed:
     """Two flows run to their end in the release's namespace A: `good` succeeded, `bad`
     failed at its gate (it succeeds when retried once the gate is open)."""
     apply(installed, job_queue("critical", "critical_task"),
-          job_queue("optional", "optional_task"), gate_queue(),
+          job_queue("optional", "optional_task"), gate_queue("api-gate"),
           flow("good", "critical"), flow("bad", "api-gate"))
     good, bad = wait_phase(installed, "good"), wait_phase(installed, "bad")
     assert good["phase"] == "Succeeded", good
@@ -144,7 +123,7 @@ def test_edit_in_a_retries_the_failed_node_and_it_runs_again(flows: Installed,
 
     status, body = editor.request("POST", f"{a}/good/retry")
     assert status == 409 and body["reason"] == "Conflict", body  # nothing failed there
-    flows.kube("-n", flows.flows, "create", "configmap", "api-gate", "--from-literal=open=yes")
+    flows.open_gate("api-gate")
     status, body = editor.request("POST", f"{a}/bad/retry")
     assert status == 200 and body["name"] == "bad", body
     deadline = time.monotonic() + 240

@@ -11,9 +11,8 @@ import json
 import os
 import re
 import subprocess
-import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,19 +22,11 @@ import yaml
 from kflow.cli.client import EXIT_DENIED, EXIT_FLOW_FAILED, EXIT_NOT_FOUND
 from kflow.devkit.checkout import REPO
 from kflow.devkit.server import service_account_token
-from tests.e2e.installed.conftest import Installed
+from tests.e2e.installed.conftest import Installed, gate_queue, until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 BIN = REPO / ".venv" / "bin"
-EXAMPLES_IMAGE = "localhost/kflow-examples:dev"
-# A node that fails until the ConfigMap `cli-gate` exists (mounted, optional), then runs an
-# examples handler: a failure a retry can fix without touching the flow.
-GATED_SHELL = ("if [ -e /gate/open ]; then echo 'the gate is open'; "
-               "exec kflow-run examples.handlers:critical_task; fi; "
-               "echo 'the gate is closed' >&2; exit 3")
-
-
 @dataclass
 class User:
     """A kubeconfig whose user is a ServiceAccount token, its context in `namespace`."""
@@ -59,14 +50,6 @@ class User:
         """The plugin as kubectl runs it: `kubectl kflow …`, kubectl-kflow found on PATH."""
         return subprocess.run([self.installed.kube.kubectl, "kflow", *args], env=self.env(),
                               capture_output=True, text=True, timeout=timeout, check=False)
-
-
-def until(what: str, check: Callable[[], bool], timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(2)
 
 
 def token_kubeconfig(installed: Installed, path: Path, token: str) -> Path:
@@ -175,13 +158,7 @@ def test_a_bad_token_and_a_certificate_user_without_token_are_denied(
 
 
 def gated_flow() -> str:
-    queue = {"apiVersion": "kflow.dev/v1alpha1", "kind": "Queue", "metadata": {"name": "cli-gate"},
-             "spec": {"mode": "Job", "template": {"spec": {
-                 "containers": [{"name": "main", "image": EXAMPLES_IMAGE,
-                                 "command": ["/bin/sh", "-c", GATED_SHELL],
-                                 "volumeMounts": [{"name": "gate", "mountPath": "/gate"}]}],
-                 "volumes": [{"name": "gate",
-                              "configMap": {"name": "cli-gate", "optional": True}}]}}}}
+    queue = gate_queue("cli-gate")
     flow = {"apiVersion": "kflow.dev/v1alpha1", "kind": "Flow",
             "metadata": {"generateName": "cli-retry-"},
             "spec": {"defaults": {"attempts": 1}, "nodes": [
@@ -203,8 +180,7 @@ def test_an_edit_user_submits_from_stdin_retries_the_failed_node_and_waits(
     logs = editor.kflow("logs", name, "gated", "--attempt", "1")
     assert "the gate is closed" in logs.stdout, logs.stdout + logs.stderr
 
-    installed.kube("-n", installed.flows, "create", "configmap", "cli-gate",
-                   "--from-literal=open=yes")
+    installed.open_gate("cli-gate")
     # The flow says Failed until the operator takes the retry: --wait waits past that.
     retried = editor.kubectl_kflow("retry", name, "--wait", "--timeout", "300", "-o", "json")
     assert retried.returncode == 0, retried.stdout + retried.stderr
@@ -216,7 +192,7 @@ def test_an_edit_user_submits_from_stdin_retries_the_failed_node_and_waits(
     assert node["state"] == "completed" and node["result"] is not None, node
     # The operator keeps an attempt's log when it deletes the attempt's Job, just after.
     until("the rerun's log", lambda: "the gate is open" in editor.kflow(
-        "logs", name, "gated").stdout)
+        "logs", name, "gated").stdout, timeout=120, every=2)
     deleted = editor.kflow("delete", name)
     assert deleted.returncode == 0 and f"Flow {installed.flows}/{name} deleted" in deleted.stdout
 

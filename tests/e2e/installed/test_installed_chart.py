@@ -14,11 +14,10 @@ import pytest
 
 from kflow.devkit.checkout import REPO
 from kflow.devkit.operator import JobWatch
-from tests.e2e.installed.conftest import Installed
+from tests.e2e.installed.conftest import EXAMPLES_IMAGE, Installed
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
-EXAMPLES_IMAGE = "localhost/kflow-examples:dev"
 TERMINAL = ("Succeeded", "Failed", "Cancelled")
 
 

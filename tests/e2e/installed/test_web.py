@@ -5,7 +5,6 @@ Screenshots go to $KFLOW_ARTIFACTS (default /tmp/kflow-artifacts)."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -21,38 +20,10 @@ from kflow.devkit.web import (
     kubectl_proxy,
     service_proxy_page,
 )
-from tests.e2e.installed.conftest import Installed
+from tests.e2e.installed.conftest import Installed, gate_queue, until
+from tests.e2e.installed.test_installed_chart import wait_phase
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
-
-EXAMPLES_IMAGE = "localhost/kflow-examples:dev"
-TERMINAL = ("Succeeded", "Failed", "Cancelled")
-# A node that fails until the test creates the ConfigMap `web-gate` (mounted, optional), then
-# runs an examples handler: a failure a retry can fix without touching the flow.
-GATED_SHELL = ("if [ -e /gate/open ]; then echo 'the gate is open'; "
-               "exec kflow-run examples.handlers:critical_task; fi; "
-               "echo 'the gate is closed' >&2; exit 3")
-
-
-def wait_phase(installed: Installed, name: str, timeout: float = 300) -> str:
-    deadline = time.monotonic() + timeout
-    phase = None
-    while time.monotonic() < deadline:
-        body = installed.kube.json("flow", name, "-n", installed.flows)
-        phase = (body.get("status") or {}).get("phase")
-        if phase in TERMINAL:
-            return str(phase)
-        time.sleep(1)
-    raise AssertionError(f"flow {name} did not end in {timeout} s (phase {phase})")
-
-
-def until(what: str, check: Callable[[], bool], timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(1)
-
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
@@ -107,7 +78,7 @@ def test_the_order_workflows_diamond_is_drawn_with_one_payment_node(
         installed: Installed, page: Page) -> None:
     installed.kube("-n", installed.flows, "apply", "-f",
                    str(REPO / "examples" / "order-workflow.yaml"))
-    assert wait_phase(installed, "order-a17") == "Succeeded"
+    assert wait_phase(installed, "order-a17", timeout=300)["phase"] == "Succeeded"
 
     open_flow(page, installed.flows, "order-a17")
     screenshot(page, "order-a17")
@@ -129,13 +100,7 @@ def test_the_order_workflows_diamond_is_drawn_with_one_payment_node(
 
 
 def gated_flow() -> list[dict[str, Any]]:
-    queue = {"apiVersion": "kflow.dev/v1alpha1", "kind": "Queue", "metadata": {"name": "web-gate"},
-             "spec": {"mode": "Job", "template": {"spec": {
-                 "containers": [{"name": "main", "image": EXAMPLES_IMAGE,
-                                 "command": ["/bin/sh", "-c", GATED_SHELL],
-                                 "volumeMounts": [{"name": "gate", "mountPath": "/gate"}]}],
-                 "volumes": [{"name": "gate",
-                              "configMap": {"name": "web-gate", "optional": True}}]}}}}
+    queue = gate_queue("web-gate")
     flow = {"apiVersion": "kflow.dev/v1alpha1", "kind": "Flow", "metadata": {"name": "web-retry"},
             "spec": {"defaults": {"attempts": 1}, "nodes": [
                 {"name": "report", "queue": "web-gate", "data": {"failUntilAttempt": 0},
@@ -147,7 +112,7 @@ def gated_flow() -> list[dict[str, Any]]:
 def test_retry_from_the_page_reruns_the_failed_node(installed: Installed, page: Page) -> None:
     kube, ns = installed.kube, installed.flows
     kube.apply(gated_flow(), ns)
-    assert wait_phase(installed, "web-retry") == "Failed"
+    assert wait_phase(installed, "web-retry", timeout=300)["phase"] == "Failed"
     open_flow(page, ns, "web-retry")
     gated = page.locator('[data-node="gated"]')
     assert gated.get_attribute("data-state") == "failed"
@@ -160,9 +125,9 @@ def test_retry_from_the_page_reruns_the_failed_node(installed: Installed, page: 
             return shown.count() > 0 and all(t in shown.inner_text() for t in texts)
         return check
 
-    until("the failed attempt's log in the panel", panel_shows("the gate is closed"))
+    until("the failed attempt's log in the panel", panel_shows("the gate is closed"), timeout=180)
     screenshot(page, "retry-failed")
-    kube("-n", ns, "create", "configmap", "web-gate", "--from-literal=open=yes")
+    installed.open_gate("web-gate")
 
     page.click('#panel [data-action="retry-node"]')
 
@@ -170,8 +135,8 @@ def test_retry_from_the_page_reruns_the_failed_node(installed: Installed, page: 
     page.wait_for_selector('[data-node="gated"][data-state="completed"]', timeout=240_000)
     page.wait_for_selector('#summary [data-phase="Succeeded"]', timeout=240_000)
     assert page.locator('[data-node="report"]').get_attribute("data-state") == "completed"
-    until("the new attempt's log in the panel", panel_shows("the gate is open"))
-    until("the result in the panel", panel_shows('"ok": true', section="result"))
+    until("the new attempt's log in the panel", panel_shows("the gate is open"), timeout=180)
+    until("the result in the panel", panel_shows('"ok": true', section="result"), timeout=180)
     assert page.locator("#panel [data-section=error]").count() == 0
     screenshot(page, "retry-succeeded")
 
