@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
+from kflow.api.cron import MAX_CRONFLOW_NAME, CronFlow, CronFlowSpec, CronFlowStatus
 from kflow.api.models import (
     GROUP,
     VERSION,
@@ -256,6 +257,52 @@ def queue_crd() -> dict[str, Any]:
     )
 
 
+def _without_transition_rules(node: Any) -> Any:
+    """The schema without CEL rules on oldSelf: a Flow's keep a started run as it was, while
+    the Flow a CronFlow starts may change at any time (for the runs after)."""
+    if isinstance(node, dict):
+        result = {key: _without_transition_rules(value) for key, value in node.items()}
+        rules = [rule for rule in result.get("x-kubernetes-validations", [])
+                 if "oldSelf" not in rule["rule"]]
+        if "x-kubernetes-validations" in result and not rules:
+            del result["x-kubernetes-validations"]
+        elif rules:
+            result["x-kubernetes-validations"] = rules
+        return result
+    if isinstance(node, list):
+        return [_without_transition_rules(item) for item in node]
+    return node
+
+
+def cronflow_crd() -> dict[str, Any]:
+    schema = _root_schema(CronFlow, CronFlowSpec, CronFlowStatus)
+    flow = schema["properties"]["spec"]["properties"]["flow"]["properties"]
+    _rules_name_the_node(flow["spec"])
+    flow["spec"] = _without_transition_rules(flow["spec"])
+    schema["x-kubernetes-validations"] = [{
+        "rule": f"!has(self.metadata.name) || self.metadata.name.size() <= {MAX_CRONFLOW_NAME}",
+        "message": f"metadata.name must be at most {MAX_CRONFLOW_NAME} characters: a run's "
+        "Flow adds its scheduled time to it, and the name is a label value",
+        "fieldPath": ".metadata.name",
+    }]
+    return _crd(
+        "CronFlow",
+        "cronflows",
+        ["cf"],
+        schema,
+        [
+            _column("SCHEDULE", ".spec.schedule", "string", "Cron schedule."),
+            _column("TIMEZONE", ".spec.timeZone", "string", "Time zone of the schedule.", 1),
+            _column("SUSPEND", ".spec.suspend", "boolean", "Whether new runs are held."),
+            _column("LAST SCHEDULE", ".status.lastScheduleTime", "date",
+                    "Scheduled time of the newest run."),
+            _column("LAST FLOW", ".status.lastFlow.name", "string", "The newest run."),
+            _column("LAST PHASE", ".status.lastFlow.phase", "string", "How it stands."),
+            _AGE,
+        ],
+    )
+
+
 class _Dumper(yaml.SafeDumper):
     """Writes repeated parts out in full: anchors and aliases would puzzle a reader of a CRD."""
 
@@ -288,6 +335,7 @@ def generated_files() -> dict[str, str]:
     return {
         f"flows.{GROUP}.yaml": render(flow_crd()),
         f"queues.{GROUP}.yaml": render(queue_crd()),
+        f"cronflows.{GROUP}.yaml": render(cronflow_crd()),
     }
 
 

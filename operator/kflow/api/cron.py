@@ -98,7 +98,7 @@ class Schedule:
         return found.astimezone(UTC)
 
 
-class FlowMeta(_Spec):
+class ScheduledFlowMeta(_Spec):
     """Labels and annotations each run's Flow gets (kflow adds its own beside them)."""
 
     labels: dict[str, str] | None = Field(None, description="Labels of each run's Flow.")
@@ -106,11 +106,14 @@ class FlowMeta(_Spec):
         None, description="Annotations of each run's Flow.")
 
 
-class FlowTemplateSpec(_Spec):
+class ScheduledFlow(_Spec):
     """What each run is: the metadata and spec of the Flow a scheduled time creates."""
 
-    metadata: FlowMeta | None = Field(None, description="Labels and annotations of each run.")
-    spec: FlowSpec = Field(description="The Flow's spec: `nodes` inline, or a `templateRef`.")
+    metadata: ScheduledFlowMeta | None = Field(
+        None, description="Labels and annotations of each run.")
+    spec: FlowSpec = Field(
+        description="The spec of each run's Flow, as in a Flow (`nodes` inline, or a "
+        "`templateRef`).")
 
 
 class CronFlowSpec(_Spec):
@@ -147,7 +150,7 @@ class CronFlowSpec(_Spec):
         3, ge=0, description="Succeeded runs kept; older ones are deleted.")
     failed_flows_history_limit: StrictInt = Field(
         1, ge=0, description="Failed or cancelled runs kept; older ones are deleted.")
-    flow: FlowTemplateSpec = Field(description="The Flow each scheduled time starts.")
+    flow: ScheduledFlow = Field(description="The Flow each scheduled time starts.")
 
     @field_validator("schedule")
     @classmethod
@@ -198,9 +201,10 @@ class CronFlowStatus(_Status):
     conditions: list[Condition] = Field(
         default_factory=list,
         max_length=8,
-        description="`Ready` (True: scheduling; False: suspended or invalid), `Stalled` "
-        "(True when the schedule, time zone or flow spec cannot run; the message names the "
-        "field and the fix) and `Reconciling` (False).",
+        description="`Ready` (True: scheduling, reason `Scheduled`, or `Suspended` while "
+        "suspended; False when it cannot run), `Stalled` (True when the schedule, time zone "
+        "or flow spec cannot run, reason `InvalidSchedule` or `InvalidSpec`; the message "
+        "names the field and the fix) and `Reconciling` (False).",
         json_schema_extra={
             "x-kubernetes-list-type": "map",
             "x-kubernetes-list-map-keys": ["type"],
@@ -265,6 +269,6 @@ def parse_cronflow(doc: Mapping[str, Any]) -> CronFlow:
 
 _CRON_FIELD_NAMES = frozenset(
     info.alias or name
-    for model in (CronFlowSpec, FlowTemplateSpec, FlowMeta)
+    for model in (CronFlowSpec, ScheduledFlow, ScheduledFlowMeta)
     for name, info in model.model_fields.items()
 )

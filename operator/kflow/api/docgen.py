@@ -11,6 +11,14 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
+from kflow.api.cron import (
+    CronFlowSpec,
+    CronFlowStatus,
+    FlowRef,
+    LastFlow,
+    ScheduledFlow,
+    ScheduledFlowMeta,
+)
 from kflow.api.models import (
     Backoff,
     Condition,
@@ -42,6 +50,8 @@ _SECTIONS: list[tuple[str, type[BaseModel], str]] = [
     ("Flow `status`", FlowStatus, "status."),
     ("Queue `spec`", QueueSpec, "spec."),
     ("Queue `status`", QueueStatus, "status."),
+    ("CronFlow `spec`", CronFlowSpec, "spec."),
+    ("CronFlow `status`", CronFlowStatus, "status."),
 ]
 _OWN_TABLE: dict[type[BaseModel], str] = {
     NodeSpec: "node",
@@ -49,7 +59,7 @@ _OWN_TABLE: dict[type[BaseModel], str] = {
     Backoff: "backoff",
 }
 _INLINE = (RateLimit, Workers, NodeCounts, Condition, FailedNode, Notify, Webhook, SecretKeyRef,
-           NotificationStatus)
+           NotificationStatus, ScheduledFlow, ScheduledFlowMeta, FlowRef, LastFlow)
 
 
 def _unwrap(schema: dict[str, Any]) -> dict[str, Any]:
