@@ -283,7 +283,6 @@ def cronflow_crd() -> dict[str, Any]:
         "rule": f"!has(self.metadata.name) || self.metadata.name.size() <= {MAX_CRONFLOW_NAME}",
         "message": f"metadata.name must be at most {MAX_CRONFLOW_NAME} characters: a run's "
         "Flow adds its scheduled time to it, and the name is a label value",
-        "fieldPath": ".metadata.name",
     }]
     return _crd(
         "CronFlow",
