@@ -5,7 +5,7 @@ VENV := $(CURDIR)/.venv
 PY := $(VENV)/bin/python
 export PATH := $(VENV)/bin:$(PATH)
 
-.PHONY: help deps venv test test-fast chaos lint ruff typecheck layers crds crds-check docs docs-check demo demo-local bench clean
+.PHONY: help deps venv test test-fast chaos lint ruff typecheck layers crds crds-check docs docs-check gitops gitops-check demo demo-local bench clean
 
 help:
 	@echo "make demo        run a real flow end to end (local cluster, Redis, operator, pods)"
@@ -43,7 +43,7 @@ chaos: deps venv
 	$(PY) -m pytest -q -m chaos tests/chaos
 
 # Each part is a target of its own, so .pre-commit-config.yaml runs exactly these.
-lint: crds-check docs-check layers ruff typecheck web-lock-check
+lint: crds-check docs-check gitops-check layers ruff typecheck web-lock-check
 
 ruff: venv
 	$(VENV)/bin/ruff check operator tests bench examples hack
@@ -68,6 +68,13 @@ docs: venv
 
 docs-check: venv
 	$(PY) -m kflow.api.docgen --check README.md
+
+# Argo CD's argocd-cm snippet (gitops/argocd/argocd-cm.yaml) from the health checks beside it.
+gitops: venv
+	$(PY) hack/argocdgen.py
+
+gitops-check: venv
+	$(PY) hack/argocdgen.py --check
 
 # The README's first command: cluster, Redis, CRDs, operator, pods; cleans up after itself.
 demo: deps venv web

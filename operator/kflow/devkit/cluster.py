@@ -37,9 +37,13 @@ def cluster_dir() -> Path:
     return Path(os.environ.get("KFLOW_CLUSTER_DIR", "/var/lib/kflow-cluster"))
 
 
+def cache_dir() -> Path:
+    """Where the Go-built tools (Kubernetes, helm, CoreDNS, gitops-health) are kept."""
+    return Path(os.environ.get("KFLOW_CACHE_DIR", Path.home() / ".cache" / "kflow"))
+
+
 def bin_dir() -> Path:
-    cache = Path(os.environ.get("KFLOW_CACHE_DIR", Path.home() / ".cache" / "kflow"))
-    return cache / f"k8s-{K8S_VERSION}"
+    return cache_dir() / f"k8s-{K8S_VERSION}"
 
 
 def run_script(
