@@ -52,7 +52,8 @@ def test_a_default_install_has_everything_the_operator_needs(helm: Helm) -> None
     rendered = helm.template(URL, extra=("--include-crds",))
 
     crds = {doc["metadata"]["name"] for doc in rendered.kinds("CustomResourceDefinition")}
-    assert crds == {"flows.kflow.dev", "queues.kflow.dev", "clusterkopfpeerings.kopf.dev",
+    assert crds == {"flows.kflow.dev", "queues.kflow.dev", "flowtemplates.kflow.dev",
+                    "cronflows.kflow.dev", "clusterkopfpeerings.kopf.dev",
                     "kopfpeerings.kopf.dev"}
     # Named after the release, once: no kflow-kflow.
     assert not [name for name in rendered.names() if "kflow-kflow" in name]

@@ -293,7 +293,7 @@ def test_wrong_kind_and_api_version() -> None:
     assert "set it to 'kflow.dev/v1alpha1'" in str(spec_error(doc))
     doc = flow_doc(node("a"))
     doc["kind"] = "Workflow"
-    assert "kflow reads only kind Flow or Queue" in str(spec_error(doc))
+    assert "kflow reads only kind Flow, Queue or FlowTemplate" in str(spec_error(doc))
     with pytest.raises(SpecError, match="must be a mapping"):
         parse_manifest(["not", "a", "mapping"])  # type: ignore[arg-type]
 
@@ -305,7 +305,8 @@ def test_yaml_errors_name_the_document() -> None:
     with pytest.raises(SpecError) as caught:
         load_manifests(bad)
     assert "Flow default/<unnamed>" in str(caught.value)
-    assert "spec.nodes must have at least 1 item" in str(caught.value)
+    assert "a Flow needs either spec.nodes (at least one node) or spec.templateRef" in str(
+        caught.value)
     with pytest.raises(SpecError, match="is not valid YAML"):
         load_manifests("a: [unclosed\n")
 

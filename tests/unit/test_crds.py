@@ -99,8 +99,13 @@ def test_flow_crd_shape() -> None:
     assert opts["priority"]["maximum"] == 2_097_151
     assert opts["onFailure"]["enum"] == ["failParent", "ignore", "remove", "continueParent"]
     assert opts["delay"]["x-kubernetes-int-or-string"] is True
-    rules = [rule["rule"] for rule in spec["x-kubernetes-validations"]]
-    assert "self.nodes == oldSelf.nodes" in rules
+    rules = {rule.get("fieldPath"): rule["rule"] for rule in spec["x-kubernetes-validations"]}
+    # Each field that shapes a run keeps its value unless changePolicy lets a change start a
+    # new run.
+    for field in ("nodes", "templateRef", "defaults", "ttlSecondsAfterFinished", "notify"):
+        assert f"self.{field} == oldSelf.{field}" in rules[f".{field}"]
+        assert "self.changePolicy != 'Reject'" in rules[f".{field}"]
+    assert "has(self.nodes) != has(self.templateRef)" in rules[None]
     status = root_schema(crd)["properties"]["status"]["properties"]
     assert status["firstFailures"]["maxItems"] == 10
 

@@ -20,6 +20,9 @@ from kflow.api.models import (
     Flow,
     FlowSpec,
     FlowStatus,
+    FlowTemplate,
+    FlowTemplateSpec,
+    FlowTemplateStatus,
     Queue,
     QueueSpec,
     QueueStatus,
@@ -257,6 +260,22 @@ def queue_crd() -> dict[str, Any]:
     )
 
 
+def flowtemplate_crd() -> dict[str, Any]:
+    schema = _root_schema(FlowTemplate, FlowTemplateSpec, FlowTemplateStatus)
+    _rules_name_the_node(schema["properties"]["spec"])
+    return _crd(
+        "FlowTemplate",
+        "flowtemplates",
+        ["ft"],
+        schema,
+        [
+            _column("VALID", '.status.conditions[?(@.type=="Valid")].status', "string",
+                    "Whether the template compiles."),
+            _AGE,
+        ],
+    )
+
+
 def _without_transition_rules(node: Any) -> Any:
     """The schema without CEL rules on oldSelf: a Flow's keep a started run as it was, while
     the Flow a CronFlow starts may change at any time (for the runs after)."""
@@ -335,6 +354,7 @@ def generated_files() -> dict[str, str]:
         f"flows.{GROUP}.yaml": render(flow_crd()),
         f"queues.{GROUP}.yaml": render(queue_crd()),
         f"cronflows.{GROUP}.yaml": render(cronflow_crd()),
+        f"flowtemplates.{GROUP}.yaml": render(flowtemplate_crd()),
     }
 
 

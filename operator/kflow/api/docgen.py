@@ -1,4 +1,4 @@
-"""Generate the Markdown tables of Flow and Queue fields from the model descriptions."""
+"""Generate the Markdown tables of Flow, Queue and FlowTemplate fields from the models."""
 
 from __future__ import annotations
 
@@ -23,8 +23,11 @@ from kflow.api.models import (
     Backoff,
     Condition,
     FailedNode,
+    FlowRun,
     FlowSpec,
     FlowStatus,
+    FlowTemplateSpec,
+    FlowTemplateStatus,
     NodeCounts,
     NodeOpts,
     NodeSpec,
@@ -34,6 +37,9 @@ from kflow.api.models import (
     QueueStatus,
     RateLimit,
     SecretKeyRef,
+    TemplateParameter,
+    TemplateRef,
+    TemplateStatus,
     Webhook,
     Workers,
 )
@@ -52,14 +58,19 @@ _SECTIONS: list[tuple[str, type[BaseModel], str]] = [
     ("Queue `status`", QueueStatus, "status."),
     ("CronFlow `spec`", CronFlowSpec, "spec."),
     ("CronFlow `status`", CronFlowStatus, "status."),
+    ("FlowTemplate `spec`", FlowTemplateSpec, "spec."),
+    ("FlowTemplate parameter (`spec.parameters[]`)", TemplateParameter, ""),
+    ("FlowTemplate `status`", FlowTemplateStatus, "status."),
 ]
 _OWN_TABLE: dict[type[BaseModel], str] = {
     NodeSpec: "node",
     NodeOpts: "node options",
     Backoff: "backoff",
+    TemplateParameter: "parameter",
 }
 _INLINE = (RateLimit, Workers, NodeCounts, Condition, FailedNode, Notify, Webhook, SecretKeyRef,
-           NotificationStatus, ScheduledFlow, ScheduledFlowMeta, FlowRef, LastFlow)
+           NotificationStatus, TemplateRef, FlowRun, TemplateStatus,
+           ScheduledFlow, ScheduledFlowMeta, FlowRef, LastFlow)
 
 
 def _unwrap(schema: dict[str, Any]) -> dict[str, Any]:

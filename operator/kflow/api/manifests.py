@@ -16,6 +16,7 @@ from kflow.api.models import (
     NESTING_FIX,
     SPEC_FIELD_NAMES,
     Flow,
+    FlowTemplate,
     ObjectMeta,
     Queue,
     nested_deeper_than,
@@ -23,7 +24,8 @@ from kflow.api.models import (
     object_ref,
 )
 
-_KINDS: dict[str, type[Flow] | type[Queue]] = {"Flow": Flow, "Queue": Queue}
+Manifest = Flow | Queue | FlowTemplate
+_KINDS: dict[str, type[Manifest]] = {"Flow": Flow, "Queue": Queue, "FlowTemplate": FlowTemplate}
 
 # Bounds on what a user hands kflow (README, Limits). A manifest file is read up to 3 MiB: the
 # API server takes no request body above 3 MiB and etcd stores no object above 1.5 MiB, so a
@@ -198,8 +200,8 @@ def _shown(value: Any) -> str:
     return f"a {type(value).__name__}"
 
 
-def parse_manifest(doc: Mapping[str, Any], *, source: str = "manifest") -> Flow | Queue:
-    """Validate one manifest as a Flow or a Queue, inline children included.
+def parse_manifest(doc: Mapping[str, Any], *, source: str = "manifest") -> Manifest:
+    """Validate one manifest as a Flow, a Queue or a FlowTemplate, inline children included.
 
     Raises SpecError naming the object, the field and the fix; SpecErrors when there are several.
     `source` names the manifest in errors that come before its kind and name are known.
@@ -214,7 +216,8 @@ def parse_manifest(doc: Mapping[str, Any], *, source: str = "manifest") -> Flow 
     kind = doc.get("kind")
     if not isinstance(kind, str) or kind not in _KINDS:
         raise SpecError(
-            source, "kind", f"kind is {_shown(kind)}; kflow reads only kind Flow or Queue")
+            source, "kind",
+            f"kind is {_shown(kind)}; kflow reads only kind Flow, Queue or FlowTemplate")
     ref = _raw_ref(doc, str(kind))
     if doc.get("apiVersion") != API_VERSION:
         raise SpecError(
@@ -300,13 +303,13 @@ def document_source(name: str, position: int) -> str:
 
 def load_manifests(
     source: str | Path, *, max_bytes: int = MAX_MANIFEST_BYTES
-) -> list[Flow | Queue]:
+) -> list[Manifest]:
     """Parse every document of a YAML file (a Path, or a string that names a file) or YAML text.
 
     Empty documents are skipped. Raises SpecError with the problems of every document at once.
     """
     documents, name = read_documents(source, max_bytes=max_bytes)
-    results: list[Flow | Queue] = []
+    results: list[Manifest] = []
     errors: list[SpecError] = []
     for position, document in enumerate(documents, start=1):
         try:

@@ -22,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 from pydantic.alias_generators import to_camel
+from pydantic.config import JsonDict
 from pydantic_core import PydanticCustomError
 
 from kflow.api.durations import DURATION_PATTERN, format_duration, parse_duration
@@ -489,41 +490,63 @@ class Notify(_Spec):
     )
 
 
-_IMMUTABLE = "only spec.suspend and spec.cancel may change after creation; create a new Flow"
+_IMMUTABLE = ("only spec.suspend, spec.cancel and spec.changePolicy may change after creation "
+              "unless spec.changePolicy is Queue or Restart (a changed spec then starts a new "
+              "run); create a new Flow, or set spec.changePolicy")
+# The fields whose change starts a new run (under changePolicy Queue or Restart) or is refused
+# (Reject): everything that shapes what runs.
+RUN_FIELDS = ("nodes", "templateRef", "defaults", "ttlSecondsAfterFinished", "notify")
+
+ChangePolicy = Literal["Reject", "Queue", "Restart"]
+
+
+def _unchanged_rule(field: str) -> JsonDict:
+    """A CEL rule: `field` keeps its value unless the (new) changePolicy lets a change start a
+    new run."""
+    return {
+        "rule": "(has(self.changePolicy) && self.changePolicy != 'Reject') || "
+        f"(has(self.{field}) == has(oldSelf.{field}) && "
+        f"(!has(self.{field}) || self.{field} == oldSelf.{field}))",
+        "message": f"spec.{field} is immutable: {_IMMUTABLE}",
+        "fieldPath": f".{field}",
+    }
+
+
+# A FlowTemplate's parameter names: what `{{ params.NAME }}` may say.
+PARAMETER_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+PATTERN_RULES[PARAMETER_NAME_PATTERN] = (
+    "be a parameter name: letters, digits and '_', not starting with a digit"
+)
+ParameterName = Annotated[
+    str, Strict(), Field(min_length=1, max_length=63, pattern=PARAMETER_NAME_PATTERN)
+]
+ParameterType = Literal["string", "integer", "number", "boolean", "array", "object"]
+
+
+class TemplateRef(_Spec):
+    """Which FlowTemplate a Flow is made from, and the values of its parameters."""
+
+    name: ObjectName = Field(description="Name of the FlowTemplate, in the Flow's namespace.")
+    parameters: dict[ParameterName, Annotated[Any, WithJsonSchema(_ANY_JSON_SCHEMA)]] = Field(
+        default_factory=dict,
+        description="Values of the template's parameters, by name; a parameter with a default "
+        "may be left out. Each is checked against the parameter's type and enum.",
+        json_schema_extra={"maxProperties": 64},
+    )
 
 
 class FlowSpec(_Spec):
-    """What to run: the nodes of the DAG and the options they share."""
+    """What to run: the nodes of the DAG, or the FlowTemplate they come from."""
 
     model_config = ConfigDict(
         json_schema_extra={
             "x-kubernetes-validations": [
                 {
-                    "rule": "self.nodes == oldSelf.nodes",
-                    "message": f"spec.nodes is immutable: {_IMMUTABLE}",
-                    "fieldPath": ".nodes",
+                    "rule": "has(self.nodes) != has(self.templateRef)",
+                    "message": "a Flow has either spec.nodes or spec.templateRef, not both "
+                    "and not neither",
                 },
-                {
-                    "rule": "has(self.defaults) == has(oldSelf.defaults) && "
-                    "(!has(self.defaults) || self.defaults == oldSelf.defaults)",
-                    "message": f"spec.defaults is immutable: {_IMMUTABLE}",
-                    "fieldPath": ".defaults",
-                },
-                {
-                    "rule": "has(self.ttlSecondsAfterFinished) == "
-                    "has(oldSelf.ttlSecondsAfterFinished) && "
-                    "(!has(self.ttlSecondsAfterFinished) || "
-                    "self.ttlSecondsAfterFinished == oldSelf.ttlSecondsAfterFinished)",
-                    "message": f"spec.ttlSecondsAfterFinished is immutable: {_IMMUTABLE}",
-                    "fieldPath": ".ttlSecondsAfterFinished",
-                },
-                {
-                    "rule": "has(self.notify) == has(oldSelf.notify) && "
-                    "(!has(self.notify) || self.notify == oldSelf.notify)",
-                    "message": f"spec.notify is immutable: {_IMMUTABLE} (or change the URL in "
-                    "its Secret)",
-                    "fieldPath": ".notify",
-                },
+                *[_unchanged_rule(field) for field in RUN_FIELDS],
                 {
                     "rule": "!has(oldSelf.cancel) || !oldSelf.cancel || "
                     "(has(self.cancel) && self.cancel)",
@@ -535,23 +558,40 @@ class FlowSpec(_Spec):
     )
 
     nodes: list[NodeSpec] = Field(
-        min_length=1,
-        description="The nodes of the flow. A node that is nobody's child is a root; the flow "
-        "succeeds when every root has completed and no other node is still running or "
-        "queued. A Flow stored in Kubernetes is bounded by its size: about 3,400 typical "
-        "nodes (256 KiB) with `kubectl apply`, about 20,000 (1.5 MiB) with `kubectl create`; "
-        f"the schema also caps top-level nodes at {MAX_NODES_PER_OBJECT:,}.",
+        default_factory=list,
+        description="The nodes of the flow (or `templateRef`). A node that is nobody's child "
+        "is a root; the flow succeeds when every root has completed and no other node is "
+        "still running or queued. A Flow stored in Kubernetes is bounded by its size: about "
+        "3,400 typical nodes (256 KiB) with `kubectl apply`, about 20,000 (1.5 MiB) with "
+        f"`kubectl create`; the schema also caps top-level nodes at {MAX_NODES_PER_OBJECT:,}.",
         json_schema_extra={
             # Only the CRD caps the list: the apiserver must bound the cost of the CEL rules on
             # each node, and etcd's 1.5 MB object limit allows fewer nodes anyway. Local runs
             # (no etcd) take any number.
+            "minItems": 1,
             "maxItems": MAX_NODES_PER_OBJECT,
             "x-kubernetes-list-type": "map",
             "x-kubernetes-list-map-keys": ["name"],
         },
     )
+    template_ref: TemplateRef | None = Field(
+        None,
+        description="Make the nodes from a FlowTemplate instead of listing them: the "
+        "template's nodes with its parameters put into their `data`. The template is read "
+        "once, when the run is recorded, and pinned in `status.template`: a later change of "
+        "the template never changes this run.",
+    )
     defaults: NodeOpts | None = Field(
-        None, description="Options every node inherits unless its own `opts` sets them."
+        None, description="Options every node inherits unless its own `opts` sets them "
+        "(with `templateRef`: set field by field over the template's `defaults`)."
+    )
+    change_policy: ChangePolicy | None = Field(
+        None,
+        description="What a changed spec does (nodes, templateRef, defaults, "
+        "ttlSecondsAfterFinished, notify): `Reject` (the default) refuses the change; "
+        "`Queue` lets the running run finish, then runs the new spec; `Restart` cancels the "
+        "running run and runs the new spec at once. Each run is kept in `status.runs`; "
+        "re-applying an unchanged spec starts nothing.",
     )
     ttl_seconds_after_finished: StrictInt | None = Field(
         None,
@@ -568,6 +608,16 @@ class FlowSpec(_Spec):
     notify: Notify | None = Field(
         None, description="A webhook that hears when the flow finishes (README, Notifications)."
     )
+
+    @model_validator(mode="after")
+    def _nodes_or_template(self) -> FlowSpec:
+        if bool(self.nodes) == (self.template_ref is not None):
+            raise PydanticCustomError(
+                "nodes_or_template",
+                "a Flow needs either spec.nodes (at least one node) or spec.templateRef "
+                "(a FlowTemplate's name and parameters), not both",
+            )
+        return self
 
 
 class ObjectMeta(BaseModel):
@@ -656,6 +706,39 @@ class NotificationStatus(_Status):
     )
 
 
+MAX_RUNS_KEPT = 10
+
+
+class FlowRun(_Status):
+    """One finished (or replaced) run of a Flow whose spec changed (`spec.changePolicy`)."""
+
+    generation: int | None = Field(None, ge=0, description="The spec generation it ran.")
+    phase: str | None = Field(None, max_length=64, description="How it ended.")
+    reason: str | None = Field(
+        None, max_length=64,
+        description="`Finished`, or `Restarted` when a changed spec cancelled it "
+        "(`changePolicy: Restart`).")
+    started_at: datetime | None = Field(None, description="When its first node started.")
+    finished_at: datetime | None = Field(None, description="When it ended.")
+    total: int | None = Field(None, ge=0, description="Its number of nodes.")
+    completed: int | None = Field(None, ge=0, description="Nodes that completed.")
+    failed: int | None = Field(None, ge=0, description="Nodes that failed for good.")
+
+
+class TemplateStatus(_Status):
+    """The FlowTemplate a Flow's current run was made from, pinned."""
+
+    name: str = Field(max_length=MAX_NAME_LENGTH, description="The FlowTemplate's name.")
+    uid: str | None = Field(None, max_length=64, description="Its uid.")
+    generation: int | None = Field(None, ge=0, description="The generation that was read.")
+    spec: dict[str, Any] | None = Field(
+        None,
+        description="Its nodes and defaults with the parameters put in: what this run runs, "
+        "kept so that a restarted operator never reads a changed template.",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+
+
 class FlowStatus(_Status):
     """What the operator reports; bounded whatever the flow's size (per-node state is in Redis)."""
 
@@ -687,10 +770,13 @@ class FlowStatus(_Status):
     )
     conditions: list[Condition] = Field(
         default_factory=list,
-        max_length=8,
+        max_length=12,
         description="`Valid`, `Complete` and `Failed` conditions; `QueueMissing` while a "
         "node's Queue does not exist; `StateLost` when Redis lost the state of a flow that had "
-        "not finished (annotate `kflow.dev/retry` to start it over).",
+        "not finished (annotate `kflow.dev/retry` to start it over); and `Ready`, "
+        "`Reconciling` and `Stalled`, the convention GitOps tools read (kstatus): Ready once "
+        "the run succeeded, Reconciling while it runs, Stalled when it failed, was cancelled, "
+        "is invalid or lost its state.",
         json_schema_extra={
             "x-kubernetes-list-type": "map",
             "x-kubernetes-list-map-keys": ["type"],
@@ -706,6 +792,25 @@ class FlowStatus(_Status):
     )
     observed_generation: int | None = Field(
         None, ge=0, description="The spec generation this status describes."
+    )
+    run_generation: int | None = Field(
+        None, ge=0,
+        description="The spec generation the current run executes (a later one that only "
+        "suspended or cancelled it starts no run).",
+    )
+    spec_digest: str | None = Field(
+        None, max_length=128,
+        description="Digest of the part of the spec the current run executes; a spec whose "
+        "digest differs starts a new run under `changePolicy` Queue or Restart.",
+    )
+    runs: list[FlowRun] = Field(
+        default_factory=list,
+        max_length=MAX_RUNS_KEPT,
+        description=f"Earlier runs of this Flow (its spec changed), newest last, at most "
+        f"{MAX_RUNS_KEPT}.",
+    )
+    template: TemplateStatus | None = Field(
+        None, description="The FlowTemplate generation the current run was made from."
     )
 
 
@@ -865,6 +970,131 @@ def _walk_nodes(flow: Flow) -> tuple[list[LocatedNode], list[SpecError]]:
         located.append(item)
         stack.extend((spec, item, entry) for spec, entry in reversed(inline))
     return located, errors
+
+
+_JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,), "integer": (int,), "number": (int, float), "boolean": (bool,),
+    "array": (list,), "object": (dict,),
+}
+
+
+def parameter_type_error(type_: str, value: Any) -> str | None:
+    """Why `value` is not of the parameter type `type_` (None when it is)."""
+    if isinstance(value, bool) and type_ != "boolean":
+        return f"is a boolean, not {'an' if type_[0] in 'aeiou' else 'a'} {type_}"
+    if isinstance(value, _JSON_TYPES[type_]):
+        return None
+    return f"is {_shown_json(value)}, not {'an' if type_[0] in 'aeiou' else 'a'} {type_}"
+
+
+def _shown_json(value: Any) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+class TemplateParameter(_Spec):
+    """One parameter of a FlowTemplate."""
+
+    name: ParameterName = Field(
+        description="How nodes' `data` refer to it: `{{ params.NAME }}`.")
+    type: ParameterType = Field(
+        "string", description="`string` (the default), `integer`, `number`, `boolean`, "
+        "`array` or `object`: a Flow's value of another type is refused.")
+    default: Annotated[Any, WithJsonSchema(_ANY_JSON_SCHEMA)] = Field(
+        None, description="The value when a Flow leaves it out; without one the parameter "
+        "is required.")
+    enum: list[Annotated[Any, WithJsonSchema(_ANY_JSON_SCHEMA)]] | None = Field(
+        None, min_length=1, max_length=256, description="The only values allowed.")
+    description: str | None = Field(None, max_length=1024, description="What it is for.")
+
+    @property
+    def required(self) -> bool:
+        return "default" not in self.model_fields_set or self.default is None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TemplateParameter:
+        for value in self.enum or []:
+            if (why := parameter_type_error(self.type, value)) is not None:
+                raise PydanticCustomError(
+                    "enum_type", "enum value {value} {why}: give enum values of the "
+                    "parameter's type", {"value": _shown_json(value), "why": why})
+        if not self.required:
+            if (why := parameter_type_error(self.type, self.default)) is not None:
+                raise PydanticCustomError(
+                    "default_type", "default {why}: give a default of the parameter's type",
+                    {"why": why})
+            if self.enum is not None and self.default not in self.enum:
+                raise PydanticCustomError(
+                    "default_enum", "default {value} is not one of its enum values",
+                    {"value": _shown_json(self.default)})
+        return self
+
+
+class FlowTemplateSpec(_Spec):
+    """A reusable graph: nodes whose `data` may say `{{ params.NAME }}`, and the parameters."""
+
+    parameters: list[TemplateParameter] = Field(
+        default_factory=list,
+        max_length=64,
+        description="The parameters a Flow gives (`spec.templateRef.parameters`). They are "
+        "put into nodes' `data` only, never into names, queues, children or options: a "
+        "parameter cannot change the graph's shape.",
+        json_schema_extra={
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["name"],
+        },
+    )
+    nodes: list[NodeSpec] = Field(
+        min_length=1,
+        description="The nodes, as in a Flow's `spec.nodes`. In `data`, a string that is "
+        "exactly `{{ params.NAME }}` becomes the parameter's value (of its type); inside "
+        "longer text the value is written into the string.",
+        json_schema_extra={
+            "maxItems": MAX_NODES_PER_OBJECT,
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["name"],
+        },
+    )
+    defaults: NodeOpts | None = Field(
+        None, description="Options every node inherits, as in a Flow's `spec.defaults`."
+    )
+
+
+class FlowTemplateStatus(_Status):
+    """What the operator reports of a FlowTemplate."""
+
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        max_length=8,
+        description="`Valid`, and `Ready`/`Stalled` (the kstatus convention) with it.",
+        json_schema_extra={
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["type"],
+        },
+    )
+    observed_generation: int | None = Field(
+        None, ge=0, description="The spec generation the conditions are about."
+    )
+
+
+class FlowTemplate(BaseModel):
+    """A reusable, parameterised graph; Flows refer to it with `spec.templateRef`."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    api_version: Literal["kflow.dev/v1alpha1"] = Field(
+        "kflow.dev/v1alpha1", description="`kflow.dev/v1alpha1`."
+    )
+    kind: Literal["FlowTemplate"] = Field("FlowTemplate", description="`FlowTemplate`.")
+    metadata: ObjectMeta = Field(
+        default_factory=ObjectMeta, description="Standard object metadata."
+    )
+    spec: FlowTemplateSpec = Field(description="The graph and its parameters.")
+    status: FlowTemplateStatus | None = Field(None, description="Reported by the operator.")
+
+    @property
+    def object_ref(self) -> str:
+        return object_ref("FlowTemplate", self.metadata)
 
 
 class RateLimit(_Spec):
@@ -1029,5 +1259,6 @@ def _field_names(*models: type[BaseModel]) -> frozenset[str]:
 
 # Candidates for "did you mean" when a spec carries a field kflow does not know.
 SPEC_FIELD_NAMES = _field_names(
-    Flow, FlowSpec, NodeSpec, NodeOpts, Backoff, Queue, QueueSpec, RateLimit, Workers
+    Flow, FlowSpec, NodeSpec, NodeOpts, Backoff, Queue, QueueSpec, RateLimit, Workers,
+    TemplateRef, FlowTemplate, FlowTemplateSpec, TemplateParameter,
 )

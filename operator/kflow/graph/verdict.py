@@ -18,9 +18,10 @@ from pydantic import ValidationError
 
 from kflow.api.errors import SpecError, combine
 from kflow.api.manifests import NestingError, parse_manifest
-from kflow.api.models import API_VERSION, Flow, Queue
+from kflow.api.models import API_VERSION, Flow, FlowTemplate, Queue
 from kflow.graph.compiler import compile_flow
 from kflow.graph.dag import CompiledFlow
+from kflow.graph.templates import check_template, expand
 
 # Stands in for every queue name in an outline: queues play no part in the graph checks.
 _OUTLINE_QUEUE = "outline"
@@ -28,14 +29,19 @@ _OUTLINE_QUEUE = "outline"
 
 @dataclass(frozen=True)
 class Verdict:
-    """A manifest kflow accepts: the parsed object and, for a Flow, its compiled graph."""
+    """A manifest kflow accepts: the parsed object and, for a Flow or FlowTemplate, its
+    compiled graph (None for a Flow with `templateRef` checked without its template)."""
 
-    obj: Flow | Queue
+    obj: Flow | Queue | FlowTemplate
     compiled: CompiledFlow | None
 
 
-def check_manifest(doc: Mapping[str, Any], *, source: str = "manifest") -> Verdict:
-    """Validate one manifest and compile it if it is a Flow.
+def check_manifest(doc: Mapping[str, Any], *, source: str = "manifest",
+                   template: FlowTemplate | None = None) -> Verdict:
+    """Validate one manifest and compile it if it is a Flow or a FlowTemplate.
+
+    A Flow with `spec.templateRef` is compiled from `template` (its parameters checked, put
+    into the nodes); without one, only its own fields are checked.
 
     Raises SpecError naming the object, node, field and fix of every problem found: schema
     errors first, then (where the node names and child lists can still be read) the errors of
@@ -47,7 +53,14 @@ def check_manifest(doc: Mapping[str, Any], *, source: str = "manifest") -> Verdi
         raise combine(_with_hidden_errors(doc, exc.errors)) from None
     if isinstance(obj, Queue):
         return Verdict(obj, None)
-    return Verdict(obj, compile_flow(obj))
+    if isinstance(obj, FlowTemplate):
+        return Verdict(obj, check_template(obj))
+    if obj.spec.template_ref is None:
+        return Verdict(obj, compile_flow(obj))
+    if template is None:
+        return Verdict(obj, None)
+    expanded = check_manifest(expand(doc, template), source=source)
+    return Verdict(expanded.obj, expanded.compiled)
 
 
 def _with_hidden_errors(doc: Mapping[str, Any], errors: list[SpecError]) -> list[SpecError]:
