@@ -36,5 +36,9 @@ def test_the_valid_condition_is_patched_once_per_verdict() -> None:
     assert [(c["type"], c["status"], c["message"]) for c in conditions] == [
         ("Valid", "False", "hostNetwork"), ("Valid", "False", "hostPID"),
         ("Valid", "True", "allowed")]
+    # Ready and Stalled follow Valid, for GitOps tools.
+    assert [[(c["type"], c["status"]) for c in p["conditions"][1:]] for p in api.patches] == [
+        [("Ready", "False"), ("Stalled", "True")], [("Ready", "False"), ("Stalled", "True")],
+        [("Ready", "True"), ("Stalled", "False")]]
     # Still False with another message: the transition time is the first False's.
     assert conditions[1]["lastTransitionTime"] == conditions[0]["lastTransitionTime"]

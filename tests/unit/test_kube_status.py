@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from kflow.engine import NODE_STATES, FlowSnapshot
 from kflow.kube.status import FlowView, build_status
 
@@ -52,3 +54,51 @@ def test_every_node_state_is_published_even_at_zero() -> None:
         "removed", "cancelled"}
     assert len(NODE_STATES) == len(status["counts"])
     assert status["counts"]["cancelled"] == 1 and status["progress"] == "3/3"
+
+
+def gitops(status: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    return {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]
+            if c["type"] in ("Ready", "Reconciling", "Stalled")}
+
+
+@pytest.mark.parametrize(("phase", "expected"), [
+    ("Running", {"Ready": ("False", "Running"), "Reconciling": ("True", "Running"),
+                 "Stalled": ("False", "Running")}),
+    ("Succeeded", {"Ready": ("True", "Succeeded"), "Reconciling": ("False", "Succeeded"),
+                   "Stalled": ("False", "Succeeded")}),
+    ("Failed", {"Ready": ("False", "Failed"), "Reconciling": ("False", "Failed"),
+                "Stalled": ("True", "FlowFailed")}),
+    ("Cancelled", {"Ready": ("False", "Cancelled"), "Reconciling": ("False", "Cancelled"),
+                   "Stalled": ("True", "Cancelled")}),
+    ("Suspended", {"Ready": ("False", "Suspended"), "Reconciling": ("False", "Suspended"),
+                   "Stalled": ("False", "Suspended")}),
+])
+def test_ready_reconciling_and_stalled_follow_the_phase(
+        phase: str, expected: dict[str, tuple[str, str]]) -> None:
+    view = FlowView(uid="u-1", namespace="etl", name="orders", generation=3, valid=True)
+    status = build_status(view, snap(phase, 2, completed=2), max_failures=10)
+    assert gitops(status) == expected
+    assert status["observedGeneration"] == 3
+
+
+def test_an_invalid_a_lost_and_a_queued_change_say_so_in_the_gitops_conditions() -> None:
+    view = FlowView(uid="u-1", namespace="etl", name="orders", generation=1, valid=False,
+                    invalid_message="spec.templateRef.name: no FlowTemplate etl/nightly",
+                    invalid_reason="TemplateNotFound")
+    status = build_status(view, None, max_failures=10)
+    assert gitops(status) == {"Ready": ("False", "TemplateNotFound"),
+                              "Reconciling": ("False", "Pending"),
+                              "Stalled": ("True", "TemplateNotFound")}
+    stalled = next(c for c in status["conditions"] if c["type"] == "Stalled")
+    assert "no FlowTemplate etl/nightly" in stalled["message"]
+
+    lost = FlowView(uid="u-2", namespace="etl", name="o", generation=1, valid=True,
+                    phase="Running", lost_message="Redis no longer holds the state")
+    assert gitops(build_status(lost, None, max_failures=10))["Stalled"] == ("True", "StateLost")
+
+    queued = FlowView(uid="u-3", namespace="etl", name="o", generation=2, valid=True,
+                      change_queued=True)
+    for phase in ("Running", "Succeeded"):
+        conditions = gitops(build_status(queued, snap(phase, 1, completed=1), 10))
+        assert conditions["Reconciling"] == ("True", "ChangeQueued")
+        assert conditions["Ready"][0] == "False"

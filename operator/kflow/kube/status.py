@@ -64,6 +64,12 @@ class FlowView:
     lost_message: str | None = None
     # Finished and gone from Redis (Recording.EXPIRED): the status is left exactly as it is.
     expired: bool = False
+    # Why the spec is invalid, as the Ready/Stalled reason: InvalidSpec, TemplateNotFound.
+    invalid_reason: str = "InvalidSpec"
+    # A changed spec waits for the running run to finish (changePolicy: Queue).
+    change_queued: bool = False
+    # What the status says of runs (kflow.kube.runs): written with every status.
+    run_fields: dict[str, Any] = field(default_factory=dict)
 
 
 def _condition(view: FlowView, ctype: str, status: bool, reason: str,
@@ -76,12 +82,46 @@ def _condition(view: FlowView, ctype: str, status: bool, reason: str,
             "lastTransitionTime": since}
 
 
+# The conditions GitOps tools read (Flux's kstatus, and the Argo CD health check kflow ships):
+# Ready once the run succeeded, Reconciling while it is on its way, Stalled when only a person
+# can move it on. The other conditions (Valid, Complete, Failed...) stay for kubectl wait.
+GITOPS_CONDITIONS = ("Ready", "Reconciling", "Stalled")
+
+
+def gitops_conditions(view: FlowView, phase: str, *, stalled: str | None = None,
+                      message: str = "") -> list[dict[str, Any]]:
+    """Ready, Reconciling and Stalled for a flow in `phase`; `stalled`: the reason it cannot
+    go on (InvalidSpec, TemplateNotFound, StateLost), overriding the phase."""
+    if stalled is None and phase == "Failed":
+        stalled = "FlowFailed"
+    elif stalled is None and phase == "Cancelled":
+        stalled = "Cancelled"
+    reconciling = stalled is None and phase in ("Pending", "Running")
+    reconciling_reason = "ChangeQueued" if view.change_queued and reconciling else phase
+    if view.change_queued and phase in TERMINAL_PHASES:
+        reconciling, reconciling_reason, stalled = True, "ChangeQueued", None
+    ready_reason = stalled if stalled in ("InvalidSpec", "TemplateNotFound", "StateLost") \
+        else phase
+    return [
+        _condition(view, "Ready", phase == "Succeeded" and stalled is None and
+                   not view.change_queued, ready_reason or "Pending", message),
+        _condition(view, "Reconciling", reconciling, reconciling_reason or "Pending",
+                   "a changed spec runs once this run finishes" if reconciling_reason ==
+                   "ChangeQueued" else message if reconciling else ""),
+        _condition(view, "Stalled", stalled is not None, stalled or phase or "Pending",
+                   message if stalled else ""),
+    ]
+
+
 def build_lost_status(view: FlowView) -> dict[str, Any]:
     """A flow whose Redis state is gone: its conditions as they were, plus StateLost."""
-    conditions = [c for t, c in view.conditions.items() if t != CONDITION_STATE_LOST]
+    conditions = [c for t, c in view.conditions.items()
+                  if t != CONDITION_STATE_LOST and t not in GITOPS_CONDITIONS]
     conditions.append(_condition(view, CONDITION_STATE_LOST, True, "RedisStateLost",
                                  view.lost_message or ""))
-    return {"observedGeneration": view.generation, "conditions": conditions}
+    conditions.extend(gitops_conditions(view, view.phase or "Pending", stalled="StateLost",
+                                        message=view.lost_message or ""))
+    return {"observedGeneration": view.generation, **view.run_fields, "conditions": conditions}
 
 
 def build_status(view: FlowView, snapshot: FlowSnapshot | None,
@@ -90,7 +130,7 @@ def build_status(view: FlowView, snapshot: FlowSnapshot | None,
     if view.lost_message is not None:
         return build_lost_status(view)
     conditions: list[dict[str, Any]] = []
-    status: dict[str, Any] = {"observedGeneration": view.generation}
+    status: dict[str, Any] = {"observedGeneration": view.generation, **view.run_fields}
     if view.recorded_at:
         status["recordedAt"] = view.recorded_at
     if view.valid is False or snapshot is None:
@@ -102,6 +142,9 @@ def build_status(view: FlowView, snapshot: FlowSnapshot | None,
         conditions.append(_condition(view, "Failed", view.valid is False,
                                      "Invalid" if view.valid is False else phase,
                                      view.invalid_message))
+        conditions.extend(gitops_conditions(
+            view, "Pending", stalled=view.invalid_reason if view.valid is False else None,
+            message=view.invalid_message if view.valid is False else "recording the graph"))
         status.update(phase=phase, progress="0/0", conditions=conditions)
         return status
 
@@ -149,6 +192,9 @@ def build_status(view: FlowView, snapshot: FlowSnapshot | None,
     if CONDITION_STATE_LOST in view.conditions:  # started over after its state was lost
         conditions.append(_condition(view, CONDITION_STATE_LOST, False, "Recorded",
                                      "recorded again on request"))
+    progress = f"{snapshot.done}/{snapshot.total} nodes finished"
+    conditions.extend(gitops_conditions(
+        view, phase, message=failed_msg or ("cancelled" if phase == "Cancelled" else progress)))
     status["conditions"] = conditions
     return status
 
@@ -305,8 +351,14 @@ class QueueStatus:
             else now_rfc3339()
         condition = {"type": "Valid", "status": text, "reason": reason,
                      "message": message, "lastTransitionTime": since}
+        # Ready and Stalled follow Valid (the kstatus convention GitOps tools read): a Queue
+        # that is served is ready; one refused stays so until its spec or the policy changes.
+        ready = {**condition, "type": "Ready"}
+        stalled = {**condition, "type": "Stalled", "status": "False" if valid else "True",
+                   "message": "" if valid else message}
         namespace, _, name = queue_id.partition("/")
-        await self.api.patch_queue_status(namespace, name, {"conditions": [condition]})
+        await self.api.patch_queue_status(namespace, name,
+                                          {"conditions": [condition, ready, stalled]})
         self._valid[queue_id] = condition
         return True
 
