@@ -228,6 +228,18 @@ class NotifySettings(BaseSettings):
     backoff_cap: float = Field(default=60.0, gt=0)  # KFLOW_NOTIFY_BACKOFF_CAP
 
 
+class CronSettings(BaseSettings):
+    """How CronFlows are scheduled."""
+
+    model_config = SettingsConfigDict(env_prefix="KFLOW_CRON_", extra="ignore")
+
+    # KFLOW_CRON_TIME_SCALE: a testing knob. The clock CronFlow schedules are read at runs
+    # this many times faster than real time from the operator's start (60: "every minute"
+    # comes every second), so a test sees many scheduled times in seconds; the status's
+    # schedule times are that clock's. Leave it at 1 anywhere else.
+    time_scale: float = Field(default=1.0, gt=0)
+
+
 class WebhookSettings(BaseSettings):
     """The validating admission webhook: `kubectl apply` gets `kflow lint`'s verdict.
 
@@ -351,6 +363,7 @@ class Settings(BaseModel):
     dispatch: DispatchSettings = Field(default_factory=DispatchSettings)
     status: StatusSettings = Field(default_factory=StatusSettings)
     notify: NotifySettings = Field(default_factory=NotifySettings)
+    cron: CronSettings = Field(default_factory=CronSettings)
     webhook: WebhookSettings = Field(default_factory=WebhookSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     operator_pod: OperatorPodSettings = Field(default_factory=OperatorPodSettings)

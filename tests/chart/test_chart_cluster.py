@@ -25,10 +25,12 @@ URL = "redis.url=redis://redis.example:6379/0"
 
 # What the operator may do in a namespace it serves, as `kubectl auth can-i --list` names it.
 SERVED = {
-    "flows.kflow.dev": {"list", "watch", "patch", "delete"},
+    "flows.kflow.dev": {"list", "watch", "create", "patch", "delete"},
     "queues.kflow.dev": {"list", "watch", "patch"},
+    "cronflows.kflow.dev": {"list", "watch", "patch"},
     "flows.kflow.dev/status": {"patch"},
     "queues.kflow.dev/status": {"patch"},
+    "cronflows.kflow.dev/status": {"patch"},
     "flows.kflow.dev/finalizers": {"update"},
     "jobs.batch": {"list", "watch", "create", "delete"},
     "pods": {"list", "watch"},

@@ -261,10 +261,12 @@ def test_namespace_rbac_is_a_role_per_watched_namespace(helm: Helm) -> None:
 
 # The namespaced rules of both scopes: operator/kflow/kube/k8s.py's calls and kopf's watches.
 EXPECTED_RULES = {
-    ("kflow.dev", "flows"): {"list", "watch", "patch", "delete"},
+    ("kflow.dev", "flows"): {"list", "watch", "create", "patch", "delete"},  # create: CronFlows
     ("kflow.dev", "queues"): {"list", "watch", "patch"},
+    ("kflow.dev", "cronflows"): {"list", "watch", "patch"},
     ("kflow.dev", "flows/status"): {"patch"},
     ("kflow.dev", "queues/status"): {"patch"},
+    ("kflow.dev", "cronflows/status"): {"patch"},
     ("kflow.dev", "flows/finalizers"): {"update"},
     ("batch", "jobs"): {"list", "watch", "create", "delete"},
     ("", "pods"): {"list", "watch"},

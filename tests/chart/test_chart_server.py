@@ -90,9 +90,8 @@ def test_view_reads_flows_and_edit_and_admin_steer_them(helm: Helm) -> None:
     read = {"get", "list", "watch"}
     write = read | {"create", "update", "patch", "delete"}
     assert by_role == {
-        "view": {("kflow.dev", "flows"): read, ("kflow.dev", "queues"): read},
-        "edit": {("kflow.dev", "flows"): write, ("kflow.dev", "queues"): write},
-        "admin": {("kflow.dev", "flows"): write, ("kflow.dev", "queues"): write}}
+        role: {("kflow.dev", kind): verbs for kind in ("flows", "queues", "cronflows")}
+        for role, verbs in (("view", read), ("edit", write), ("admin", write))}
 
     assert not [r for r in helm.template(URL, "rbac.aggregateToDefaultRoles=false")
                 .kinds("ClusterRole") if "aggregate" in r["metadata"]["name"]]

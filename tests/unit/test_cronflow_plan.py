@@ -12,6 +12,7 @@ import pytest
 
 from kflow.api.cron import Schedule, parse_cronflow
 from kflow.api.errors import SpecError
+from kflow.kube.cronflows import CronClock, conditions, run_flow
 from kflow.kube.cronplan import MAX_MISSED, Run, due, expired, plan, run_name, run_of
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -191,3 +192,53 @@ def test_a_long_name_is_refused() -> None:
     doc["metadata"]["name"] = "n" * 53
     with pytest.raises(SpecError, match="more than 52"):
         parse_cronflow(doc)
+
+
+# ---- the controller's pure parts -----------------------------------------------------------
+def test_a_scaled_clock_runs_faster_from_its_start() -> None:
+    wall = [1_000_000.0]
+    clock = CronClock(60.0, wall=lambda: wall[0])
+    wall[0] += 1.5
+    assert clock.now() == datetime.fromtimestamp(1_000_000 + 90, UTC)
+    assert clock.real_seconds(60) == 1.0
+    with pytest.raises(ValueError, match="above 0"):
+        CronClock(0)
+
+
+def test_a_run_is_the_cronflows_flow_with_name_label_annotation_and_owner() -> None:
+    cronflow = {"metadata": {"name": "nightly", "namespace": "etl", "uid": "u-1"},
+                "spec": {"flow": {"metadata": {"labels": {"team": "a"}},
+                                  "spec": {"nodes": [{"name": "a", "queue": "q"}]}}}}
+    flow = run_flow(cronflow, T0)
+    meta = flow["metadata"]
+    assert meta["name"] == run_name("nightly", T0)
+    assert meta["labels"] == {"team": "a", "kflow.dev/cronflow": "nightly"}
+    assert meta["annotations"] == {"kflow.dev/scheduled-at": "2026-03-01T12:00:00Z"}
+    assert meta["ownerReferences"] == [{"apiVersion": "kflow.dev/v1alpha1", "kind": "CronFlow",
+                                        "name": "nightly", "uid": "u-1", "controller": True}]
+    assert flow["spec"] == cronflow["spec"]["flow"]["spec"]
+
+
+@pytest.mark.parametrize(
+    ("problem", "suspended", "ready", "stalled"),
+    [
+        (None, False, ("True", "Scheduled"), ("False", "Scheduled")),
+        (None, True, ("True", "Suspended"), ("False", "Suspended")),
+        (("InvalidSchedule", "bad"), False, ("False", "InvalidSchedule"),
+         ("True", "InvalidSchedule")),
+        (("InvalidSpec", "bad"), True, ("False", "InvalidSpec"), ("True", "InvalidSpec")),
+    ],
+)
+def test_conditions_follow_the_kstatus_convention(problem: tuple[str, str] | None,
+                                                  suspended: bool, ready: tuple[str, str],
+                                                  stalled: tuple[str, str]) -> None:
+    made = {c["type"]: c for c in conditions([], problem=problem, suspended=suspended,
+                                             next_slot=T0, generation=4, now=T0)}
+    assert (made["Ready"]["status"], made["Ready"]["reason"]) == ready
+    assert (made["Stalled"]["status"], made["Stalled"]["reason"]) == stalled
+    assert made["Reconciling"]["status"] == "False"
+    assert {c["observedGeneration"] for c in made.values()} == {4}
+    # an unchanged status keeps its transition time
+    again = conditions(list(made.values()), problem=problem, suspended=suspended,
+                       next_slot=T0, generation=4, now=T0 + minutes(5))
+    assert [c["lastTransitionTime"] for c in again] == ["2026-03-01T12:00:00Z"] * 3

@@ -55,6 +55,7 @@ OPERATOR_VARIABLES: list[tuple[str, str, str, Any]] = [
     ("KFLOW_POD_LOG_BYTES", "4096", "dispatch.pod_log_bytes", 4096),
     ("KFLOW_POD_LOG_FLOW_BYTES", "1048576", "dispatch.pod_log_flow_bytes", 1_048_576),
     ("KFLOW_STATUS_INTERVAL_SECONDS", "2.5", "status.interval_seconds", 2.5),
+    ("KFLOW_CRON_TIME_SCALE", "60", "cron.time_scale", 60.0),
     ("KFLOW_STATUS_MAX_FAILURES", "3", "status.max_failures", 3),
     ("KFLOW_NOTIFY_TIMEOUT_SECONDS", "3", "notify.timeout_seconds", 3.0),
     ("KFLOW_NOTIFY_ATTEMPTS", "2", "notify.attempts", 2),

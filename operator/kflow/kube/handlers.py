@@ -7,6 +7,7 @@ from typing import Any
 
 import kopf
 
+from kflow.api.cron import LABEL_CRONFLOW
 from kflow.api.models import ANNOTATION_RETRY, API_VERSION, GROUP, VERSION
 from kflow.kube.jobs import LABEL_FLOW_UID
 from kflow.kube.runtime import Runtime
@@ -126,6 +127,27 @@ async def queue_dispatcher(namespace: str | None, name: str, spec: kopf.Spec, ui
     await memo.runtime.ensure_tenant(namespace, _queue(namespace, name, uid))
     await memo.runtime.queues.seen(namespace, name, spec, uid, annotations)
     await memo.runtime.queues.run(namespace, name, stopped)
+
+
+# ---- CronFlow ---------------------------------------------------------------------------
+# One loop per CronFlow starts its Flows on schedule (kflow.kube.cronflows); a change of the
+# CronFlow or of one of its Flows wakes it early.
+@kopf.daemon(GROUP, VERSION, "cronflows", cancellation_timeout=5.0)
+async def cronflow_scheduler(body: kopf.Body, stopped: Any, memo: Any, **_: Any) -> None:
+    await memo.runtime.cronflows.run(body, stopped)
+
+
+@kopf.on.event(GROUP, VERSION, "cronflows")
+async def cronflow_event(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+    assert namespace is not None
+    memo.runtime.cronflows.changed(namespace, name)
+
+
+@kopf.on.event(GROUP, VERSION, "flows", labels={LABEL_CRONFLOW: kopf.PRESENT})
+async def cronflow_run_event(namespace: str | None, labels: kopf.Labels, memo: Any,
+                             **_: Any) -> None:
+    assert namespace is not None
+    memo.runtime.cronflows.changed(namespace, labels[LABEL_CRONFLOW])
 
 
 # ---- the namespaces' pods Secrets (tenants on) ------------------------------------------

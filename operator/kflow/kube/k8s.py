@@ -11,6 +11,7 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from kflow.api.cron import LABEL_CRONFLOW
 from kflow.api.models import GROUP, VERSION
 from kflow.kube.jobs import LABEL_FLOW_UID
 
@@ -263,3 +264,34 @@ class KubeApi:
         deleted, _ = await self._unless(404, self._custom.delete_namespaced_custom_object,
                                         GROUP, VERSION, namespace, "flows", name)
         return deleted
+
+    # ---- CronFlows and their Flows (kflow.kube.cronflows.CronApi) -----------------------
+    async def list_cronflow_flows(self, namespace: str, cronflow: str) -> list[dict[str, Any]]:
+        """The Flows a CronFlow started (its label), every page."""
+        flows: list[dict[str, Any]] = []
+        cont: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"label_selector": f"{LABEL_CRONFLOW}={cronflow}",
+                                      "limit": 500}
+            if cont:
+                kwargs["_continue"] = cont
+            page = await self._call(self._custom.list_namespaced_custom_object, GROUP, VERSION,
+                                    namespace, "flows", **kwargs)
+            flows.extend(page.get("items") or [])
+            cont = (page.get("metadata") or {}).get("continue")
+            if not cont:
+                return flows
+
+    async def create_flow(self, namespace: str, body: dict[str, Any]) -> bool:
+        """Create the Flow; False when one of that name already exists."""
+        created, _ = await self._unless(409, self._custom.create_namespaced_custom_object,
+                                        GROUP, VERSION, namespace, "flows", body)
+        return created
+
+    async def patch_cronflow_status(self, namespace: str, name: str,
+                                    status: dict[str, Any]) -> bool:
+        """Merge-patch the CronFlow's status; False if the CronFlow is gone."""
+        patched, _ = await self._unless(404, self._custom.patch_namespaced_custom_object_status,
+                                        GROUP, VERSION, namespace, "cronflows", name,
+                                        {"status": status})
+        return patched

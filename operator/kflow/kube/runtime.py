@@ -2,8 +2,8 @@
 
 Each concern is a module of its own, and the kopf handlers call them directly: flows.py (a
 Flow's lifecycle), queues.py (Queue objects and their loops), pools.py (worker Deployments),
-executor.py (Jobs), events.py (Kubernetes Events), status.py (Flow and Queue status),
-metrics.py. This module only wires them.
+executor.py (Jobs), cronflows.py (CronFlow schedules), events.py (Kubernetes Events),
+status.py (Flow and Queue status), metrics.py. This module only wires them.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from kflow.engine import Engine
+from kflow.kube.cronflows import CronClock, CronFlowControl
 from kflow.kube.dispatch import Dispatchers, FlowRoutes
 from kflow.kube.events import EventPoster
 from kflow.kube.executor import JobExecutor
@@ -72,6 +73,7 @@ class Runtime:
                                    status=queue_status, metrics=self.metrics,
                                    max_stalled=dispatch.max_stalled,
                                    pod_policy=settings.policy, events=events)
+        self.cronflows = CronFlowControl(api, events, CronClock(settings.cron.time_scale))
         self.tenants = self._tenants(settings, redis_client) if settings.tenants.enabled else None
         self._tasks: list[asyncio.Task[Any]] = []
 
