@@ -1,7 +1,8 @@
 """The Argo CD health checks (gitops/argocd/health) and kstatus on hand-written objects, through
 hack/gitops-health: the real gopher-lua with Argo CD's libraries, the real cli-utils kstatus.
-No cluster; the objects follow the status the operator writes (tests/e2e/installed/
-test_gitops_health.py checks the same on objects from a live run). The first run builds the Go
+No cluster: the Flows' statuses are made by the operator's own build_status, the other objects
+follow what it writes (tests/e2e/installed/test_gitops_health.py checks the same on objects from
+a live run). The first run builds the Go
 program (about 30 s on a cold Go cache), later runs take well under a second."""
 
 from __future__ import annotations
@@ -12,7 +13,10 @@ from typing import Any
 
 import pytest
 
+from kflow.api.states import FlowPhase
 from kflow.devkit.gitops import GitOpsHealth, Health, gitops_health, run_health_tool
+from kflow.engine import FlowSnapshot, NodeFailure
+from kflow.kube.status import FlowView, build_status
 
 API = "kflow.dev/v1alpha1"
 
@@ -151,3 +155,54 @@ def test_the_harness_fails_as_argo_cd_would(tmp_path: Path, script: str, error: 
     assert done.returncode == 1, done
     [report] = json.loads(done.stdout)
     assert error in report["error"], report
+
+
+def built(name: str, view: FlowView, snapshot: FlowSnapshot | None) -> dict[str, Any]:
+    """A Flow with the status the operator builds for it."""
+    return obj("Flow", name, build_status(view, snapshot, max_failures=10),
+               generation=view.generation or 1)
+
+
+def snapshot(phase: str, done: int = 1, failures: tuple[NodeFailure, ...] = ()) -> FlowSnapshot:
+    return FlowSnapshot(phase=FlowPhase(phase), total=2, counts={"completed": done}, done=done,
+                        started_at_ms=1_764_288_000_000, finished_at_ms=None,
+                        failures=list(failures))
+
+
+def view(**fields: Any) -> FlowView:
+    return FlowView(**{"uid": "u-1", "namespace": "ns", "name": "f", "generation": 2,
+                       "valid": True, **fields})
+
+
+# Statuses from build_status: (object, kstatus, Argo CD status, a piece of its message).
+BUILT = [
+    (built("pending", view(), None), "InProgress", "Progressing", "Pending"),
+    (built("running", view(), snapshot("Running")), "InProgress", "Progressing",
+     "Running, 1/2 nodes done"),
+    (built("succeeded", view(), snapshot("Succeeded", 2)), "Current", "Healthy",
+     "Succeeded, 2/2 nodes done"),
+    (built("failed", view(), snapshot("Failed", 2, (NodeFailure("load", "boom", 2),))),
+     "Failed", "Degraded", 'Failed (FlowFailed): node "load" failed: boom'),
+    (built("cancelled", view(), snapshot("Cancelled", 2)), "Failed", "Degraded", "Cancelled"),
+    (built("suspended", view(), snapshot("Suspended")), "InProgress", "Suspended",
+     "Suspended, 1/2 nodes done"),
+    (built("invalid", view(valid=False, invalid_message='node "a": cycle a -> b -> a'), None),
+     "Failed", "Degraded", "(InvalidSpec): node \"a\": cycle"),
+    (built("no-template", view(valid=False, invalid_reason="TemplateNotFound",
+                               invalid_message="no FlowTemplate ns/etl"), None),
+     "Failed", "Degraded", "(TemplateNotFound): no FlowTemplate ns/etl"),
+    (built("queued", view(change_queued=True), snapshot("Succeeded", 2)), "InProgress",
+     "Progressing", "a changed spec runs once this run finishes"),
+    (built("lost", view(phase="Running", lost_message="Redis lost it"), None), "Failed",
+     "Degraded", "Redis lost it"),
+]
+
+
+@pytest.mark.parametrize(("made", "kstatus", "argocd", "message"), BUILT,
+                         ids=[c[0]["metadata"]["name"] for c in BUILT])
+def test_health_of_the_status_the_operator_builds(made: dict[str, Any], kstatus: str,
+                                                  argocd: str, message: str) -> None:
+    [got] = gitops_health([made])
+    assert got.kstatus.status == kstatus, (got, made["status"])
+    assert got.argocd is not None and got.argocd.status == argocd, (got, made["status"])
+    assert message in got.argocd.message, (got, made["status"])

@@ -52,8 +52,11 @@ end
 
 local stalled = condition(conditions, "Stalled")
 if holds(stalled) then
-  return {status = "Degraded", message = phase .. " (" .. (stalled.reason or "Stalled")
-    .. "): " .. told(stalled)}
+  local why = phase
+  if stalled.reason ~= nil and stalled.reason ~= phase then
+    why = phase .. " (" .. stalled.reason .. ")"
+  end
+  return {status = "Degraded", message = why .. ": " .. told(stalled)}
 end
 for _, ctype in ipairs({"StateLost", "Failed"}) do
   local c = condition(conditions, ctype)
@@ -72,8 +75,9 @@ local ready = condition(conditions, "Ready")
 if holds(ready) or (ready == nil and phase == "Succeeded") then
   return {status = "Healthy", message = phase .. progress}
 end
+-- A changed spec waiting for the run to finish (changePolicy: Queue) says so.
 local reconciling = condition(conditions, "Reconciling")
-if holds(reconciling) and reconciling.message ~= nil and reconciling.message ~= "" then
-  return {status = "Progressing", message = phase .. progress .. ": " .. reconciling.message}
+if holds(reconciling) and reconciling.reason == "ChangeQueued" then
+  return {status = "Progressing", message = phase .. progress .. "; " .. told(reconciling)}
 end
 return {status = "Progressing", message = phase .. progress}
