@@ -12,7 +12,7 @@ import pytest
 
 from kflow.api.cron import Schedule, parse_cronflow
 from kflow.api.errors import SpecError
-from kflow.kube.cronflows import CronClock, conditions, run_flow
+from kflow.kube.cronflows import CronClock, conditions, judge, run_flow
 from kflow.kube.cronplan import MAX_MISSED, Run, due, expired, plan, run_name, run_of
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -201,6 +201,7 @@ def test_a_scaled_clock_runs_faster_from_its_start() -> None:
     wall[0] += 1.5
     assert clock.now() == datetime.fromtimestamp(1_000_000 + 90, UTC)
     assert clock.real_seconds(60) == 1.0
+    assert clock.at(1_000_000 - 2) == datetime.fromtimestamp(1_000_000 - 120, UTC)
     with pytest.raises(ValueError, match="above 0"):
         CronClock(0)
 
@@ -242,3 +243,24 @@ def test_conditions_follow_the_kstatus_convention(problem: tuple[str, str] | Non
     again = conditions(list(made.values()), problem=problem, suspended=suspended,
                        next_slot=T0, generation=4, now=T0 + minutes(5))
     assert [c["lastTransitionTime"] for c in again] == ["2026-03-01T12:00:00Z"] * 3
+
+
+@pytest.mark.parametrize(
+    ("change", "reason", "words"),
+    [
+        ({"schedule": "0 25 * * *"}, "InvalidSchedule", "spec.schedule"),
+        ({"timeZone": "Europe/Atlantis"}, "InvalidSchedule", "spec.timeZone"),
+        ({"failedFlowsHistoryLimit": -1}, "InvalidSpec", "spec.failedFlowsHistoryLimit"),
+        ({"flow": {"spec": {"nodes": [{"name": "a", "queue": "q", "children": ["b"]},
+                                      {"name": "b", "queue": "q", "children": ["a"]}]}}},
+         "InvalidSpec", "spec.flow: Flow etl/nightly"),
+    ],
+)
+def test_the_judge_names_reason_and_field(change: dict[str, Any], reason: str,
+                                          words: str) -> None:
+    doc = copy.deepcopy(BASE)
+    doc["spec"].update(change)
+    problem, parsed = judge(doc)
+    assert parsed is None and problem is not None
+    assert problem[0] == reason and words in problem[1], problem
+    assert judge(BASE) == (None, parse_cronflow(BASE))

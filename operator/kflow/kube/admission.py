@@ -14,6 +14,8 @@ What is checked, and why no more:
   template is also judged by the operator's pod policy (kflow.kube.policy), with the lines
   of the Queue's Valid condition; the condition stays the backstop, since the policy may
   change after a Queue was admitted.
+- CronFlow CREATE and UPDATE: its schedule, time zone and the Flow it starts
+  (kflow.kube.cronflows.judge, whose lines its Stalled condition carries).
 """
 
 from __future__ import annotations
@@ -27,11 +29,12 @@ import kopf
 from kflow.api.errors import SpecError, error_lines
 from kflow.api.models import API_VERSION, GROUP, VERSION, ObjectMeta, object_ref
 from kflow.graph import check_manifest
-from kflow.kube import policy
+from kflow.kube import cronflows, policy
 from kflow.settings import PodPolicySettings, WebhookSettings
 
 FLOW_WEBHOOK = "validate-flow"  # kopf handler ids, also the URL paths the webhook is served at
 QUEUE_WEBHOOK = "validate-queue"
+CRONFLOW_WEBHOOK = "validate-cronflow"
 # kopf answers with this code when a handler raises AdmissionError; kubectl shows the message.
 UNPROCESSABLE = 422
 
@@ -94,6 +97,22 @@ def queue_validator(pod_policy: PodPolicySettings) -> Callable[..., Awaitable[No
     return validate_queue
 
 
+async def validate_cronflow(body: kopf.Body, namespace: str | None, **kwargs: Any) -> None:
+    """A CronFlow's schedule, time zone and Flow, with the lines of its Stalled condition
+    (kflow.kube.cronflows.judge); an UPDATE that leaves the spec as it was is let through."""
+    old, new = kwargs.get("old"), kwargs.get("new")
+    if kwargs.get("operation") == "UPDATE" and old is not None and new is not None \
+            and old.get("spec") == new.get("spec"):
+        return
+    meta = dict(body.get("metadata") or {})
+    meta["namespace"] = meta.get("namespace") or namespace
+    problem, _ = await asyncio.to_thread(
+        cronflows.judge, {"apiVersion": body.get("apiVersion"), "metadata": meta,
+                          "spec": body.get("spec")})
+    if problem is not None:
+        raise kopf.AdmissionError(problem[1], code=UNPROCESSABLE)
+
+
 def register(config: WebhookSettings, namespaces: list[str],
              pod_policy: PodPolicySettings) -> None:
     """Register the webhook handlers and the startup step that gives kopf its server.
@@ -119,6 +138,9 @@ def register(config: WebhookSettings, namespaces: list[str],
     kopf.on.validate(GROUP, VERSION, "queues", id=QUEUE_WEBHOOK,
                      operations=["CREATE", "UPDATE"], ignore_failures=ignore,
                      when=in_watched_namespace)(queue_validator(pod_policy))
+    kopf.on.validate(GROUP, VERSION, "cronflows", id=CRONFLOW_WEBHOOK,
+                     operations=["CREATE", "UPDATE"], ignore_failures=ignore,
+                     when=in_watched_namespace)(validate_cronflow)
 
     @kopf.on.startup()
     async def serve_admission(settings: kopf.OperatorSettings, **_: Any) -> None:

@@ -64,7 +64,11 @@ class CronClock:
         self._origin = wall()
 
     def now(self) -> datetime:
-        real = self._wall()
+        return self.at(self._wall())
+
+    def at(self, real: float) -> datetime:
+        """The time this clock showed (or will show) at the real time `real` (Unix seconds):
+        a CronFlow's creationTimestamp is mapped through it."""
         return datetime.fromtimestamp(self._origin + (real - self._origin) * self.scale, UTC)
 
     def real_seconds(self, seconds: float) -> float:
@@ -156,6 +160,38 @@ def conditions(previous: list[dict[str, Any]], *, problem: tuple[str, str] | Non
     return [ready, stalled, reconciling]
 
 
+Verdict = tuple[tuple[str, str] | None, CronFlow | None]
+
+
+def judge(cronflow: Mapping[str, Any]) -> Verdict:
+    """((reason, message) of a CronFlow that cannot run, or None; the parsed CronFlow when it
+    can). Its schedule, time zone and fields, then the Flow it starts, compiled as `kflow
+    lint` compiles a Flow. The operator's Stalled condition and the admission webhook say
+    the same."""
+    meta = cronflow.get("metadata") or {}
+    document = {"apiVersion": cronflow.get("apiVersion", API_VERSION), "kind": "CronFlow",
+                "metadata": {k: meta[k] for k in ("name", "namespace") if meta.get(k)},
+                "spec": cronflow.get("spec")}
+    try:
+        parsed = parse_cronflow(document)
+    except SpecError as exc:
+        fields = {error.field for error in exc.errors}
+        reason = REASON_INVALID_SCHEDULE if fields <= set(_SCHEDULE_FIELDS) \
+            else REASON_INVALID_SPEC
+        return (reason, "\n".join(error_lines(exc))), None
+    flow = run_flow({"metadata": {"name": meta.get("name") or "cronflow",
+                                  "namespace": meta.get("namespace") or "default",
+                                  "uid": meta.get("uid")},
+                     "spec": document["spec"]}, datetime(2000, 1, 1, tzinfo=UTC))
+    try:
+        check_manifest(flow)
+    except SpecError as exc:
+        lines = "\n".join(f"spec.flow: {line}" for line in error_lines(exc))
+        return (REASON_INVALID_SPEC, f"{parsed.object_ref}: spec.flow is not a Flow kflow "
+                f"can run; fix these:\n{lines}"), None
+    return None, parsed
+
+
 class CronFlowControl:
     """`run`: the loop of one CronFlow (kopf's daemon); `changed`: wake it."""
 
@@ -166,7 +202,7 @@ class CronFlowControl:
         self._wake: dict[tuple[str, str], asyncio.Event] = {}
         # (cronflow, reason, what) of Events posted, so a held or skipped time is told once.
         self._told: dict[tuple[str, str], set[tuple[str, str]]] = {}
-        self._checked: dict[tuple[str, str], tuple[Any, tuple[str, str] | None]] = {}
+        self._checked: dict[tuple[str, str], tuple[Any, Verdict]] = {}
 
     def changed(self, namespace: str, name: str) -> None:
         """The CronFlow or one of its Flows changed: its loop looks again soon."""
@@ -211,7 +247,9 @@ class CronFlowControl:
         last_schedule = _parsed_time(status.get("lastScheduleTime"))
         if parsed is not None:
             spec = parsed.spec
-            earliest = last_schedule or _parsed_time(meta.get("creationTimestamp")) or now
+            created = _parsed_time(meta.get("creationTimestamp"))
+            earliest = last_schedule or (
+                self.clock.at(created.timestamp()) if created is not None else now)
             decided = plan(Schedule.of(spec), policy=spec.concurrency_policy,
                            deadline_seconds=spec.starting_deadline_seconds,
                            suspend=spec.suspend, earliest=earliest, now=now, runs=runs)
@@ -238,32 +276,13 @@ class CronFlowControl:
     def _judge(self, key: tuple[str, str], cronflow: Mapping[str, Any]
                ) -> tuple[tuple[str, str] | None, CronFlow | None]:
         """(reason, message) of a spec that cannot run, else None; and the parsed CronFlow.
-        The Flow it starts is judged once per generation, as `kflow lint` judges a Flow."""
-        spec = cronflow.get("spec")
-        document = {"apiVersion": cronflow.get("apiVersion", API_VERSION), "kind": "CronFlow",
-                    "metadata": {k: cronflow["metadata"].get(k) for k in ("name", "namespace")},
-                    "spec": spec}
-        try:
-            parsed = parse_cronflow(document)
-        except SpecError as exc:
-            fields = {error.field for error in exc.errors}
-            reason = REASON_INVALID_SCHEDULE if fields <= set(_SCHEDULE_FIELDS) \
-                else REASON_INVALID_SPEC
-            return (reason, "\n".join(error_lines(exc))), None
-        cached = self._checked.get(key)
+        Judged once per generation (the Flow it holds is compiled, as `kflow lint` does)."""
         generation = cronflow["metadata"].get("generation")
+        cached = self._checked.get(key)
         if cached is None or cached[0] != generation:
-            flow = run_flow(cronflow, datetime(2000, 1, 1, tzinfo=UTC))
-            try:
-                check_manifest(flow)
-                verdict: tuple[str, str] | None = None
-            except SpecError as exc:
-                lines = "\n".join(f"spec.flow: {line}" for line in error_lines(exc))
-                verdict = (REASON_INVALID_SPEC,
-                           f"{parsed.object_ref}: spec.flow is not a Flow kflow can run; "
-                           f"fix these:\n{lines}")
-            self._checked[key] = cached = (generation, verdict)
-        return cached[1], (parsed if cached[1] is None else None)
+            self._checked[key] = cached = (generation, judge(cronflow))
+        problem, parsed = cached[1]
+        return problem, parsed
 
     async def _start(self, cronflow: Mapping[str, Any], slot: datetime) -> Run:
         body = run_flow(cronflow, slot)
