@@ -147,9 +147,9 @@ class CronFlowSpec(_Spec):
     suspend: StrictBool = Field(
         False, description="While true no run is started; runs already started go on.")
     successful_flows_history_limit: StrictInt = Field(
-        3, ge=0, description="Succeeded runs kept; older ones are deleted.")
+        3, ge=0, description="Succeeded runs kept, the newest; the rest are deleted.")
     failed_flows_history_limit: StrictInt = Field(
-        1, ge=0, description="Failed or cancelled runs kept; older ones are deleted.")
+        1, ge=0, description="Failed or cancelled runs kept, the newest; the rest are deleted.")
     flow: ScheduledFlow = Field(description="The Flow each scheduled time starts.")
 
     @field_validator("schedule")
