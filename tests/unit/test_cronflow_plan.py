@@ -4,6 +4,7 @@ history limits; and its schema's verdicts on schedules, time zones and limits.""
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -128,7 +129,7 @@ def test_history_limits_delete_the_oldest_finished_runs(ok: int, bad: int,
                                                         gone: list[str]) -> None:
     runs = [run(0, "Succeeded"), run(1, "Failed"), run(2, "Failed"), run(3, "Cancelled"),
             run(4, "Succeeded"), run(5, "Succeeded"), run(6, "Succeeded"), run(7, "Running"),
-            run(8, None)]
+            run(8, None), replace(run(9, "Running"), deleting=True)]  # going: never counted
     # Failed/Cancelled: 1, 2, 3 (keep the newest `bad`); Succeeded: 0, 4, 5, 6
     assert [r.name for r in expired(runs, succeeded_limit=ok, failed_limit=bad)] == gone
 
@@ -141,6 +142,8 @@ def test_a_run_that_never_will_run_is_finished() -> None:
     assert seen.finished and not seen.succeeded
     assert seen.scheduled_at == T0 + minutes(1)
     assert not run_of({"metadata": {"name": "x"}, "status": {"phase": "Running"}}).finished
+    assert run_of({"metadata": {"name": "x", "deletionTimestamp": "2026-03-01T12:00:00Z"},
+                   "status": {"phase": "Running"}}).finished
 
 
 def test_run_names_are_the_cronflow_and_unix_minutes() -> None:

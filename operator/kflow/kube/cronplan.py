@@ -36,10 +36,13 @@ class Run:
     scheduled_at: datetime
     finished_at: datetime | None = None
     ended: bool = False  # finished, by phase or by a condition that says it never will run
+    deleting: bool = False  # being deleted: its finalizer stops its pods
 
     @property
     def finished(self) -> bool:
-        return self.ended or self.phase in TERMINAL_PHASES
+        # A run being deleted (Replace, a history limit, a person) is finished for its
+        # CronFlow: a Forbid schedule must not wait for its finalizer.
+        return self.ended or self.deleting or self.phase in TERMINAL_PHASES
 
     @property
     def succeeded(self) -> bool:
@@ -74,6 +77,7 @@ def run_of(flow: Mapping[str, Any]) -> Run:
         scheduled_at=scheduled or created or datetime.min.replace(tzinfo=UTC),
         finished_at=_time(status.get("finishedAt")),
         ended=ended,
+        deleting=bool(meta.get("deletionTimestamp")),
     )
 
 
@@ -146,7 +150,7 @@ def plan(schedule: Schedule, *, policy: ConcurrencyPolicy, deadline_seconds: int
 def expired(runs: Iterable[Run], *, succeeded_limit: int, failed_limit: int) -> list[Run]:
     """The finished runs beyond the history limits, oldest first: the newest `succeeded_limit`
     succeeded and `failed_limit` failed or cancelled runs are kept."""
-    finished = sorted((run for run in runs if run.finished),
+    finished = sorted((run for run in runs if run.finished and not run.deleting),
                       key=lambda run: (run.scheduled_at, run.name))
     succeeded = [run for run in finished if run.succeeded]
     failed = [run for run in finished if not run.succeeded]

@@ -61,6 +61,12 @@ class Installed:
 def installed(kube: Kube) -> Iterator[Installed]:
     """A release serving only its own flows namespace (so it never meets other tests' flows)
     with the bundled Redis on a volume; purged afterwards, CRDs left."""
+    yield from release(kube)
+
+
+def release(kube: Kube, *values: str) -> Iterator[Installed]:
+    """The `installed` release, with more `helm --set` style `values` (a module's own
+    fixture passes them, e.g. ("--set", "cron.timeScale=20"))."""
     load_images()
     suffix = uuid.uuid4().hex[:6]
     flows, other = f"kflow-flows-{suffix}", f"kflow-other-{suffix}"
@@ -68,7 +74,7 @@ def installed(kube: Kube) -> Iterator[Installed]:
         kube("create", "namespace", namespace)
     inst = Installation(kube, helm_binary(), release=f"kflow-{suffix}",
                         namespace=f"kflow-system-{suffix}",
-                        values=["--set", f"watchNamespaces={{{flows},{other}}}"])
+                        values=["--set", f"watchNamespaces={{{flows},{other}}}", *values])
     pods = JobWatch(kube, flows, "pods")
     pods.start()
     try:
@@ -79,7 +85,8 @@ def installed(kube: Kube) -> Iterator[Installed]:
         # Flows first, while an operator may still take its finalizer off them (a test that
         # failed before the uninstall test leaves them).
         for namespace in (flows, other):
-            kube("delete", "flows,queues", "--all", "-n", namespace, check=False, timeout=180)
+            kube("delete", "cronflows,flows,queues", "--all", "-n", namespace, check=False,
+                 timeout=180)
         inst.purge()
         for namespace in (flows, other):
             kube("delete", "namespace", namespace, "--ignore-not-found", check=False,
