@@ -8,6 +8,7 @@ pytest (the fixtures are thin wrappers in `tests/**/conftest.py`), after kopf's 
 - `kflow.devkit.operator`: kubectl (`Kube`), the operator process, `OperatorWorld`/`Scenario`.
 - `kflow.devkit.manifests`: Queue, Flow and pod-template builders for the local cluster.
 - `kflow.devkit.results` and `kflow.devkit.pinger`: benchmark sections and a stall meter.
+- `kflow.devkit.gitops`: what kstatus (Flux) and our Argo CD health checks say of objects.
 
 The cluster, operator and manifest parts run from a checkout of the repository (its scripts,
 CRDs and examples are found relative to this file): use an editable install (`make venv`).
