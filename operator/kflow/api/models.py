@@ -527,11 +527,17 @@ class TemplateRef(_Spec):
     """Which FlowTemplate a Flow is made from, and the values of its parameters."""
 
     name: ObjectName = Field(description="Name of the FlowTemplate, in the Flow's namespace.")
-    parameters: dict[ParameterName, Annotated[Any, WithJsonSchema(_ANY_JSON_SCHEMA)]] = Field(
+    # The CRD cannot say "any JSON under names of this pattern" (structural schemas have no
+    # patternProperties): the names and values are checked by the webhook and the operator.
+    parameters: Annotated[
+        dict[ParameterName, Any],
+        WithJsonSchema({"type": "object", "maxProperties": 64,
+                        "x-kubernetes-preserve-unknown-fields": True,
+                        "x-kflow-type": "map of parameter name to any JSON"}),
+    ] = Field(
         default_factory=dict,
         description="Values of the template's parameters, by name; a parameter with a default "
         "may be left out. Each is checked against the parameter's type and enum.",
-        json_schema_extra={"maxProperties": 64},
     )
 
 
