@@ -264,7 +264,9 @@ EXPECTED_RULES = {
     ("kflow.dev", "flows"): {"list", "watch", "create", "patch", "delete"},  # create: CronFlows
     ("kflow.dev", "queues"): {"list", "watch", "patch"},
     ("kflow.dev", "cronflows"): {"list", "watch", "patch"},
+    ("kflow.dev", "flowtemplates"): {"get", "list", "watch"},  # get: a Flow's templateRef
     ("kflow.dev", "flows/status"): {"patch"},
+    ("kflow.dev", "flowtemplates/status"): {"patch"},
     ("kflow.dev", "queues/status"): {"patch"},
     ("kflow.dev", "cronflows/status"): {"patch"},
     ("kflow.dev", "flows/finalizers"): {"update"},

@@ -129,8 +129,9 @@ def _parameter_values(ref: str, template: FlowTemplate,
         value = given[name]
         why = parameter_type_error(parameter.type, value)
         if why is not None:
+            article = "an" if parameter.type[0] in "aeiou" else "a"
             errors.append(SpecError(ref, field, f"{field} {why}: parameter \"{name}\" of "
-                                    f"{template.object_ref} takes a {parameter.type}"))
+                                    f"{template.object_ref} takes {article} {parameter.type}"))
             continue
         if parameter.enum is not None and value not in parameter.enum:
             allowed = ", ".join(json.dumps(v) for v in parameter.enum)

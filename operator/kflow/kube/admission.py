@@ -5,10 +5,12 @@ and the operator's Valid condition use, and refuse the request with its lines. R
 when the webhook is enabled (kopf refuses to start with admission handlers but no server).
 
 What is checked, and why no more:
-- Flow CREATE. A Flow's spec cannot change after creation except suspend and cancel (CEL rules
-  in the CRD, which run before any webhook), so an UPDATE is not sent here: that spares every
-  metadata patch the operator makes (finalizers, kopf's annotations) a round trip, and cannot
-  block the deletion of a Flow that was created while the webhook was off.
+- Flow CREATE and UPDATE. A Flow made from a FlowTemplate gets its parameters checked against
+  the template when it exists (one applied before its template waits for it instead). Under
+  `changePolicy` Queue or Restart a changed spec is judged before it starts a new run; an
+  UPDATE that leaves the run-shaping fields as they were (metadata patches, suspend, cancel)
+  is let through unchecked, so no patch the operator makes is refused, and the deletion of a
+  Flow created while the webhook was off is never blocked.
 - Queue CREATE and UPDATE, since a Queue's spec may change; an UPDATE that leaves the spec as
   it was (a metadata patch) is let through unchecked, for the same reasons. A Queue's pod
   template is also judged by the operator's pod policy (kflow.kube.policy), with the lines
@@ -25,9 +27,18 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import kopf
+from pydantic import ValidationError
 
 from kflow.api.errors import SpecError, error_lines
-from kflow.api.models import API_VERSION, GROUP, VERSION, ObjectMeta, object_ref
+from kflow.api.models import (
+    API_VERSION,
+    GROUP,
+    RUN_FIELDS,
+    VERSION,
+    FlowTemplate,
+    ObjectMeta,
+    object_ref,
+)
 from kflow.graph import check_manifest
 from kflow.kube import cronflows, policy
 from kflow.settings import PodPolicySettings, WebhookSettings
@@ -40,11 +51,13 @@ UNPROCESSABLE = 422
 
 
 def refusal(kind: str, body: Mapping[str, Any], namespace: str | None,
-            pod_policy: PodPolicySettings | None = None) -> str | None:
+            pod_policy: PodPolicySettings | None = None,
+            template: FlowTemplate | None = None) -> str | None:
     """The message `kubectl apply` shows for this object, or None when kflow accepts it.
 
     `pod_policy`: a Queue's pod template is judged by it too (the operator's Valid condition
-    gives the same lines); `kflow lint` knows no policy and passes none.
+    gives the same lines); `kflow lint` knows no policy and passes none. `template`: the
+    FlowTemplate a Flow's templateRef names, when it exists (its parameters are checked).
     """
     meta = body.get("metadata") or {}
     document = {
@@ -60,7 +73,7 @@ def refusal(kind: str, body: Mapping[str, Any], namespace: str | None,
         "spec": body.get("spec"),
     }
     try:
-        check_manifest(document)
+        check_manifest(document, template=template)
     except SpecError as exc:
         return "\n".join(error_lines(exc))
     if kind == "Queue" and pod_policy is not None:
@@ -73,15 +86,44 @@ def refusal(kind: str, body: Mapping[str, Any], namespace: str | None,
 
 
 async def _judge(kind: str, body: kopf.Body, namespace: str | None,
-                 pod_policy: PodPolicySettings | None = None) -> None:
+                 pod_policy: PodPolicySettings | None = None,
+                 template: FlowTemplate | None = None) -> None:
     # A large flow takes a while to compile: off the event loop, which serves the watches.
-    message = await asyncio.to_thread(refusal, kind, body, namespace, pod_policy)
+    message = await asyncio.to_thread(refusal, kind, body, namespace, pod_policy, template)
     if message is not None:
         raise kopf.AdmissionError(message, code=UNPROCESSABLE)
 
 
-async def validate_flow(body: kopf.Body, namespace: str | None, **_: Any) -> None:
-    await _judge("Flow", body, namespace)
+def _run_fields(spec: Any) -> dict[str, Any]:
+    spec = spec if isinstance(spec, Mapping) else {}
+    return {key: spec.get(key) for key in RUN_FIELDS}
+
+
+async def validate_flow(body: kopf.Body, namespace: str | None, **kwargs: Any) -> None:
+    old, new = kwargs.get("old"), kwargs.get("new")
+    if kwargs.get("operation") == "UPDATE" and old is not None and new is not None \
+            and _run_fields(old.get("spec")) == _run_fields(new.get("spec")):
+        return  # metadata, status-less patches, suspend, cancel: nothing to compile
+    await _judge("Flow", body, namespace,
+                 template=await _template(body, namespace, kwargs.get("memo")))
+
+
+async def _template(body: kopf.Body, namespace: str | None, memo: Any) -> FlowTemplate | None:
+    """The FlowTemplate a Flow names, if it exists and parses (its own problems are reported
+    on it, and the Flow then waits with Valid=False); None otherwise: a Flow may be applied
+    before its template (a GitOps sync applies both in one go)."""
+    spec = body.get("spec")
+    reference = spec.get("templateRef") if isinstance(spec, Mapping) else None
+    runtime = getattr(memo, "runtime", None)
+    if not isinstance(reference, Mapping) or not isinstance(reference.get("name"), str) \
+            or runtime is None:
+        return None
+    found = await runtime.api.read_flowtemplate(body.get("metadata", {}).get("namespace")
+                                                or namespace, reference["name"])
+    try:
+        return None if found is None else FlowTemplate.model_validate(found)
+    except ValidationError:
+        return None
 
 
 def queue_validator(pod_policy: PodPolicySettings) -> Callable[..., Awaitable[None]]:
@@ -133,8 +175,9 @@ def register(config: WebhookSettings, namespaces: list[str],
         return not watched or namespace in watched
 
     ignore = config.failure_policy == "Ignore"
-    kopf.on.validate(GROUP, VERSION, "flows", id=FLOW_WEBHOOK, operations=["CREATE"],
-                     ignore_failures=ignore, when=in_watched_namespace)(validate_flow)
+    kopf.on.validate(GROUP, VERSION, "flows", id=FLOW_WEBHOOK,
+                     operations=["CREATE", "UPDATE"], ignore_failures=ignore,
+                     when=in_watched_namespace)(validate_flow)
     kopf.on.validate(GROUP, VERSION, "queues", id=QUEUE_WEBHOOK,
                      operations=["CREATE", "UPDATE"], ignore_failures=ignore,
                      when=in_watched_namespace)(queue_validator(pod_policy))

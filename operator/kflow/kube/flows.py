@@ -1,4 +1,5 @@
-"""The life of a Flow in the operator: admit, suspend and resume, cancel, retry, delete, TTL."""
+"""The life of a Flow in the operator: admit, suspend and resume, cancel, retry, delete, TTL,
+and a new run when its spec changes (kflow.kube.runs)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,17 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from pydantic import ValidationError
+
 from kflow.api.errors import SpecError, error_lines
 from kflow.api.ids import FlowId, QueueId
-from kflow.api.models import API_VERSION, MAX_CONDITION_MESSAGE
+from kflow.api.models import API_VERSION, MAX_CONDITION_MESSAGE, FlowTemplate
 from kflow.api.states import TERMINAL_PHASES
 from kflow.engine import Engine, FlowNotFound, FlowRef
+from kflow.graph.dag import CompiledFlow
+from kflow.graph.templates import check_template, expand, template_spec
 from kflow.graph.verdict import check_manifest
+from kflow.kube import runs
 from kflow.kube.dispatch import Dispatchers, FlowRoutes
 from kflow.kube.events import EventPoster, FlowEvent
 from kflow.kube.jobs import job_state
@@ -27,16 +33,30 @@ from kflow.settings import StatusSettings
 
 log = logging.getLogger("kflow.kube")
 
+# The change policies under which a changed spec starts a new run (Reject refuses the change).
+SWITCHING = ("Queue", "Restart")
 
-def _flow_document(body: Mapping[str, Any]) -> dict[str, Any]:
+
+def _flow_document(body: Mapping[str, Any],
+                   pinned: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The Flow as `check_manifest` reads it; `pinned`: the nodes and defaults a FlowTemplate
+    gave this run (status.template.spec), in place of spec.templateRef."""
     meta = body.get("metadata") or {}
+    spec = dict(body.get("spec") or {})
+    if pinned is not None:
+        spec.pop("templateRef", None)
+        spec.update({key: pinned[key] for key in ("nodes", "defaults") if key in pinned})
     return {
         "apiVersion": body.get("apiVersion", API_VERSION),
         "kind": "Flow",
         "metadata": {k: meta.get(k) for k in ("name", "generateName", "namespace", "uid",
                                               "generation") if meta.get(k) is not None},
-        "spec": dict(body.get("spec") or {}),
+        "spec": spec,
     }
+
+
+class TemplateMissing(Exception):
+    """A Flow's spec.templateRef names no FlowTemplate (yet)."""
 
 
 class FlowLifecycle:
@@ -52,13 +72,31 @@ class FlowLifecycle:
         self.routes = routes
         self.events = events
         self.metrics = metrics
+        # One admission or run switch of a Flow at a time (kopf's handlers, the events of its
+        # Jobs and a queued change may each start one).
+        self._locks: dict[str, asyncio.Lock] = {}
+        # Flow uid -> (FlowTemplate name, the Flow as last admitted) while it is invalid.
+        self._awaiting_template: dict[str, tuple[str, Mapping[str, Any]]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        # Flow uid -> the Flow as last seen with a change waiting (changePolicy: Queue).
+        self._queued_body: dict[str, Mapping[str, Any]] = {}
         self.status = StatusPatcher(
             patch=api.patch_flow_status, snapshot=engine.snapshot,
             on_phase_change=self._phase_changed, interval=settings.interval_seconds,
             max_failures=settings.max_failures, outage=dispatchers.outage)
 
+    def _lock(self, uid: str) -> asyncio.Lock:
+        lock = self._locks.get(uid)
+        if lock is None:
+            lock = self._locks[uid] = asyncio.Lock()
+        return lock
+
     async def admit(self, body: Mapping[str, Any]) -> None:
         """Create or resume: validate, compile, record the graph in Redis, start tracking."""
+        async with self._lock(body["metadata"]["uid"]):
+            await self._admit(body)
+
+    async def _admit(self, body: Mapping[str, Any]) -> None:
         meta = body.get("metadata") or {}
         uid, namespace, name = meta["uid"], meta["namespace"], meta["name"]
         spec = body.get("spec") or {}
@@ -67,22 +105,25 @@ class FlowLifecycle:
             uid=uid, namespace=namespace, name=name, generation=meta.get("generation"),
             ttl_seconds=spec.get("ttlSecondsAfterFinished"), phase=old_status.get("phase"),
             conditions={c.get("type"): dict(c) for c in old_status.get("conditions") or []}))
+        view.spec_digest = old_status.get("specDigest")
+        view.run_generation = old_status.get("runGeneration")
+        view.runs = list(old_status.get("runs") or [])
+        if runs.changed(old_status, spec) and spec.get("changePolicy") in SWITCHING:
+            # The spec changed while no operator ran (or one stopped mid-switch).
+            await self._switch(body, view)
+            return
         try:
-            compiled = check_manifest(_flow_document(body)).compiled
-            assert compiled is not None  # a Flow document always compiles or raises
+            compiled = await self._compile(body, view, old_status)
+        except TemplateMissing as exc:
+            await self._invalid(view, str(exc), reason="TemplateNotFound")
+            return
         except SpecError as exc:
             # The same lines as `kflow lint` and the admission webhook, schema and graph
             # problems together; bounded like every condition message.
-            message = "\n".join(error_lines(exc))[:MAX_CONDITION_MESSAGE]
-            already = view.conditions.get("Valid", {})
-            view.valid, view.invalid_message = False, message
-            await self.status.flush(uid)
-            if not (already.get("status") == "False" and already.get("message") == message):
-                self.events.post(FlowEvent(uid, namespace, name, "InvalidSpec", message,
-                                           warning=True))
-            log.warning("Flow %s/%s is invalid: %s", namespace, name, message)
+            await self._invalid(view, "\n".join(error_lines(exc))[:MAX_CONDITION_MESSAGE])
             return
-        view.valid, view.invalid_message = True, ""
+        view.valid, view.invalid_message, view.invalid_reason = True, "", "InvalidSpec"
+        self._awaiting_template.pop(uid, None)
         self.routes.add(uid, {n.name: n.queue for n in compiled.nodes.values()},
                         compiled.queues)
         ref = FlowRef(uid=uid, namespace=namespace, name=name)
@@ -108,7 +149,7 @@ class FlowLifecycle:
             ref, compiled, ttl_seconds_after_finished=spec.get("ttlSecondsAfterFinished"),
             suspended=wanted_suspended or hold)
         if hold:
-            await self._mark_recorded(view)
+            await self._mark_recorded(view, spec)
             if not wanted_suspended:
                 await self.engine.resume(ref.id)
         if created:
@@ -125,6 +166,194 @@ class FlowLifecycle:
             self.dispatchers.kick(QueueId(namespace, queue))
         await self.status.flush(uid)
 
+    async def _invalid(self, view: FlowView, message: str, reason: str = "InvalidSpec") -> None:
+        already = view.conditions.get("Valid", {})
+        view.valid, view.invalid_message, view.invalid_reason = False, message, reason
+        await self.status.flush(view.uid)
+        if not (already.get("status") == "False" and already.get("message") == message):
+            self.events.post(FlowEvent(view.uid, view.namespace, view.name, reason, message,
+                                       warning=True))
+        log.warning("Flow %s/%s is invalid: %s", view.namespace, view.name, message)
+
+    async def _compile(self, body: Mapping[str, Any], view: FlowView,
+                       status: Mapping[str, Any]) -> CompiledFlow:
+        """The run's graph. A Flow made from a FlowTemplate runs the template as it was pinned
+        in its status when the run was recorded; a run not yet recorded reads the template
+        now and pins it before anything is written to Redis. Raises SpecError, or
+        TemplateMissing (the Flow waits for the template)."""
+        spec = body.get("spec") or {}
+        reference = spec.get("templateRef")
+        if not reference:
+            compiled = check_manifest(_flow_document(body)).compiled
+            assert compiled is not None  # a Flow document always compiles or raises
+            return compiled
+        pinned = status.get("template") or {}
+        if pinned.get("spec") is not None and pinned.get("name") == reference.get("name") \
+                and (decide(status, True) is Recording.RESUME or
+                     status.get("specDigest") == runs.spec_digest(spec)):
+            compiled = check_manifest(_flow_document(body, pinned["spec"])).compiled
+            assert compiled is not None
+            return compiled
+        template, template_body = await self._template(body)
+        expanded = expand(_flow_document(body), template, template_body.get("spec") or {})
+        compiled = check_manifest(expanded).compiled
+        assert compiled is not None
+        tmeta = template_body.get("metadata") or {}
+        pin = {"name": reference["name"], "uid": tmeta.get("uid"),
+               "generation": tmeta.get("generation"), "spec": template_spec(expanded)}
+        meta = body["metadata"]
+        if not await self.api.patch_flow_status(meta["namespace"], meta["name"],
+                                                {"template": pin}):
+            raise FlowNotFound(f"Flow {meta['namespace']}/{meta['name']} is gone")
+        return compiled
+
+    async def _template(self, body: Mapping[str, Any]) -> tuple[FlowTemplate, dict[str, Any]]:
+        meta = body["metadata"]
+        name = body["spec"]["templateRef"]["name"]
+        found = await self.api.read_flowtemplate(meta["namespace"], name)
+        self._awaiting_template[meta["uid"]] = (name, body)
+        if found is None:
+            raise TemplateMissing(
+                f"spec.templateRef.name: FlowTemplate {meta['namespace']}/{name} does not "
+                "exist; create it (the Flow runs once it exists) or fix the name")
+        try:
+            template = FlowTemplate.model_validate(found)
+            check_template(template)
+        except (ValidationError, SpecError) as exc:
+            raise SpecError(f"Flow {meta['namespace']}/{meta['name']}", "spec.templateRef",
+                            f"spec.templateRef: FlowTemplate {meta['namespace']}/{name} is "
+                            f"invalid (see its Valid condition); fix it and the Flow runs: "
+                            f"{str(exc)[:2000]}") from None
+        return template, found
+
+    def awaiting(self, namespace: str, template: str) -> list[Mapping[str, Any]]:
+        """The Flows waiting for this FlowTemplate (missing or invalid when they were last
+        admitted), as last seen: a change of the template admits them again."""
+        return [body for uid, (name, body) in self._awaiting_template.items()
+                if name == template and body["metadata"]["namespace"] == namespace
+                and (view := self.status.views.get(uid)) is not None and view.valid is False]
+
+    async def observe(self, body: Mapping[str, Any]) -> None:
+        """Every event of a Flow: a new generation is reported as observed; a changed spec
+        (changePolicy Queue or Restart) starts a new run; a Flow that was invalid is judged
+        again. An unchanged re-apply makes no generation, so nothing happens."""
+        meta = body["metadata"]
+        view = self.status.views.get(meta["uid"])
+        generation = meta.get("generation")
+        if view is None or generation == view.generation:
+            return
+        async with self._lock(meta["uid"]):
+            previous, view.generation = view.generation, generation
+            spec = body.get("spec") or {}
+            view.ttl_seconds = spec.get("ttlSecondsAfterFinished")
+            try:
+                if view.valid is False and view.recorded_at is None:
+                    await self._admit(body)
+                elif view.spec_digest and view.spec_digest != runs.spec_digest(spec) and \
+                        spec.get("changePolicy") in SWITCHING:
+                    await self._switch(body, view)
+                else:
+                    self.status.mark(view.uid)
+            except Exception:
+                # Not observed: the Flow's next event (its status changes on its own) or the
+                # next operator's start tries again.
+                view.generation = previous
+                raise
+
+    async def _switch(self, body: Mapping[str, Any], view: FlowView) -> None:
+        """Start a run of the changed spec (kflow.kube.runs): Restart cancels the running run,
+        Queue waits for it to end; a new spec that is invalid leaves the run alone."""
+        meta, spec = body["metadata"], body.get("spec") or {}
+        namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
+        generation = meta.get("generation")
+        try:
+            await self._compile_unpinned(body)
+        except (SpecError, TemplateMissing) as exc:
+            message = "\n".join(error_lines(exc)) if isinstance(exc, SpecError) else str(exc)
+            self.events.post(FlowEvent(uid, namespace, name, "ChangeRefused",
+                                       f"generation {generation} is not run: "
+                                       f"{message[:MAX_CONDITION_MESSAGE]}", warning=True))
+            self.status.mark(uid)
+            return
+        flow_id = FlowId.of(namespace, uid)
+        reason = "Finished"
+        if await self._in_redis(flow_id):
+            view.valid = True  # the run in Redis was recorded, so its spec was valid
+            snapshot = await self.engine.snapshot(flow_id)
+            if snapshot.phase not in TERMINAL_PHASES:
+                if not self.routes.knows(uid):
+                    # Met at start-up: the running run's spec is no longer in the Flow, so
+                    # its nodes' queues are read from Redis; ready nodes go back on them.
+                    nodes = await self.engine.graph_nodes(flow_id)
+                    self.routes.add(uid, {n.name: n.queue for n in nodes},
+                                    {n.queue for n in nodes})
+                    await self.engine.reconcile_flow(flow_id)
+                    self.dispatchers.kick_namespace(namespace)
+                if spec.get("changePolicy") == "Queue":
+                    self._queued_body[uid] = body
+                    if not view.change_queued:
+                        self.events.post(FlowEvent(
+                            uid, namespace, name, "ChangeQueued",
+                            f"generation {generation} runs once the running run ends",
+                            warning=False))
+                    view.change_queued = True
+                    self.status.mark(uid)
+                    return
+                await self._cancel(namespace, uid)
+                reason = "Restarted"
+            await self.status.flush(uid)
+        old = {**(body.get("status") or {}), **(view.last_status or {}),
+               "runGeneration": view.run_generation, "runs": view.runs}
+        # The old run's keys and Jobs go before the status says a new run started, so keys
+        # found in Redis after that can only be the new run's (kflow.kube.runs).
+        await self.engine.delete(flow_id)
+        for job in await self.api.flow_jobs(namespace, uid):
+            await self.api.delete_job(namespace, job["metadata"]["name"])
+        patch = runs.new_run_status(old, generation, reason)
+        if not await self.api.patch_flow_status(namespace, name, patch):
+            return
+        if view.ttl_task is not None:
+            view.ttl_task.cancel()
+            view.ttl_task = None
+        view.recorded_at, view.last_status, view.phase = None, None, None
+        view.change_queued, view.spec_digest, view.expired = False, None, False
+        self._queued_body.pop(uid, None)
+        view.runs, view.run_generation = patch["runs"], generation
+        self.routes.forget(uid)
+        self.events.post(FlowEvent(
+            uid, namespace, name, "RunStarted",
+            f"spec generation {generation} runs now; the previous run "
+            f"(generation {old.get('runGeneration')}) ended {old.get('phase')}"
+            f"{' (restarted)' if reason == 'Restarted' else ''}", warning=False))
+        log.info("Flow %s/%s: generation %s starts a new run (%s)", namespace, name,
+                 generation, reason)
+        status = {**{k: v for k, v in (body.get("status") or {}).items()
+                     if k not in runs.RUN_STATUS_FIELDS}, **{k: v for k, v in patch.items()
+                                                              if v is not None}}
+        await self._admit({**body, "status": status})
+
+    async def _compile_unpinned(self, body: Mapping[str, Any]) -> None:
+        """Check a changed spec as a new run would read it (its template as it is now)."""
+        spec = body.get("spec") or {}
+        if spec.get("templateRef"):
+            template, template_body = await self._template(body)
+            check_manifest(expand(_flow_document(body), template, template_body.get("spec")))
+        else:
+            check_manifest(_flow_document(body))
+
+    async def queued_change(self, view: FlowView) -> None:
+        """The run a changed spec waited for ended (changePolicy: Queue): run the newest spec
+        seen (each new generation's event replaces it)."""
+        try:
+            async with self._lock(view.uid):
+                body = self._queued_body.get(view.uid)
+                if view.change_queued and body is not None:
+                    await self._switch(body, view)
+        except Exception:
+            # The next operator's start switches it (the digest still differs).
+            log.exception("Flow %s/%s: the queued change could not start", view.namespace,
+                          view.name)
+
     async def _in_redis(self, flow_id: FlowId) -> bool:
         try:
             await self.engine.snapshot(flow_id)
@@ -132,13 +361,19 @@ class FlowLifecycle:
             return False
         return True
 
-    async def _mark_recorded(self, view: FlowView) -> None:
-        """Store `status.recordedAt` in the Flow; raises (kopf retries the admission) if the
-        API server does not take it, so the held graph is released only once it is stored."""
+    async def _mark_recorded(self, view: FlowView, spec: Mapping[str, Any]) -> None:
+        """Store `status.recordedAt` (and the digest and generation of the spec the run
+        executes) in the Flow; raises (kopf retries the admission) if the API server does not
+        take it, so the held graph is released only once it is stored."""
         view.recorded_at = now_rfc3339()
         view.lost_message = None
-        if not await self.api.patch_flow_status(view.namespace, view.name,
-                                                {"recordedAt": view.recorded_at}):
+        view.spec_digest = runs.spec_digest(spec)
+        if view.run_generation is None:
+            view.run_generation = view.generation
+        if not await self.api.patch_flow_status(
+                view.namespace, view.name,
+                {"recordedAt": view.recorded_at, "specDigest": view.spec_digest,
+                 "runGeneration": view.run_generation}):
             raise FlowNotFound(f"Flow {view.namespace}/{view.name} is gone")
 
     def _gone(self, view: FlowView, old_status: Mapping[str, Any],
@@ -179,14 +414,17 @@ class FlowLifecycle:
         """Stop the flow: no more dispatches, running Jobs deleted, phase Cancelled."""
         meta = body["metadata"]
         try:
-            await self.engine.cancel(FlowId.of(meta["namespace"], meta["uid"]))
+            await self._cancel(meta["namespace"], meta["uid"])
         except FlowNotFound:
             return
-        for job in await self.api.flow_jobs(meta["namespace"], meta["uid"]):
+
+    async def _cancel(self, namespace: str, uid: str) -> None:
+        await self.engine.cancel(FlowId.of(namespace, uid))
+        for job in await self.api.flow_jobs(namespace, uid):
             if job_state(job) == "running":
-                await self.api.delete_job(meta["namespace"], job["metadata"]["name"])
-        self.dispatchers.kick_namespace(meta["namespace"])
-        self.status.mark(meta["uid"])
+                await self.api.delete_job(namespace, job["metadata"]["name"])
+        self.dispatchers.kick_namespace(namespace)
+        self.status.mark(uid)
 
     async def retry(self, body: Mapping[str, Any]) -> None:
         """Put the flow's failed nodes back to ready (the kflow.dev/retry annotation); a flow
@@ -228,6 +466,9 @@ class FlowLifecycle:
         uid = meta["uid"]
         self.status.forget(uid)
         self.routes.forget(uid)
+        self._locks.pop(uid, None)
+        self._awaiting_template.pop(uid, None)
+        self._queued_body.pop(uid, None)
         if self.notifier is not None:
             self.notifier.forget(uid)
         self.metrics.forget_flow(uid)
@@ -283,6 +524,13 @@ class FlowLifecycle:
             event("FlowFailed", f"flow failed{cause}", warning=True)
         elif phase == "Cancelled":
             event("FlowCancelled", "flow cancelled")
+        if phase in TERMINAL_PHASES and view.change_queued:
+            # The run a changed spec waited for has ended: the new run starts instead of the
+            # TTL clock (changePolicy: Queue).
+            task = asyncio.create_task(self.queued_change(view), name=f"switch {view.uid}")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return
         if phase in TERMINAL_PHASES:
             self._schedule_ttl(view)
             if self.notifier is not None:

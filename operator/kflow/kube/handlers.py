@@ -92,9 +92,26 @@ async def flow_retry_requested(body: kopf.Body, memo: kopf.Memo, **_: Any) -> No
     await memo.runtime.flows.retry(body)
 
 
+# Every event: a new generation is reported as observed, and a changed spec starts a new run
+# (changePolicy Queue or Restart). The diff-based handlers above cannot see it: the nodes are
+# left out of kopf's copy of the object.
+@kopf.on.event(GROUP, VERSION, "flows")
+async def flow_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    if type != "DELETED":
+        await memo.runtime.flows.observe(body)
+
+
 @kopf.on.delete(GROUP, VERSION, "flows", backoff=RETRY_SECONDS)
 async def flow_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     await memo.runtime.flows.delete(body)
+
+
+# ---- FlowTemplate ----------------------------------------------------------------------
+@kopf.on.event(GROUP, VERSION, "flowtemplates")
+async def flowtemplate_event(type: str | None, body: kopf.Body, memo: kopf.Memo,
+                             **_: Any) -> None:
+    if type != "DELETED":
+        await memo.runtime.templates.seen(body)
 
 
 # ---- Queue -----------------------------------------------------------------------------

@@ -163,6 +163,21 @@ class KubeApi:
         await self._unless(404, self._custom.patch_namespaced_custom_object_status, GROUP,
                            VERSION, namespace, "queues", name, {"status": status})
 
+    # ---- FlowTemplates (kflow.kube.templates) ---------------------------------------------
+    async def read_flowtemplate(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The FlowTemplate; None when there is none of that name."""
+        _, found = await self._unless(404, self._custom.get_namespaced_custom_object, GROUP,
+                                      VERSION, namespace, "flowtemplates", name)
+        return found  # type: ignore[no-any-return]
+
+    async def patch_flowtemplate_status(self, namespace: str, name: str,
+                                        status: dict[str, Any]) -> bool:
+        """Merge-patch the FlowTemplate's status; False if it is gone."""
+        patched, _ = await self._unless(404, self._custom.patch_namespaced_custom_object_status,
+                                        GROUP, VERSION, namespace, "flowtemplates", name,
+                                        {"status": status})
+        return patched
+
     # ---- the operator's own pod and its owners (kflow.kube.redis_health) ---------------------
     async def read_object(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         """A Pod, ReplicaSet or Deployment by name; None when it does not exist."""

@@ -29,6 +29,7 @@ from kflow.kube.pools import WorkerPools
 from kflow.kube.queues import QueueControl
 from kflow.kube.redis_health import report_persistence
 from kflow.kube.status import QueueStatus
+from kflow.kube.templates import TemplateControl
 from kflow.kube.tenants import SecretLayout, Tenants
 from kflow.settings import Settings
 from kflow.store.connect import connect_to
@@ -73,6 +74,7 @@ class Runtime:
                                    status=queue_status, metrics=self.metrics,
                                    max_stalled=dispatch.max_stalled,
                                    pod_policy=settings.policy, events=events)
+        self.templates = TemplateControl(api, events, self.flows)
         self.cronflows = CronFlowControl(api, events, CronClock(settings.cron.time_scale))
         self.tenants = self._tenants(settings, redis_client) if settings.tenants.enabled else None
         self._tasks: list[asyncio.Task[Any]] = []

@@ -68,8 +68,12 @@ class FlowView:
     invalid_reason: str = "InvalidSpec"
     # A changed spec waits for the running run to finish (changePolicy: Queue).
     change_queued: bool = False
-    # What the status says of runs (kflow.kube.runs): written with every status.
-    run_fields: dict[str, Any] = field(default_factory=dict)
+    # The runs of this Flow object (kflow.kube.runs), as its status says: the digest of the
+    # spec the current run executes, its generation, and the earlier runs. Written by the
+    # patches that switch and record runs, never by the periodic status patch.
+    spec_digest: str | None = None
+    run_generation: int | None = None
+    runs: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _condition(view: FlowView, ctype: str, status: bool, reason: str,
@@ -121,7 +125,7 @@ def build_lost_status(view: FlowView) -> dict[str, Any]:
                                  view.lost_message or ""))
     conditions.extend(gitops_conditions(view, view.phase or "Pending", stalled="StateLost",
                                         message=view.lost_message or ""))
-    return {"observedGeneration": view.generation, **view.run_fields, "conditions": conditions}
+    return {"observedGeneration": view.generation, "conditions": conditions}
 
 
 def build_status(view: FlowView, snapshot: FlowSnapshot | None,
@@ -130,7 +134,7 @@ def build_status(view: FlowView, snapshot: FlowSnapshot | None,
     if view.lost_message is not None:
         return build_lost_status(view)
     conditions: list[dict[str, Any]] = []
-    status: dict[str, Any] = {"observedGeneration": view.generation, **view.run_fields}
+    status: dict[str, Any] = {"observedGeneration": view.generation}
     if view.recorded_at:
         status["recordedAt"] = view.recorded_at
     if view.valid is False or snapshot is None:
