@@ -329,3 +329,41 @@ def test_the_private_redis_stops_with_the_runner(how: signal.Signals, tmp_path: 
         assert "interrupted" in (proc.stderr.read() if proc.stderr else "")
     else:
         assert code == -signal.SIGKILL
+
+
+GITOPS = EXAMPLES / "gitops"
+
+
+def test_lint_checks_a_flows_parameters_against_its_template_in_another_file(
+        tmp_path: Path) -> None:
+    pipelines = GITOPS / "pipelines"
+    ok = kflow("lint", pipelines / "etl.flowtemplate.yaml", pipelines / "etl-backfill.flow.yaml")
+    assert ok.returncode == 0, ok.stderr
+    assert "Flow default/etl-backfill-2026-11: ok (4 nodes, 4 queues)" in ok.stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("apiVersion: kflow.dev/v1alpha1\nkind: Flow\nmetadata: {name: b}\n"
+                   "spec: {templateRef: {name: etl, parameters: {pipelineId: 7, day: x}}}\n")
+    result = kflow("lint", pipelines / "etl.flowtemplate.yaml", bad)
+    assert result.returncode == 1
+    assert ("spec.templateRef.parameters.pipelineId is 7, not a string: parameter "
+            '"pipelineId" of FlowTemplate default/etl takes a string') in result.stderr
+    assert 'FlowTemplate default/etl has no parameter "day"' in result.stderr
+    alone = kflow("lint", bad)  # without its template only its own fields are checked
+    assert alone.returncode == 0 and "FlowTemplate etl is not in the files checked" in \
+        alone.stdout
+
+
+def test_a_flow_made_from_a_template_runs_locally(tmp_path: Path) -> None:
+    both = tmp_path / "etl.yaml"
+    both.write_text((GITOPS / "pipelines" / "etl.flowtemplate.yaml").read_text() + "\n---\n"
+                    + (GITOPS / "pipelines" / "etl-backfill.flow.yaml").read_text())
+    result = kflow("run", "--local", both, "--handlers", HANDLERS)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Flow default/etl-backfill-2026-11: Succeeded 4/4 done" in result.stdout
+    # The template's parameters reached the nodes: the backfill's two records, its id.
+    assert "extracted 2 records for backfill-2026-11" in result.stdout
+    missing = kflow("run", "--local", GITOPS / "pipelines" / "etl-backfill.flow.yaml",
+                    "--handlers", HANDLERS)
+    assert missing.returncode == 2
+    assert "holds no FlowTemplate etl; a local run reads the template from the same file" in \
+        missing.stdout + missing.stderr

@@ -3,6 +3,7 @@ verdict the admission webhook gives it, and a Flow too large for Kubernetes is n
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from collections.abc import Iterator, Sequence
@@ -13,6 +14,7 @@ from typing import IO, TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from kflow.api import Flow
     from kflow.api.errors import SpecError
+    from kflow.api.models import FlowTemplate
 
 EXIT_LINT_ERRORS = 1
 STDIN = "-"
@@ -46,10 +48,39 @@ class Checked:
     failed: bool = False
 
 
+def templates_of(documents: Sequence[Any]) -> dict[str, FlowTemplate]:
+    """The FlowTemplates among `documents` that parse, by name (their problems are reported
+    when they are checked themselves)."""
+    from pydantic import ValidationError
+
+    from kflow.api.models import FlowTemplate
+
+    found: dict[str, FlowTemplate] = {}
+    for document in documents:
+        if isinstance(document, dict) and document.get("kind") == "FlowTemplate":
+            try:
+                template = FlowTemplate.model_validate(document)
+            except ValidationError:
+                continue
+            if template.metadata.name:
+                found[template.metadata.name] = template
+    return found
+
+
+def _template_name(document: Any) -> str | None:
+    spec = document.get("spec") if isinstance(document, dict) else None
+    reference = spec.get("templateRef") if isinstance(spec, dict) else None
+    name = reference.get("name") if isinstance(reference, dict) else None
+    return name if isinstance(name, str) else None
+
+
 def check_source(path: str, out: IO[str], err: IO[str], *, stdin: IO[str] | None = None,
-                 verbose: bool = True) -> Checked:
+                 verbose: bool = True,
+                 templates: dict[str, FlowTemplate] | None = None) -> Checked:
     """Read `path` (or standard input for `-`) and check each object; print one line per
-    object (when `verbose`) or problem, problems prefixed by the path."""
+    object (when `verbose`) or problem, problems prefixed by the path. A Flow made from a
+    FlowTemplate is checked against it when the template is in this source or `templates`
+    (the other files checked with it)."""
     from kflow.api import Flow
     from kflow.api.errors import SpecError, error_lines
     from kflow.api.manifests import document_source, read_documents
@@ -81,9 +112,12 @@ def check_source(path: str, out: IO[str], err: IO[str], *, stdin: IO[str] | None
     if not documents:
         err.write(f"{label}: holds no Flow or Queue object\n")
         checked.failed = True
+    known = {**(templates or {}), **templates_of(documents)}
     for position, document in enumerate(documents, start=1):
+        template_name = _template_name(document)
         try:
-            verdict = check_manifest(document, source=document_source(name, position))
+            verdict = check_manifest(document, source=document_source(name, position),
+                                     template=known.get(template_name or ""))
         except SpecError as exc:
             report(exc)
             checked.failed = True
@@ -99,7 +133,10 @@ def check_source(path: str, out: IO[str], err: IO[str], *, stdin: IO[str] | None
         checked.manifests.append(document)
         if not verbose:
             continue
-        if verdict.compiled is None:
+        if verdict.compiled is None and template_name is not None:
+            out.write(f"{label}: {ref}: ok (FlowTemplate {template_name} is not in the files "
+                      "checked: its parameters were not checked)\n")
+        elif verdict.compiled is None:
             out.write(f"{label}: {ref}: ok\n")
         else:
             out.write(f"{label}: {ref}: ok ({len(verdict.compiled.nodes)} nodes, "
@@ -111,10 +148,20 @@ def lint_files(paths: Sequence[str], out: IO[str], err: IO[str], *,
                stdin: IO[str] | None = None) -> int:
     """Give every object of every file (directories searched, `-` for standard input) the
     verdict the admission webhook gives it; print one line per object or problem."""
+    from kflow.api.errors import SpecError
+    from kflow.api.manifests import read_documents
+
     failed = False
     files = list(manifest_paths(paths))
+    templates: dict[str, FlowTemplate] = {}
+    for path in files:  # a Flow may name a template kept in another file
+        # A file that cannot be read is reported when it is checked itself.
+        if path != STDIN:
+            with contextlib.suppress(SpecError, OSError):
+                templates.update(templates_of(read_documents(Path(path))[0]))
     for path in files:
-        failed = check_source(path, out, err, stdin=stdin).failed or failed
+        failed = check_source(path, out, err, stdin=stdin,
+                              templates=templates).failed or failed
     if not files:
         err.write(f"{', '.join(paths)}: no *.yaml or *.yml file found\n")
         failed = True

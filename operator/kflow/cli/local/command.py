@@ -23,8 +23,9 @@ from kflow.sdk.handlers import Handler
 from kflow.store.connect import connect
 
 if TYPE_CHECKING:
-    from kflow.api import Queue
+    from kflow.api import Flow, Queue
     from kflow.api.errors import SpecError
+    from kflow.api.models import FlowTemplate
 
 log = logging.getLogger("kflow.local")
 
@@ -85,6 +86,23 @@ class LocalRun:
     flow_uid: str
 
 
+def _from_template(flow: Flow, templates: list[FlowTemplate], path: str | Path) -> Flow:
+    """The Flow with the nodes of the FlowTemplate it names, which must be in the same file."""
+    from kflow.api import Flow
+    from kflow.api.errors import SpecError
+    from kflow.graph.templates import expand
+
+    assert flow.spec.template_ref is not None
+    name = flow.spec.template_ref.name
+    template = next((t for t in templates if t.metadata.name == name), None)
+    if template is None:
+        raise SpecError(flow.object_ref, "spec.templateRef.name",
+                        f"spec.templateRef.name: {path} holds no FlowTemplate {name}; a local "
+                        "run reads the template from the same file: add it there")
+    document = flow.model_dump(by_alias=True, exclude_unset=True, mode="json")
+    return Flow.model_validate(expand(document, template))
+
+
 def prepare_local_run(
     flow_path: str | Path, handlers_path: str | Path, *, flow_id: str | None = None
 ) -> LocalRun:
@@ -95,6 +113,7 @@ def prepare_local_run(
     from kflow.api import Flow, Queue, load_manifests
     from kflow.api.errors import SpecError
     from kflow.api.manifests import MAX_LOCAL_MANIFEST_BYTES
+    from kflow.api.models import FlowTemplate
     from kflow.graph import compile_flow
     from kflow.sdk.handlers import HandlerError, load_handlers
 
@@ -109,6 +128,9 @@ def prepare_local_run(
                      "one (put the Queue objects it uses beside it)"),
         )
     flow = flows[0]
+    if flow.spec.template_ref is not None:
+        flow = _from_template(flow, [o for o in objects if isinstance(o, FlowTemplate)],
+                              flow_path)
     compiled = compile_flow(flow)
     handlers = load_handlers(handlers_path)
     namespace, name = flow_identity(flow)
