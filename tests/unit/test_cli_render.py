@@ -86,6 +86,12 @@ def test_summary_names_phase_counts_times_duration_and_failures() -> None:
     lines = summary_lines(running, datetime(2026, 11, 30, 10, 2, 5, tzinfo=UTC))
     assert lines[0].startswith("Flow data/etl: Running (suspended)")
     assert "duration 2m00s" in lines[1]
+    rerun = {**summary, "failures": [], "template": {"name": "etl", "generation": 4},
+             "runGeneration": 3, "runs": [{"generation": 1, "phase": "Succeeded"},
+                                          {"generation": 2, "phase": "Cancelled"}]}
+    assert summary_lines(rerun, datetime(2026, 11, 30, 11, tzinfo=UTC))[2:] == [
+        "  made from FlowTemplate etl (generation 4)",
+        "  run of spec generation 3; 2 earlier runs, the last (generation 2) cancelled"]
 
 
 def test_durations_read_at_a_glance() -> None:

@@ -60,6 +60,20 @@ def test_roots_and_queues_from_a_flow_spec() -> None:
                                                  ["mail", "pay", "ship", "stock"])
 
 
+def test_a_templated_flows_detail_reads_its_pinned_nodes_and_runs() -> None:
+    flow = {"metadata": {"name": "f", "namespace": "n", "uid": "u"},
+            "spec": {"templateRef": {"name": "etl", "parameters": {}}},
+            "status": {"phase": "Running", "runGeneration": 3,
+                       "runs": [{"generation": 1, "phase": "Succeeded", "reason": "Finished"}],
+                       "template": {"name": "etl", "generation": 7, "spec": {"nodes": [
+                           {"name": "load", "queue": "db", "children": [
+                               {"name": "get", "queue": "http"}]}]}}}}
+    detail = reads.flow_detail(flow, None)
+    assert (detail["roots"], detail["queues"]) == (["load"], ["db", "http"])
+    assert detail["template"] == {"name": "etl", "generation": 7}
+    assert detail["runGeneration"] == 3 and detail["runs"][0]["phase"] == "Succeeded"
+
+
 def test_summary_from_status_and_retry_conflicts() -> None:
     flow = {"metadata": {"name": "f", "namespace": "n", "uid": "u",
                          "creationTimestamp": "2026-01-01T00:00:00Z"},

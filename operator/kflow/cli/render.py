@@ -278,6 +278,18 @@ def summary_lines(summary: Mapping[str, Any], now: datetime) -> list[str]:
     lines.append("  " + ", ".join(times))
     if summary.get("cancelled") and summary.get("phase") not in TERMINAL_PHASES:
         lines.append("  cancel requested")
+    made = []
+    if summary.get("template"):
+        template = summary["template"]
+        made.append(f"made from FlowTemplate {template.get('name')} "
+                    f"(generation {template.get('generation')})")
+    runs = summary.get("runs") or []
+    if runs:
+        last = runs[-1]
+        made.append(f"run of spec generation {summary.get('runGeneration')}; "
+                    f"{len(runs)} earlier run{'s' if len(runs) > 1 else ''}, the last "
+                    f"(generation {last.get('generation')}) {str(last.get('phase')).lower()}")
+    lines.extend(f"  {text}" for text in made)
     failures = summary.get("failures") or []
     if failures:
         handled = summary.get("phase") == "Succeeded"

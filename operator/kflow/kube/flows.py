@@ -152,6 +152,13 @@ class FlowLifecycle:
             await self._mark_recorded(view, spec)
             if not wanted_suspended:
                 await self.engine.resume(ref.id)
+        elif view.spec_digest is None:
+            # Recorded by a kflow before runs existed, when its spec could not change: the
+            # spec it has is the one its run executes.
+            view.spec_digest = runs.spec_digest(spec)
+            view.run_generation = view.run_generation or view.generation
+            await self.api.patch_flow_status(namespace, name, {
+                "specDigest": view.spec_digest, "runGeneration": view.run_generation})
         if created:
             log.info("Flow %s/%s: %d nodes recorded in Redis", namespace, name,
                      len(compiled.nodes))

@@ -105,9 +105,15 @@ def flow_detail(flow: Mapping[str, Any], snapshot: FlowSnapshot | None) -> dict[
                     for f in snapshot.failures[:FAILURES_SHOWN]]
     else:
         failures = list(status.get("firstFailures") or [])
-    roots, queues = flow_roots_and_queues(flow.get("spec") or {})
+    # A Flow made from a FlowTemplate runs the nodes pinned in its status.
+    pinned = (status.get("template") or {}).get("spec")
+    roots, queues = flow_roots_and_queues(pinned or flow.get("spec") or {})
+    template = status.get("template") or {}
     out.update(failures=failures, conditions=list(status.get("conditions") or []),
-               queues=queues, roots=roots)
+               queues=queues, roots=roots,
+               template={"name": template.get("name"), "generation": template.get(
+                   "generation")} if template.get("name") else None,
+               runGeneration=status.get("runGeneration"), runs=list(status.get("runs") or []))
     return out
 
 
