@@ -1,7 +1,8 @@
-"""CronFlow on the local cluster (about 2 min 40 s with the install), kflow installed by its
+"""CronFlow on the local cluster (about 2.5 min with the install), kflow installed by its
 chart with the cron clock 20 times faster (cron.timeScale: "every minute" comes every 3 s):
-Forbid never lets two runs overlap and later runs still start, history limits hold, suspend
-stops new runs, and a bad schedule is refused or reported naming the field and the fix."""
+Forbid never lets two runs overlap and later runs still start, Replace deletes the running
+one, history limits hold, suspend stops new runs, and a bad schedule is refused or reported
+naming the field and the fix."""
 
 from __future__ import annotations
 
@@ -150,6 +151,29 @@ def test_forbid_never_overlaps_history_holds_and_suspend_stops(installed: Instal
     finally:
         watch.stop()
         installed.kube("-n", installed.flows, "delete", "cronflow", "forbid", check=False)
+
+
+def test_replace_deletes_the_unfinished_run_for_the_next(installed: Installed) -> None:
+    # Runs of two scheduled minutes under Replace: each next time deletes the running one.
+    apply(installed, shell_queue("cf-replaced", "sleep 6"),
+          cronflow("replace", "cf-replaced", concurrencyPolicy="Replace"))
+    watch = JobWatch(installed.kube, installed.flows, "flows")
+    watch.start()
+    try:
+        until("two runs replaced", lambda: len(deleted_runs(watch, "replace")) >= 2,
+              timeout=120)
+        _, seen = most_unfinished_at_once(watch, "replace")
+        assert len(seen) >= 3
+        succeeded = {flow["metadata"]["name"] for _, flow in watch.events
+                     if (flow.get("status") or {}).get("phase") == "Succeeded"}
+        assert not succeeded & seen, f"ran to the end despite Replace: {succeeded & seen}"
+        reasons = installed.kube("-n", installed.flows, "get", "events", "--field-selector",
+                                 "involvedObject.name=replace", "-o",
+                                 "jsonpath={.items[*].reason}").stdout.split()
+        assert "Replaced" in reasons and "Scheduled" in reasons
+    finally:
+        watch.stop()
+        installed.kube("-n", installed.flows, "delete", "cronflow", "replace", check=False)
 
 
 def test_failed_runs_keep_only_the_failed_history_limit(installed: Installed) -> None:
