@@ -90,7 +90,8 @@ def test_view_reads_flows_and_edit_and_admin_steer_them(helm: Helm) -> None:
     read = {"get", "list", "watch"}
     write = read | {"create", "update", "patch", "delete"}
     assert by_role == {
-        role: {("kflow.dev", kind): verbs for kind in ("flows", "queues", "cronflows")}
+        role: {("kflow.dev", kind): verbs
+               for kind in ("flows", "queues", "cronflows", "flowtemplates")}
         for role, verbs in (("view", read), ("edit", write), ("admin", write))}
 
     assert not [r for r in helm.template(URL, "rbac.aggregateToDefaultRoles=false")
