@@ -367,3 +367,16 @@ def test_a_flow_made_from_a_template_runs_locally(tmp_path: Path) -> None:
     assert missing.returncode == 2
     assert "holds no FlowTemplate etl; a local run reads the template from the same file" in \
         missing.stdout + missing.stderr
+
+
+def test_lint_gives_a_cronflow_the_webhooks_verdict(tmp_path: Path) -> None:
+    cronflow = GITOPS / "pipelines" / "etl-nightly.cronflow.yaml"
+    ok = kflow("lint", cronflow)
+    assert ok.returncode == 0, ok.stderr
+    assert "CronFlow default/etl-nightly: ok (schedule '0 2 * * *')" in ok.stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(cronflow.read_text().replace("0 2 * * *", "0 25 * * *"))
+    result = kflow("lint", bad)
+    assert result.returncode == 1
+    assert "CronFlow default/etl-nightly: spec.schedule: '0 25 * * *' cannot be read" in \
+        result.stderr

@@ -57,7 +57,10 @@ PAGE_SIZE = 5_000
 LIVE_REFRESH_PER_SECOND = 4
 RECONNECT_PAUSE_S = 1.0
 
-PLURALS = {"Flow": "flows", "Queue": "queues"}
+PLURALS = {"Flow": "flows", "Queue": "queues", "FlowTemplate": "flowtemplates",
+           "CronFlow": "cronflows"}
+# What a Flow of the same file may need, created first; one that exists is left as it is.
+SHARED_KINDS = ("Queue", "FlowTemplate")
 
 
 def now() -> datetime:
@@ -473,13 +476,14 @@ def create_objects(connection: Connection, manifests: Sequence[dict[str, Any]],
                    namespace: str, explicit_namespace: bool,
                    say: Callable[[str], None]) -> list[dict[str, Any]]:
     """Create each object with the caller's own credentials (so RBAC is the API server's):
-    Queues first (one that exists is left as it is), then Flows. Returns the created Flows."""
+    Queues and FlowTemplates first (one that exists is left as it is), then Flows and
+    CronFlows. Returns the created Flows."""
     from kubernetes.client import ApiClient, CustomObjectsApi
     from kubernetes.client.exceptions import ApiException
 
     client = CustomObjectsApi(ApiClient(configuration=connection.configuration))
     created: list[dict[str, Any]] = []
-    ordered = sorted(manifests, key=lambda m: m.get("kind") != "Queue")
+    ordered = sorted(manifests, key=lambda m: m.get("kind") not in SHARED_KINDS)
     for manifest in ordered:
         kind = str(manifest.get("kind"))
         meta = manifest.setdefault("metadata", {})
@@ -495,7 +499,7 @@ def create_objects(connection: Connection, manifests: Sequence[dict[str, Any]],
             body = cast(dict[str, Any], client.create_namespaced_custom_object(
                 GROUP, VERSION, target, PLURALS[kind], manifest))
         except ApiException as exc:
-            if exc.status == 409 and kind == "Queue":
+            if exc.status == 409 and kind in SHARED_KINDS:
                 say(f"{label} exists, left as it is")
                 continue
             raise kube_api_error(exc, f"cannot create {label}") from None

@@ -74,6 +74,21 @@ def _template_name(document: Any) -> str | None:
     return name if isinstance(name, str) else None
 
 
+def _check_cronflow(document: dict[str, Any], label: str, out: IO[str], err: IO[str],
+                    verbose: bool) -> bool:
+    """A CronFlow gets the admission webhook's verdict (its schedule, time zone and Flow)."""
+    from kflow.kube.cronflows import judge
+
+    problem, parsed = judge(document)
+    if problem is not None:
+        for line in problem[1].splitlines():
+            err.write(f"{label}: {line}\n")
+        return False
+    if verbose and parsed is not None:
+        out.write(f"{label}: {parsed.object_ref}: ok (schedule {parsed.spec.schedule!r})\n")
+    return True
+
+
 def check_source(path: str, out: IO[str], err: IO[str], *, stdin: IO[str] | None = None,
                  verbose: bool = True,
                  templates: dict[str, FlowTemplate] | None = None) -> Checked:
@@ -114,6 +129,12 @@ def check_source(path: str, out: IO[str], err: IO[str], *, stdin: IO[str] | None
         checked.failed = True
     known = {**(templates or {}), **templates_of(documents)}
     for position, document in enumerate(documents, start=1):
+        if isinstance(document, dict) and document.get("kind") == "CronFlow":
+            if _check_cronflow(document, label, out, err, verbose):
+                checked.manifests.append(document)
+            else:
+                checked.failed = True
+            continue
         template_name = _template_name(document)
         try:
             verdict = check_manifest(document, source=document_source(name, position),

@@ -197,6 +197,28 @@ def test_an_edit_user_submits_from_stdin_retries_the_failed_node_and_waits(
     assert deleted.returncode == 0 and f"Flow {installed.flows}/{name} deleted" in deleted.stdout
 
 
+def test_an_edit_user_submits_a_template_and_a_flow_made_from_it(
+        installed: Installed, users: dict[str, User], tmp_path: Path) -> None:
+    pipelines = REPO / "examples" / "gitops" / "pipelines"
+    flow = yaml.safe_load((pipelines / "etl-backfill.flow.yaml").read_text())
+    flow["metadata"] = {"generateName": "cli-etl-"}
+    file = tmp_path / "etl.yaml"
+    file.write_text((pipelines / "queues.yaml").read_text() + "\n---\n"
+                    + (pipelines / "etl.flowtemplate.yaml").read_text() + "\n---\n"
+                    + yaml.safe_dump(flow))
+    done = users["editor"].kflow("submit", str(file), "--wait", "--timeout", "300")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"FlowTemplate {installed.flows}/etl created" in done.stdout
+    name = re.search(r"Flow \S+/(cli-etl-\w+) created", done.stdout).group(1)
+    got = users["viewer"].kflow("get", name)
+    assert f"{name}: Succeeded 4/4 done" in got.stdout, got.stdout
+    assert "made from FlowTemplate etl (generation 1)" in got.stdout
+    # The same file again: the template exists and is left as it is; a new run is made.
+    again = users["editor"].kflow("submit", str(file))
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert f"FlowTemplate {installed.flows}/etl exists, left as it is" in again.stdout
+
+
 @pytest.fixture
 def ui(users: dict[str, User]) -> Iterator[str]:
     proc = subprocess.Popen([str(BIN / "kflow"), "ui", "--port", "0"], env=users["viewer"].env(),
