@@ -42,3 +42,18 @@ def test_the_valid_condition_is_patched_once_per_verdict() -> None:
         [("Ready", "True"), ("Stalled", "False")]]
     # Still False with another message: the transition time is the first False's.
     assert conditions[1]["lastTransitionTime"] == conditions[0]["lastTransitionTime"]
+
+
+def test_the_judged_generation_is_reported_even_when_the_verdict_stays() -> None:
+    api = Recorder()
+    status = QueueStatus(api, Metrics())
+    queue = QueueId("etl", "q")
+
+    async def scenario() -> None:
+        await status.set_valid(queue, True, "Valid", "allowed", 1)
+        await status.set_valid(queue, True, "Valid", "allowed", 1)  # nothing new
+        await status.set_valid(queue, True, "Valid", "allowed", 2)  # an edit, same verdict
+
+    asyncio.run(scenario())
+    assert [p.get("observedGeneration") for p in api.patches] == [1, 2]
+    assert "conditions" in api.patches[0] and "conditions" not in api.patches[1]

@@ -117,14 +117,15 @@ async def flowtemplate_event(type: str | None, body: kopf.Body, memo: kopf.Memo,
 # ---- Queue -----------------------------------------------------------------------------
 @kopf.on.event(GROUP, VERSION, "queues")
 async def queue_event(type: str, namespace: str | None, name: str, spec: kopf.Spec,
-                      uid: str | None, annotations: kopf.Annotations, memo: Any,
-                      **_: Any) -> None:
+                      uid: str | None, annotations: kopf.Annotations, meta: kopf.Meta,
+                      memo: Any, **_: Any) -> None:
     assert namespace is not None  # Queue is a namespaced kind
     if type == "DELETED":
         memo.runtime.queues.gone(namespace, name)
     else:
         await memo.runtime.ensure_tenant(namespace, _queue(namespace, name, uid))
-        await memo.runtime.queues.seen(namespace, name, spec, uid, annotations)
+        await memo.runtime.queues.seen(namespace, name, spec, uid, annotations,
+                                       meta.get("generation"))
 
 
 # The finalizer's step: nothing of a deleted Queue stays in Redis (the event above may be
@@ -138,11 +139,12 @@ async def queue_deleted(namespace: str | None, name: str, memo: Any, **_: Any) -
 # One daemon per Queue: Job dispatch, or (Worker mode) the scaler of its worker Deployment.
 @kopf.daemon(GROUP, VERSION, "queues", cancellation_timeout=5.0)
 async def queue_dispatcher(namespace: str | None, name: str, spec: kopf.Spec, uid: str | None,
-                           annotations: kopf.Annotations, stopped: Any, memo: Any,
-                           **_: Any) -> None:
+                           annotations: kopf.Annotations, meta: kopf.Meta, stopped: Any,
+                           memo: Any, **_: Any) -> None:
     assert namespace is not None
     await memo.runtime.ensure_tenant(namespace, _queue(namespace, name, uid))
-    await memo.runtime.queues.seen(namespace, name, spec, uid, annotations)
+    await memo.runtime.queues.seen(namespace, name, spec, uid, annotations,
+                                   meta.get("generation"))
     await memo.runtime.queues.run(namespace, name, stopped)
 
 

@@ -75,7 +75,8 @@ class QueueControl:
         self._invalid: set[QueueId] = set()  # refused when last seen
 
     async def seen(self, namespace: str, name: str, spec: Mapping[str, Any],
-                   uid: str | None = None, annotations: Mapping[str, str] | None = None) -> None:
+                   uid: str | None = None, annotations: Mapping[str, str] | None = None,
+                   generation: int | None = None) -> None:
         """A Queue was created or changed: its settings apply from the next dispatch on.
 
         A Queue whose spec is invalid, or whose pod template breaks the operator's pod policy,
@@ -88,16 +89,18 @@ class QueueControl:
         except SpecError as exc:
             # The CRD schema and the admission webhook keep such a Queue out; if one got in,
             # its nodes wait as for a missing Queue, and the status says why.
-            await self._refuse(queue_id, uid, REASON_INVALID, f"Queue {queue_id}: {exc}")
+            await self._refuse(queue_id, uid, REASON_INVALID, f"Queue {queue_id}: {exc}",
+                               generation)
             return
         broken = policy.violations(info.queue.spec.template, self.pod_policy)
         if broken:
             await self._refuse(queue_id, info.uid, REASON_POLICY,
-                               f"{info.queue.object_ref}: {policy.verdict(broken)}")
+                               f"{info.queue.object_ref}: {policy.verdict(broken)}", generation)
             return
         info = with_policy_defaults(info, self.pod_policy)
         await self._judged(queue_id, info.uid, True, REASON_VALID,
-                           "the pod template is allowed by the operator's pod policy")
+                           "the pod template is allowed by the operator's pod policy",
+                           generation)
         previous = self.dispatchers.queues.get(info.queue_id)
         if previous is not None and info.uid is None:
             info.uid = previous.uid  # the daemon's call does not know it; the event's did
@@ -112,20 +115,21 @@ class QueueControl:
                 self.flows.refresh_missing_queues(namespace)
 
     async def _refuse(self, queue_id: QueueId, uid: str | None, reason: str,
-                      message: str) -> None:
+                      message: str, generation: int | None = None) -> None:
         """Stop serving the Queue: no dispatch and (the pool loop sees it) no workers."""
         if self.dispatchers.queues.pop(queue_id, None) is not None:
             self.dispatchers.kick(queue_id)  # the pool loop drops the Deployment at once
             self.flows.refresh_missing_queues(queue_id.namespace)
-        await self._judged(queue_id, uid, False, reason, message)
+        await self._judged(queue_id, uid, False, reason, message, generation)
 
     async def _judged(self, queue_id: QueueId, uid: str | None, valid: bool, reason: str,
-                      message: str) -> None:
+                      message: str, generation: int | None = None) -> None:
         """Write the Valid condition; post an Event when a verdict is new: invalid (Warning),
         or valid again after being invalid (Normal)."""
         message = message[:MAX_CONDITION_MESSAGE]
         try:
-            changed = await self.status.set_valid(queue_id, valid, reason, message)
+            changed = await self.status.set_valid(queue_id, valid, reason, message,
+                                                  generation)
         except Exception as exc:  # the verdict holds (the Queue is not served) all the same
             log.warning("Queue %s: could not write its Valid condition: %s", queue_id, exc)
             changed = True

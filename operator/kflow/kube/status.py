@@ -334,14 +334,16 @@ class QueueStatus:
         self.metrics = metrics
         self._last: dict[str, tuple[dict[str, Any], float]] = {}  # as last written, and when
         self._valid: dict[str, dict[str, Any]] = {}  # the Valid condition as last written
+        self._generation: dict[str, int] = {}  # the spec generation it was written for
         # A depth that came too soon after the last patch, and the task that writes it once
         # the interval is over: the last change is never dropped, even when no report follows.
         self._pending: dict[str, dict[str, Any]] = {}
         self._flushing: dict[str, asyncio.Task[None]] = {}
 
     async def set_valid(self, queue_id: QueueId, valid: bool, reason: str,
-                        message: str) -> bool:
-        """Write the Queue's Valid condition; True when it changed (False: already so).
+                        message: str, generation: int | None = None) -> bool:
+        """Write the Queue's Valid condition (with the spec generation it judged, when
+        known); True when the verdict changed (False: already so).
 
         Known only from this process's own writes: after a restart the first verdict is
         written again (its lastTransitionTime is then the restart's).
@@ -350,6 +352,11 @@ class QueueStatus:
         previous = self._valid.get(queue_id)
         if previous is not None and (previous["status"], previous["reason"],
                                      previous["message"]) == (text, reason, message):
+            if generation is not None and generation != self._generation.get(queue_id):
+                namespace, _, name = queue_id.partition("/")
+                await self.api.patch_queue_status(namespace, name,
+                                                  {"observedGeneration": generation})
+                self._generation[queue_id] = generation
             return False
         since = previous["lastTransitionTime"] if previous and previous["status"] == text \
             else now_rfc3339()
@@ -361,8 +368,11 @@ class QueueStatus:
         stalled = {**condition, "type": "Stalled", "status": "False" if valid else "True",
                    "message": "" if valid else message}
         namespace, _, name = queue_id.partition("/")
-        await self.api.patch_queue_status(namespace, name,
-                                          {"conditions": [condition, ready, stalled]})
+        status: dict[str, Any] = {"conditions": [condition, ready, stalled]}
+        if generation is not None:
+            status["observedGeneration"] = generation
+            self._generation[queue_id] = generation
+        await self.api.patch_queue_status(namespace, name, status)
         self._valid[queue_id] = condition
         return True
 
@@ -407,6 +417,7 @@ class QueueStatus:
     def forget(self, queue_id: QueueId) -> None:
         self._last.pop(queue_id, None)
         self._valid.pop(queue_id, None)
+        self._generation.pop(queue_id, None)
         self._pending.pop(queue_id, None)
         task = self._flushing.pop(queue_id, None)
         if task is not None:
