@@ -25,7 +25,16 @@ from kflow.api.cron import (
 from kflow.api.errors import SpecError, error_lines
 from kflow.api.models import API_VERSION, MAX_CONDITION_MESSAGE
 from kflow.graph import check_manifest
-from kflow.kube.cronplan import MAX_MISSED, Plan, Run, expired, plan, run_name, run_of
+from kflow.kube.cronplan import (
+    MAX_MISSED,
+    Plan,
+    Run,
+    expired,
+    parse_time,
+    plan,
+    run_name,
+    run_of,
+)
 from kflow.kube.dispatch import wait_any
 from kflow.kube.events import EventPoster
 
@@ -94,15 +103,6 @@ def rfc3339(moment: datetime | None) -> str | None:
     if moment is None:
         return None
     return moment.astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
-
-
-def _parsed_time(text: Any) -> datetime | None:
-    if not isinstance(text, str) or not text:
-        return None
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
 
 
 def run_flow(cronflow: Mapping[str, Any], slot: datetime) -> dict[str, Any]:
@@ -244,10 +244,10 @@ class CronFlowControl:
         problem, parsed = self._judge(key, cronflow)
         runs = [run_of(flow) for flow in await self.api.list_cronflow_flows(*key)]
         decided = Plan()
-        last_schedule = _parsed_time(status.get("lastScheduleTime"))
+        last_schedule = parse_time(status.get("lastScheduleTime"))
         if parsed is not None:
             spec = parsed.spec
-            created = _parsed_time(meta.get("creationTimestamp"))
+            created = parse_time(meta.get("creationTimestamp"))
             earliest = last_schedule or (
                 self.clock.at(created.timestamp()) if created is not None else now)
             decided = plan(Schedule.of(spec), policy=spec.concurrency_policy,
@@ -348,7 +348,7 @@ class CronFlowControl:
         suspended = bool((cronflow.get("spec") or {}).get("suspend"))
         ordered = sorted(runs, key=lambda run: (run.scheduled_at, run.name))
         succeeded = [run.finished_at for run in ordered if run.succeeded and run.finished_at]
-        last_success = max([t for t in (*succeeded, _parsed_time(
+        last_success = max([t for t in (*succeeded, parse_time(
             current.get("lastSuccessfulTime"))) if t is not None], default=None)
         newest = ordered[-1] if ordered else None
         if problem is not None:

@@ -49,7 +49,8 @@ class Run:
         return self.phase == FlowPhase.SUCCEEDED
 
 
-def _time(text: Any) -> datetime | None:
+def parse_time(text: Any) -> datetime | None:
+    """An RFC 3339 time as Kubernetes writes it (`...Z`); None when absent or unreadable."""
     if not isinstance(text, str) or not text:
         return None
     try:
@@ -62,8 +63,8 @@ def run_of(flow: Mapping[str, Any]) -> Run:
     """The Run of a Flow object (a dict as the API server returns it)."""
     meta = flow.get("metadata") or {}
     status = flow.get("status") or {}
-    scheduled = _time((meta.get("annotations") or {}).get(ANNOTATION_SCHEDULED_AT))
-    created = _time(meta.get("creationTimestamp"))
+    scheduled = parse_time((meta.get("annotations") or {}).get(ANNOTATION_SCHEDULED_AT))
+    created = parse_time(meta.get("creationTimestamp"))
     ended = any(
         condition.get("type") in _ENDED_BY_CONDITION
         and condition.get("status") == _ENDED_BY_CONDITION[condition["type"]]
@@ -75,7 +76,7 @@ def run_of(flow: Mapping[str, Any]) -> Run:
         uid=meta.get("uid"),
         phase=phase if isinstance(phase, str) else None,
         scheduled_at=scheduled or created or datetime.min.replace(tzinfo=UTC),
-        finished_at=_time(status.get("finishedAt")),
+        finished_at=parse_time(status.get("finishedAt")),
         ended=ended,
         deleting=bool(meta.get("deletionTimestamp")),
     )

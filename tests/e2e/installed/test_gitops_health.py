@@ -104,12 +104,11 @@ def phase(objects: dict[tuple[str, str], dict[str, Any]], name: str) -> str | No
 
 
 def handled(obj: dict[str, Any]) -> bool:
-    """The operator wrote a status with its conditions, about this generation where it says
-    which (a Queue's status does not)."""
+    """The operator wrote a status with its conditions, about this generation (every kind
+    says which)."""
     status = obj.get("status") or {}
     return bool(status.get("conditions")) and \
-        status.get("observedGeneration", obj["metadata"]["generation"]) == \
-        obj["metadata"]["generation"]
+        status.get("observedGeneration") == obj["metadata"]["generation"]
 
 
 def settled(objects: dict[tuple[str, str], dict[str, Any]]) -> bool:
