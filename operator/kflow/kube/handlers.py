@@ -122,7 +122,9 @@ async def queue_event(type: str, namespace: str | None, name: str, spec: kopf.Sp
     assert namespace is not None  # Queue is a namespaced kind
     if type == "DELETED":
         memo.runtime.queues.gone(namespace, name)
-    else:
+    elif not meta.get("deletionTimestamp"):
+        # A Queue being deleted is not served again: its finalizer's step below has dropped
+        # (or is dropping) what Redis keeps for it, and must not see it written back.
         await memo.runtime.ensure_tenant(namespace, _queue(namespace, name, uid))
         await memo.runtime.queues.seen(namespace, name, spec, uid, annotations,
                                        meta.get("generation"))
