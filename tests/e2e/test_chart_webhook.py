@@ -88,7 +88,7 @@ def test_the_webhook_objects_render_and_fit_together(helm: str, tmp_path: Path) 
         assert hook["failurePolicy"] == "Ignore" and hook["sideEffects"] == "None"
         assert "namespaceSelector" not in hook
     assert hooks[f"/{FLOW_WEBHOOK}"]["rules"][0]["resources"] == ["flows"]
-    assert hooks[f"/{FLOW_WEBHOOK}"]["rules"][0]["operations"] == ["CREATE"]
+    assert hooks[f"/{FLOW_WEBHOOK}"]["rules"][0]["operations"] == ["CREATE", "UPDATE"]
     assert hooks[f"/{QUEUE_WEBHOOK}"]["rules"][0]["operations"] == ["CREATE", "UPDATE"]
     # The operator serves on the port the Service targets, with the Secret mounted.
     ports = {port["name"]: port["containerPort"] for port in container["ports"]}
