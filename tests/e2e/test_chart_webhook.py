@@ -19,7 +19,7 @@ import yaml
 
 from kflow.devkit.checkout import REPO
 from kflow.devkit.operator import Kube
-from kflow.kube.admission import FLOW_WEBHOOK, QUEUE_WEBHOOK
+from kflow.kube.admission import CRONFLOW_WEBHOOK, FLOW_WEBHOOK, QUEUE_WEBHOOK
 
 pytestmark = [pytest.mark.slow]
 
@@ -81,7 +81,7 @@ def test_the_webhook_objects_render_and_fit_together(helm: str, tmp_path: Path) 
     assert f"DNS:{RELEASE}-kflow-webhook.{NAMESPACE}.svc" in text
     # One webhook per kind, at the operator's handler paths, through the Service.
     hooks = {hook["clientConfig"]["service"]["path"]: hook for hook in config["webhooks"]}
-    assert set(hooks) == {f"/{FLOW_WEBHOOK}", f"/{QUEUE_WEBHOOK}"}
+    assert set(hooks) == {f"/{FLOW_WEBHOOK}", f"/{QUEUE_WEBHOOK}", f"/{CRONFLOW_WEBHOOK}"}
     for hook in hooks.values():
         assert hook["clientConfig"]["caBundle"] == secret["data"]["ca.crt"]
         assert hook["clientConfig"]["service"]["name"] == service["metadata"]["name"]
@@ -90,6 +90,7 @@ def test_the_webhook_objects_render_and_fit_together(helm: str, tmp_path: Path) 
     assert hooks[f"/{FLOW_WEBHOOK}"]["rules"][0]["resources"] == ["flows"]
     assert hooks[f"/{FLOW_WEBHOOK}"]["rules"][0]["operations"] == ["CREATE", "UPDATE"]
     assert hooks[f"/{QUEUE_WEBHOOK}"]["rules"][0]["operations"] == ["CREATE", "UPDATE"]
+    assert hooks[f"/{CRONFLOW_WEBHOOK}"]["rules"][0]["resources"] == ["cronflows"]
     # The operator serves on the port the Service targets, with the Secret mounted.
     ports = {port["name"]: port["containerPort"] for port in container["ports"]}
     assert service["spec"]["ports"][0]["targetPort"] == "webhook" and ports["webhook"] == 9443
