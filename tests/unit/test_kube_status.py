@@ -91,6 +91,15 @@ def test_an_invalid_a_lost_and_a_queued_change_say_so_in_the_gitops_conditions()
                               "Stalled": ("True", "TemplateNotFound")}
     stalled = next(c for c in status["conditions"] if c["type"] == "Stalled")
     assert "no FlowTemplate etl/nightly" in stalled["message"]
+    # Waiting for its template is not a failure: the Flow runs once the template exists, so
+    # its phase stays Pending (nothing waiting on a terminal phase may give up on it).
+    assert status["phase"] == "Pending"
+    failed = next(c for c in status["conditions"] if c["type"] == "Failed")
+    assert (failed["status"], failed["reason"]) == ("False", "TemplateNotFound")
+
+    broken = FlowView(uid="u-4", namespace="etl", name="o", generation=1, valid=False,
+                      invalid_message='node "a": cycle a -> b -> a')
+    assert build_status(broken, None, max_failures=10)["phase"] == "Failed"
 
     lost = FlowView(uid="u-2", namespace="etl", name="o", generation=1, valid=True,
                     phase="Running", lost_message="Redis no longer holds the state")

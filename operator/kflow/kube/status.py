@@ -138,14 +138,18 @@ def build_status(view: FlowView, snapshot: FlowSnapshot | None,
     if view.recorded_at:
         status["recordedAt"] = view.recorded_at
     if view.valid is False or snapshot is None:
-        phase = "Failed" if view.valid is False else "Pending"
+        # A Flow waiting for its FlowTemplate is not failed: it runs once the template
+        # exists, so it stays Pending (Stalled says why) and nothing gives up on it.
+        waiting = view.valid is False and view.invalid_reason == "TemplateNotFound"
+        phase = "Failed" if view.valid is False and not waiting else "Pending"
         conditions.append(_condition(view, "Valid", view.valid is not False,
                                      "Invalid" if view.valid is False else "Checking",
                                      view.invalid_message))
         conditions.append(_condition(view, "Complete", False, phase, ""))
-        conditions.append(_condition(view, "Failed", view.valid is False,
-                                     "Invalid" if view.valid is False else phase,
-                                     view.invalid_message))
+        failed_reason = "TemplateNotFound" if waiting else \
+            "Invalid" if view.valid is False else phase
+        conditions.append(_condition(view, "Failed", view.valid is False and not waiting,
+                                     failed_reason, view.invalid_message))
         conditions.extend(gitops_conditions(
             view, "Pending", stalled=view.invalid_reason if view.valid is False else None,
             message=view.invalid_message if view.valid is False else "recording the graph"))
