@@ -97,6 +97,29 @@ def aggregate_results(job: Job) -> dict[str, Any]:
     }
 
 
+# --- map over a node's output: list the files, process each one, merge -------------------------
+
+
+@handler("file-lister")
+def list_files(job: Job) -> dict[str, Any]:
+    count = int(job.data.get("count", 5))
+    return {"bucket": job.data["bucket"], "files": [f"part-{i:04d}.csv" for i in range(count)]}
+
+
+@handler("file-processor")
+async def process_file(job: Job) -> dict[str, Any]:
+    await asyncio.sleep(0.01)
+    name: str = job.data["item"]  # this item of the list; job.data["index"] is its position
+    return {"file": name, "rows": 100 + job.data["index"]}
+
+
+@handler("file-merger")
+def merge_files(job: Job) -> dict[str, Any]:
+    parts = job.children_values()["process-file"]  # every item's value, in item order
+    return {"files": len(parts), "rows": sum(p["rows"] for p in parts),
+            "first": parts[0]["file"] if parts else None}
+
+
 # --- order workflow (a diamond: one payment, two parents) -------------------------------------
 
 

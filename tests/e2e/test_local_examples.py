@@ -24,6 +24,18 @@ async def test_etl_chain_hands_each_stage_the_one_before(redis_srv) -> None:
                                     "loaded": 3, "totalCents": 4975}
 
 
+async def test_map_files_runs_one_node_per_listed_file_and_merges_them_in_order(
+        redis_srv) -> None:
+    out = await run_flow_file(EXAMPLES / "map-files.yaml", redis_srv.url)
+    assert out.snapshot.phase == "Succeeded" and out.snapshot.total == 3 + 6
+    assert out.result("merge") == {"files": 6, "rows": sum(100 + i for i in range(6)),
+                                   "first": "part-0000.csv"}
+    assert [out.result(f"process-file[{i}]")["file"] for i in range(6)] == [
+        f"part-{i:04d}.csv" for i in range(6)]
+    assert out.log.max_running["file-processor"] <= 4  # Queue file-processor: concurrency 4
+    assert len(out.log.calls) == 1 + 6 + 1  # the map node itself never runs
+
+
 async def test_fan_out_aggregate_sums_every_child_within_the_queue_limit(redis_srv) -> None:
     out = await run_flow_file(EXAMPLES / "fan-out.yaml", redis_srv.url)
     assert out.snapshot.phase == "Succeeded"

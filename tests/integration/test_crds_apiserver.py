@@ -148,6 +148,43 @@ def test_wrong_types_and_duplicate_names_are_rejected(crds: Any, kube_namespace:
     assert "spec.nodes[0].queue" in rejected(crds, kube_namespace, doc)
 
 
+def flow_with_for_each(for_each: Any, **node: Any) -> dict[str, Any]:
+    doc = copy.deepcopy(VALID_FLOW)
+    doc["spec"]["nodes"][1] = {"name": "process-payment", "queue": "payment",
+                               "forEach": for_each, **node}
+    return doc
+
+
+def test_a_hundred_thousand_node_fan_out_is_a_few_lines_the_api_server_accepts(
+        crds: Any, kube_namespace: str) -> None:
+    doc = flow_with_for_each({"count": 100_000})
+    assert len(json.dumps(doc)) < 2_000  # a 20,000-node Flow written out is 958 KB
+    proc = dry_run(crds, kube_namespace, doc)
+    assert proc.returncode == 0, proc.stderr
+    for for_each in ({"from": "fulfill-order", "path": "orders.0.lines"},
+                     {"items": ["a", {"b": 1}, 3, None]}):
+        proc = dry_run(crds, kube_namespace, flow_with_for_each(for_each))
+        assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("for_each", "expected"),
+    [
+        ({"from": "fulfill-order", "count": 3}, "set exactly one of from"),
+        ({"count": 3, "path": "files"}, "path reads into the value of the from node"),
+        ({"count": 1_000_001}, "spec.nodes[1].forEach.count"),
+        ({"count": -1}, "spec.nodes[1].forEach.count"),
+        ({"from": "Not a node!"}, "spec.nodes[1].forEach.from"),
+        ({"from": "fulfill-order", "path": "a..b"}, "spec.nodes[1].forEach.path"),
+        ({"items": "abc"}, "spec.nodes[1].forEach.items"),
+        ({"each": 3}, 'unknown field "spec.nodes[1].forEach.each"'),
+    ],
+)
+def test_malformed_for_each_is_rejected_naming_the_field(
+        crds: Any, kube_namespace: str, for_each: dict[str, Any], expected: str) -> None:
+    assert expected in rejected(crds, kube_namespace, flow_with_for_each(for_each))
+
+
 @pytest.mark.parametrize(
     ("spec", "expected"),
     [

@@ -10,7 +10,9 @@ from typing import Any
 from redis.crc import key_slot
 
 from kflow.api import FlowId
+from kflow.api.models import Flow
 from kflow.engine import Engine
+from kflow.graph import compile_flow
 from kflow.store import Completion, Lease, Queued
 from kflow.store.keys import (
     FLOW_KEY_NAMES,
@@ -143,6 +145,16 @@ async def test_every_script_call_of_a_full_run_touches_one_slot(engine: Engine) 
     await engine.complete_many(other.id, [("solo", solo.token, 9)])
     await engine.delete(other.id)
     await engine.forget_queue(qid("q9"))
+    # Map nodes: a count expands at once; a from node whose value holds no list fails its map.
+    maps = new_ref()
+    await engine.submit(maps, compile_flow(Flow.model_validate({
+        "metadata": {"name": "maps", "namespace": maps.namespace}, "spec": {"nodes": [
+            {"name": "sq", "queue": "q5", "forEach": {"count": 2}},
+            {"name": "fan", "queue": "q5", "forEach": {"from": "src"}},
+            {"name": "src", "queue": "q5"}]}})))
+    src = (await take_map(engine, "q5"))["src"]
+    await engine.complete(maps.id, "src", src.token, {"no": "list"})
+    await engine.delete(maps.id)
 
     verbs = {verb for verb, _ in calls}
     assert verbs == set(script_sources()), f"not exercised: {set(script_sources()) - verbs}"

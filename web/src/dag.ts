@@ -6,8 +6,8 @@ import type { Graph, GraphNode, NodeState } from "./types";
 
 const SVG = "http://www.w3.org/2000/svg";
 const MIN_FIT = 0.45; // below this scale the labels cannot be read
-const BAR_ORDER: NodeState[] = ["completed", "active", "ready", "delayed", "waiting-children",
-                                "failed", "ignored", "removed", "cancelled"];
+const BAR_ORDER: NodeState[] = ["completed", "active", "ready", "delayed", "expanding",
+                                "waiting-children", "failed", "ignored", "removed", "cancelled"];
 
 function el<K extends keyof SVGElementTagNameMap>(tag: K, attrs: Record<string, string | number>,
                                                   parent?: Element): SVGElementTagNameMap[K] {
@@ -23,8 +23,8 @@ function shorten(text: string, max: number): string {
 
 /** The state a group shows: failures first, then what is still moving, then done. */
 export function groupState(counts: Record<string, number>): NodeState {
-  const order: NodeState[] = ["failed", "active", "ready", "delayed", "waiting-children",
-                              "cancelled", "removed", "ignored", "completed"];
+  const order: NodeState[] = ["failed", "active", "ready", "delayed", "expanding",
+                              "waiting-children", "cancelled", "removed", "ignored", "completed"];
   return order.find((s) => (counts[s] ?? 0) > 0) ?? "waiting-children";
 }
 

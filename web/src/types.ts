@@ -1,8 +1,8 @@
 // The shapes of docs/API.md, as the web view reads them.
 
 export const NODE_STATES = [
-  "waiting-children", "delayed", "ready", "active", "completed", "failed", "ignored",
-  "removed", "cancelled",
+  "waiting-children", "expanding", "delayed", "ready", "active", "completed", "failed",
+  "ignored", "removed", "cancelled",
 ] as const;
 export type NodeState = (typeof NODE_STATES)[number];
 

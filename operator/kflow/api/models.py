@@ -394,6 +394,83 @@ def _sizes_text(size: int, limit: int) -> tuple[str, str]:
     return size_text, limit_text
 
 
+# A fan-out's size: a literal list is kept in the Flow object (so, in etcd), a count is not.
+MAX_FOR_EACH_ITEMS = 10_000
+MAX_FOR_EACH_COUNT = 1_000_000
+# `forEach.path`: keys (or list indexes) separated by dots, into the `from` node's value.
+FOR_EACH_PATH_PATTERN = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$"
+PATTERN_RULES[FOR_EACH_PATH_PATTERN] = (
+    "keys (or list indexes) of the value separated by dots, such as files or result.0.files"
+)
+
+
+class ForEach(_Spec):
+    """Run the node once per item: of a list another node returns, of a literal list, or of
+    a count. Each item is a node of its own (`<name>[<index>]`), with the node's queue and
+    options and `{..data, item, index}` as its data; the node's parents get the items'
+    values as one list, in item order."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                # `items` holds JSON of any type, which CEL cannot see: the webhook and the
+                # operator check the rest of "exactly one" (ForEach._one_source).
+                {
+                    "rule": "!(has(self.from) && has(self.count))",
+                    "message": "set exactly one of from (a node whose value holds the list), "
+                    "items (a literal list) or count (items 0..count-1)",
+                },
+                {
+                    "rule": "!has(self.path) || has(self.from)",
+                    "message": "path reads into the value of the from node; set it only "
+                    "with from",
+                },
+            ]
+        }
+    )
+
+    from_: NodeName | None = Field(
+        None,
+        alias="from",
+        description="A node of this flow whose value (at `path`) is the list to run over; "
+        "this node waits for it, as for a child.",
+    )
+    path: Annotated[str, Strict(), Field(max_length=MAX_NAME_LENGTH,
+                                          pattern=FOR_EACH_PATH_PATTERN)] | None = Field(
+        None,
+        description="Where the list is in the `from` node's value: keys (or list indexes) "
+        "separated by dots. Unset: the value itself.",
+    )
+    items: list[Annotated[Any, WithJsonSchema(_ANY_JSON_SCHEMA)]] | None = Field(
+        None,
+        max_length=MAX_FOR_EACH_ITEMS,
+        description=f"A literal list, at most {MAX_FOR_EACH_ITEMS:,} items (larger lists come "
+        "from a node's value, or use count).",
+    )
+    count: StrictInt | None = Field(
+        None,
+        ge=0,
+        le=MAX_FOR_EACH_COUNT,
+        description="Run over the items 0, 1, ..., count-1: a large fan-out in one line.",
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ForEach:
+        given = [name for name, value in (("from", self.from_), ("items", self.items),
+                                          ("count", self.count)) if value is not None]
+        if len(given) != 1:
+            raise PydanticCustomError(
+                "for_each_source",
+                "sets {given}; set exactly one of from (a node whose value holds the list), "
+                "items (a literal list) or count (items 0..count-1)",
+                {"given": " and ".join(given) if given else "none of them"})
+        if self.path is not None and self.from_ is None:
+            raise PydanticCustomError(
+                "for_each_path",
+                "sets path without from; path reads into the value of the from node")
+        return self
+
+
 class NodeSpec(_Spec):
     """One unit of work: runs on a queue once its children are done."""
 
@@ -416,6 +493,12 @@ class NodeSpec(_Spec):
         default_factory=list,
         description="Nodes that must finish before this one runs: each is the name of a node "
         "defined anywhere in the flow, or an inline node (BullMQ's nested style).",
+    )
+    for_each: ForEach | None = Field(
+        None,
+        description="Run this node once per item (a map): the items become nodes "
+        "`<name>[0]`, `<name>[1]`, ... when this node's children are done, added by the "
+        "operator in bounded chunks. `data` must then be an object (or unset).",
     )
 
     @field_validator("data")
@@ -444,6 +527,17 @@ class NodeSpec(_Spec):
                 {"size": size_text, "limit": limit_text},
             )
         return value
+
+    @model_validator(mode="after")
+    def _map_data_is_an_object(self) -> NodeSpec:
+        if self.for_each is not None and self.data is not None and not isinstance(self.data,
+                                                                                  dict):
+            raise PydanticCustomError(
+                "for_each_data",
+                "data of a node with forEach must be an object (or unset): each item's data "
+                "is that object with the item added as data.item and its position as "
+                "data.index")
+        return self
 
     def child_names(self) -> list[str]:
         """Names of the children, whether referenced by name or defined inline."""
@@ -644,6 +738,8 @@ class NodeCounts(_Status):
     """How many nodes of a flow are in each state."""
 
     waiting_children: int = Field(0, ge=0, description="Waiting for their children to finish.")
+    expanding: int = Field(
+        0, ge=0, description="Map nodes (`forEach`) whose items are being added.")
     delayed: int = Field(0, ge=0, description="Waiting for a delay or a retry backoff to pass.")
     ready: int = Field(0, ge=0, description="Ready and queued for dispatch.")
     active: int = Field(0, ge=0, description="Running now.")
@@ -885,6 +981,9 @@ class LocatedNode:
         return node_path(self)
 
     def child_path(self, entry: int) -> str:
+        """Where the link to a child is written; entry -1 is the node's `forEach.from`."""
+        if entry < 0:
+            return f"{self.path}.forEach.from"
         return f"{self.path}.children[{entry}]"
 
     def __repr__(self) -> str:

@@ -26,6 +26,7 @@ class NodeState(_Parsed):
     """Where one node of a flow is in its run."""
 
     WAITING_CHILDREN = "waiting-children"  # dependencies not settled yet
+    EXPANDING = "expanding"  # a map node (forEach) whose items are being added
     DELAYED = "delayed"  # ready, but waiting for its start delay or retry backoff
     READY = "ready"
     ACTIVE = "active"  # an attempt runs, fenced by its token

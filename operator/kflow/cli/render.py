@@ -64,6 +64,7 @@ class TreeShape:
     roots: Sequence[str]
     queues: Mapping[str, str]
     children: Mapping[str, Sequence[str]]
+    maps: frozenset[str] = frozenset()  # map nodes (forEach): their items are their children
 
     @classmethod
     def of_compiled(cls, compiled: CompiledFlow) -> TreeShape:
@@ -71,7 +72,29 @@ class TreeShape:
             roots=compiled.roots,
             queues={name: node.queue for name, node in compiled.nodes.items()},
             children={name: node.children for name, node in compiled.nodes.items()},
+            maps=frozenset(n.name for n in compiled.nodes.values() if n.for_each is not None),
         )
+
+    def with_items(self, names: Iterable[str]) -> TreeShape:
+        """This shape with the items of its map nodes (`<map>[<index>]`, added while the
+        flow runs) among `names` drawn under their map node, in item order, before its
+        other children."""
+        found: dict[str, list[tuple[int, str]]] = {}
+        for name in names:
+            if not name.endswith("]") or name in self.queues:
+                continue
+            head, _, index = name[:-1].rpartition("[")
+            if head in self.queues and index.isdigit():
+                found.setdefault(head, []).append((int(index), name))
+        if not found:
+            return self
+        children = dict(self.children)
+        queues = dict(self.queues)
+        for head, items in found.items():
+            ordered = [name for _, name in sorted(items)]
+            children[head] = [*ordered, *children.get(head, ())]
+            queues.update((name, self.queues[head]) for name in ordered)
+        return TreeShape(self.roots, queues, children, self.maps | frozenset(found))
 
     @classmethod
     def of_graph(cls, graph: Mapping[str, Any]) -> TreeShape:
@@ -109,7 +132,8 @@ def _ms(value: str | None) -> int | None:
 
 
 def describe_node(
-    name: str, queue: str, info: NodeInfo | None, *, unicode: bool = True
+    name: str, queue: str, info: NodeInfo | None, *, unicode: bool = True,
+    map_node: bool = False,
 ) -> str:
     """One line of the tree: mark, name, queue, state and what matters in that state."""
     state = info.state if info is not None else "unknown"
@@ -117,6 +141,14 @@ def describe_node(
     text = f"{marks.get(state, '?')} {name} [{queue}] {state}"
     if info is None:
         return text
+    record = info.progress if isinstance(info.progress, dict) else {}
+    if map_node and "items" in record:  # a map node's progress is its items record
+        items, added = record.get("items"), record.get("added")
+        text += f" forEach: {items} items" if added == items else \
+            f" forEach: {added}/{items} items added"
+        return text + (f": {first_line(info.error)}" if info.error else "")
+    if map_node:
+        return text + " forEach" + (f": {first_line(info.error)}" if info.error else "")
     if info.attempt > 1:
         text += f" (attempt {info.attempt})"
     if info.started_ms is not None and info.finished_ms is not None:
@@ -144,6 +176,7 @@ def render_tree(
     The walk is iterative: a 100,000-deep chain draws without recursion.
     """
     shape = TreeShape.of_compiled(flow) if isinstance(flow, CompiledFlow) else flow
+    shape = shape.with_items(infos)
     pipe, tee, elbow, blank = (
         ("│  ", "├─ ", "└─ ", "   ") if unicode else ("|  ", "|- ", "`- ", "   ")
     )
@@ -165,7 +198,8 @@ def render_tree(
         node_children = shape.children.get(name, ())
         connector = "" if depth == 0 else (elbow if last else tee)
         line = prefix + connector + describe_node(name, shape.queues.get(name, ""),
-                                                  infos.get(name), unicode=unicode)
+                                                  infos.get(name), unicode=unicode,
+                                                  map_node=name in shape.maps)
         if name in drawn and node_children:
             lines.append(line + " (children drawn above)")
             continue

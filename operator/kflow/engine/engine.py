@@ -40,6 +40,7 @@ from kflow.engine.types import (
 )
 from kflow.graph.dag import CompiledFlow
 from kflow.graph.fold import GraphNode
+from kflow.graph.maps import MapListError, list_at
 from kflow.store import (
     PAGE,
     Completion,
@@ -50,6 +51,7 @@ from kflow.store import (
     QueueEntry,
     RedisStore,
     Settled,
+    item_chunk,
     node_chunks,
     queue_rank,
 )
@@ -86,6 +88,7 @@ class _Owed(NamedTuple):
     leases: Sequence[tuple[QueueId, Lease]]  # (queue id, lease) to free
     queued: Sequence[Queued]  # made ready or delayed: onto their queues if Running
     settled: bool  # the step settled an attempt: if it ended the flow, wind the flow down
+    expand: Sequence[str] = ()  # map nodes the step made ready: add their items
 
 
 def _after_settling(flow_id: FlowId, step: FlowStep[Settled], attempts: Sequence[tuple[str, str]]
@@ -94,7 +97,8 @@ def _after_settling(flow_id: FlowId, step: FlowStep[Settled], attempts: Sequence
     queue what it made ready."""
     leases = [(step.queue_id(row.queue), Lease(flow_id, node, token))
               for (node, token), row in zip(attempts, step.rows, strict=True) if row.accepted]
-    return _Owed(flow_id, step.phase, step.namespace, leases, step.queued, bool(leases))
+    return _Owed(flow_id, step.phase, step.namespace, leases, step.queued, bool(leases),
+                 step.expand)
 
 
 class Engine:
@@ -143,7 +147,9 @@ class Engine:
         drop: dict[QueueId, list[Lease]] = defaultdict(list)
         enqueue: dict[QueueId, list[QueueEntry]] = defaultdict(list)
         ended: list[FlowId] = []
+        expand: list[tuple[FlowId, str]] = []
         for o in owed:
+            expand.extend((o.flow_id, node) for node in o.expand)
             for queue_id, lease in o.leases:
                 drop[queue_id].append(lease)
             if o.phase is FlowPhase.RUNNING:
@@ -159,7 +165,49 @@ class Engine:
                                                for qid, es in enqueue.items())))
         for flow_id in ended:
             await self._wind_down(flow_id)
+        for flow_id, node in expand:
+            added += await self.expand(flow_id, node)
         return added
+
+    # ---- map nodes (forEach) -------------------------------------------------------------
+
+    async def expand(self, flow_id: FlowId, node: str) -> int:
+        """Add the items of map node `node` in bounded chunks and queue them; returns how
+        many queue entries were added.
+
+        Idempotent and resumable: each chunk says where it starts and is refused unless the
+        map node has exactly that many items, so an expansion cut off by a crash goes on from
+        there when anyone calls this again (reconcile_flow does), and two expanders at once
+        never add an item twice. A from node whose value holds no list at the path fails
+        the map node with a message naming both.
+        """
+        plan = await self.store.map_plan(flow_id, node)
+        if plan.state is not NodeState.EXPANDING or plan.source is None:
+            return 0
+        source = plan.source
+        try:
+            if source.from_node is not None:
+                items: Sequence[Any] = list_at(node, source, plan.from_value)
+            elif source.items is not None:
+                items = source.items
+            else:
+                items = range(source.count or 0)
+        except MapListError as exc:
+            reply = await self.store.fail_map(flow_id, node, str(exc))
+            log.warning("flow %s: %s", flow_id, exc)
+            return await self._queue_step([_Owed(flow_id, reply.phase, reply.namespace, (),
+                                                 reply.queued, bool(reply.rows[0]),
+                                                 reply.expand)])
+        total, added, first = len(items), 0, plan.added
+        while True:
+            datas = item_chunk(plan.data, items, first, self.chunk_nodes, CHUNK_BYTES)
+            step = await self.store.expand(flow_id, node, total, first, datas)
+            status, done = step.rows[0]
+            added += await self._queue_step([_Owed(flow_id, step.phase, step.namespace, (),
+                                                   step.queued, False, step.expand)])
+            if status == "gone" or done >= total:
+                return added
+            first = done  # "behind": someone else added up to there; go on from it
 
     # ---- adding a flow -------------------------------------------------------------------
 
@@ -207,12 +255,14 @@ class Engine:
             return True
         leaves = [compiled.nodes[name] for name in compiled.leaves]
         if created is AddStatus.CREATED and all(n.opts.delay_ms <= 0 for n in leaves):
-            # Fresh flow, no start delays: its leaves are exactly the ready set, so they go
-            # on their queues without reading it back (four round trips fewer per flow).
+            # Fresh flow, no start delays: its leaves are exactly the ready set (and the map
+            # leaves, which expand), so they go on their queues without reading it back
+            # (four round trips fewer per flow).
             await self._queue_step([_Owed(
                 flow.id, FlowPhase.RUNNING, flow.namespace, (),
                 [Queued(n.name, n.queue, queue_rank(n.opts.priority, n.opts.lifo), 0)
-                 for n in leaves], False)])
+                 for n in leaves if n.for_each is None], False,
+                [n.name for n in leaves if n.for_each is not None])])
         else:
             await self.reconcile_flow(flow.id)
         log.info("flow %s/%s added: %d nodes in %d chunks", flow.namespace, flow.name,
@@ -237,8 +287,11 @@ class Engine:
                              score if state is NodeState.DELAYED else 0)
                       for (node, score), state, spec in zip(page, states, specs, strict=True)
                       if spec is not None and state in QUEUEABLE_STATES]
+            # Map nodes waiting for their items to be added: an expansion cut off goes on.
+            expand = [node for (node, _), state in zip(page, states, strict=True)
+                      if state is NodeState.EXPANDING]
             added += await self._queue_step([_Owed(
-                flow_id, FlowPhase.RUNNING, meta.namespace, (), queued, False)])
+                flow_id, FlowPhase.RUNNING, meta.namespace, (), queued, False, expand)])
         return added
 
     async def _requeue_after_refusal(self, flow_id: FlowId, phase: FlowPhase) -> None:
@@ -374,7 +427,8 @@ class Engine:
         if not reply.rows[0].accepted:
             await self._requeue_after_refusal(flow_id, reply.phase)
         return CompleteOutcome(accepted=reply.rows[0].accepted,
-                               newly_ready=[q.node for q in reply.queued], phase=reply.phase)
+                               newly_ready=[*(q.node for q in reply.queued), *reply.expand],
+                               phase=reply.phase)
 
     async def complete_many(self, flow_id: FlowId, items: list[tuple[str, str, Any]]
                             ) -> list[CompleteOutcome]:
@@ -413,7 +467,7 @@ class Engine:
         for (flow, indexes), reply in zip(calls, replies, strict=True):
             if isinstance(reply, BaseException):
                 continue
-            ready = [q.node for q in reply.queued]
+            ready = [*(q.node for q in reply.queued), *reply.expand]
             for i, row in zip(indexes, reply.rows, strict=True):
                 outcomes[i] = CompleteOutcome(accepted=row.accepted,
                                               newly_ready=ready if row.accepted else [],
@@ -446,15 +500,18 @@ class Engine:
                  for i in range(0, max(len(nodes), 1), PAGE)]
         replies = iter(await self.store.inputs(paged))
         out: list[list[Inputs] | BaseException] = []
-        for _, nodes in calls:
+        for flow, nodes in calls:
             got: list[Inputs] | BaseException = []
             for _ in range(0, max(len(nodes), 1), PAGE):
                 reply = next(replies)
                 if isinstance(reply, BaseException):
                     got = reply
                 elif not isinstance(got, BaseException):
-                    got.extend((dict(row.values), dict(row.ignored),
-                                dict(row.failed)) for row in reply)
+                    for row in reply:
+                        values = dict(row.values)
+                        for child, items in row.maps:  # a map child's value: its items'
+                            values[child] = await self.store.map_values(flow, child, items)
+                        got.append((values, dict(row.ignored), dict(row.failed)))
             out.append(got)
         return out
 
@@ -606,11 +663,8 @@ class Engine:
 
     async def children_values(self, flow_id: FlowId, node: str) -> dict[str, Any]:
         """Return values of the node's completed children, keyed by child name."""
-        children = await self.store.node_children(flow_id, node)
-        states = await self.store.node_states(flow_id, children)
-        done = [c for c, s in zip(children, states, strict=True) if s is NodeState.COMPLETED]
-        values = await self.store.node_results(flow_id, done)
-        return dict(zip(done, values, strict=True))
+        [(values, _, _)] = await self.inputs_many(flow_id, [node])
+        return values
 
     async def _children_errors(self, flow_id: FlowId, node: str,
                                state: NodeState) -> dict[str, str]:

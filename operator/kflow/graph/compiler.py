@@ -12,8 +12,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from kflow.api.errors import SpecError, SpecErrors, did_you_mean
-from kflow.api.models import Flow, LocatedNode, NodeOpts, OnFailure
-from kflow.graph.dag import CompiledFlow, CompiledNode, CompiledOptions
+from kflow.api.models import Flow, ForEach, LocatedNode, NodeOpts, OnFailure
+from kflow.graph.dag import CompiledFlow, CompiledNode, CompiledOptions, MapSource
 
 # Caps that keep an error report short, and cheap on huge flows (a suggestion scans every name).
 MAX_SUGGESTED_REFERENCES = 20
@@ -174,10 +174,21 @@ def _compile(flow: Flow) -> CompiledFlow:
             opts=options,
             children=tuple(located[child].node.name for child in children_of[position]),
             parents=tuple(located[parent].node.name for parent in parents_of[position]),
+            for_each=_map_source(node.for_each),
         )
     roots = tuple(item.node.name for i, item in enumerate(located) if not parents_of[i])
     leaves = tuple(item.node.name for i, item in enumerate(located) if not children_of[i])
     return CompiledFlow(nodes=nodes, roots=roots, leaves=leaves)
+
+
+def _map_source(for_each: ForEach | None) -> MapSource | None:
+    if for_each is None:
+        return None
+    return MapSource(
+        from_node=for_each.from_,
+        path=tuple(for_each.path.split(".")) if for_each.path else (),
+        items=None if for_each.items is None else tuple(for_each.items),
+        count=for_each.count)
 
 
 def _cycle_text(names: list[str]) -> str:
@@ -245,6 +256,22 @@ def _edges(
             edge_path[(position, child)] = entry
             children_of[position].append(child)
             parents_of[child].append(position)
+        source = item.node.for_each.from_ if item.node.for_each is not None else None
+        if source is not None:  # a map node waits for the node whose value is its list
+            child = index_of.get(source)
+            path = item.child_path(-1)
+            if child is None:
+                errors.append(GraphError(
+                    ref, path, f'node "{parent}" runs forEach over the value of node '
+                    f'"{source}", which no node defines{did_you_mean(source, index_of)}'))
+            elif child == position:
+                errors.append(GraphError(
+                    ref, path, f'node "{parent}" runs forEach over its own value; name the '
+                    "node that returns the list"))
+            elif (position, child) not in edge_path:
+                edge_path[(position, child)] = -1
+                children_of[position].append(child)
+                parents_of[child].append(position)
     return children_of, parents_of, edge_path
 
 

@@ -25,6 +25,22 @@ class CompiledOptions:
 
 
 @dataclass(frozen=True, slots=True)
+class MapSource:
+    """Where a map node's (`forEach`) items come from: the value of the node `from_node` at
+    `path`, a literal list, or the numbers 0..count-1. Exactly one is set."""
+
+    from_node: str | None = None
+    path: tuple[str, ...] = ()  # keys (or list indexes) into the from node's value
+    items: tuple[Any, ...] | None = None
+    count: int | None = None
+
+
+def item_name(node: str, index: int) -> str:
+    """The name of item `index` of map node `node`: `[` never occurs in a node's own name."""
+    return f"{node}[{index}]"
+
+
+@dataclass(frozen=True, slots=True)
 class CompiledNode:
     """One node of a compiled flow, with edges in both directions."""
 
@@ -32,8 +48,9 @@ class CompiledNode:
     queue: str
     data: Any  # JSON-compatible
     opts: CompiledOptions
-    children: tuple[str, ...]
+    children: tuple[str, ...]  # a map node's from node is among them: it waits for it
     parents: tuple[str, ...]
+    for_each: MapSource | None = None  # a map node: it runs as one item node per item
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,8 +15,8 @@ from pydantic import ValidationError
 from kflow.api.errors import SpecError, error_lines
 from kflow.api.ids import FlowId, QueueId
 from kflow.api.models import API_VERSION, MAX_CONDITION_MESSAGE, FlowTemplate
-from kflow.api.states import TERMINAL_PHASES
-from kflow.engine import Engine, FlowNotFound, FlowRef
+from kflow.api.states import TERMINAL_PHASES, NodeState
+from kflow.engine import Engine, FlowNotFound, FlowRef, FlowSnapshot
 from kflow.graph.dag import CompiledFlow
 from kflow.graph.templates import check_template, expand, template_spec
 from kflow.graph.verdict import check_manifest
@@ -35,6 +35,10 @@ log = logging.getLogger("kflow.kube")
 
 # The change policies under which a changed spec starts a new run (Reject refuses the change).
 SWITCHING = ("Queue", "Restart")
+# A map node (forEach) still adding its items this long after the operator first saw it
+# adding them: whoever added them stopped (a worker pod that completed the map's from node
+# and died), so the operator carries on (Engine.reconcile_flow; every chunk is fenced).
+EXPANSION_STALL_SECONDS = 10.0
 
 
 def _flow_document(body: Mapping[str, Any],
@@ -80,10 +84,36 @@ class FlowLifecycle:
         self._tasks: set[asyncio.Task[None]] = set()
         # Flow uid -> the Flow as last seen with a change waiting (changePolicy: Queue).
         self._queued_body: dict[str, Mapping[str, Any]] = {}
+        # Flow id -> when the operator first saw one of its map nodes adding items.
+        self._expanding_since: dict[FlowId, float] = {}
         self.status = StatusPatcher(
-            patch=api.patch_flow_status, snapshot=engine.snapshot,
+            patch=api.patch_flow_status, snapshot=self._snapshot,
             on_phase_change=self._phase_changed, interval=settings.interval_seconds,
             max_failures=settings.max_failures, outage=dispatchers.outage)
+
+    async def _snapshot(self, flow_id: FlowId) -> FlowSnapshot:
+        """The flow's snapshot for its status; an expansion that stalled is taken over."""
+        snapshot = await self.engine.snapshot(flow_id)
+        if not snapshot.counts.get(NodeState.EXPANDING) or snapshot.phase in TERMINAL_PHASES:
+            self._expanding_since.pop(flow_id, None)
+            return snapshot
+        now = time.monotonic()
+        since = self._expanding_since.setdefault(flow_id, now)
+        if now - since >= EXPANSION_STALL_SECONDS:
+            self._expanding_since[flow_id] = now
+            task = asyncio.get_running_loop().create_task(self._take_over(flow_id))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        self.status.mark(flow_id.uid)  # looked at again next interval, marked or not
+        return snapshot
+
+    async def _take_over(self, flow_id: FlowId) -> None:
+        log.info("Flow %s: a forEach stopped adding its items; the operator goes on", flow_id)
+        try:
+            await self.engine.reconcile_flow(flow_id)
+        except Exception:  # tried again after the next stall period
+            log.exception("Flow %s: adding the forEach items failed", flow_id)
+        self.dispatchers.kick_namespace(flow_id.namespace)
 
     def _lock(self, uid: str) -> asyncio.Lock:
         lock = self._locks.get(uid)

@@ -3,6 +3,7 @@
 from kflow.store.codec import (
     NodeChunk,
     NodeRoute,
+    item_chunk,
     node_chunks,
     pack_spec,
     queue_rank,
@@ -55,6 +56,7 @@ __all__ = [
     "Started",
     "decode_step",
     "flow_keys",
+    "item_chunk",
     "node_chunks",
     "pack_spec",
     "queue_keys",

@@ -4,12 +4,13 @@ a compiled node as the add-nodes script's arguments, values as compact JSON."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from kflow.api.models import MAX_PRIORITY
-from kflow.graph.dag import CompiledNode, CompiledOptions
+from kflow.graph.dag import CompiledNode, CompiledOptions, MapSource
+from kflow.graph.maps import item_data
 
 _ON_FAILURE = {"failParent": "P", "ignore": "I", "remove": "R", "continueParent": "C"}
 _BACKOFF = {"fixed": "f", "exponential": "e"}
@@ -42,7 +43,28 @@ class NodeChunk:
     args: tuple[str, ...]
 
 
-def pack_spec(queue: str, opts: CompiledOptions) -> str:
+def _pack_map(source: MapSource) -> dict[str, Any]:
+    if source.from_node is not None:
+        return {"f": source.from_node, "p": list(source.path)}
+    if source.items is not None:
+        return {"i": list(source.items)}
+    return {"n": source.count}
+
+
+def unpack_map(raw: str | bytes) -> MapSource | None:
+    """A map node's item source from its spec field; None for any other node."""
+    fields: list[Any] = json.loads(raw)
+    if len(fields) <= 11 or not isinstance(fields[11], dict):
+        return None
+    packed = fields[11]
+    if "f" in packed:
+        return MapSource(from_node=str(packed["f"]), path=tuple(packed.get("p") or ()))
+    if "i" in packed:
+        return MapSource(items=tuple(packed["i"]))
+    return MapSource(count=int(packed["n"]))
+
+
+def pack_spec(queue: str, opts: CompiledOptions, for_each: MapSource | None = None) -> str:
     """A compact JSON array; the index layout is documented in lua/flow/_lib.lua."""
     if not 0 <= opts.priority <= MAX_PRIORITY:
         raise ValueError(f"priority {opts.priority} is out of range 0..{MAX_PRIORITY}")
@@ -59,6 +81,7 @@ def pack_spec(queue: str, opts: CompiledOptions) -> str:
             -1 if opts.timeout_ms is None else opts.timeout_ms,
             _ON_FAILURE[opts.on_failure],
             1 if opts.lifo else 0,
+            *([] if for_each is None else [_pack_map(for_each)]),
         ],
         separators=(",", ":"),
     )
@@ -72,14 +95,21 @@ def unpack_spec(raw: str | bytes) -> NodeRoute:
                     timeout_ms=None if timeout < 0 else timeout)
 
 
+def _start(node: CompiledNode) -> str:
+    """add-nodes' start code: children to wait for, a leaf's delay, or "x" for a map leaf."""
+    if node.children:
+        return str(len(node.children))
+    return "x" if node.for_each is not None else str(-node.opts.delay_ms)
+
+
 def node_row(node: CompiledNode) -> list[str]:
     """The add-nodes arguments of one node: name, spec, parents, children, start, data."""
     return [
         node.name,
-        pack_spec(node.queue, node.opts),
+        pack_spec(node.queue, node.opts, node.for_each),
         dumps(list(node.parents)) if node.parents else "",
         dumps(list(node.children)) if node.children else "",
-        str(len(node.children) if node.children else -node.opts.delay_ms),
+        _start(node),
         "" if node.data is None else dumps(node.data),
     ]
 
@@ -119,3 +149,18 @@ def loads(raw: str | bytes | None) -> Any:
 def text(raw: str | bytes) -> str:
     """Replies come as bytes or str depending on the client's decode_responses."""
     return raw.decode() if isinstance(raw, bytes) else raw
+
+
+def item_chunk(data: Any, items: Sequence[Any], first: int, max_nodes: int, max_bytes: int
+               ) -> list[str]:
+    """The data JSON of a map node's items first.. for one expand call: at most `max_nodes`
+    items and about `max_bytes` bytes (a single larger item gets a call of its own)."""
+    out: list[str] = []
+    size = 0
+    for index in range(first, min(len(items), first + max_nodes)):
+        encoded = dumps(item_data(data, items[index], index))
+        if out and size + len(encoded) > max_bytes:
+            break
+        out.append(encoded)
+        size += len(encoded)
+    return out

@@ -9,7 +9,7 @@ from typing import Any, Literal, TypeVar
 
 from kflow.api.ids import FlowId, QueueId
 from kflow.api.states import AddStatus, FlowPhase, NodeState
-from kflow.store.codec import NodeChunk, NodeRoute, dumps, loads, text, unpack_spec
+from kflow.store.codec import NodeChunk, NodeRoute, dumps, loads, text, unpack_map, unpack_spec
 from kflow.store.keys import (
     FlowKeys,
     QueueKeys,
@@ -26,6 +26,7 @@ from kflow.store.types import (
     FlowMeta,
     FlowStep,
     Lease,
+    MapPlan,
     NodeInputs,
     QueueEntry,
     RedisClient,
@@ -48,6 +49,10 @@ def _decode(raw: Any) -> Any:
 def _rows(value: Any) -> list[Any]:
     # cjson encodes an empty Lua table as {}.
     return value if isinstance(value, list) else []
+
+
+def _map_row(r: Any) -> tuple[str, int]:
+    return str(r[0]), int(r[1])
 
 
 def _pair(r: Any) -> tuple[str, str]:
@@ -177,9 +182,50 @@ class RedisStore:
         def values(flat: Any) -> list[tuple[str, Any]]:
             return [(child, json.loads(value)) for child, value in pairs(flat)]
 
+        def maps(flat: Any) -> list[tuple[str, int]]:
+            items = _rows(flat)
+            return [(str(items[i]), int(items[i + 1])) for i in range(0, len(items), 2)]
+
         return [r if isinstance(r, BaseException) else [
-                    NodeInputs(values(x[0]), pairs(x[1]), pairs(x[2])) for x in _rows(_decode(r))]
+                    NodeInputs(values(x[0]), pairs(x[1]), pairs(x[2]), maps(x[3]))
+                    for x in _rows(_decode(r))]
                 for r in replies]
+
+    # ---- map nodes (forEach) -------------------------------------------------------------
+
+    async def map_plan(self, flow: FlowId, node: str) -> MapPlan:
+        """One read of what expanding map node `node` needs (its from node's value too)."""
+        keys = self.flow(flow)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hget(keys.state, node)
+            pipe.hget(keys.spec, node)
+            pipe.hget(keys.data, node)
+            pipe.hget(keys.progress, node)
+            state, spec, data, record = await pipe.execute()
+        source = None if spec is None else unpack_map(spec)
+        from_value = None
+        if source is not None and source.from_node is not None:
+            from_value = loads(await self.redis.hget(keys.result, source.from_node))
+        return MapPlan(
+            state=None if state is None else NodeState.parse(text(state)), source=source,
+            data=loads(data), added=0 if record is None else int(loads(record)["added"]),
+            from_value=from_value)
+
+    async def expand(self, flow: FlowId, node: str, items: int, first: int,
+                     datas: list[str]) -> FlowStep[tuple[str, int]]:
+        """Add map node `node`'s items first.. (their data JSON, in order): one row
+        (status, items added so far); see lua/flow/expand.lua."""
+        return await self._flow_step("expand", flow, _map_row, node, items, first, *datas)
+
+    async def fail_map(self, flow: FlowId, node: str, error: str) -> FlowStep[bool]:
+        """Map node `node` has no list to run over: it fails for good (lua/flow/fail-map)."""
+        return await self._flow_step("fail-map", flow, bool, node, error)
+
+    async def map_values(self, flow: FlowId, node: str, items: int) -> list[Any]:
+        """The values of map node `node`'s items in item order, read a page at a time
+        (None for an item that has none: ignored, removed)."""
+        names = [f"{node}[{i}]" for i in range(items)]
+        return await self.node_results(flow, names)
 
     async def update_progress(self, flow: FlowId, node: str, token: str, progress: Any) -> bool:
         return bool(await self._flow_script("progress", flow, node, token, dumps(progress)))

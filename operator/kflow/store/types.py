@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeAlias, TypeVar
 
 from kflow.api.ids import FlowId, QueueId
-from kflow.api.states import AttemptOutcome, FlowPhase, StartStatus
+from kflow.api.states import AttemptOutcome, FlowPhase, NodeState, StartStatus
+from kflow.graph.dag import MapSource
 
 if TYPE_CHECKING:
     import redis.asyncio
@@ -82,6 +83,7 @@ class NodeInputs(NamedTuple):
     values: list[tuple[str, Any]]
     ignored: list[tuple[str, str]]
     failed: list[tuple[str, str]]
+    maps: list[tuple[str, int]] = []  # (child, items) of completed map children: read apart
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +96,7 @@ class FlowStep(Generic[R]):
     name: str
     rows: list[R]
     queued: list[Queued]  # made ready or delayed: to put on their queues if Running
+    expand: tuple[str, ...] = ()  # map nodes made ready: the engine adds their items
 
     def queue_id(self, queue: str) -> QueueId:
         return QueueId.of(self.namespace, queue)
@@ -111,12 +114,13 @@ def _rows(value: Any) -> list[Any]:
 
 def decode_step(raw: str | bytes, row: Callable[[Any], R]) -> FlowStep[R]:
     """The one decoder of the flow-step envelope; `row` decodes the script's own rows."""
-    phase, namespace, name, rows, queued = json.loads(raw)
+    phase, namespace, name, rows, queued, expand = json.loads(raw)
     return FlowStep(
         phase=FlowPhase.parse(phase), namespace=str(namespace), name=str(name),
         rows=[row(r) for r in _rows(rows)],
         # cjson gives the rows' own types (strings, integers): no conversion per row.
-        queued=[_row(Queued, q) for q in _rows(queued)])
+        queued=[_row(Queued, q) for q in _rows(queued)],
+        expand=tuple(_rows(expand)))
 
 
 def settled_row(r: Any) -> Settled:
@@ -164,3 +168,14 @@ class FlowMeta:
                    total=int(raw.get("total", 0)), chunks=int(raw.get("chunks", -1)),
                    written=int(raw.get("written", 0)), started_at_ms=ms("started_at"),
                    finished_at_ms=ms("finished_at"), expire_at_ms=ms("expire_at"))
+
+
+@dataclass(frozen=True, slots=True)
+class MapPlan:
+    """What expanding one map node needs (RedisStore.map_plan)."""
+
+    state: NodeState | None  # the map node's state (None: the flow has no such node)
+    source: MapSource | None  # where its items come from (None: not a map node)
+    data: Any  # its data (an object or None): each item's data starts from it
+    added: int  # items added so far
+    from_value: Any  # the value of its from node (None when the source is not a node)

@@ -102,3 +102,27 @@ def chatty(job: Job) -> dict[str, Any]:
     if job.attempt < int((job.data or {}).get("succeed_on", 2)):
         raise RuntimeError(f"chatty {job.name} fails attempt {job.attempt} on purpose")
     return {"succeeded_on": job.attempt}
+
+
+def numbers(job: Job) -> dict[str, Any]:
+    """A list to map over: `{"items": [0, 1, ..., data.n - 1]}`."""
+    return {"items": list(range(int(job.data["n"])))}
+
+
+def tally(job: Job) -> int:
+    """One item of a map: counts its own run (HINCRBY `kflow-test:runs:<uid>` by node name),
+    returns twice the item."""
+    import os
+
+    import redis
+
+    client = redis.Redis.from_url(os.environ["KFLOW_REDIS_URL"])
+    client.hincrby(f"kflow-test:runs:{job.flow.uid}", job.name, 1)
+    return 2 * int(job.data["item"])
+
+
+def merged(job: Job) -> dict[str, Any]:
+    """The parent of a map: its value is the items' values in item order."""
+    [values] = job.children_values().values()
+    return {"count": len(values), "sum": sum(values),
+            "in_order": values == sorted(values)}

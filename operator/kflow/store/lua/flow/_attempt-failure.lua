@@ -54,7 +54,8 @@ local function settle_failure(first, first_error, now, out)
       if policy == 'P' then
         -- Only a parent still waiting is failed: one that continueParent already released
         -- (ready, running or done) keeps going, whenever this child's failure comes.
-        if not seen[p] and redis.call('HGET', K_STATE, p) == 'waiting-children' then
+        local pst = redis.call('HGET', K_STATE, p)
+        if not seen[p] and (pst == 'waiting-children' or pst == 'expanding') then
           seen[p] = true
           local cause
           if how == 'o' then

@@ -6,9 +6,21 @@
     [6] backoff max delay ms (-1 none)  [7] jitter 0..1  [8] start delay ms
     [9] timeout ms (-1 none)  [10] onFailure "P"(failParent)|"I"(ignore)|"R"(remove)|"C"(continueParent)
     [11] lifo 1|0 (absent in flows written before it existed: FIFO)
+    [12] a map node's item source (forEach; absent on every other node, items included):
+         {"f": from node, "p": [path keys]} | {"i": [items]} | {"n": count}
+
+  A map node never runs itself. Once its children are done it is "expanding": the engine
+  adds its items in chunks (flow/expand.lua; K_PROGRESS holds {"items": n, "added": k}),
+  each item a node "<map>[<index>]" whose one parent is the map node; then it waits for its
+  items ("waiting-children") and completes when they are settled. Its parents read the
+  items' values as one list (kflow.store: map values).
 ]]
 local S_QUEUE, S_PRIORITY, S_ATTEMPTS, S_BACKOFF, S_DELAY = 1, 2, 3, 4, 5
 local S_MAXDELAY, S_JITTER, S_START_DELAY, S_TIMEOUT, S_ONFAIL, S_LIFO = 6, 7, 8, 9, 10, 11
+local S_FOREACH = 12
+-- Map nodes a step made ready to expand: flow/_reply hands them to the engine, which adds
+-- their items (flow/expand.lua).
+local EXPAND = {}
 local EVENTS_MAXLEN = 1000
 local FAILURES_CAP = 10
 -- States in which nothing more happens to a node in this run of its flow.
@@ -130,16 +142,59 @@ local function schedule(node, old, due, now, out, spec)
   end
 end
 
--- A waiting parent whose dependencies are met: honour its start delay.
+local child_settled  -- defined below: a map node's completion settles its parents
+
+-- A map node's item record, {items = n, added = k}, or nil before its expansion began.
+local function map_record(node)
+  local raw = redis.call('HGET', K_PROGRESS, node)
+  if raw then return cjson.decode(raw) end
+  return nil
+end
+
+-- A map node is ready to add its items: the engine expands it (flow/expand.lua).
+local function begin_map(node, old, now)
+  set_state(node, old, 'expanding')
+  redis.call('ZADD', K_READY, now, node)
+  EXPAND[#EXPAND + 1] = node
+end
+
+-- Every item of a map node settled: the map node completes (its value is its items').
+local function complete_map(node, now, out)
+  redis.call('HDEL', K_PENDING, node)
+  redis.call('ZREM', K_READY, node)
+  set_state(node, redis.call('HGET', K_STATE, node), 'completed')
+  emit('completed', node)
+  local parents = list_of(K_PARENTS, node)
+  for _, p in ipairs(parents) do child_settled(p, now, out) end
+  if #parents == 0 then redis.call('HINCRBY', K_META, 'roots_left', -1) end
+  if redis.call('HGET', K_META, 'phase') == 'Running' then maybe_succeed(now) end
+end
+
+-- A waiting parent whose dependencies are met: honour its start delay. A map node whose
+-- items were all added and settled completes; one whose children (its from node) are done
+-- begins adding its items.
 local function unlock(node, now, out)
   local spec = spec_of(node)
   redis.call('HDEL', K_PENDING, node)
+  if spec[S_FOREACH] then
+    local record = map_record(node)
+    if record and record.added >= record.items then
+      complete_map(node, now, out)
+    else
+      begin_map(node, 'waiting-children', now)
+    end
+    return
+  end
   schedule(node, 'waiting-children', now + spec[S_START_DELAY], now, out, spec)
 end
 
--- One dependency of a waiting parent is settled (completed, ignored or removed).
-local function child_settled(parent, now, out)
-  if redis.call('HGET', K_STATE, parent) == 'waiting-children' then
+-- One dependency of a waiting parent is settled (completed, ignored or removed). A map node
+-- still adding items counts its settled items without unlocking (flow/expand.lua does).
+child_settled = function(parent, now, out)
+  local st = redis.call('HGET', K_STATE, parent)
+  if st == 'waiting-children' then
     if redis.call('HINCRBY', K_PENDING, parent, -1) <= 0 then unlock(parent, now, out) end
+  elseif st == 'expanding' then
+    redis.call('HINCRBY', K_PENDING, parent, -1)
   end
 end

@@ -7,7 +7,9 @@
   Keys: the flow group (flow/_keys.lua); uses state, children, result, error.
   ARGV: nodes
   Returns (JSON): [ {[child, value JSON, ...], [child, error, ...] ignored,
-                     [child, error, ...] failed} per node ]
+                     [child, error, ...] failed, [child, items, ...] maps} per node ]
+    A completed map child (forEach) is in maps, with its number of items, not in values:
+    the engine reads its items' values in pages (a map can have 100,000 items).
     (flat name/value lists: cjson cannot tell an empty object from an empty list)
   Events: none.
 ]]
@@ -16,12 +18,18 @@
 
 local res = {}
 for i = 1, #ARGV do
-  local values, ignored, failed = {}, {}, {}
+  local values, ignored, failed, maps = {}, {}, {}, {}
   for _, c in ipairs(list_of(K_CHILDREN, ARGV[i])) do
     local st = redis.call('HGET', K_STATE, c)
     if st == 'completed' then
-      values[#values + 1] = c
-      values[#values + 1] = redis.call('HGET', K_RESULT, c) or 'null'
+      local record = map_record(c)
+      if record and spec_of(c)[S_FOREACH] then
+        maps[#maps + 1] = c
+        maps[#maps + 1] = record.items
+      else
+        values[#values + 1] = c
+        values[#values + 1] = redis.call('HGET', K_RESULT, c) or 'null'
+      end
     elseif st == 'ignored' or st == 'failed' then
       local into = ignored
       if st == 'failed' then into = failed end
@@ -29,6 +37,6 @@ for i = 1, #ARGV do
       into[#into + 1] = redis.call('HGET', K_ERROR, c) or ''
     end
   end
-  res[i] = {values, ignored, failed}
+  res[i] = {values, ignored, failed, maps}
 end
 return cjson.encode(res)

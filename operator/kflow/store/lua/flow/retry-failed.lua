@@ -34,15 +34,41 @@ for i = 1, #f, 2 do
   end
 end
 local out = {}
+local settled = {completed = true, ignored = true, removed = true}
+-- A map node waits again for the items it added that have not settled (they are retried
+-- too: own failures are ready by now, cancelled items are brought back below), or expands
+-- again when it had not added them all (or failed reading its list).
+local function retry_map(node, old)
+  local record = map_record(node)
+  local pending = 0
+  if record then
+    for k = 0, record.added - 1 do
+      if not settled[redis.call('HGET', K_STATE, node .. '[' .. k .. ']')] then
+        pending = pending + 1
+      end
+    end
+  end
+  if record and record.added >= record.items then
+    set_state(node, old, 'waiting-children')
+    redis.call('HSET', K_PENDING, node, pending)
+    if pending == 0 then unlock(node, now, out) end
+  else
+    redis.call('HSET', K_PENDING, node, pending)
+    begin_map(node, old, now)
+  end
+end
 for _, node in ipairs(own) do
   redis.call('HDEL', K_ATTEMPT, node)
   redis.call('HDEL', K_ERROR, node)
   redis.call('HDEL', K_FAILED, node)
   redis.call('HDEL', K_REQUEUES, 'i|' .. node, 's|' .. node)
-  schedule(node, states[node], 0, now, out)
+  if spec_of(node)[S_FOREACH] then
+    retry_map(node, states[node])
+  else
+    schedule(node, states[node], 0, now, out)
+  end
 end
 -- Own failures are ready now, so they count as pending for the propagated parents.
-local settled = {completed = true, ignored = true, removed = true}
 for _, node in ipairs(propagated) do
   redis.call('HDEL', K_ERROR, node)
   redis.call('HDEL', K_FAILED, node)
@@ -53,9 +79,13 @@ for _, node in ipairs(propagated) do
   for _, c in ipairs(list_of(K_CHILDREN, node)) do
     if not settled[redis.call('HGET', K_STATE, c)] then pending = pending + 1 end
   end
-  set_state(node, states[node], 'waiting-children')
-  redis.call('HSET', K_PENDING, node, pending)
-  if pending == 0 then unlock(node, now, out) end
+  if pending == 0 and spec_of(node)[S_FOREACH] and map_record(node) then
+    retry_map(node, states[node])
+  else
+    set_state(node, states[node], 'waiting-children')
+    redis.call('HSET', K_PENDING, node, pending)
+    if pending == 0 then unlock(node, now, out) end
+  end
 end
 redis.call('HSET', K_META, 'phase', 'Running')
 redis.call('HDEL', K_META, 'finished_at', 'expire_at')
