@@ -49,6 +49,7 @@ MAX_DATA_BYTES = 256 * 1024
 MAX_NESTING = 64
 NESTING_FIX = "flatten it, or pass large inputs by reference"
 MAX_FIRST_FAILURES = 10
+MAX_EXIT_NODES = 100  # top-level nodes of spec.onExit (exit handlers)
 MAX_NODES_PER_OBJECT = 50_000  # top-level nodes of a Flow stored in Kubernetes (see FlowSpec)
 MAX_FAILURE_MESSAGE = 1024
 MAX_CONDITION_MESSAGE = 32_768
@@ -589,7 +590,7 @@ _IMMUTABLE = ("only spec.suspend, spec.cancel and spec.changePolicy may change a
               "run); create a new Flow, or set spec.changePolicy")
 # The fields whose change starts a new run (under changePolicy Queue or Restart) or is refused
 # (Reject): everything that shapes what runs.
-RUN_FIELDS = ("nodes", "templateRef", "defaults", "ttlSecondsAfterFinished", "notify")
+RUN_FIELDS = ("nodes", "templateRef", "defaults", "ttlSecondsAfterFinished", "notify", "onExit")
 
 ChangePolicy = Literal["Reject", "Queue", "Restart"]
 
@@ -708,6 +709,20 @@ class FlowSpec(_Spec):
     notify: Notify | None = Field(
         None, description="A webhook that hears when the flow finishes (README, Notifications)."
     )
+    on_exit: list[NodeSpec] = Field(
+        default_factory=list,
+        max_length=MAX_EXIT_NODES,
+        description="Exit handlers: nodes run once the flow has ended (Succeeded, Failed or "
+        "Cancelled), for notifications and clean-up. They form their own graph (their "
+        "children are among them; names are unique across `nodes` and `onExit`), and each "
+        "one's `data` (an object, or unset) gets `flow`: the flow's name, namespace, phase "
+        "and failures. Their outcome is reported in `status.exitHandlers` and never changes "
+        "the flow's phase.",
+        json_schema_extra={
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["name"],
+        },
+    )
 
     @model_validator(mode="after")
     def _nodes_or_template(self) -> FlowSpec:
@@ -809,6 +824,22 @@ class NotificationStatus(_Status):
 
 
 MAX_RUNS_KEPT = 10
+
+
+class ExitHandlersStatus(_Status):
+    """How the exit handlers (`spec.onExit`) of a Flow fared; never the Flow's own outcome."""
+
+    phase: str | None = Field(
+        None, max_length=64,
+        description="`Pending` until the flow ends, then Running, Succeeded or Failed "
+        "(or Cancelled).")
+    progress: str | None = Field(
+        None, pattern=r"^[0-9]+/[0-9]+$", description="Finished exit nodes out of all, `k/n`.")
+    failures: list[FailedNode] = Field(
+        default_factory=list,
+        max_length=MAX_FIRST_FAILURES,
+        description=f"The first exit nodes to fail, at most {MAX_FIRST_FAILURES}.",
+    )
 
 
 class FlowRun(_Status):
@@ -913,6 +944,9 @@ class FlowStatus(_Status):
     )
     template: TemplateStatus | None = Field(
         None, description="The FlowTemplate generation the current run was made from."
+    )
+    exit_handlers: ExitHandlersStatus | None = Field(
+        None, description="The exit handlers' (`spec.onExit`) phase, progress and failures."
     )
 
 
@@ -1162,6 +1196,16 @@ class FlowTemplateSpec(_Spec):
     )
     defaults: NodeOpts | None = Field(
         None, description="Options every node inherits, as in a Flow's `spec.defaults`."
+    )
+    on_exit: list[NodeSpec] = Field(
+        default_factory=list,
+        max_length=MAX_EXIT_NODES,
+        description="Exit handlers, as in a Flow's `spec.onExit`; `{{ params.NAME }}` in "
+        "their `data` as in `nodes`.",
+        json_schema_extra={
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["name"],
+        },
     )
 
 

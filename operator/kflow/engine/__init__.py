@@ -1,6 +1,7 @@
 """Scheduling over the store: ready, dispatch, complete, fail, retry."""
 
 from kflow.engine.engine import Engine
+from kflow.engine.exits import EXIT_SUFFIX, exit_flow_id, is_exit_flow, main_flow_id
 from kflow.engine.heap import tune_collector
 from kflow.engine.types import (
     MISSING,
@@ -24,6 +25,7 @@ from kflow.engine.types import (
 )
 
 __all__ = [
+    "EXIT_SUFFIX",
     "MISSING",
     "NODE_STATES",
     "TERMINAL_STATES",
@@ -43,5 +45,8 @@ __all__ = [
     "NodePage",
     "NodeRow",
     "QueueConfig",
+    "exit_flow_id",
+    "is_exit_flow",
+    "main_flow_id",
     "tune_collector",
 ]

@@ -14,10 +14,19 @@ from kflow.api.ids import FlowId, QueueId
 from kflow.api.states import (
     ENDED_EARLY_PHASES,
     QUEUEABLE_STATES,
+    TERMINAL_PHASES,
     AddStatus,
     FlowPhase,
     NodeState,
     StartStatus,
+)
+from kflow.engine.exits import (
+    decode_graph,
+    encode_graph,
+    exit_flow_id,
+    flow_outcome,
+    is_exit_flow,
+    with_outcome,
 )
 from kflow.engine.types import (
     MISSING,
@@ -144,6 +153,7 @@ class Engine:
         flow's ready set only; resume and retry re-queue them by reconciliation. Returns how
         many queue entries were added.
         """
+        owed = list(owed)
         drop: dict[QueueId, list[Lease]] = defaultdict(list)
         enqueue: dict[QueueId, list[QueueEntry]] = defaultdict(list)
         ended: list[FlowId] = []
@@ -167,6 +177,9 @@ class Engine:
             await self._wind_down(flow_id)
         for flow_id, node in expand:
             added += await self.expand(flow_id, node)
+        # A step that leaves a flow ended starts its exit handlers (once: see start_exit).
+        for flow_id in dict.fromkeys(o.flow_id for o in owed if o.phase in TERMINAL_PHASES):
+            await self.start_exit(flow_id)
         return added
 
     # ---- map nodes (forEach) -------------------------------------------------------------
@@ -234,6 +247,8 @@ class Engine:
             chunks=len(chunks), queues=sorted(compiled.queues))
         if created is AddStatus.EXISTS:
             return False
+        if compiled.on_exit is not None:  # kept before activation: a running flow has it
+            await self.store.set_exit_graph(flow.id, encode_graph(compiled.on_exit))
         if created is AddStatus.RESUME:
             meta = await self.store.meta(flow.id)
             stored = -1 if meta is None else meta.chunks
@@ -276,6 +291,10 @@ class Engine:
         and retry. Returns how many queue entries were missing and are now added.
         """
         meta = await self.store.meta(flow_id)
+        if meta is not None and meta.phase in TERMINAL_PHASES:
+            # Ended: a crash between the end and its exit handlers' start is repaired here.
+            await self.start_exit(flow_id)
+            return 0
         if meta is None or meta.shown_phase is not FlowPhase.RUNNING:
             return 0
         added = 0
@@ -619,6 +638,47 @@ class Engine:
                   for node, spec in zip(nodes, specs, strict=True)
                   if spec is not None and meta is not None]
         await self._queue_step([_Owed(flow_id, FlowPhase.MISSING, "", leases, (), False)])
+        if not is_exit_flow(flow_id):  # after the flow's own keys: nothing starts it again
+            await self.delete(exit_flow_id(flow_id))
+
+    # ---- exit handlers (spec.onExit) ----------------------------------------------------
+
+    async def start_exit(self, flow_id: FlowId) -> bool:
+        """Add and start the exit flow (`exit_flow_id`) of an ended flow that has exit
+        handlers, each node's data given the flow's name, namespace, phase and failures.
+
+        Idempotent: False when the flow has not ended, has no exit handlers, or its exit flow
+        exists already (an exit flow whose queue step a crash cut off is reconciled then).
+        Called by whatever sees the end: the queue step of every flow step and
+        reconcile_flow, which repairs a crash between the end and this call.
+        """
+        if is_exit_flow(flow_id):
+            return False
+        meta = await self.store.meta(flow_id)
+        if meta is None or meta.phase not in TERMINAL_PHASES:
+            return False
+        encoded, ttl = await self.store.exit_graph(flow_id)
+        if encoded is None:
+            return False
+        failures = [NodeFailure(node=n, error=e, attempt=a)
+                    for n, e, a in await self.store.failures(flow_id)]
+        graph = with_outcome(decode_graph(encoded), flow_outcome(
+            meta.name, meta.namespace, str(meta.phase), failures))
+        exit_id = exit_flow_id(flow_id)
+        ref = FlowRef(uid=exit_id.uid, namespace=meta.namespace, name=meta.name)
+        if await self.submit(ref, graph, ttl_seconds_after_finished=ttl):
+            log.info("flow %s ended %s: its %d exit node(s) start", flow_id, meta.phase,
+                     len(graph.nodes))
+            return True
+        await self.reconcile_flow(exit_id)
+        return False
+
+    async def exit_snapshot(self, flow_id: FlowId) -> FlowSnapshot | None:
+        """The snapshot of the flow's exit handlers; None until they started (or without)."""
+        try:
+            return await self.snapshot(exit_flow_id(flow_id))
+        except FlowNotFound:
+            return None
 
     # ---- reads -------------------------------------------------------------------------
 

@@ -10,9 +10,10 @@ import gc
 from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 
 from kflow.api.errors import SpecError, SpecErrors, did_you_mean
-from kflow.api.models import Flow, ForEach, LocatedNode, NodeOpts, OnFailure
+from kflow.api.models import Flow, FlowSpec, ForEach, LocatedNode, NodeOpts, OnFailure
 from kflow.graph.dag import CompiledFlow, CompiledNode, CompiledOptions, MapSource
 
 # Caps that keep an error report short, and cheap on huge flows (a suggestion scans every name).
@@ -108,7 +109,10 @@ def compile_flow(flow: Flow) -> CompiledFlow:
     and there is no cycle (each cycle found is named: `a -> b -> a`).
     """
     with _collector_paused():
-        return _compile(flow)
+        compiled = _compile(flow)
+    if not flow.spec.on_exit:
+        return compiled
+    return replace(compiled, on_exit=_compile_exit(flow, compiled))
 
 
 def _compile(flow: Flow) -> CompiledFlow:
@@ -324,3 +328,40 @@ def _find_cycles(children_of: list[list[int]], waiting: list[int]) -> list[list[
         if current in on_path:
             cycles.append(path[on_path[current] :])
     return cycles
+
+
+# ---- exit handlers (spec.onExit) --------------------------------------------------------
+
+
+def _exit_path(text: str) -> str:
+    return text.replace("spec.nodes[", "spec.onExit[")
+
+
+def _compile_exit(flow: Flow, main: CompiledFlow) -> CompiledFlow:
+    """The exit graph, checked like the main one (its own children, no cycle) with every
+    error placed at `spec.onExit[...]`; its names must differ from the main graph's and each
+    node's data must be an object (or unset): the flow's outcome is added to it as `flow`."""
+    ref = flow.object_ref
+    exit_flow = Flow.model_construct(metadata=flow.metadata, spec=FlowSpec.model_construct(
+        nodes=flow.spec.on_exit, defaults=flow.spec.defaults, on_exit=[]))
+    try:
+        located = exit_flow.located_nodes()
+        compiled = _compile(exit_flow)
+    except SpecError as exc:
+        _raise([GraphError(ref, _exit_path(e.field), _exit_path(e.message))
+                for e in exc.errors])
+        raise  # pragma: no cover - _raise always raises
+    errors: list[SpecError] = []
+    for item in located:
+        path, name = _exit_path(item.path), item.node.name
+        if name in main.nodes:
+            errors.append(GraphError(
+                ref, path, f'node "{name}" is defined in spec.nodes and again at {path}; '
+                "names must be unique across spec.nodes and spec.onExit: rename one"))
+        if item.node.data is not None and not isinstance(item.node.data, dict):
+            errors.append(GraphError(
+                ref, f"{path}.data", f'{path}.data of exit node "{name}" must be an object '
+                "(or unset): the flow's name, phase and failures are added to it as data.flow"))
+    if errors:
+        _raise(errors)
+    return compiled

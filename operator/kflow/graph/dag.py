@@ -64,6 +64,8 @@ class CompiledFlow:
     nodes: dict[str, CompiledNode]
     roots: tuple[str, ...]  # nodes that are nobody's child
     leaves: tuple[str, ...]  # nodes with no children: ready as soon as the flow starts
+    # The exit handlers (spec.onExit): their own graph, run once the flow has ended.
+    on_exit: CompiledFlow | None = None
 
     @property
     def queues(self) -> frozenset[str]:

@@ -42,7 +42,8 @@ def check_template(template: FlowTemplate) -> CompiledFlow:
                                     f'"{parameter.name}" is declared twice; keep one'))
         seen.add(parameter.name)
     raw = template.spec.model_dump(by_alias=True, exclude_unset=True, mode="json")
-    for path, name in _placeholders(raw.get("nodes", []), "spec.nodes"):
+    for path, name in [*_placeholders(raw.get("nodes", []), "spec.nodes"),
+                       *_placeholders(raw.get("onExit", []), "spec.onExit")]:
         if name not in seen:
             known = ", ".join(sorted(seen)) or "none"
             errors.append(SpecError(ref, path, f'{path} uses {{{{ params.{name} }}}}, which '
@@ -61,8 +62,9 @@ def check_template(template: FlowTemplate) -> CompiledFlow:
 
 def _as_flow(template: FlowTemplate, raw: Mapping[str, Any]) -> Flow:
     spec = {"nodes": raw.get("nodes", [])}
-    if "defaults" in raw:
-        spec["defaults"] = raw["defaults"]
+    for key in ("defaults", "onExit"):
+        if key in raw:
+            spec[key] = raw[key]
     meta = template.metadata.model_dump(by_alias=True, exclude_none=True)
     flow = Flow.model_validate({"apiVersion": API_VERSION, "kind": "Flow",
                                 "metadata": meta, "spec": spec})
@@ -92,6 +94,9 @@ def expand(flow: Mapping[str, Any], template: FlowTemplate,
     raw = raw_spec if raw_spec is not None else \
         template.spec.model_dump(by_alias=True, exclude_unset=True, mode="json")
     spec["nodes"] = [_substituted(node, values) for node in raw.get("nodes", [])]
+    if raw.get("onExit"):  # the template's exit handlers, then any the Flow adds
+        spec["onExit"] = [*(_substituted(node, values) for node in raw["onExit"]),
+                          *(spec.get("onExit") or [])]
     defaults = {**(raw.get("defaults") or {}), **(spec.get("defaults") or {})}
     if defaults:
         spec["defaults"] = defaults
@@ -101,7 +106,7 @@ def expand(flow: Mapping[str, Any], template: FlowTemplate,
 def template_spec(expanded: Mapping[str, Any]) -> dict[str, Any]:
     """What of an expanded Flow document is pinned in `status.template.spec`."""
     spec = expanded.get("spec") or {}
-    return {key: spec[key] for key in ("nodes", "defaults") if key in spec}
+    return {key: spec[key] for key in ("nodes", "defaults", "onExit") if key in spec}
 
 
 def _parameter_values(ref: str, template: FlowTemplate,

@@ -289,6 +289,19 @@ class RedisStore:
     async def delete(self, flow: FlowId) -> int:
         return int(await self._flow_script("delete", flow))
 
+    # ---- exit handlers (spec.onExit) -----------------------------------------------------
+
+    async def set_exit_graph(self, flow: FlowId, graph: str) -> None:
+        """Keep the flow's exit graph (encoded by kflow.engine.exits) with its record, until
+        the flow ends and its exit flow is added from it."""
+        await self.redis.hset(self.flow(flow).meta, "exit", graph)
+
+    async def exit_graph(self, flow: FlowId) -> tuple[str | None, int | None]:
+        """(the exit graph kept with the flow or None, its ttlSecondsAfterFinished or None)."""
+        graph, ttl = await self.redis.hmget(self.flow(flow).meta, ["exit", "ttl"])
+        seconds = None if ttl is None or int(text(ttl)) < 0 else int(text(ttl))
+        return (None if graph is None else text(graph)), seconds
+
     # ---- flow reads (bounded pages) ------------------------------------------------------
 
     async def meta(self, flow: FlowId) -> FlowMeta | None:
