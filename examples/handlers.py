@@ -307,3 +307,29 @@ def complete_flow(job: Job) -> dict[str, Any]:
         "destinations": sorted(value["destination"] for value in loads.values()),
         "rowsPerDestination": {v["destination"]: v["rows"] for v in loads.values()},
     }
+
+
+# --- exit handlers (examples/on-exit.yaml) ----------------------------------------------------
+
+@handler("backup")
+def dump_database(job: Job) -> dict[str, Any]:
+    if job.data["step"] == "dump" and job.data["diskFreeMb"] < 100:
+        raise RuntimeError(f"no space left to dump {job.data['database']} "
+                           f"({job.data['diskFreeMb']} MB free)")
+    return {"step": job.data["step"], "done": True}
+
+
+@handler("exit-cleanup")
+def release_lock(job: Job) -> dict[str, Any]:
+    # An exit node's data carries the flow's outcome as `flow`, whatever it was.
+    return {"released": job.data["lock"], "after": job.data["flow"]["phase"]}
+
+
+@handler("exit-notify")
+def report_outcome(job: Job) -> dict[str, Any]:
+    flow = job.data["flow"]
+    failed = [f"{f['node']}: {f['error']}" for f in flow["failures"]]
+    return {"channel": job.data["channel"],
+            "text": f"{flow['namespace']}/{flow['name']} {flow['phase']}"
+                    + (f" ({'; '.join(failed)})" if failed else ""),
+            "cleanup": only_child_value(job)}

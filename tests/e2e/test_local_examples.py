@@ -151,3 +151,23 @@ async def test_a_generated_flow_with_other_settings_runs_too(redis_srv, tmp_path
     out = await run_flow_file(flow, redis_srv.url)
     assert out.snapshot.phase == "Succeeded"
     assert out.result("complete-flow")["rowsPerDestination"] == {"warehouse": 130}
+
+
+async def test_on_exit_handlers_run_after_the_flow_fails_with_its_phase_and_failures(
+        redis_srv) -> None:
+    out = await run_flow_file(EXAMPLES / "on-exit.yaml", redis_srv.url)
+    assert out.exit_code == 1 and out.snapshot.phase == "Failed"  # the flow's outcome, only
+    assert out.log.of("upload-dump") == []
+    (cleanup,) = out.log.of("release-lock")
+    (report,) = out.log.of("report")
+    assert report.data["channel"] == "#ops"
+    flow = report.data["flow"]
+    assert {k: flow[k] for k in ("name", "namespace", "phase")} == {
+        "name": "nightly-backup", "namespace": "default", "phase": "Failed"}
+    (failure,) = flow["failures"]
+    assert failure["node"] == "dump-database" and failure["attempt"] == 1
+    assert failure["error"].startswith("RuntimeError: no space left to dump orders (12 MB free)")
+    assert report.children_values == {
+        "release-lock": {"released": "backup-orders", "after": "Failed"}}
+    assert cleanup.data["flow"]["phase"] == "Failed"
+    assert "On exit of Flow default/nightly-backup: Succeeded 2/2" in out.output

@@ -156,6 +156,7 @@ def test_format_error_keeps_type_message_and_where_it_happened() -> None:
 
 def test_examples_handlers_cover_every_queue_of_every_example() -> None:
     from kflow.api import Flow, Queue, load_manifests
+    from kflow.graph import compile_flow
 
     found = load_handlers(EXAMPLES / "handlers.py")
     for path in sorted(EXAMPLES.glob("*.yaml")):
@@ -164,6 +165,8 @@ def test_examples_handlers_cover_every_queue_of_every_example() -> None:
         assert len(flows) == 1, path
         declared = {o.metadata.name for o in objects if isinstance(o, Queue)}
         used = {located.node.queue for located in flows[0].located_nodes()}
+        exit_graph = compile_flow(flows[0]).on_exit  # exit handlers (spec.onExit) too
+        used |= exit_graph.queues if exit_graph is not None else set()
         assert used <= set(found), (path, used - set(found))
         assert used == declared, (path, used ^ declared)
         for queue in objects:

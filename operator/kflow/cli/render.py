@@ -324,6 +324,7 @@ def summary_lines(summary: Mapping[str, Any], now: datetime) -> list[str]:
                     f"{len(runs)} earlier run{'s' if len(runs) > 1 else ''}, the last "
                     f"(generation {last.get('generation')}) {str(last.get('phase')).lower()}")
     lines.extend(f"  {text}" for text in made)
+    lines.extend(exit_handler_lines(summary.get("exitHandlers")))
     failures = summary.get("failures") or []
     if failures:
         handled = summary.get("phase") == "Succeeded"
@@ -332,6 +333,19 @@ def summary_lines(summary: Mapping[str, Any], now: datetime) -> list[str]:
             first, *rest = (str(failure.get("error") or "")).strip().splitlines() or [""]
             lines.append(f"  {failure.get('node')} (attempt {failure.get('attempt')}): {first}")
             lines.extend(f"      {line}" for line in rest[:20])
+    return lines
+
+
+def exit_handler_lines(exits: Mapping[str, Any] | None) -> list[str]:
+    """The exit handlers (spec.onExit) of `kflow get`: phase, progress, first failures;
+    their outcome beside the flow's, never its own."""
+    if not exits:
+        return []
+    lines = [f"  on exit: {exits.get('phase') or 'Pending'} {exits.get('progress') or ''}"
+             .rstrip()]
+    for failure in exits.get("failures") or []:
+        first = (str(failure.get("error") or "").strip().splitlines() or [""])[0]
+        lines.append(f"    {failure.get('node')} (attempt {failure.get('attempt')}): {first}")
     return lines
 
 

@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from kflow.api.models import API_VERSION
+from kflow.engine import EXIT_SUFFIX
 
 log = logging.getLogger("kflow.kube.events")
 
@@ -104,7 +105,8 @@ class EventPoster:
         self._tasks: set[asyncio.Task[None]] = set()
 
     def post(self, event: FlowEvent) -> None:
-        involved = {"name": event.flow_name, "namespace": event.namespace, "uid": event.flow_uid,
+        involved = {"name": event.flow_name, "namespace": event.namespace,
+                    "uid": event.flow_uid.removesuffix(EXIT_SUFFIX),  # exit handlers' too
                     "kind": "Flow", "apiVersion": API_VERSION}
         self.post_on(involved, reason=event.reason, message=event.message, warning=event.warning)
 

@@ -15,8 +15,8 @@ from pydantic import ValidationError
 from kflow.api.errors import SpecError, error_lines
 from kflow.api.ids import FlowId, QueueId
 from kflow.api.models import API_VERSION, MAX_CONDITION_MESSAGE, FlowTemplate
-from kflow.api.states import TERMINAL_PHASES, NodeState
-from kflow.engine import Engine, FlowNotFound, FlowRef, FlowSnapshot
+from kflow.api.states import TERMINAL_PHASES, FlowPhase, NodeState
+from kflow.engine import EXIT_SUFFIX, Engine, FlowNotFound, FlowRef, FlowSnapshot
 from kflow.graph.dag import CompiledFlow
 from kflow.graph.templates import check_template, expand, template_spec
 from kflow.graph.verdict import check_manifest
@@ -49,7 +49,8 @@ def _flow_document(body: Mapping[str, Any],
     spec = dict(body.get("spec") or {})
     if pinned is not None:
         spec.pop("templateRef", None)
-        spec.update({key: pinned[key] for key in ("nodes", "defaults") if key in pinned})
+        spec.update({key: pinned[key] for key in ("nodes", "defaults", "onExit")
+                     if key in pinned})
     return {
         "apiVersion": body.get("apiVersion", API_VERSION),
         "kind": "Flow",
@@ -94,6 +95,7 @@ class FlowLifecycle:
     async def _snapshot(self, flow_id: FlowId) -> FlowSnapshot:
         """The flow's snapshot for its status; an expansion that stalled is taken over."""
         snapshot = await self.engine.snapshot(flow_id)
+        await self._read_exit_handlers(flow_id)
         if not snapshot.counts.get(NodeState.EXPANDING) or snapshot.phase in TERMINAL_PHASES:
             self._expanding_since.pop(flow_id, None)
             return snapshot
@@ -106,6 +108,29 @@ class FlowLifecycle:
             task.add_done_callback(self._tasks.discard)
         self.status.mark(flow_id.uid)  # looked at again next interval, marked or not
         return snapshot
+
+    async def _read_exit_handlers(self, flow_id: FlowId) -> None:
+        """Read the exit handlers' flow for the status (followed until it ends) and post
+        ExitHandlerFailed once when it fails; the Flow's own phase never depends on it."""
+        view = self.status.views.get(flow_id.uid)
+        if view is None or not view.exit_total:
+            return
+        before = view.exit_snapshot
+        after = view.exit_snapshot = await self.engine.exit_snapshot(flow_id)
+        if after is None:
+            return
+        if after.phase not in TERMINAL_PHASES:
+            self.status.mark(flow_id.uid)  # looked at again next interval, marked or not
+            return
+        reported = ((view.last_status or {}).get("exitHandlers") or {}).get("phase")
+        if after.phase is FlowPhase.FAILED and reported != "Failed" and \
+                (before is None or before.phase is not FlowPhase.FAILED):
+            first = after.failures[0] if after.failures else None
+            cause = f': node "{first.node}": {first.error[:300]}' if first else ""
+            self.events.post(FlowEvent(
+                view.uid, view.namespace, view.name, "ExitHandlerFailed",
+                f"exit handlers failed{cause} (the flow's outcome is unchanged)",
+                warning=True))
 
     async def _take_over(self, flow_id: FlowId) -> None:
         log.info("Flow %s: a forEach stopped adding its items; the operator goes on", flow_id)
@@ -156,6 +181,11 @@ class FlowLifecycle:
         self._awaiting_template.pop(uid, None)
         self.routes.add(uid, {n.name: n.queue for n in compiled.nodes.values()},
                         compiled.queues)
+        exits = compiled.on_exit
+        view.exit_total = 0 if exits is None else len(exits.nodes)
+        if exits is not None:  # the exit flow's nodes wake their queues' dispatchers too
+            self.routes.add(uid + EXIT_SUFFIX, {n.name: n.queue for n in exits.nodes.values()},
+                            exits.queues)
         ref = FlowRef(uid=uid, namespace=namespace, name=name)
         decision = decide(old_status, await self._in_redis(ref.id))
         if self.notifier is not None:  # a flow that finished unnoticed is notified now
@@ -343,8 +373,9 @@ class FlowLifecycle:
                "runGeneration": view.run_generation, "runs": view.runs}
         # The old run's keys and Jobs go before the status says a new run started, so keys
         # found in Redis after that can only be the new run's (kflow.kube.runs).
-        await self.engine.delete(flow_id)
-        for job in await self.api.flow_jobs(namespace, uid):
+        await self.engine.delete(flow_id)  # its exit handlers' flow goes with it
+        for job in [*await self.api.flow_jobs(namespace, uid),
+                    *await self.api.flow_jobs(namespace, uid + EXIT_SUFFIX)]:
             await self.api.delete_job(namespace, job["metadata"]["name"])
         patch = runs.new_run_status(old, generation, reason)
         if not await self.api.patch_flow_status(namespace, name, patch):
@@ -357,6 +388,8 @@ class FlowLifecycle:
         self._queued_body.pop(uid, None)
         view.runs, view.run_generation = patch["runs"], generation
         self.routes.forget(uid)
+        self.routes.forget(uid + EXIT_SUFFIX)
+        view.exit_snapshot = None
         self.events.post(FlowEvent(
             uid, namespace, name, "RunStarted",
             f"spec generation {generation} runs now; the previous run "
@@ -503,6 +536,7 @@ class FlowLifecycle:
         uid = meta["uid"]
         self.status.forget(uid)
         self.routes.forget(uid)
+        self.routes.forget(uid + EXIT_SUFFIX)
         self._locks.pop(uid, None)
         self._awaiting_template.pop(uid, None)
         self._queued_body.pop(uid, None)
@@ -511,7 +545,8 @@ class FlowLifecycle:
         self.metrics.forget_flow(uid)
         await self.engine.delete(FlowId.of(meta["namespace"], uid))
         # The garbage collector would remove them after the Flow; do it now, pods included.
-        for job in await self.api.flow_jobs(meta["namespace"], uid):
+        for job in [*await self.api.flow_jobs(meta["namespace"], uid),
+                    *await self.api.flow_jobs(meta["namespace"], uid + EXIT_SUFFIX)]:
             await self.api.delete_job(meta["namespace"], job["metadata"]["name"])
         log.info("Flow %s/%s deleted: Redis keys and Jobs removed", meta["namespace"],
                  meta["name"])
@@ -569,6 +604,9 @@ class FlowLifecycle:
             task.add_done_callback(self._tasks.discard)
             return
         if phase in TERMINAL_PHASES:
+            if view.exit_total:  # the end queued the exit handlers: their queues go on
+                self.dispatchers.kick_namespace(view.namespace)
+                self.status.mark(view.uid)
             self._schedule_ttl(view)
             if self.notifier is not None:
                 self.notifier.finished(view.uid, view.last_status)

@@ -12,7 +12,7 @@ from typing import Any
 
 from kflow.api.models import API_VERSION
 from kflow.api.pods import EXIT_INFRASTRUCTURE
-from kflow.engine import Attempt
+from kflow.engine import EXIT_SUFFIX, Attempt
 from kflow.settings import Settings
 
 LABEL_FLOW = "kflow.dev/flow"
@@ -196,7 +196,8 @@ def build_job(
                 "apiVersion": API_VERSION,
                 "kind": "Flow",
                 "name": attempt.flow_name,
-                "uid": flow_uid,
+                # An exit handler's Job (flow uid `<uid>.exit`) is owned by the Flow too.
+                "uid": flow_uid.removesuffix(EXIT_SUFFIX),
                 "controller": True,
                 "blockOwnerDeletion": True,
             }],

@@ -28,7 +28,8 @@ from kflow.api.models import MAX_RUNS_KEPT, RUN_FIELDS
 
 # The status fields of a run; cleared when a new run starts (a merge patch removes a null).
 RUN_STATUS_FIELDS = ("phase", "total", "counts", "progress", "startedAt", "finishedAt",
-                     "duration", "recordedAt", "notification", "specDigest", "template")
+                     "duration", "recordedAt", "notification", "specDigest", "template",
+                     "exitHandlers")
 
 
 def spec_digest(spec: Mapping[str, Any]) -> str:

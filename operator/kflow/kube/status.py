@@ -15,7 +15,7 @@ from kflow.api.durations import format_duration
 from kflow.api.ids import FlowId, QueueId
 from kflow.api.models import NodeCounts
 from kflow.api.states import TERMINAL_PHASES
-from kflow.engine import FlowNotFound, FlowSnapshot
+from kflow.engine import EXIT_SUFFIX, FlowNotFound, FlowSnapshot
 from kflow.kube.metrics import Metrics
 from kflow.kube.recording import CONDITION_STATE_LOST
 from kflow.store.outage import RedisOutage
@@ -74,6 +74,10 @@ class FlowView:
     spec_digest: str | None = None
     run_generation: int | None = None
     runs: list[dict[str, Any]] = field(default_factory=list)
+    # Exit handlers (spec.onExit): how many nodes they have (0: none), and their flow's last
+    # snapshot (None until the flow ended and they started).
+    exit_total: int = 0
+    exit_snapshot: FlowSnapshot | None = None
 
 
 def _condition(view: FlowView, ctype: str, status: bool, reason: str,
@@ -204,7 +208,21 @@ def build_status(view: FlowView, snapshot: FlowSnapshot | None,
     conditions.extend(gitops_conditions(
         view, phase, message=failed_msg or ("cancelled" if phase == "Cancelled" else progress)))
     status["conditions"] = conditions
+    if view.exit_total:
+        status["exitHandlers"] = exit_handlers_status(view, max_failures)
     return status
+
+
+def exit_handlers_status(view: FlowView, max_failures: int) -> dict[str, Any]:
+    """`status.exitHandlers`: their phase, progress and first failures (Pending until the
+    flow ends). Reported beside the flow's own outcome, never folded into it."""
+    snapshot = view.exit_snapshot
+    if snapshot is None:
+        return {"phase": "Pending", "progress": f"0/{view.exit_total}", "failures": []}
+    return {"phase": str(snapshot.phase), "progress": f"{snapshot.done}/{snapshot.total}",
+            "failures": [{"node": f.node, "attempt": max(1, f.attempt),
+                          "error": f.error[:FAILURE_TEXT_LIMIT]}
+                         for f in snapshot.failures[:max_failures]]}
 
 
 class StatusMarks(Protocol):
@@ -255,7 +273,9 @@ class StatusPatcher:
             view.ttl_task.cancel()
 
     def mark(self, uid: str) -> None:
-        """Ask for a status patch of this flow soon (coalesced)."""
+        """Ask for a status patch of this flow soon (coalesced); an exit flow's mark
+        (`<uid>.exit`) is its Flow's."""
+        uid = uid.removesuffix(EXIT_SUFFIX)
         if uid in self.views:
             self._dirty.add(uid)
             self._wake.set()

@@ -113,7 +113,8 @@ def flow_detail(flow: Mapping[str, Any], snapshot: FlowSnapshot | None) -> dict[
                queues=queues, roots=roots,
                template={"name": template.get("name"), "generation": template.get(
                    "generation")} if template.get("name") else None,
-               runGeneration=status.get("runGeneration"), runs=list(status.get("runs") or []))
+               runGeneration=status.get("runGeneration"), runs=list(status.get("runs") or []),
+               exitHandlers=status.get("exitHandlers"))
     return out
 
 

@@ -17,7 +17,7 @@ from kflow.api.ids import FlowId, QueueId
 from kflow.cli.local.runner import DEFAULT_LEASE_MS, LocalRunner, RunInterrupted
 from kflow.cli.local.view import JobLogForwarder, TreeView
 from kflow.cli.redis_server import private_redis
-from kflow.engine import Engine, FlowRef, QueueConfig, tune_collector
+from kflow.engine import Engine, FlowRef, QueueConfig, exit_flow_id, tune_collector
 from kflow.graph.dag import CompiledFlow
 from kflow.sdk.handlers import Handler
 from kflow.store.connect import connect
@@ -134,7 +134,7 @@ def prepare_local_run(
     compiled = compile_flow(flow)
     handlers = load_handlers(handlers_path)
     namespace, name = flow_identity(flow)
-    missing = sorted(q for q in compiled.queues if q not in handlers)
+    missing = sorted(q for q in all_queues(compiled) if q not in handlers)
     if missing:
         raise HandlerError(
             f"Flow {namespace}/{name} uses queue(s) {', '.join(missing)} but {handlers_path} "
@@ -172,7 +172,7 @@ async def execute_local_run(
     redis = await connect(redis_url)
     try:
         engine = Engine(redis)
-        for queue_id, config in queue_configs(run.namespace, run.compiled.queues,
+        for queue_id, config in queue_configs(run.namespace, all_queues(run.compiled),
                                               run.queues).items():
             await engine.configure_queue(queue_id, config)
         ref = FlowRef(uid=run.flow_uid, namespace=run.namespace, name=run.name)
@@ -187,19 +187,58 @@ async def execute_local_run(
         stop_watching = asyncio.Event()
         watcher = asyncio.create_task(_watch(view, engine, ref.id, stop_watching))
         try:
-            snapshot = await runner.run(run.flow_uid, run.namespace, run.compiled,
-                                        resumed=not created)
+            try:
+                # With exit handlers the workers go on serving: the flow's end puts the
+                # exit nodes on the same queues, and they run there next.
+                snapshot = await runner.run(run.flow_uid, run.namespace, run.compiled,
+                                            resumed=not created,
+                                            keep_serving=run.compiled.on_exit is not None)
+            finally:
+                stop_watching.set()
+                with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                    await asyncio.wait_for(watcher, timeout=5)
+            infos = await engine.node_infos(ref.id) if snapshot.total <= 200_000 else {}
+            view.final(snapshot, infos)
+            if run.compiled.on_exit is not None:
+                view = TreeView(run.compiled.on_exit, f"{run.namespace}/{run.name}",
+                                stream=out, quiet=quiet, redraw=redraw,
+                                heading="On exit of Flow")
+                forwarder.view = view
+                await _run_exit_handlers(run, engine, ref, runner, view)
         finally:
-            stop_watching.set()
-            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                await asyncio.wait_for(watcher, timeout=5)
-        infos = await engine.node_infos(ref.id) if snapshot.total <= 200_000 else {}
-        view.final(snapshot, infos)
+            await runner.close()
+        # The exit handlers' outcome is shown, never the run's: the flow's phase decides.
         return EXIT_OK if snapshot.phase == "Succeeded" else EXIT_FLOW_FAILED
     finally:
         view.close()  # an interrupted run leaves no frame behind and gets its cursor back
         job_logger.removeHandler(forwarder)
         await redis.aclose()
+
+
+def all_queues(compiled: CompiledFlow) -> frozenset[str]:
+    """The queues of the flow and of its exit handlers: a local run serves them all."""
+    if compiled.on_exit is None:
+        return compiled.queues
+    return compiled.queues | compiled.on_exit.queues
+
+
+async def _run_exit_handlers(run: LocalRun, engine: Engine, ref: FlowRef, runner: LocalRunner,
+                             view: TreeView) -> None:
+    """Run the exit flow (spec.onExit) the flow's end started, and show its tree."""
+    assert run.compiled.on_exit is not None
+    # Started by the step that ended the flow; a runner killed in between starts it here.
+    await engine.start_exit(ref.id)
+    exit_id = exit_flow_id(ref.id)
+    runner.on_event = view.node_event
+    stop_watching = asyncio.Event()
+    watcher = asyncio.create_task(_watch(view, engine, exit_id, stop_watching))
+    try:
+        snapshot = await runner.run(exit_id.uid, run.namespace, run.compiled.on_exit)
+    finally:
+        stop_watching.set()
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+            await asyncio.wait_for(watcher, timeout=5)
+    view.final(snapshot, await engine.node_infos(exit_id))
 
 
 async def _watch(view: TreeView, engine: Engine, flow_id: FlowId, stop: asyncio.Event) -> None:

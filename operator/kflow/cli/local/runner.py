@@ -79,6 +79,7 @@ class LocalRunner:
         self.max_parallel = max_parallel
         self.on_event = on_event
         self._workers: dict[str, Worker] = {}
+        self._tasks: dict[QueueId, asyncio.Task[None]] = {}  # the running workers' loops
         self._wake = asyncio.Event()
         self._flow_uid = ""
 
@@ -94,11 +95,14 @@ class LocalRunner:
         return totals
 
     async def run(
-        self, flow_uid: str, namespace: str, compiled: CompiledFlow, *, resumed: bool = True
+        self, flow_uid: str, namespace: str, compiled: CompiledFlow, *, resumed: bool = True,
+        keep_serving: bool = False,
     ) -> FlowSnapshot:
         """Run until the flow's phase is terminal and no node of it runs; then stop the workers.
 
         `resumed=False` says the flow was just submitted (submit already queued its leaves).
+        `keep_serving` leaves the workers running for the next `run` (the exit handlers',
+        which the flow's end puts on the same queues): `close` stops them.
         """
         self._flow_uid = flow_uid
         flow_id = FlowId.of(namespace, flow_uid)
@@ -114,14 +118,15 @@ class LocalRunner:
                                 # A finished flow needs nothing more from running handlers,
                                 # and an interrupted run resumes them: hand them back at once.
                                 grace_ms=0)
-        self._workers = {
-            QueueId(namespace, queue): Worker(self.engine, QueueId(namespace, queue),
-                                           self.handlers[queue], options,
-                                           on_event=self._node_event)
-            for queue in sorted(compiled.queues)
-        }
-        tasks = [asyncio.create_task(w.run(), name=f"kflow-local-{q}")
-                 for q, w in self._workers.items()]
+        for queue in sorted(compiled.queues):
+            queue_id = QueueId(namespace, queue)
+            if queue_id in self._tasks:
+                continue  # still serving since the last run (keep_serving)
+            worker = self._workers[queue_id] = Worker(
+                self.engine, queue_id, self.handlers[queue], options, on_event=self._node_event)
+            self._tasks[queue_id] = asyncio.create_task(worker.run(),
+                                                        name=f"kflow-local-{queue}")
+        tasks = list(self._tasks.values())
         last_reconcile = time.monotonic()
         try:
             while True:
@@ -145,9 +150,15 @@ class LocalRunner:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=0.1)
         finally:
-            for worker in self._workers.values():
-                worker.stop()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            if not keep_serving:
+                await self.close()
+
+    async def close(self) -> None:
+        """Stop every worker; nodes they run are handed back (grace 0)."""
+        for worker in self._workers.values():
+            worker.stop()
+        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        self._tasks = {}
 
     def _node_event(self, attempt: Attempt, state: str, detail: str) -> None:
         if state in ("completed", "failed", "delayed"):

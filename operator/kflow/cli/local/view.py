@@ -48,9 +48,11 @@ class TreeView:
         stream: IO[str] | None = None,
         quiet: bool = False,
         redraw: bool | None = None,
+        heading: str = "Flow",
     ) -> None:
         self.compiled = compiled
         self.flow_label = flow_label
+        self.heading = heading  # "Flow", or "On exit of Flow" for the exit handlers' tree
         self.stream = stream or sys.stdout
         self.quiet = quiet
         self.redraw = self.stream.isatty() if redraw is None else redraw
@@ -110,7 +112,7 @@ class TreeView:
         if max_lines is None and self.redraw:
             rows = shutil.get_terminal_size((100, 40)).lines
             max_lines = max(rows - 3, 5)
-        header = f"Flow {self.flow_label}: {snapshot.phase} {format_counts(snapshot)}"
+        header = f"{self.heading} {self.flow_label}: {snapshot.phase} {format_counts(snapshot)}"
         return [header, *render_tree(self.compiled, infos, unicode=self.unicode,
                                      max_lines=max_lines)]
 
