@@ -143,3 +143,21 @@ def test_kflow_get_prints_the_exit_handlers_phase_progress_and_failures() -> Non
                                    {"node": "notify", "attempt": 1, "error": "503\ntrace"}]}},
                           datetime.now(UTC))
     assert "  on exit: Failed 1/2" in lines and "    notify (attempt 1): 503" in lines
+
+
+def test_kflow_lint_counts_the_exit_handler_nodes_and_refuses_a_shared_name(tmp_path) -> None:
+    import io
+
+    from kflow.cli.lint import lint_files
+    from kflow.devkit.checkout import REPO
+
+    out, err = io.StringIO(), io.StringIO()
+    assert lint_files([str(REPO / "examples" / "on-exit.yaml")], out, err) == 0
+    assert "Flow default/nightly-backup: ok (2 nodes, 1 queues, 2 exit handler nodes)" \
+        in out.getvalue()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((REPO / "examples" / "on-exit.yaml").read_text().replace(
+        "name: release-lock", "name: dump-database"))
+    out, err = io.StringIO(), io.StringIO()
+    assert lint_files([str(bad)], out, err) == 1
+    assert "spec.onExit[0].children[0]; names must be unique" in out.getvalue() + err.getvalue()

@@ -160,8 +160,10 @@ def check_source(path: str, out: IO[str], err: IO[str], *, stdin: IO[str] | None
         elif verdict.compiled is None:
             out.write(f"{label}: {ref}: ok\n")
         else:
+            exits = verdict.compiled.on_exit
+            extra = "" if exits is None else f", {len(exits.nodes)} exit handler nodes"
             out.write(f"{label}: {ref}: ok ({len(verdict.compiled.nodes)} nodes, "
-                      f"{len(verdict.compiled.queues)} queues)\n")
+                      f"{len(verdict.compiled.queues)} queues{extra})\n")
     return checked
 
 
