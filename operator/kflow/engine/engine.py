@@ -666,7 +666,14 @@ class Engine:
             meta.name, meta.namespace, str(meta.phase), failures))
         exit_id = exit_flow_id(flow_id)
         ref = FlowRef(uid=exit_id.uid, namespace=meta.namespace, name=meta.name)
-        if await self.submit(ref, graph, ttl_seconds_after_finished=ttl):
+        try:
+            created = await self.submit(ref, graph, ttl_seconds_after_finished=ttl)
+        except FlowStateError:
+            # Another caller added it at the same time and it has already ended: the step
+            # that called this must not fail for it.
+            log.info("flow %s: its exit handlers were started by another caller", flow_id)
+            return False
+        if created:
             log.info("flow %s ended %s: its %d exit node(s) start", flow_id, meta.phase,
                      len(graph.nodes))
             return True
