@@ -86,6 +86,7 @@ demo-local: venv
 bench: venv web
 	$(PY) bench/bench_engine.py
 	$(PY) bench/bench_workers.py
+	$(PY) bench/bench_map.py
 	@if bash tests/cluster/scripts/cluster-status.sh --quiet; then $(PY) bench/bench_operator.py \
 	  && $(PY) bench/bench_install.py --demo && $(PY) bench/bench_api.py \
 	  && $(PY) bench/bench_cli_get.py && $(PY) bench/bench_web_paint.py; \
