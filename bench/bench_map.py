@@ -1,7 +1,7 @@
 """Map nodes (forEach, issue 14) at 100,000 items, side by side with a static 100,000-leaf flow.
 
-On one private redis-server, flushed between workloads, each repeat runs three workloads in
-a rotated order (interleaved, so the machine's noise hits all of them alike):
+On one private redis-server, flushed between workloads (data and scripts), each repeat runs
+three workloads in a rotated order (interleaved, so the machine's noise hits all alike):
 - static: one parent with 100,000 leaves, a compiled flow, added with `Engine.submit`;
 - count: `{name: fan, queue: work, forEach: {count: 100000}}`, added with `Engine.submit`
   (which expands the items through `Engine.expand` in chunks);
@@ -179,6 +179,18 @@ class Meter:
                     statistics.median(server) if server else 0.0, busy)
 
 
+async def fresh(client: aredis.Redis) -> None:
+    """An empty server for the next workload: its data, and its scripts, so the Lua heap starts
+    empty too (a big read leaves megabytes of garbage there, and the script call that
+    collects it later is slow: it would be charged to the wrong workload)."""
+    await client.flushall()
+    await client.script_flush()
+
+
+async def lua_mb(client: aredis.Redis) -> float:
+    return int((await client.info("memory"))["used_memory_lua"]) / 2**20
+
+
 async def drain(engine: Engine, until: str, value: Any) -> int:
     """Run every ready node of the queue (value(node) as its result) until node `until`
     is taken; returns how many ran. `until` itself is taken and left running."""
@@ -214,7 +226,7 @@ def item_value(node: str) -> Any:
 async def run_static(url: str, port: int, items: int, out: Run) -> None:
     compiled = compile_flow(flow_of(static_fan_out(items)))
     client = aredis.Redis.from_url(url)
-    await client.flushall()
+    await fresh(client)
     engine = Engine(client)
     await engine.configure_queue(QueueId(NS, QUEUE), QueueConfig(concurrency=None))
     meter = Meter(client, port, engine)
@@ -225,13 +237,14 @@ async def run_static(url: str, port: int, items: int, out: Run) -> None:
     assert await drain(engine, "aggregate", item_value) == items
     out.steps["static read"], got = await timed(meter, engine.inputs_many(ref.id, ["aggregate"]))
     assert len(got[0][0]) == items, len(got[0][0])
+    out.extra["static read lua_mb"] = await lua_mb(client)
     await client.aclose()
 
 
 async def run_count(url: str, port: int, items: int, out: Run) -> None:
     compiled = compile_flow(flow_of(count_map(items)))
     client = aredis.Redis.from_url(url)
-    await client.flushall()
+    await fresh(client)
     engine = TimedEngine(client)
     await engine.configure_queue(QueueId(NS, QUEUE), QueueConfig(concurrency=None))
     meter = Meter(client, port, engine)
@@ -247,7 +260,7 @@ async def run_from(url: str, port: int, items: int, out: Run) -> None:
     compiled = compile_flow(flow_of(from_map()))
     files = [f"s3://bucket/input/part-{i:06d}.csv" for i in range(items)]
     client = aredis.Redis.from_url(url)
-    await client.flushall()
+    await fresh(client)
     engine = TimedEngine(client)
     await engine.configure_queue(QueueId(NS, QUEUE), QueueConfig(concurrency=None))
     meter = Meter(client, port, engine)
@@ -265,6 +278,7 @@ async def run_from(url: str, port: int, items: int, out: Run) -> None:
     assert await drain(engine, "merge", item_value) == items
     out.steps["from read"], got = await timed(meter, engine.inputs_many(ref.id, ["merge"]))
     values = got[0][0]["process"]
+    out.extra["from read lua_mb"] = await lua_mb(client)
     assert len(values) == items and values[7] == item_value("process[7]"), values[:8]
     await client.aclose()
 
@@ -346,7 +360,8 @@ def report(runs: list[Run], items: int, repeat: int, code: str) -> None:
     value_kb = statistics.median(r.extra["from value_bytes"] for r in runs) / 1024
     body = (
         f"Engine of {code}. Median of {repeat} interleaved repeats (workload order rotated "
-        "each repeat), one private redis-server flushed between workloads; the engine in "
+        "each repeat), one private redis-server flushed between workloads (data and "
+        "scripts, so each starts with an empty Lua heap); the engine in "
         "this process, a separate process PINGing every 1 ms. Worst PING: median of the "
         "repeats' worst round trips (range in brackets); on 2 shared cores it also counts "
         "time the pinger waited for a CPU, so it is an upper bound. Slowest Redis command: "
@@ -362,7 +377,10 @@ def report(runs: list[Run], items: int, repeat: int, code: str) -> None:
                  "slowest Redis command", "chunk calls x median (max; in Redis)"], rows)
         + "\n\nA static parent's values come back from one `flow/inputs` script call (all its "
         "children read inside it); a map child's values are read a page (1,000) at a time "
-        "with HMGET. "
+        "with HMGET; Redis's Lua heap after the read: "
+        f"{statistics.median(r.extra['static read lua_mb'] for r in runs):.1f} MiB (static) and "
+        f"{statistics.median(r.extra['from read lua_mb'] for r in runs):.1f} MiB (map), mostly "
+        "garbage a later script call collects. "
         + f"The `from` node's value is {value_kb:,.0f} KiB of JSON, stored by one complete "
         "call. Items run between the steps (not timed): take and `complete_batch` in "
         f"batches of {BATCH}, each value a small object.\n\n"
