@@ -3,6 +3,7 @@ templates carry them, the status and `kflow get` report them beside the flow's o
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -145,7 +146,8 @@ def test_kflow_get_prints_the_exit_handlers_phase_progress_and_failures() -> Non
     assert "  on exit: Failed 1/2" in lines and "    notify (attempt 1): 503" in lines
 
 
-def test_kflow_lint_counts_the_exit_handler_nodes_and_refuses_a_shared_name(tmp_path) -> None:
+def test_kflow_lint_counts_the_exit_handler_nodes_and_refuses_a_shared_name(
+        tmp_path: Path) -> None:
     import io
 
     from kflow.cli.lint import lint_files
@@ -161,3 +163,21 @@ def test_kflow_lint_counts_the_exit_handler_nodes_and_refuses_a_shared_name(tmp_
     out, err = io.StringIO(), io.StringIO()
     assert lint_files([str(bad)], out, err) == 1
     assert "spec.onExit[0].children[0]; names must be unique" in out.getvalue() + err.getvalue()
+
+
+def test_an_exit_handlers_job_carries_the_exit_flow_uid_and_is_owned_by_the_flow() -> None:
+    from kflow.engine import Attempt
+    from kflow.kube.jobs import LABEL_FLOW_UID, RedisEnv, build_job, job_identity
+
+    uid = "0f4c1b2e-1111-2222-3333-444455556666"
+    attempt = Attempt(flow_uid=f"{uid}.exit", namespace="team-a", flow_name="etl",
+                      node="notify", queue="alerts", attempt=1, token="ab" * 8,
+                      data={"flow": {"phase": "Failed"}}, timeout_ms=None)
+    job = build_job(attempt, flow_uid=attempt.flow_uid,
+                    template={"spec": {"containers": [{"name": "main", "image": "x"}]}},
+                    redis=RedisEnv())
+    assert job["metadata"]["labels"][LABEL_FLOW_UID] == f"{uid}.exit"
+    [owner] = job["metadata"]["ownerReferences"]
+    assert owner["uid"] == uid and owner["kind"] == "Flow" and owner["name"] == "etl"
+    ident = job_identity(job)
+    assert ident is not None and ident.flow_uid == f"{uid}.exit"
