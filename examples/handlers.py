@@ -120,6 +120,50 @@ def merge_files(job: Job) -> dict[str, Any]:
             "first": parts[0]["file"] if parts else None}
 
 
+# --- decided at run time: children added by running code, a condition ------------------------
+
+
+@handler("shard-scanner")
+def scan_shards(job: Job) -> dict[str, Any]:
+    # How many shards there are is only known now: add one node per shard to the waiting
+    # parent. A retried attempt adds nothing more (it gets the same names back).
+    shards = int(job.data["shards"])
+    names = job.add_children(
+        [{"name": f"shard-{i}", "queue": "shard-processor", "data": {"shard": i}}
+         for i in range(shards)],
+        parent="merge-shards")
+    return {"shards": len(names)}
+
+
+@handler("shard-processor")
+def process_shard(job: Job) -> dict[str, Any]:
+    return {"shard": job.data["shard"], "rows": 100 + 10 * job.data["shard"]}
+
+
+@handler("shard-merger")
+def merge_shards(job: Job) -> dict[str, Any]:
+    values = job.children_values()
+    shards = [v for name, v in values.items() if name.startswith("shard-")]
+    return {"shards": len(shards), "rows": sum(s["rows"] for s in shards)}
+
+
+@handler("publisher")
+def publish(job: Job) -> dict[str, Any]:
+    return {"published": job.children_values()["merge-shards"]["rows"]}
+
+
+@handler("splitter")
+def split_in_parts(job: Job) -> dict[str, Any]:
+    # Two runs of one node: the first adds its parts as its own children and returns; the
+    # node runs again once they are done, with their values, and that run's value is its value.
+    parts = job.children_values()
+    if not parts:
+        job.add_children([{"name": f"part-{i}", "queue": "shard-processor",
+                           "data": {"shard": i}} for i in range(3)])
+        return {}
+    return {"parts": len(parts), "rows": sum(p["rows"] for p in parts.values())}
+
+
 # --- order workflow (a diamond: one payment, two parents) -------------------------------------
 
 

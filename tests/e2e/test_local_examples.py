@@ -36,6 +36,18 @@ async def test_map_files_runs_one_node_per_listed_file_and_merges_them_in_order(
     assert len(out.log.calls) == 1 + 6 + 1  # the map node itself never runs
 
 
+async def test_decide_at_run_time_adds_shards_skips_a_false_condition_and_reruns_a_splitter(
+        redis_srv) -> None:
+    out = await run_flow_file(EXAMPLES / "decide-at-run-time.yaml", redis_srv.url)
+    assert out.snapshot.phase == "Succeeded"
+    assert out.snapshot.counts == {"completed": 11, "skipped": 1}
+    assert out.result("merge-shards") == {"shards": 4, "rows": 460}  # waited for the 4 added
+    assert out.result("publish-small") == {"published": 460}
+    assert "publish" not in {c.node for c in out.log.calls}  # 460 rows: its when was false
+    assert out.result("split") == {"parts": 3, "rows": 330}  # its second run's value
+    assert len(out.log.of("split")) == 2 and len(out.log.of("scan-shards")) == 1
+
+
 async def test_fan_out_aggregate_sums_every_child_within_the_queue_limit(redis_srv) -> None:
     out = await run_flow_file(EXAMPLES / "fan-out.yaml", redis_srv.url)
     assert out.snapshot.phase == "Succeeded"

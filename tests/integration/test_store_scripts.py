@@ -155,6 +155,15 @@ async def test_every_script_call_of_a_full_run_touches_one_slot(engine: Engine) 
     src = (await take_map(engine, "q5"))["src"]
     await engine.complete(maps.id, "src", src.token, {"no": "list"})
     await engine.delete(maps.id)
+    # A condition judged, and children a running node adds.
+    dyn = new_ref()
+    await engine.submit(dyn, compile_flow(Flow.model_validate({
+        "metadata": {"name": "dyn", "namespace": dyn.namespace}, "spec": {"nodes": [
+            {"name": "gate", "queue": "q6", "when": "false"},
+            {"name": "adder", "queue": "q6"}]}})))
+    adder = (await take_map(engine, "q6"))["adder"]
+    await engine.add_children(dyn.id, "adder", adder.token, [{"name": "x", "queue": "q6"}])
+    await engine.delete(dyn.id)
 
     verbs = {verb for verb, _ in calls}
     assert verbs == set(script_sources()), f"not exercised: {set(script_sources()) - verbs}"

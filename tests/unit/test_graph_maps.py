@@ -12,7 +12,7 @@ from kflow.api.errors import error_lines
 from kflow.graph import check_manifest
 from kflow.graph.dag import MapSource
 from kflow.graph.maps import MapListError, item_data, list_at
-from kflow.store.codec import item_chunk, node_row, pack_spec, unpack_map
+from kflow.store.codec import item_chunk, node_row, pack_spec, unpack_map, unpack_when
 
 
 def flow(*nodes: dict[str, Any]) -> dict[str, Any]:
@@ -110,3 +110,20 @@ def test_a_map_node_packs_its_source_and_a_leaf_map_starts_expanding() -> None:
     assert unpack_map(pack_spec("q", node.opts, items)) == items
     source = MapSource(from_node="l", path=("a", "b"))
     assert unpack_map(pack_spec("q", node.opts, source)) == source
+
+
+def test_a_condition_that_does_not_compile_is_refused_at_the_when_field() -> None:
+    found = lines(flow({"name": "publish", "queue": "q", "when": "values[ == 1"}))
+    assert len(found) == 1, found
+    assert found[0].startswith('Flow etl/files: node "publish": when: "values[ == 1" does not '
+                               "compile:"), found
+    assert "spec.nodes[0].when" in found[0]
+    compiled = check_manifest(flow(
+        {"name": "publish", "queue": "q", "when": 'outcomes["c"] == "completed"',
+         "children": ["c"]}, {"name": "c", "queue": "q"})).compiled
+    assert compiled is not None
+    assert compiled.nodes["publish"].when == 'outcomes["c"] == "completed"'
+    row = node_row(compiled.nodes["publish"])
+    assert unpack_map(row[1]) is None and unpack_when(row[1]) == 'outcomes["c"] == "completed"'
+    leaf = check_manifest(flow({"name": "leaf", "queue": "q", "when": "true"})).compiled
+    assert leaf is not None and node_row(leaf.nodes["leaf"])[4] == "w"

@@ -50,8 +50,8 @@ def test_every_node_state_is_published_even_at_zero() -> None:
     view = FlowView(uid="u-1", namespace="etl", name="orders", generation=1, valid=True)
     status = build_status(view, snap("Failed", 3, failed=2, cancelled=1), max_failures=10)
     assert set(status["counts"]) == {
-        "waitingChildren", "expanding", "delayed", "ready", "active", "completed", "failed",
-        "ignored", "removed", "cancelled"}
+        "waitingChildren", "expanding", "deciding", "delayed", "ready", "active", "completed",
+        "failed", "ignored", "removed", "cancelled", "skipped"}
     assert len(NODE_STATES) == len(status["counts"])
     assert status["counts"]["cancelled"] == 1 and status["progress"] == "3/3"
 

@@ -168,7 +168,8 @@ def test_examples_handlers_cover_every_queue_of_every_example() -> None:
         exit_graph = compile_flow(flows[0]).on_exit  # exit handlers (spec.onExit) too
         used |= exit_graph.queues if exit_graph is not None else set()
         assert used <= set(found), (path, used - set(found))
-        assert used == declared, (path, used ^ declared)
+        # A Queue may serve only nodes that running code adds (job.add_children).
+        assert used <= declared <= set(found), (path, used - declared, declared - set(found))
         for queue in objects:
             if isinstance(queue, Queue):
                 command = queue.spec.template["spec"]["containers"][0]["command"]

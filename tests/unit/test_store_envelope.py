@@ -14,11 +14,11 @@ def test_an_envelope_decodes_phase_namespace_name_rows_and_queued() -> None:
     raw = json.dumps(["Running", "team-a", "orders-7",
                       [[True, "work", "completed", False], [False, "work", "stale", False]],
                       [["top", "agg", 3, 0], ["later", "agg", 0, 1700000000000]],
-                      ["files"]])
+                      ["files"], ["gate"]])
     step = decode_step(raw, settled_row)
     assert step == FlowStep(FlowPhase.RUNNING, "team-a", "orders-7", step.rows, [
         Queued("top", "agg", 3, 0), Queued("later", "agg", 0, 1_700_000_000_000)],
-        expand=("files",))
+        expand=("files",), decide=("gate",))
     assert [(r.accepted, r.queue, r.outcome, r.at_ms) for r in step.rows] == [
         (True, "work", AttemptOutcome.COMPLETED, None),
         (False, "work", AttemptOutcome.STALE, None)]
@@ -27,13 +27,13 @@ def test_an_envelope_decodes_phase_namespace_name_rows_and_queued() -> None:
 
 def test_empty_lua_tables_come_as_objects_and_decode_as_empty_lists() -> None:
     # cjson cannot tell an empty array from an empty object: {} stands for both.
-    step = decode_step(b'["Missing","","",{},{},{}]', settled_row)
+    step = decode_step(b'["Missing","","",{},{},{},{}]', settled_row)
     assert step.phase is FlowPhase.MISSING and step.rows == [] and step.queued == []
-    assert step.expand == ()
+    assert step.expand == () and step.decide == ()
 
 
 def test_a_suspended_flow_and_a_retry_time_decode() -> None:
-    step = decode_step(json.dumps(["Suspended", "ns", "f", [[True, "q", "retry", 1234]], {}, {}]),
+    step = decode_step(json.dumps(["Suspended", "ns", "f", [[True, "q", "retry", 1234]], {}, {}, {}]),
                        settled_row)
     assert step.phase is FlowPhase.SUSPENDED
     assert step.rows[0].outcome is AttemptOutcome.RETRY and step.rows[0].at_ms == 1234
@@ -43,7 +43,7 @@ def test_start_rows_keep_an_early_node_priority_apart_from_its_attempt() -> None
     step = decode_step(json.dumps(["Running", "ns", "f", [
         ["a", "ok", 2, '{"k":1}', 5000, 0, 0],
         ["b", "early", 0, "null", -1, 99, 7],
-        ["c", "gone", 0, "null", -1, 0, 0]], {}, {}]), started_row)
+        ["c", "gone", 0, "null", -1, 0, 0]], {}, {}, {}]), started_row)
     a, b, c = step.rows
     assert (a.status, a.attempt, a.data, a.timeout_ms) == (StartStatus.OK, 2, {"k": 1}, 5000)
     assert (b.status, b.attempt, b.due, b.rank) == (StartStatus.EARLY, 0, 99, 7)
@@ -52,7 +52,7 @@ def test_start_rows_keep_an_early_node_priority_apart_from_its_attempt() -> None
 
 def test_an_unknown_phase_or_outcome_is_an_error_not_a_string_passed_on() -> None:
     with pytest.raises(ValueError, match="Exploded"):
-        decode_step(json.dumps(["Exploded", "", "", {}, {}, {}]), settled_row)
+        decode_step(json.dumps(["Exploded", "", "", {}, {}, {}, {}]), settled_row)
     with pytest.raises(ValueError, match="vanished"):
-        decode_step(json.dumps(["Running", "", "", [[True, "q", "vanished", False]], {}, {}]),
+        decode_step(json.dumps(["Running", "", "", [[True, "q", "vanished", False]], {}, {}, {}]),
                     settled_row)

@@ -398,6 +398,7 @@ def _sizes_text(size: int, limit: int) -> tuple[str, str]:
 # A fan-out's size: a literal list is kept in the Flow object (so, in etcd), a count is not.
 MAX_FOR_EACH_ITEMS = 10_000
 MAX_FOR_EACH_COUNT = 1_000_000
+MAX_WHEN_LENGTH = 4096
 # `forEach.path`: keys (or list indexes) separated by dots, into the `from` node's value.
 FOR_EACH_PATH_PATTERN = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$"
 PATTERN_RULES[FOR_EACH_PATH_PATTERN] = (
@@ -501,6 +502,15 @@ class NodeSpec(_Spec):
         "`<name>[0]`, `<name>[1]`, ... when this node's children are done, added by the "
         "operator in bounded chunks. `data` must then be an object (or unset).",
     )
+    when: Annotated[str, Strict(), Field(min_length=1, max_length=MAX_WHEN_LENGTH)] | None = (
+        Field(
+            None,
+            description="Run the node only if this CEL expression is true once its children "
+            "are done; else it is `skipped` and its parents go on as for an ignored child. It "
+            "sees `values` (child name to value; a forEach child's value is the list), "
+            "`outcomes` (child name to completed, ignored, removed, failed or skipped) and "
+            "`data`, e.g. `values['check'].ok && outcomes['load'] == 'completed'`.",
+        ))
 
     @field_validator("data")
     @classmethod
@@ -755,6 +765,7 @@ class NodeCounts(_Status):
     waiting_children: int = Field(0, ge=0, description="Waiting for their children to finish.")
     expanding: int = Field(
         0, ge=0, description="Map nodes (`forEach`) whose items are being added.")
+    deciding: int = Field(0, ge=0, description="Their condition (`when`) is being judged.")
     delayed: int = Field(0, ge=0, description="Waiting for a delay or a retry backoff to pass.")
     ready: int = Field(0, ge=0, description="Ready and queued for dispatch.")
     active: int = Field(0, ge=0, description="Running now.")
@@ -765,6 +776,7 @@ class NodeCounts(_Status):
     cancelled: int = Field(
         0, ge=0, description="Not run to the end because the flow failed or was cancelled first."
     )
+    skipped: int = Field(0, ge=0, description="Not run: their condition (`when`) was false.")
 
     @classmethod
     def from_states(cls, counts: Mapping[str, int]) -> NodeCounts:

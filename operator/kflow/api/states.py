@@ -27,6 +27,7 @@ class NodeState(_Parsed):
 
     WAITING_CHILDREN = "waiting-children"  # dependencies not settled yet
     EXPANDING = "expanding"  # a map node (forEach) whose items are being added
+    DECIDING = "deciding"  # its children are done; its condition (when) is being judged
     DELAYED = "delayed"  # ready, but waiting for its start delay or retry backoff
     READY = "ready"
     ACTIVE = "active"  # an attempt runs, fenced by its token
@@ -35,11 +36,12 @@ class NodeState(_Parsed):
     IGNORED = "ignored"  # failed under onFailure=ignore: its parent goes on without it
     REMOVED = "removed"  # failed under onFailure=remove
     CANCELLED = "cancelled"  # will not run because its flow ended (failed or cancelled) first
+    SKIPPED = "skipped"  # its condition (when) was false: settled, its parents go on
 
 
 # Settled: nothing more happens to the node in this run of its flow.
 SETTLED_STATES: Final = frozenset({NodeState.COMPLETED, NodeState.FAILED, NodeState.IGNORED,
-                                   NodeState.REMOVED, NodeState.CANCELLED})
+                                   NodeState.REMOVED, NodeState.CANCELLED, NodeState.SKIPPED})
 # A node the queues may hand out: on the flow's ready set, due now or later.
 QUEUEABLE_STATES: Final = frozenset({NodeState.READY, NodeState.DELAYED})
 
@@ -70,6 +72,8 @@ class AttemptOutcome(_Parsed):
     """What became of an attempt a caller settled (complete, fail, release, a lapsed lease)."""
 
     COMPLETED = "completed"
+    # it added children to itself (job.add_children): it runs again once they are done
+    WAITING = "waiting"
     RELEASED = "released"  # handed back: ready again, no attempt spent
     RETRY = "retry"  # failed; runs again after its backoff
     FAILED = "failed"  # failed for good (onFailure applies)

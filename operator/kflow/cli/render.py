@@ -12,6 +12,7 @@ from typing import Any
 
 from kflow.api.states import TERMINAL_PHASES
 from kflow.engine import NodeInfo
+from kflow.graph import fold
 from kflow.graph.dag import CompiledFlow
 
 
@@ -37,17 +38,19 @@ def first_line(text: str | None, limit: int = 160) -> str:
 
 MARKS_UNICODE = {
     "completed": "✔", "failed": "✘", "active": "▶", "ready": "○", "waiting-children": "◌",
-    "delayed": "◷", "ignored": "⊘", "removed": "⊖", "cancelled": "⊗",
+    "delayed": "◷", "ignored": "⊘", "removed": "⊖", "cancelled": "⊗", "skipped": "↷",
+    "expanding": "⋯", "deciding": "⋯",
 }
 MARKS_ASCII = {
     "completed": "+", "failed": "x", "active": ">", "ready": "o", "waiting-children": ".",
-    "delayed": "~", "ignored": "-", "removed": "-", "cancelled": "/",
+    "delayed": "~", "ignored": "-", "removed": "-", "cancelled": "/", "skipped": "s",
+    "expanding": "*", "deciding": "?",
 }
 # Rich styles per node state and flow phase (the terminal colours; plain text elsewhere).
 STATE_STYLES = {
     "completed": "green", "failed": "bold red", "active": "cyan", "ready": "blue",
     "waiting-children": "dim", "delayed": "yellow", "ignored": "magenta", "removed": "dim",
-    "cancelled": "yellow",
+    "cancelled": "yellow", "skipped": "dim", "expanding": "blue", "deciding": "blue",
 }
 PHASE_STYLES = {
     "Succeeded": "bold green", "Failed": "bold red", "Cancelled": "bold yellow",
@@ -74,6 +77,21 @@ class TreeShape:
             children={name: node.children for name, node in compiled.nodes.items()},
             maps=frozenset(n.name for n in compiled.nodes.values() if n.for_each is not None),
         )
+
+    @classmethod
+    def of_nodes(cls, nodes: Iterable[fold.GraphNode], maps: frozenset[str] = frozenset()
+                 ) -> TreeShape:
+        """From the nodes as the store has them (Engine.graph_nodes): nodes added while the
+        flow ran (job.add_children) are there too."""
+        every = list(nodes)
+        names = {n.name for n in every}
+        # A forEach's items are drawn from their names (with_items), under their map node.
+        listed = [n for n in every
+                  if not (n.name.endswith("]") and n.name[:n.name.rfind("[")] in names)]
+        has_parent = {child for node in listed for child in node.children}
+        return cls(roots=[n.name for n in listed if n.name not in has_parent],
+                   queues={n.name: n.queue for n in listed},
+                   children={n.name: tuple(n.children) for n in listed}, maps=maps)
 
     def with_items(self, names: Iterable[str]) -> TreeShape:
         """This shape with the items of its map nodes (`<map>[<index>]`, added while the
@@ -157,7 +175,8 @@ def describe_node(
         text += f" progress {short_json(info.progress, 20)}"
     if state == "completed" and info.result is not None:
         text += f" → {short_json(info.result)}" if unicode else f" -> {short_json(info.result)}"
-    if info.error and state in {"failed", "ignored", "removed", "cancelled", "delayed"}:
+    if info.error and state in {"failed", "ignored", "removed", "cancelled", "delayed",
+                                "skipped"}:
         text += f": {first_line(info.error)}"
     return text
 

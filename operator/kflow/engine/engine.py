@@ -7,10 +7,13 @@ import logging
 import random
 import secrets
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
+from kflow.api.errors import SpecError, error_lines
 from kflow.api.ids import FlowId, QueueId
+from kflow.api.models import API_VERSION
 from kflow.api.states import (
     ENDED_EARLY_PHASES,
     QUEUEABLE_STATES,
@@ -32,6 +35,7 @@ from kflow.engine.types import (
     MISSING,
     TERMINAL_STATES,
     Attempt,
+    ChildrenError,
     CompleteOutcome,
     FailOutcome,
     FlowNotFound,
@@ -47,9 +51,11 @@ from kflow.engine.types import (
     NodeRow,
     QueueConfig,
 )
+from kflow.graph.conditions import ConditionError, compile_condition
 from kflow.graph.dag import CompiledFlow
 from kflow.graph.fold import GraphNode
 from kflow.graph.maps import MapListError, list_at
+from kflow.graph.verdict import check_manifest
 from kflow.store import (
     PAGE,
     Completion,
@@ -71,6 +77,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CHUNK_NODES = 500  # nodes per add-nodes call: a few ms of Redis time each
+MAX_ADDED_CHILDREN = 1000  # nodes one add_children call writes, in one fenced script call
 CHUNK_BYTES = 512 * 1024  # and at most about this many bytes of arguments
 INFRA_RETRIES = 5  # infrastructure failures per node that do not spend an attempt
 LOG_CAP = 10_000  # approximate length of a flow's log stream
@@ -98,6 +105,7 @@ class _Owed(NamedTuple):
     queued: Sequence[Queued]  # made ready or delayed: onto their queues if Running
     settled: bool  # the step settled an attempt: if it ended the flow, wind the flow down
     expand: Sequence[str] = ()  # map nodes the step made ready: add their items
+    decide: Sequence[str] = ()  # nodes whose condition the step made ready to judge
 
 
 def _after_settling(flow_id: FlowId, step: FlowStep[Settled], attempts: Sequence[tuple[str, str]]
@@ -107,7 +115,23 @@ def _after_settling(flow_id: FlowId, step: FlowStep[Settled], attempts: Sequence
     leases = [(step.queue_id(row.queue), Lease(flow_id, node, token))
               for (node, token), row in zip(attempts, step.rows, strict=True) if row.accepted]
     return _Owed(flow_id, step.phase, step.namespace, leases, step.queued, bool(leases),
-                 step.expand)
+                 step.expand, step.decide)
+
+
+def _compile_children(flow_id: FlowId, node: str,
+                      children: Sequence[Mapping[str, Any]]) -> CompiledFlow:
+    """Children a running node adds, checked as a Flow's nodes are (ChildrenError)."""
+    try:
+        compiled = check_manifest({
+            "apiVersion": API_VERSION, "kind": "Flow",
+            "metadata": {"name": "added", "namespace": flow_id.namespace},
+            "spec": {"nodes": [dict(c) for c in children]}}).compiled
+    except SpecError as exc:
+        text = "; ".join(line.split(": ", 1)[-1].replace("spec.nodes", "children")
+                         for line in error_lines(exc))
+        raise ChildrenError(f'node "{node}" cannot add these children: {text}') from None
+    assert compiled is not None  # a Flow document always compiles or raises
+    return compiled
 
 
 class Engine:
@@ -158,8 +182,10 @@ class Engine:
         enqueue: dict[QueueId, list[QueueEntry]] = defaultdict(list)
         ended: list[FlowId] = []
         expand: list[tuple[FlowId, str]] = []
+        decide: list[tuple[FlowId, str]] = []
         for o in owed:
             expand.extend((o.flow_id, node) for node in o.expand)
+            decide.extend((o.flow_id, node) for node in o.decide)
             for queue_id, lease in o.leases:
                 drop[queue_id].append(lease)
             if o.phase is FlowPhase.RUNNING:
@@ -180,7 +206,82 @@ class Engine:
         # A step that leaves a flow ended starts its exit handlers (once: see start_exit).
         for flow_id in dict.fromkeys(o.flow_id for o in owed if o.phase in TERMINAL_PHASES):
             await self.start_exit(flow_id)
+        for flow_id, node in decide:
+            added += await self.decide(flow_id, node)
         return added
+
+    # ---- children added by running code ---------------------------------------------------
+
+    async def add_children(self, flow_id: FlowId, node: str, token: str,
+                           children: Sequence[Mapping[str, Any]], parent: str | None = None
+                           ) -> list[str]:
+        """Add `children` (node specs as a Flow's `spec.nodes` holds them) under `parent`, a
+        node waiting for its children, or under the running node itself (parent None: it
+        then runs again once they are done, and that run's value is its value).
+
+        Checked like a static spec (names, queues, options, data, cycles; they may refer
+        only to each other) and fenced by the attempt's token: once an attempt of this run
+        has added, a later attempt adds nothing and gets the names that were added, so a node
+        retried after a crash ends up with one set of children. Returns the added names.
+        Raises ChildrenError for children that cannot be added, FlowStateError for an
+        attempt that no longer holds its node.
+        """
+        if not children:
+            raise ChildrenError(f'node "{node}": add_children needs at least one child')
+        if len(children) > MAX_ADDED_CHILDREN:
+            raise ChildrenError(
+                f'node "{node}": add_children takes at most {MAX_ADDED_CHILDREN:,} nodes in '
+                f"one call ({len(children):,} given); run a large fan-out as a forEach node")
+        compiled = _compile_children(flow_id, node, children)
+        target = parent or node
+        nodes = [replace(n, parents=(target,)) if not n.parents else n
+                 for n in compiled.nodes.values()]
+        if len(nodes) > MAX_ADDED_CHILDREN:
+            raise ChildrenError(
+                f'node "{node}": add_children takes at most {MAX_ADDED_CHILDREN:,} nodes in '
+                f"one call, inline children included ({len(nodes):,} given)")
+        [chunk] = node_chunks(nodes, len(nodes), 1 << 62)
+        step = await self.store.add_children(flow_id, node, token, parent, chunk,
+                                             sorted(compiled.queues))
+        [row] = step.rows
+        if row.status == "stale":
+            raise FlowStateError(f'node "{node}": this attempt no longer holds the node (it '
+                                 "was retried, settled or the flow ended); nothing was added")
+        if row.status == "target":
+            raise ChildrenError(
+                f'node "{node}" cannot add children to "{parent}": {row.detail}; a node adds '
+                "children to itself or to a parent waiting for its children")
+        if row.status == "exists":
+            raise ChildrenError(
+                f'node "{node}": the flow already has a node named "{row.detail}"; give added '
+                "children names the flow does not use")
+        await self._queue_step([_Owed(flow_id, step.phase, step.namespace, (), step.queued,
+                                      False, step.expand, step.decide)])
+        return list(row.names)
+
+    # ---- conditions (when) ----------------------------------------------------------------
+
+    async def decide(self, flow_id: FlowId, node: str) -> int:
+        """Judge the condition of a deciding node against its children's values and outcomes
+        and its data: run it, skip it (false) or fail it (the condition cannot be evaluated).
+        Idempotent: a node no longer deciding is left alone. Returns queue entries added."""
+        judged = await self.store.judgement(flow_id, node)
+        if judged.state is not NodeState.DECIDING or judged.when is None:
+            return 0
+        [(values, _, _)] = await self.inputs_many(flow_id, [node])
+        verdict: Literal["run", "skip", "fail"]
+        try:
+            holds = compile_condition(judged.when).evaluate(values, judged.outcomes,
+                                                            judged.data)
+        except ConditionError as exc:
+            verdict, why = "fail", str(exc)
+        else:
+            verdict = "run" if holds else "skip"
+            why = "" if holds else f'when "{judged.when}" was false'
+        step = await self.store.decide(flow_id, node, verdict, why[:ERROR_CAP])
+        return await self._queue_step([_Owed(flow_id, step.phase, step.namespace, (),
+                                             step.queued, verdict != "run", step.expand,
+                                             step.decide)])
 
     # ---- map nodes (forEach) -------------------------------------------------------------
 
@@ -210,14 +311,15 @@ class Engine:
             log.warning("flow %s: %s", flow_id, exc)
             return await self._queue_step([_Owed(flow_id, reply.phase, reply.namespace, (),
                                                  reply.queued, bool(reply.rows[0]),
-                                                 reply.expand)])
+                                                 reply.expand, reply.decide)])
         total, added, first = len(items), 0, plan.added
         while True:
             datas = item_chunk(plan.data, items, first, self.chunk_nodes, CHUNK_BYTES)
             step = await self.store.expand(flow_id, node, total, first, datas)
             status, done = step.rows[0]
             added += await self._queue_step([_Owed(flow_id, step.phase, step.namespace, (),
-                                                   step.queued, False, step.expand)])
+                                                   step.queued, False, step.expand,
+                                                   step.decide)])
             if status == "gone" or done >= total:
                 return added
             first = done  # "behind": someone else added up to there; go on from it
@@ -276,8 +378,9 @@ class Engine:
             await self._queue_step([_Owed(
                 flow.id, FlowPhase.RUNNING, flow.namespace, (),
                 [Queued(n.name, n.queue, queue_rank(n.opts.priority, n.opts.lifo), 0)
-                 for n in leaves if n.for_each is None], False,
-                [n.name for n in leaves if n.for_each is not None])])
+                 for n in leaves if n.for_each is None and n.when is None], False,
+                [n.name for n in leaves if n.for_each is not None and n.when is None],
+                [n.name for n in leaves if n.when is not None])])
         else:
             await self.reconcile_flow(flow.id)
         log.info("flow %s/%s added: %d nodes in %d chunks", flow.namespace, flow.name,
@@ -306,11 +409,14 @@ class Engine:
                              score if state is NodeState.DELAYED else 0)
                       for (node, score), state, spec in zip(page, states, specs, strict=True)
                       if spec is not None and state in QUEUEABLE_STATES]
-            # Map nodes waiting for their items to be added: an expansion cut off goes on.
+            # Map nodes waiting for their items to be added, and conditions waiting to be
+            # judged: work cut off by a crash goes on.
             expand = [node for (node, _), state in zip(page, states, strict=True)
                       if state is NodeState.EXPANDING]
+            decide = [node for (node, _), state in zip(page, states, strict=True)
+                      if state is NodeState.DECIDING]
             added += await self._queue_step([_Owed(
-                flow_id, FlowPhase.RUNNING, meta.namespace, (), queued, False, expand)])
+                flow_id, FlowPhase.RUNNING, meta.namespace, (), queued, False, expand, decide)])
         return added
 
     async def _requeue_after_refusal(self, flow_id: FlowId, phase: FlowPhase) -> None:
@@ -446,7 +552,8 @@ class Engine:
         if not reply.rows[0].accepted:
             await self._requeue_after_refusal(flow_id, reply.phase)
         return CompleteOutcome(accepted=reply.rows[0].accepted,
-                               newly_ready=[*(q.node for q in reply.queued), *reply.expand],
+                               newly_ready=[*(q.node for q in reply.queued), *reply.expand,
+                                            *reply.decide],
                                phase=reply.phase)
 
     async def complete_many(self, flow_id: FlowId, items: list[tuple[str, str, Any]]
@@ -486,7 +593,7 @@ class Engine:
         for (flow, indexes), reply in zip(calls, replies, strict=True):
             if isinstance(reply, BaseException):
                 continue
-            ready = [*(q.node for q in reply.queued), *reply.expand]
+            ready = [*(q.node for q in reply.queued), *reply.expand, *reply.decide]
             for i, row in zip(indexes, reply.rows, strict=True):
                 outcomes[i] = CompleteOutcome(accepted=row.accepted,
                                               newly_ready=ready if row.accepted else [],
@@ -734,16 +841,17 @@ class Engine:
         return values
 
     async def _children_errors(self, flow_id: FlowId, node: str,
-                               state: NodeState) -> dict[str, str]:
+                               *wanted: NodeState) -> dict[str, str]:
         children = await self.store.node_children(flow_id, node)
         states = await self.store.node_states(flow_id, children)
-        chosen = [c for c, s in zip(children, states, strict=True) if s is state]
+        chosen = [c for c, s in zip(children, states, strict=True) if s in wanted]
         errors = await self.store.node_errors(flow_id, chosen)
         return {c: e or "" for c, e in zip(chosen, errors, strict=True)}
 
     async def ignored_failures(self, flow_id: FlowId, node: str) -> dict[str, str]:
-        """Errors of the node's children that failed under onFailure=ignore."""
-        return await self._children_errors(flow_id, node, NodeState.IGNORED)
+        """Errors of the node's children that failed under onFailure=ignore, and why its
+        skipped children (their condition was false) were skipped."""
+        return await self._children_errors(flow_id, node, NodeState.IGNORED, NodeState.SKIPPED)
 
     async def failed_children(self, flow_id: FlowId, node: str) -> dict[str, str]:
         """Errors of the node's children that failed for good (BullMQ's

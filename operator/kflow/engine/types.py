@@ -44,6 +44,10 @@ class FlowStateError(ValueError):
     """The action does not apply to the flow in its current phase."""
 
 
+class ChildrenError(ValueError):
+    """Children a running node adds cannot be added (invalid, or nowhere to add them)."""
+
+
 @dataclass(frozen=True)
 class FlowRef:
     uid: str
@@ -199,6 +203,7 @@ __all__ = [
     "NODE_STATES",
     "TERMINAL_STATES",
     "Attempt",
+    "ChildrenError",
     "CompleteOutcome",
     "FailOutcome",
     "FlowNotFound",

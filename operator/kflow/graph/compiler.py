@@ -14,6 +14,7 @@ from dataclasses import replace
 
 from kflow.api.errors import SpecError, SpecErrors, did_you_mean
 from kflow.api.models import Flow, FlowSpec, ForEach, LocatedNode, NodeOpts, OnFailure
+from kflow.graph.conditions import ConditionError, compile_condition
 from kflow.graph.dag import CompiledFlow, CompiledNode, CompiledOptions, MapSource
 
 # Caps that keep an error report short, and cheap on huge flows (a suggestion scans every name).
@@ -143,6 +144,13 @@ def _compile(flow: Flow) -> CompiledFlow:
         )
 
     children_of, parents_of, edge_path = _edges(located, index_of, ref, errors)
+    for item in located:
+        if item.node.when is not None:
+            try:
+                compile_condition(item.node.when)
+            except ConditionError as exc:
+                errors.append(GraphError(ref, f"{item.path}.when",
+                                         f'node "{item.node.name}": {exc}'))
     if errors:
         _raise(errors)
 
@@ -179,6 +187,7 @@ def _compile(flow: Flow) -> CompiledFlow:
             children=tuple(located[child].node.name for child in children_of[position]),
             parents=tuple(located[parent].node.name for parent in parents_of[position]),
             for_each=_map_source(node.for_each),
+            when=node.when,
         )
     roots = tuple(item.node.name for i, item in enumerate(located) if not parents_of[i])
     leaves = tuple(item.node.name for i, item in enumerate(located) if not children_of[i])

@@ -51,6 +51,7 @@ class CompiledNode:
     children: tuple[str, ...]  # a map node's from node is among them: it waits for it
     parents: tuple[str, ...]
     for_each: MapSource | None = None  # a map node: it runs as one item node per item
+    when: str | None = None  # its condition (CEL), judged once its children are done
 
 
 @dataclass(frozen=True, slots=True)

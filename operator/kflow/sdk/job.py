@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -31,6 +31,10 @@ class JobSink(Protocol):
     ) -> None: ...
 
     async def log(self, flow_id: FlowId, node: str, token: str, message: str) -> None: ...
+
+    async def add_children(self, flow_id: FlowId, node: str, token: str,
+                           children: Sequence[Mapping[str, Any]], parent: str | None = None
+                           ) -> list[str]: ...
 
 
 class Job:
@@ -194,6 +198,42 @@ class Job:
             await sink.log(self._flow_id, self._name, self._token, text)
 
         self._submit(write)
+
+    def add_children(self, children: Sequence[Mapping[str, Any]], parent: str | None = None
+                     ) -> list[str]:
+        """Add nodes to the flow while this node runs (BullMQ's dynamic children): under
+        this node, which then runs again once they are done (that run's return value is its
+        value; this run's is dropped), or under `parent`, a node waiting for its children,
+        which then waits for these too. `children` are node specs as in a Flow's
+        `spec.nodes` (name, queue, data, opts, children, forEach, when); they may refer only
+        to each other. Returns their names. If an earlier attempt of this node already
+        added children (it died after the add and was retried), nothing is added and their
+        names are returned: a node ends up with one set of children. Raises ChildrenError
+        naming the problem (a name the flow has, a bad queue name, a cycle...).
+
+        For sync handlers (they run in a thread); an async handler awaits
+        `add_children_async`.
+        """
+        loop = self._loop
+        if loop is None:
+            raise RuntimeError("add_children needs a job the engine runs")
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            raise RuntimeError("in an async handler, use `await job.add_children_async(...)`")
+        future = asyncio.run_coroutine_threadsafe(
+            self.add_children_async(children, parent), loop)
+        return future.result()
+
+    async def add_children_async(self, children: Sequence[Mapping[str, Any]],
+                                 parent: str | None = None) -> list[str]:
+        """`add_children` for async handlers."""
+        if self._sink is None:
+            raise RuntimeError("add_children needs a job the engine runs")
+        return await self._sink.add_children(self._flow_id, self._name, self._token,
+                                             children, parent)
 
     async def flush(self) -> None:
         """Wait until every progress and log write made so far has reached the sink."""

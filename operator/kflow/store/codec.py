@@ -51,6 +51,12 @@ def _pack_map(source: MapSource) -> dict[str, Any]:
     return {"n": source.count}
 
 
+def unpack_when(raw: str | bytes) -> str | None:
+    """A node's condition (`when`) from its spec field; None without one."""
+    fields: list[Any] = json.loads(raw)
+    return str(fields[12]) if len(fields) > 12 and isinstance(fields[12], str) else None
+
+
 def unpack_map(raw: str | bytes) -> MapSource | None:
     """A map node's item source from its spec field; None for any other node."""
     fields: list[Any] = json.loads(raw)
@@ -64,7 +70,8 @@ def unpack_map(raw: str | bytes) -> MapSource | None:
     return MapSource(count=int(packed["n"]))
 
 
-def pack_spec(queue: str, opts: CompiledOptions, for_each: MapSource | None = None) -> str:
+def pack_spec(queue: str, opts: CompiledOptions, for_each: MapSource | None = None,
+              when: str | None = None) -> str:
     """A compact JSON array; the index layout is documented in lua/flow/_lib.lua."""
     if not 0 <= opts.priority <= MAX_PRIORITY:
         raise ValueError(f"priority {opts.priority} is out of range 0..{MAX_PRIORITY}")
@@ -81,7 +88,9 @@ def pack_spec(queue: str, opts: CompiledOptions, for_each: MapSource | None = No
             -1 if opts.timeout_ms is None else opts.timeout_ms,
             _ON_FAILURE[opts.on_failure],
             1 if opts.lifo else 0,
-            *([] if for_each is None else [_pack_map(for_each)]),
+            *([] if for_each is None and when is None else
+              [None if for_each is None else _pack_map(for_each)]),
+            *([] if when is None else [when]),
         ],
         separators=(",", ":"),
     )
@@ -96,9 +105,12 @@ def unpack_spec(raw: str | bytes) -> NodeRoute:
 
 
 def _start(node: CompiledNode) -> str:
-    """add-nodes' start code: children to wait for, a leaf's delay, or "x" for a map leaf."""
+    """add-nodes' start code: children to wait for, a leaf's delay, "w" for a leaf with a
+    condition to judge, "x" for a map leaf."""
     if node.children:
         return str(len(node.children))
+    if node.when is not None:
+        return "w"
     return "x" if node.for_each is not None else str(-node.opts.delay_ms)
 
 
@@ -106,7 +118,7 @@ def node_row(node: CompiledNode) -> list[str]:
     """The add-nodes arguments of one node: name, spec, parents, children, start, data."""
     return [
         node.name,
-        pack_spec(node.queue, node.opts, node.for_each),
+        pack_spec(node.queue, node.opts, node.for_each, node.when),
         dumps(list(node.parents)) if node.parents else "",
         dumps(list(node.children)) if node.children else "",
         _start(node),

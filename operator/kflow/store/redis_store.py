@@ -9,7 +9,16 @@ from typing import Any, Literal, TypeVar
 
 from kflow.api.ids import FlowId, QueueId
 from kflow.api.states import AddStatus, FlowPhase, NodeState
-from kflow.store.codec import NodeChunk, NodeRoute, dumps, loads, text, unpack_map, unpack_spec
+from kflow.store.codec import (
+    NodeChunk,
+    NodeRoute,
+    dumps,
+    loads,
+    text,
+    unpack_map,
+    unpack_spec,
+    unpack_when,
+)
 from kflow.store.keys import (
     FlowKeys,
     QueueKeys,
@@ -22,9 +31,11 @@ from kflow.store.keys import (
 )
 from kflow.store.scripts import Scripts
 from kflow.store.types import (
+    AddedChildren,
     Completion,
     FlowMeta,
     FlowStep,
+    Judgement,
     Lease,
     MapPlan,
     NodeInputs,
@@ -49,6 +60,14 @@ def _decode(raw: Any) -> Any:
 def _rows(value: Any) -> list[Any]:
     # cjson encodes an empty Lua table as {}.
     return value if isinstance(value, list) else []
+
+
+def _added_row(r: Any) -> AddedChildren:
+    status, detail = str(r[0]), str(r[1])
+    names: tuple[str, ...] = ()
+    if status in ("added", "already"):
+        names = tuple(str(n) for n in _rows(json.loads(detail)))
+    return AddedChildren(status, names, "" if names else detail)
 
 
 def _map_row(r: Any) -> tuple[str, int]:
@@ -220,6 +239,39 @@ class RedisStore:
     async def fail_map(self, flow: FlowId, node: str, error: str) -> FlowStep[bool]:
         """Map node `node` has no list to run over: it fails for good (lua/flow/fail-map)."""
         return await self._flow_step("fail-map", flow, bool, node, error)
+
+    # ---- children added by running code ---------------------------------------------------
+
+    async def add_children(self, flow: FlowId, node: str, token: str, target: str | None,
+                           chunk: NodeChunk, queues: list[str]
+                           ) -> FlowStep[AddedChildren]:
+        """Add nodes (one chunk, codec.node_chunks) under `target` (None: the node itself),
+        fenced by the adding attempt's token (lua/flow/add-children.lua)."""
+        return await self._flow_step("add-children", flow, _added_row, node, token,
+                                     target or "", json.dumps(sorted(queues)), *chunk.args)
+
+    # ---- conditions (when) ----------------------------------------------------------------
+
+    async def judgement(self, flow: FlowId, node: str) -> Judgement:
+        """The node's state, condition and data, and its children's states."""
+        keys = self.flow(flow)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hget(keys.state, node)
+            pipe.hget(keys.spec, node)
+            pipe.hget(keys.data, node)
+            pipe.hget(keys.children, node)
+            state, spec, data, children = await pipe.execute()
+        names = [str(c) for c in loads(children) or []]
+        states = await self._fields(keys.state, names)
+        return Judgement(
+            state=None if state is None else NodeState.parse(text(state)),
+            when=None if spec is None else unpack_when(spec), data=loads(data),
+            outcomes={c: s for c, s in zip(names, states, strict=True) if s is not None})
+
+    async def decide(self, flow: FlowId, node: str, verdict: Literal["run", "skip", "fail"],
+                     why: str) -> FlowStep[bool]:
+        """Run, skip or fail a deciding node (lua/flow/decide.lua); one row: decided."""
+        return await self._flow_step("decide", flow, bool, node, verdict, why)
 
     async def map_values(self, flow: FlowId, node: str, items: int) -> list[Any]:
         """The values of map node `node`'s items in item order, read a page at a time

@@ -97,6 +97,7 @@ class FlowStep(Generic[R]):
     rows: list[R]
     queued: list[Queued]  # made ready or delayed: to put on their queues if Running
     expand: tuple[str, ...] = ()  # map nodes made ready: the engine adds their items
+    decide: tuple[str, ...] = ()  # nodes whose condition (when) the engine must judge
 
     def queue_id(self, queue: str) -> QueueId:
         return QueueId.of(self.namespace, queue)
@@ -114,13 +115,13 @@ def _rows(value: Any) -> list[Any]:
 
 def decode_step(raw: str | bytes, row: Callable[[Any], R]) -> FlowStep[R]:
     """The one decoder of the flow-step envelope; `row` decodes the script's own rows."""
-    phase, namespace, name, rows, queued, expand = json.loads(raw)
+    phase, namespace, name, rows, queued, expand, decide = json.loads(raw)
     return FlowStep(
         phase=FlowPhase.parse(phase), namespace=str(namespace), name=str(name),
         rows=[row(r) for r in _rows(rows)],
         # cjson gives the rows' own types (strings, integers): no conversion per row.
         queued=[_row(Queued, q) for q in _rows(queued)],
-        expand=tuple(_rows(expand)))
+        expand=tuple(_rows(expand)), decide=tuple(_rows(decide)))
 
 
 def settled_row(r: Any) -> Settled:
@@ -150,6 +151,8 @@ class FlowMeta:
     started_at_ms: int | None
     finished_at_ms: int | None
     expire_at_ms: int | None
+    # the queues its nodes are on (nodes added while it runs can bring new ones)
+    queues: tuple[str, ...] = ()
 
     @property
     def shown_phase(self) -> FlowPhase:
@@ -167,7 +170,8 @@ class FlowMeta:
                    phase=FlowPhase.parse(raw["phase"]), suspended=raw.get("suspended") == "1",
                    total=int(raw.get("total", 0)), chunks=int(raw.get("chunks", -1)),
                    written=int(raw.get("written", 0)), started_at_ms=ms("started_at"),
-                   finished_at_ms=ms("finished_at"), expire_at_ms=ms("expire_at"))
+                   finished_at_ms=ms("finished_at"), expire_at_ms=ms("expire_at"),
+                   queues=tuple(json.loads(raw.get("queues") or "[]")))
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,3 +183,22 @@ class MapPlan:
     data: Any  # its data (an object or None): each item's data starts from it
     added: int  # items added so far
     from_value: Any  # the value of its from node (None when the source is not a node)
+
+
+@dataclass(frozen=True, slots=True)
+class Judgement:
+    """What judging one node's condition needs (RedisStore.judgement)."""
+
+    state: NodeState | None  # the node's state (None: the flow has no such node)
+    when: str | None  # its condition
+    data: Any  # its data
+    outcomes: dict[str, str]  # child -> its state (settled children: their outcome)
+
+
+class AddedChildren(NamedTuple):
+    """What RedisStore.add_children reports: a status (added, already, stale, target,
+    exists) and its detail: the names added, or what stopped the add."""
+
+    status: str
+    names: tuple[str, ...]
+    detail: str

@@ -198,6 +198,7 @@ async def execute_local_run(
                 with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                     await asyncio.wait_for(watcher, timeout=5)
             infos = await engine.node_infos(ref.id) if snapshot.total <= 200_000 else {}
+            await view.learn_shape(engine, ref.id, snapshot)
             view.final(snapshot, infos)
             if run.compiled.on_exit is not None:
                 view = TreeView(run.compiled.on_exit, f"{run.namespace}/{run.name}",

@@ -119,24 +119,21 @@ class LocalRunner:
                                 # and an interrupted run resumes them: hand them back at once.
                                 grace_ms=0)
         for queue in sorted(compiled.queues):
-            queue_id = QueueId(namespace, queue)
-            if queue_id in self._tasks:
-                continue  # still serving since the last run (keep_serving)
-            worker = self._workers[queue_id] = Worker(
-                self.engine, queue_id, self.handlers[queue], options, on_event=self._node_event)
-            self._tasks[queue_id] = asyncio.create_task(worker.run(),
-                                                        name=f"kflow-local-{queue}")
-        tasks = list(self._tasks.values())
+            self._serve(namespace, queue, options)
         last_reconcile = time.monotonic()
+        total = len(compiled.nodes)
         try:
             while True:
                 if self.interrupt.is_set():
                     raise RunInterrupted(f"flow {flow_uid}: interrupted")
-                for task in tasks:
+                for task in list(self._tasks.values()):
                     if task.done() and task.exception() is not None:
                         raise RuntimeError("a queue worker stopped") from task.exception()
                 self._wake.clear()
                 snapshot = await self.engine.snapshot(flow_id)
+                if snapshot.total != total:  # nodes were added (forEach, add_children)
+                    total = snapshot.total
+                    await self._serve_added_queues(flow_id, options)
                 # A failed flow's running handlers finish and are recorded as they end (as
                 # its pods would on a cluster); a lease that lapses meanwhile is cancelled.
                 if snapshot.phase in TERMINAL_PHASES and not snapshot.counts.get("active"):
@@ -152,6 +149,25 @@ class LocalRunner:
         finally:
             if not keep_serving:
                 await self.close()
+
+    def _serve(self, namespace: str, queue: str, options: WorkerOptions) -> None:
+        queue_id = QueueId(namespace, queue)
+        if queue_id in self._tasks:
+            return  # served already (since the last run, with keep_serving)
+        worker = self._workers[queue_id] = Worker(
+            self.engine, queue_id, self.handlers[queue], options, on_event=self._node_event)
+        self._tasks[queue_id] = asyncio.create_task(worker.run(), name=f"kflow-local-{queue}")
+
+    async def _serve_added_queues(self, flow_id: FlowId, options: WorkerOptions) -> None:
+        """Serve the queues of nodes added while the flow runs (job.add_children)."""
+        meta = await self.engine.store.meta(flow_id)
+        queues = () if meta is None else meta.queues
+        missing = sorted(q for q in queues if q not in self.handlers)
+        if missing:
+            raise ValueError(f"nodes were added on queue(s) {', '.join(missing)}, for which "
+                             "no handler is registered")
+        for queue in queues:
+            self._serve(flow_id.namespace, queue, options)
 
     async def close(self) -> None:
         """Stop every worker; nodes they run are handed back (grace 0)."""

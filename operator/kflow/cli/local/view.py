@@ -16,6 +16,7 @@ from kflow.api.ids import FlowId
 from kflow.cli.render import (
     MARKS_ASCII,
     MARKS_UNICODE,
+    TreeShape,
     clip,
     counts_text,
     describe_node,
@@ -60,6 +61,7 @@ class TreeView:
         self._states: dict[str, str] = {}
         self._last_counts = ""
         self._live: Live | None = None  # the redrawn frame on a terminal, made on first draw
+        self._shape: TreeShape | None = None  # the stored graph, once nodes were added
 
     # Runner events arrive as they happen; polls fill in the engine's own transitions.
     def node_event(self, node: str, state: str, detail: str) -> None:
@@ -86,9 +88,10 @@ class TreeView:
             return
         infos = await engine.node_infos(flow_id)
         if self.redraw:
+            await self.learn_shape(engine, flow_id, snapshot)
             self._redraw(self._frame(snapshot, infos))
             return
-        for name in self.compiled.nodes:
+        for name in infos if snapshot.total > len(self.compiled.nodes) else self.compiled.nodes:
             info = infos.get(name)
             if info is not None and self._states.get(name) != info.state:
                 self.node_event(name, info.state, _detail(info))
@@ -113,8 +116,18 @@ class TreeView:
             rows = shutil.get_terminal_size((100, 40)).lines
             max_lines = max(rows - 3, 5)
         header = f"{self.heading} {self.flow_label}: {snapshot.phase} {format_counts(snapshot)}"
-        return [header, *render_tree(self.compiled, infos, unicode=self.unicode,
-                                     max_lines=max_lines)]
+        shape = self._shape or TreeShape.of_compiled(self.compiled)
+        return [header, *render_tree(shape, infos, unicode=self.unicode, max_lines=max_lines)]
+
+    async def learn_shape(self, engine: Engine, flow_id: FlowId, snapshot: FlowSnapshot
+                          ) -> None:
+        """Read the graph as the store has it once nodes were added while the flow ran
+        (job.add_children), so the tree shows them under their parents (a forEach's items
+        need no read: they are drawn from their names)."""
+        if len(self.compiled.nodes) < snapshot.total <= self.LIVE_NODE_LIMIT * 10:
+            maps = frozenset(n.name for n in self.compiled.nodes.values()
+                             if n.for_each is not None)
+            self._shape = TreeShape.of_nodes(await engine.graph_nodes(flow_id), maps)
 
     def _redraw(self, lines: list[str]) -> None:
         width = shutil.get_terminal_size((100, 40)).columns

@@ -1,10 +1,46 @@
 --[[
-  Include: complete one active node whose token the caller checked. Needs flow/_keys, _clock
-  and flow/_lib. The node becomes completed with `value`; every parent waiting on it has one
+  Include: complete one active node whose token the caller checked. Needs flow/_keys, _clock,
+  flow/_lib and flow/_attempt-failure. The node becomes completed with `value`; every parent waiting on it has one
   dependency less (a parent whose last dependency settled goes into `out`); the flow
   succeeds when no root is left and every other node has settled too.
 ]]
+--[[
+  A node whose attempt added children to itself (flow/add-children.lua) does not complete:
+  it waits for them and then runs again, its value being what that later run returns (the
+  adding run's return value is dropped, as BullMQ's moveToWaitingChildren drops it). An added
+  child that already failed under failParent fails it. Returns the outcome, or nil when the
+  node added no children to itself in this run.
+]]
+local function wait_for_added(node, now, out)
+  local raw = redis.call('HGET', K_REQUEUES, 'a|' .. node)
+  if not raw then return nil end
+  local added = cjson.decode(raw)
+  if added.p ~= '' then return nil end
+  redis.call('HDEL', K_REQUEUES, 'a|' .. node)  -- its next run may add children again
+  redis.call('HDEL', K_TOKEN, node)
+  redis.call('HDEL', K_RESULT, node)
+  redis.call('HINCRBY', K_ATTEMPT, node, -1)  -- running again after its children is no retry
+  local pending = 0
+  for _, c in ipairs(list_of(K_CHILDREN, node)) do
+    local st = redis.call('HGET', K_STATE, c)
+    if st == 'failed' and spec_of(c)[S_ONFAIL] == 'P' then
+      redis.call('HINCRBY', K_ATTEMPT, node, 1)
+      local err = 'child "' .. c .. '" failed: ' .. (redis.call('HGET', K_ERROR, c) or '')
+      if settle_failure(node, err, now, out) then finish_flow('Failed', now) end
+      return 'failed'
+    end
+    if not SETTLED[st] then pending = pending + 1 end
+  end
+  set_state(node, 'active', 'waiting-children')
+  redis.call('HSET', K_PENDING, node, pending)
+  emit('waiting', node, 'children', pending)
+  if pending == 0 then unlock(node, now, out) end
+  return 'waiting'
+end
+
 local function complete_checked(node, value, phase, now, out)
+  local waiting = wait_for_added(node, now, out)
+  if waiting then return waiting end
   redis.call('HSET', K_RESULT, node, value)
   redis.call('HDEL', K_TOKEN, node)
   set_state(node, 'active', 'completed')
@@ -13,6 +49,7 @@ local function complete_checked(node, value, phase, now, out)
   for _, p in ipairs(parents) do child_settled(p, now, out) end
   if #parents == 0 then redis.call('HINCRBY', K_META, 'roots_left', -1) end
   if phase == 'Running' then maybe_succeed(now) end
+  return 'completed'
 end
 
 --[[

@@ -6,8 +6,15 @@
     [6] backoff max delay ms (-1 none)  [7] jitter 0..1  [8] start delay ms
     [9] timeout ms (-1 none)  [10] onFailure "P"(failParent)|"I"(ignore)|"R"(remove)|"C"(continueParent)
     [11] lifo 1|0 (absent in flows written before it existed: FIFO)
-    [12] a map node's item source (forEach; absent on every other node, items included):
-         {"f": from node, "p": [path keys]} | {"i": [items]} | {"n": count}
+    [12] a map node's item source (forEach; null or absent on every other node, items
+         included): {"f": from node, "p": [path keys]} | {"i": [items]} | {"n": count}
+    [13] the node's `when` condition (a CEL expression; absent without one)
+
+  A node with a condition is "deciding" once its children are done: the engine evaluates the
+  condition (kflow.graph.conditions) and calls flow/decide.lua, which runs it (ready, or a
+  map node's expansion), skips it ("skipped": settled, its parents go on as for an ignored
+  child) or fails it (the condition could not be evaluated). A condition found true is
+  remembered (K_REQUEUES "w|<node>"), so the node is not judged again when it runs again.
 
   A map node never runs itself. Once its children are done it is "expanding": the engine
   adds its items in chunks (flow/expand.lua; K_PROGRESS holds {"items": n, "added": k}),
@@ -17,14 +24,30 @@
 ]]
 local S_QUEUE, S_PRIORITY, S_ATTEMPTS, S_BACKOFF, S_DELAY = 1, 2, 3, 4, 5
 local S_MAXDELAY, S_JITTER, S_START_DELAY, S_TIMEOUT, S_ONFAIL, S_LIFO = 6, 7, 8, 9, 10, 11
-local S_FOREACH = 12
+local S_FOREACH, S_WHEN = 12, 13
 -- Map nodes a step made ready to expand: flow/_reply hands them to the engine, which adds
 -- their items (flow/expand.lua).
 local EXPAND = {}
+-- Nodes with a condition a step made ready to judge: flow/_reply hands them to the engine.
+local DECIDE = {}
+
+-- A map node's item source, or nil (cjson reads JSON null as a truthy value, not nil).
+local function map_source(spec)
+  local v = spec[S_FOREACH]
+  if type(v) == 'table' then return v end
+  return nil
+end
+
+-- The node's condition when it still has to be judged in this run, else nil.
+local function condition_to_judge(node, spec)
+  if type(spec[S_WHEN]) ~= 'string' then return nil end
+  if redis.call('HEXISTS', K_REQUEUES, 'w|' .. node) == 1 then return nil end
+  return spec[S_WHEN]
+end
 local EVENTS_MAXLEN = 1000
 local FAILURES_CAP = 10
 -- States in which nothing more happens to a node in this run of its flow.
-local SETTLED_STATES = {'completed', 'failed', 'ignored', 'removed', 'cancelled'}
+local SETTLED_STATES = {'completed', 'failed', 'ignored', 'removed', 'cancelled', 'skipped'}
 
 -- A node's order key on its queue (kflow.store.codec.queue_rank): priority, LIFO before FIFO.
 local function rank_of(spec)
@@ -170,13 +193,24 @@ local function complete_map(node, now, out)
   if redis.call('HGET', K_META, 'phase') == 'Running' then maybe_succeed(now) end
 end
 
--- A waiting parent whose dependencies are met: honour its start delay. A map node whose
--- items were all added and settled completes; one whose children (its from node) are done
--- begins adding its items.
+-- A node whose condition is to be judged: the engine evaluates it (flow/decide.lua).
+local function begin_decide(node, old, now)
+  set_state(node, old, 'deciding')
+  redis.call('ZADD', K_READY, now, node)
+  DECIDE[#DECIDE + 1] = node
+end
+
+-- A waiting parent whose dependencies are met: its condition is judged first; then a map
+-- node whose items were all added and settled completes, one whose children (its from
+-- node) are done begins adding its items; any other node is scheduled (start delay honoured).
 local function unlock(node, now, out)
   local spec = spec_of(node)
   redis.call('HDEL', K_PENDING, node)
-  if spec[S_FOREACH] then
+  if condition_to_judge(node, spec) then
+    begin_decide(node, 'waiting-children', now)
+    return
+  end
+  if map_source(spec) then
     local record = map_record(node)
     if record and record.added >= record.items then
       complete_map(node, now, out)

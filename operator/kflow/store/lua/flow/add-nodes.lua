@@ -9,7 +9,8 @@
   ARGV[2..] six per node: name, spec JSON (see flow/_lib), parents JSON list or "",
             children JSON list or "", start, data JSON or "" (none)
             start: n > 0 waits for n children; 0 a leaf ready at once; -d a leaf delayed d ms;
-                   "x" a map node with no children: expanding at once (see flow/_lib)
+                   "x" a map node with no children: expanding at once (see flow/_lib);
+                   "w" a node with no children and a condition: deciding at once
 
   Leaves are written ready (or delayed by their start delay) and put on the flow's ready
   set; the flow stays Pending, so nothing is dispatched before activate.
@@ -42,15 +43,16 @@ end
 for i = 2, #ARGV, 6 do
   local name, spec, ps, cs = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local start, data = tonumber(ARGV[i + 4]), ARGV[i + 5]
-  if ARGV[i + 4] == 'x' then start = nil end
+  local code = ARGV[i + 4]
   push2(specs, name, spec)
   if ps ~= '' then push2(parents, name, ps) end
   if data ~= '' then push2(datas, name, data) end
   local state
   if cs ~= '' then push2(children, name, cs) end
-  if start == nil then
-    -- A map node without children: the engine adds its items once the flow runs.
-    state = 'expanding'
+  if code == 'x' or code == 'w' then
+    -- A map node or a condition without children: the engine adds the items, or judges the
+    -- condition, once the flow runs (it finds them on the ready set).
+    state = code == 'x' and 'expanding' or 'deciding'
     push2(ready_z, now, name)
   elseif start > 0 then
     push2(pendings, name, start)

@@ -19,12 +19,12 @@
 -- @include flow/_lib
 -- @include flow/_fence
 -- @include flow/_reply
+-- @include flow/_attempt-failure
 -- @include flow/_complete
 -- @include flow/_attempt-batch
 
 return settle_attempts(1, 3, function(i, node, now, out)
   local value = ARGV[i + 2]
   if value == '' then value = redis.call('HGET', K_RESULT, node) or 'null' end
-  complete_checked(node, value, redis.call('HGET', K_META, 'phase'), now, out)
-  return 'completed'
+  return complete_checked(node, value, redis.call('HGET', K_META, 'phase'), now, out)
 end)

@@ -36,7 +36,8 @@ if first ~= record.added then return step_reply({{'behind', record.added}}, {}) 
 
 local now = now_ms()
 local spec = spec_of(node)
-spec[S_FOREACH] = nil
+spec[S_FOREACH] = nil  -- an item is a plain node: no source, and the map's condition
+spec[S_WHEN] = nil     -- was judged before it expanded
 local item_spec = cjson.encode(spec)
 local parents = cjson.encode({node})
 local delay = spec[S_START_DELAY]

@@ -26,8 +26,8 @@
 -- @include flow/_lib
 -- @include flow/_fence
 -- @include flow/_reply
--- @include flow/_complete
 -- @include flow/_attempt-failure
+-- @include flow/_complete
 -- @include flow/_attempt-batch
 
 return settle_attempts(1, 6, function(_, node, now, out)

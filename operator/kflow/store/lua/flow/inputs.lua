@@ -8,6 +8,7 @@
   ARGV: nodes
   Returns (JSON): [ {[child, value JSON, ...], [child, error, ...] ignored,
                      [child, error, ...] failed, [child, items, ...] maps} per node ]
+    A skipped child (its condition was false) is among the ignored, with why as its error.
     A completed map child (forEach) is in maps, with its number of items, not in values:
     the engine reads its items' values in pages (a map can have 100,000 items).
     (flat name/value lists: cjson cannot tell an empty object from an empty list)
@@ -23,14 +24,14 @@ for i = 1, #ARGV do
     local st = redis.call('HGET', K_STATE, c)
     if st == 'completed' then
       local record = map_record(c)
-      if record and spec_of(c)[S_FOREACH] then
+      if record and map_source(spec_of(c)) then
         maps[#maps + 1] = c
         maps[#maps + 1] = record.items
       else
         values[#values + 1] = c
         values[#values + 1] = redis.call('HGET', K_RESULT, c) or 'null'
       end
-    elseif st == 'ignored' or st == 'failed' then
+    elseif st == 'ignored' or st == 'failed' or st == 'skipped' then
       local into = ignored
       if st == 'failed' then into = failed end
       into[#into + 1] = c

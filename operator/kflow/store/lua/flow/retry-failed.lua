@@ -62,7 +62,10 @@ for _, node in ipairs(own) do
   redis.call('HDEL', K_ERROR, node)
   redis.call('HDEL', K_FAILED, node)
   redis.call('HDEL', K_REQUEUES, 'i|' .. node, 's|' .. node)
-  if spec_of(node)[S_FOREACH] then
+  local spec = spec_of(node)
+  if condition_to_judge(node, spec) then
+    begin_decide(node, states[node], now)  -- its condition failed to evaluate: judge again
+  elseif map_source(spec) then
     retry_map(node, states[node])
   else
     schedule(node, states[node], 0, now, out)
@@ -79,7 +82,7 @@ for _, node in ipairs(propagated) do
   for _, c in ipairs(list_of(K_CHILDREN, node)) do
     if not settled[redis.call('HGET', K_STATE, c)] then pending = pending + 1 end
   end
-  if pending == 0 and spec_of(node)[S_FOREACH] and map_record(node) then
+  if pending == 0 and map_source(spec_of(node)) and map_record(node) then
     retry_map(node, states[node])
   else
     set_state(node, states[node], 'waiting-children')

@@ -21,8 +21,8 @@
 -- @include flow/_lib
 -- @include flow/_fence
 -- @include flow/_reply
--- @include flow/_complete
 -- @include flow/_attempt-failure
+-- @include flow/_complete
 
 local node, token = ARGV[1], ARGV[2]
 if not redis.call('HGET', K_META, 'phase') then
