@@ -33,8 +33,9 @@ def test_empty_lua_tables_come_as_objects_and_decode_as_empty_lists() -> None:
 
 
 def test_a_suspended_flow_and_a_retry_time_decode() -> None:
-    step = decode_step(json.dumps(["Suspended", "ns", "f", [[True, "q", "retry", 1234]], {}, {}, {}]),
-                       settled_row)
+    step = decode_step(
+        json.dumps(["Suspended", "ns", "f", [[True, "q", "retry", 1234]], {}, {}, {}]),
+        settled_row)
     assert step.phase is FlowPhase.SUSPENDED
     assert step.rows[0].outcome is AttemptOutcome.RETRY and step.rows[0].at_ms == 1234
 
