@@ -7,7 +7,8 @@ import type { Graph, GraphNode, NodeState } from "./types";
 const SVG = "http://www.w3.org/2000/svg";
 const MIN_FIT = 0.45; // below this scale the labels cannot be read
 const BAR_ORDER: NodeState[] = ["completed", "active", "ready", "delayed", "expanding",
-                                "waiting-children", "failed", "ignored", "removed", "cancelled"];
+                                "deciding", "waiting-children", "failed", "ignored", "removed",
+                                "cancelled", "skipped"];
 
 function el<K extends keyof SVGElementTagNameMap>(tag: K, attrs: Record<string, string | number>,
                                                   parent?: Element): SVGElementTagNameMap[K] {
@@ -23,8 +24,9 @@ function shorten(text: string, max: number): string {
 
 /** The state a group shows: failures first, then what is still moving, then done. */
 export function groupState(counts: Record<string, number>): NodeState {
-  const order: NodeState[] = ["failed", "active", "ready", "delayed", "expanding",
-                              "waiting-children", "cancelled", "removed", "ignored", "completed"];
+  const order: NodeState[] = ["failed", "active", "ready", "delayed", "expanding", "deciding",
+                              "waiting-children", "cancelled", "removed", "ignored", "skipped",
+                              "completed"];
   return order.find((s) => (counts[s] ?? 0) > 0) ?? "waiting-children";
 }
 

@@ -1,8 +1,8 @@
 // The shapes of docs/API.md, as the web view reads them.
 
 export const NODE_STATES = [
-  "waiting-children", "expanding", "delayed", "ready", "active", "completed", "failed",
-  "ignored", "removed", "cancelled",
+  "waiting-children", "expanding", "deciding", "delayed", "ready", "active", "completed",
+  "failed", "ignored", "removed", "cancelled", "skipped",
 ] as const;
 export type NodeState = (typeof NODE_STATES)[number];
 
