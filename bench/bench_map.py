@@ -391,7 +391,11 @@ def report(runs: list[Run], items: int, repeat: int, code: str) -> None:
         + "\n\nThe API server refuses an object whose annotations pass 256 KiB (client-side "
         "`kubectl apply` keeps the whole object in one), and etcd a request over 1.5 MiB; "
         "kubectl was not run here.\n\n"
-        + ("Above 20 ms (worst PING or slowest command): " + "; ".join(over) + "." if over
+        + ("Above 20 ms (worst PING or slowest command): " + "; ".join(over) + ". On 2 "
+           "shared cores the OS can deschedule Redis in the middle of a call, and the slowlog "
+           "counts that time too: a spike at one chunk of one repeat, on the static flow as "
+           "well, is the machine; a chunk script slow every time would show in the medians."
+           if over
            else "No worst PING and no Redis command above 20 ms in any repeat.")
         + "\n\nEvery repeat (JSON):\n\n```\n"
         + "\n".join(json.dumps({"steps": {k: vars(v) for k, v in r.steps.items()},
