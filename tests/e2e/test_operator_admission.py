@@ -125,6 +125,20 @@ def test_an_unknown_child_is_refused_with_did_you_mean(apply: Apply) -> None:
            '(did you mean "transform"?)' in stderr
 
 
+def test_a_for_each_from_naming_no_node_and_a_when_that_does_not_compile_are_refused(
+        apply: Apply) -> None:
+    stderr = apply.refused(flow("runtime-graph", [
+        {"name": "merge", "queue": "q", "children": ["process"],
+         "when": 'outcomes["process"] = "completed"'},
+        {"name": "process", "queue": "q", "forEach": {"from": "list-file", "path": "files"}},
+        {"name": "list-files", "queue": "q"}]))
+
+    assert 'node "process" runs forEach over the value of node "list-file", which no node ' \
+           'defines (did you mean "list-files"?) (field spec.nodes[1].forEach.from)' in stderr
+    assert 'node "merge": when: "outcomes["process"] = "completed"" does not compile:' in stderr
+    assert "spec.nodes[0].when" in stderr
+
+
 def test_a_cycle_is_refused_naming_its_path(apply: Apply) -> None:
     stderr = apply.refused(flow("cycle", [
         {"name": "a", "queue": "q", "children": [

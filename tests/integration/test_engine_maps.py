@@ -178,3 +178,15 @@ async def test_an_ignored_item_leaves_a_null_in_its_place(engine: Engine) -> Non
     run = await run_flow(engine, ref.id, {"work"}, {"merge": lambda a, v: v}, default=item)
     assert (await engine.snapshot(ref.id)).phase == "Succeeded"
     assert run.seen_children["merge"]["process"] == [10, None, 30]
+
+
+async def test_the_graph_shows_a_maps_items_as_its_children_in_item_order(
+        engine: Engine) -> None:
+    ref = new_ref()
+    assert await engine.submit(ref, lister_flow())
+    await run_flow(engine, ref.id, {"work"}, handlers([f"f{i}" for i in range(12)]),
+                   default=double)
+    graph = {n.name: n for n in await engine.graph_nodes(ref.id)}
+    assert graph["process"].children == (*(f"process[{i}]" for i in range(12)), "list")
+    assert list(graph["merge"].children) == ["process"]
+    assert not graph["process[3]"].children

@@ -83,11 +83,7 @@ class TreeShape:
                  ) -> TreeShape:
         """From the nodes as the store has them (Engine.graph_nodes): nodes added while the
         flow ran (job.add_children) are there too."""
-        every = list(nodes)
-        names = {n.name for n in every}
-        # A forEach's items are drawn from their names (with_items), under their map node.
-        listed = [n for n in every
-                  if not (n.name.endswith("]") and n.name[:n.name.rfind("[")] in names)]
+        listed = list(nodes)  # a forEach's items are among their map node's children
         has_parent = {child for node in listed for child in node.children}
         return cls(roots=[n.name for n in listed if n.name not in has_parent],
                    queues={n.name: n.queue for n in listed},

@@ -118,6 +118,22 @@ def _after_settling(flow_id: FlowId, step: FlowStep[Settled], attempts: Sequence
                  step.expand, step.decide)
 
 
+def _with_items(nodes: dict[str, GraphNode]) -> list[GraphNode]:
+    """The graph with each map node's items (`<map>[<i>]`, whose one parent it is) among
+    its children, in item order and before its other children: the store lists a node's
+    children, and a map node's items are not in its list."""
+    items: dict[str, list[tuple[int, str]]] = defaultdict(list)
+    for name in nodes:
+        if name.endswith("]"):
+            head, _, index = name[:-1].rpartition("[")
+            if head in nodes and index.isdigit():
+                items[head].append((int(index), name))
+    for head, found in items.items():
+        node = nodes[head]
+        nodes[head] = replace(node, children=(*(n for _, n in sorted(found)), *node.children))
+    return list(nodes.values())
+
+
 def _compile_children(flow_id: FlowId, node: str,
                       children: Sequence[Mapping[str, Any]]) -> CompiledFlow:
     """Children a running node adds, checked as a Flow's nodes are (ChildrenError)."""
@@ -963,7 +979,7 @@ class Engine:
             for node, state, queue, children in page:
                 out[node] = GraphNode(node, queue, state, children)
             if cursor == "0":
-                return list(out.values())
+                return _with_items(out)
 
     async def events_tail(self, flow_id: FlowId) -> str:
         """The stream id of the flow's latest event: follow_events from here sees only what
