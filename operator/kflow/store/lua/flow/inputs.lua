@@ -23,13 +23,15 @@ for i = 1, #ARGV do
   for _, c in ipairs(list_of(K_CHILDREN, ARGV[i])) do
     local st = redis.call('HGET', K_STATE, c)
     if st == 'completed' then
-      local record = map_record(c)
+      -- Every completed node has a result but a map node (its value is its items').
+      local value = redis.call('HGET', K_RESULT, c)
+      local record = not value and map_record(c)
       if record and map_source(spec_of(c)) then
         maps[#maps + 1] = c
         maps[#maps + 1] = record.items
       else
         values[#values + 1] = c
-        values[#values + 1] = redis.call('HGET', K_RESULT, c) or 'null'
+        values[#values + 1] = value or 'null'
       end
     elseif st == 'ignored' or st == 'failed' or st == 'skipped' then
       local into = ignored
