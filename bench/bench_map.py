@@ -352,6 +352,8 @@ def report(runs: list[Run], items: int, repeat: int, code: str) -> None:
         return (f", slowest chunk call: number {s.chunk_max_at + 1} of {s.chunks} "
                 f"({s.chunk_max_ms:.1f} ms)" if s.chunks else "")
 
+    spiky = any(max(r.steps[step].ping_ms, r.steps[step].slowest_ms) > STALL_BAR_MS
+                and r.steps[step].chunks for _, step in steps for r in runs)
     over = [f"{label}, repeat {i + 1}: worst PING {r.steps[step].ping_ms:.1f} ms, slowest "
             f"command {slowest(r.steps[step].slowest_ms, r.steps[step].slowest_what)}"
             f"{where(r.steps[step])}"
@@ -391,10 +393,11 @@ def report(runs: list[Run], items: int, repeat: int, code: str) -> None:
         + "\n\nThe API server refuses an object whose annotations pass 256 KiB (client-side "
         "`kubectl apply` keeps the whole object in one), and etcd a request over 1.5 MiB; "
         "kubectl was not run here.\n\n"
-        + ("Above 20 ms (worst PING or slowest command): " + "; ".join(over) + ". On 2 "
-           "shared cores the OS can deschedule Redis in the middle of a call, and the slowlog "
-           "counts that time too: a spike at one chunk of one repeat, on the static flow as "
-           "well, is the machine; a chunk script slow every time would show in the medians."
+        + ("Above 20 ms (worst PING or slowest command): " + "; ".join(over) + "."
+           + (" On 2 shared cores the OS can deschedule Redis in the middle of a call, and the "
+              "slowlog counts that time too: a spike at one chunk of one repeat, on the static "
+              "flow as well, is the machine; a chunk script slow every time would show in the "
+              "medians." if spiky else "")
            if over
            else "No worst PING and no Redis command above 20 ms in any repeat.")
         + "\n\nEvery repeat (JSON):\n\n```\n"
