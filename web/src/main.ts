@@ -4,7 +4,9 @@ import "./style.css";
 import { ApiError, api, followFlow, setToken, token } from "./api";
 import { DagView, groupLabel } from "./dag";
 import { ago, duration, h, json } from "./dom";
-import { FLOW_PHASES, type FlowSummary, type GraphNode, type NodeDetail } from "./types";
+import {
+  FLOW_PHASES, type FlowDetail, type FlowSummary, type GraphNode, type NodeDetail,
+} from "./types";
 
 const app = document.getElementById("app")!;
 const who = document.getElementById("who")!;
@@ -53,6 +55,16 @@ function present(...items: (Node | null)[]): Node[] {
 
 function phaseBadge(phase: string | null): HTMLElement {
   return h("span", { class: "phase", "data-phase": phase ?? "Unknown" }, phase ?? "—");
+}
+
+/** The exit handlers' line (spec.onExit): their phase, progress and first failure. */
+function exitHandlers(detail: FlowDetail): HTMLElement[] {
+  const exit = detail.exitHandlers;
+  if (!exit) return [];
+  const failure = exit.failures?.[0];
+  return [h("div", { class: "exit", "data-section": "exit", "data-phase": exit.phase ?? "" },
+            `on exit: ${exit.phase ?? "Pending"} ${exit.progress ?? ""}`,
+            failure ? ` · ${failure.node}: ${failure.error.split("\n")[0]}` : "")];
 }
 
 function progress(s: FlowSummary): HTMLElement {
@@ -203,7 +215,8 @@ function flowPage(ns: string, name: string): void {
         h("div", { class: "failure" }, h("a", { href: "#", onclick: (e: Event) => {
           e.preventDefault();
           void showNodeByName(f.node);
-        } }, f.node), ` [attempt ${f.attempt}] `, f.error.split("\n")[0])));
+        } }, f.node), ` [attempt ${f.attempt}] `, f.error.split("\n")[0])),
+        ...exitHandlers(detail));
     } catch (error) {
       showError(summaryEl, error);
     }

@@ -31,6 +31,9 @@ export interface FlowDetail extends FlowSummary {
   conditions?: { type: string; status: string; reason?: string; message?: string }[];
   queues?: string[];
   roots?: string[];
+  /** The flow's exit handlers (spec.onExit), once they started. */
+  exitHandlers?: { phase?: string; progress?: string;
+                   failures?: { node: string; error: string; attempt: number }[] } | null;
 }
 
 export interface Page<T> {

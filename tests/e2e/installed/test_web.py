@@ -105,7 +105,9 @@ def gated_flow() -> list[dict[str, Any]]:
             "spec": {"defaults": {"attempts": 1}, "nodes": [
                 {"name": "report", "queue": "web-gate", "data": {"failUntilAttempt": 0},
                  "children": [{"name": "gated", "queue": "web-gate",
-                               "data": {"failUntilAttempt": 0}}]}]}}
+                               "data": {"failUntilAttempt": 0}}]}],
+                # Runs once the flow has failed, and fails too while the gate is closed.
+                "onExit": [{"name": "clean-up", "queue": "web-gate"}]}}
     return [queue, flow]
 
 
@@ -126,6 +128,17 @@ def test_retry_from_the_page_reruns_the_failed_node(installed: Installed, page: 
         return check
 
     until("the failed attempt's log in the panel", panel_shows("the gate is closed"), timeout=180)
+
+    def exit_shown() -> bool:  # the summary is read again on the flow's events and on reload
+        page.reload()
+        page.wait_for_selector("#summary [data-phase]")
+        shown = page.locator(".failures [data-section=exit]")
+        return shown.count() > 0 and "on exit: Failed 1/1" in shown.inner_text() \
+            and "clean-up" in shown.inner_text()
+
+    until("the exit handlers' outcome in the summary", exit_shown, timeout=240)
+    gated = page.locator('[data-node="gated"]')
+    until("the failed node's panel again", panel_shows("the gate is closed"), timeout=60)
     screenshot(page, "retry-failed")
     installed.open_gate("web-gate")
 
