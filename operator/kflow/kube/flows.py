@@ -35,10 +35,44 @@ log = logging.getLogger("kflow.kube")
 
 # The change policies under which a changed spec starts a new run (Reject refuses the change).
 SWITCHING = ("Queue", "Restart")
-# A map node (forEach) still adding its items this long after the operator first saw it
-# adding them: whoever added them stopped (a worker pod that completed the map's from node
-# and died), so the operator carries on (Engine.reconcile_flow; every chunk is fenced).
+# Engine work a flow step left (a forEach adding its items, a condition to judge) that has
+# not moved for this long: whoever was doing it stopped (a worker pod that completed the
+# map's from node and died), so the operator carries on (Engine.reconcile_flow: every chunk
+# is fenced, every judgement made once).
 EXPANSION_STALL_SECONDS = 10.0
+
+
+class StalledWork:
+    """Tells, from a flow's snapshots, when its expansions or judgements stopped moving: the
+    work is pending (a node expanding or deciding) and neither the node count nor those
+    counts changed for `stall_seconds`. Pure: the caller passes the clock."""
+
+    def __init__(self, stall_seconds: float = EXPANSION_STALL_SECONDS) -> None:
+        self.stall_seconds = stall_seconds
+        self._seen: dict[FlowId, tuple[tuple[int, int, int], float]] = {}
+
+    def stalled(self, flow_id: FlowId, snapshot: FlowSnapshot, now: float) -> bool:
+        pending = (snapshot.counts.get(NodeState.EXPANDING, 0),
+                   snapshot.counts.get(NodeState.DECIDING, 0))
+        if not any(pending) or snapshot.phase in TERMINAL_PHASES:
+            self._seen.pop(flow_id, None)
+            return False
+        signature = (snapshot.total, *pending)
+        seen = self._seen.get(flow_id)
+        if seen is None or seen[0] != signature:
+            self._seen[flow_id] = (signature, now)
+            return False
+        if now - seen[1] < self.stall_seconds:
+            return False
+        self._seen[flow_id] = (signature, now)  # once per stall period
+        return True
+
+    def pending(self, flow_id: FlowId) -> bool:
+        """Whether the flow has such work (as of its last snapshot)."""
+        return flow_id in self._seen
+
+    def forget(self, flow_id: FlowId) -> None:
+        self._seen.pop(flow_id, None)
 
 
 def _flow_document(body: Mapping[str, Any],
@@ -86,27 +120,22 @@ class FlowLifecycle:
         # Flow uid -> the Flow as last seen with a change waiting (changePolicy: Queue).
         self._queued_body: dict[str, Mapping[str, Any]] = {}
         # Flow id -> when the operator first saw one of its map nodes adding items.
-        self._expanding_since: dict[FlowId, float] = {}
+        self._stalled = StalledWork()
         self.status = StatusPatcher(
             patch=api.patch_flow_status, snapshot=self._snapshot,
             on_phase_change=self._phase_changed, interval=settings.interval_seconds,
             max_failures=settings.max_failures, outage=dispatchers.outage)
 
     async def _snapshot(self, flow_id: FlowId) -> FlowSnapshot:
-        """The flow's snapshot for its status; an expansion that stalled is taken over."""
+        """The flow's snapshot for its status; engine work that stalled is taken over."""
         snapshot = await self.engine.snapshot(flow_id)
         await self._read_exit_handlers(flow_id)
-        if not snapshot.counts.get(NodeState.EXPANDING) or snapshot.phase in TERMINAL_PHASES:
-            self._expanding_since.pop(flow_id, None)
-            return snapshot
-        now = time.monotonic()
-        since = self._expanding_since.setdefault(flow_id, now)
-        if now - since >= EXPANSION_STALL_SECONDS:
-            self._expanding_since[flow_id] = now
+        if self._stalled.stalled(flow_id, snapshot, time.monotonic()):
             task = asyncio.get_running_loop().create_task(self._take_over(flow_id))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        self.status.mark(flow_id.uid)  # looked at again next interval, marked or not
+        if self._stalled.pending(flow_id):
+            self.status.mark(flow_id.uid)  # looked at again next interval, marked or not
         return snapshot
 
     async def _read_exit_handlers(self, flow_id: FlowId) -> None:
@@ -133,11 +162,13 @@ class FlowLifecycle:
                 warning=True))
 
     async def _take_over(self, flow_id: FlowId) -> None:
-        log.info("Flow %s: a forEach stopped adding its items; the operator goes on", flow_id)
+        log.info("Flow %s: a forEach's items or a condition were left half done; the "
+                 "operator goes on", flow_id)
         try:
             await self.engine.reconcile_flow(flow_id)
         except Exception:  # tried again after the next stall period
-            log.exception("Flow %s: adding the forEach items failed", flow_id)
+            log.exception("Flow %s: going on with its forEach items or conditions failed",
+                          flow_id)
         self.dispatchers.kick_namespace(flow_id.namespace)
 
     def _lock(self, uid: str) -> asyncio.Lock:
@@ -537,6 +568,7 @@ class FlowLifecycle:
         self.status.forget(uid)
         self.routes.forget(uid)
         self.routes.forget(uid + EXIT_SUFFIX)
+        self._stalled.forget(FlowId.of(meta["namespace"], uid))
         self._locks.pop(uid, None)
         self._awaiting_template.pop(uid, None)
         self._queued_body.pop(uid, None)
