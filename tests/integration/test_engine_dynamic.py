@@ -179,3 +179,26 @@ async def test_bad_children_are_refused_naming_the_problem(engine: Engine) -> No
         assert expected in str(caught.value), str(caught.value)
         assert 'node "busy"' in str(caught.value)
     assert (await engine.snapshot(ref.id)).total == 3  # nothing was written
+
+
+async def test_added_children_inherit_the_flows_defaults(engine: Engine) -> None:
+    ref = new_ref()
+    flow = compile_flow(Flow.model_validate({
+        "metadata": {"name": "dyn", "namespace": "team-a"},
+        "spec": {"defaults": {"attempts": 2}, "nodes": [{"name": "split", "queue": "work"}]}}))
+    assert flow.defaults == {"attempts": 2}
+    assert await engine.submit(ref, flow)
+    split = (await take_map(engine))["split"]
+    await engine.add_children(ref.id, "split", split.token, parts("p", 1))
+    await engine.complete(ref.id, "split", split.token, None)
+    tries: list[int] = []
+
+    def flaky(attempt: Any, values: Any) -> Any:
+        tries.append(attempt.attempt)
+        if attempt.attempt == 1:
+            raise RuntimeError("first try fails")
+        return "ok"
+
+    await run_flow(engine, ref.id, {"work"}, {"split": lambda a, v: v}, default=flaky)
+    assert (await engine.snapshot(ref.id)).phase == "Succeeded"
+    assert tries == [1, 2]  # spec.defaults.attempts reached the added child

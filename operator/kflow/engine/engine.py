@@ -134,14 +134,18 @@ def _with_items(nodes: dict[str, GraphNode]) -> list[GraphNode]:
     return list(nodes.values())
 
 
-def _compile_children(flow_id: FlowId, node: str,
-                      children: Sequence[Mapping[str, Any]]) -> CompiledFlow:
-    """Children a running node adds, checked as a Flow's nodes are (ChildrenError)."""
+def _compile_children(flow_id: FlowId, node: str, children: Sequence[Mapping[str, Any]],
+                      defaults: dict[str, Any] | None) -> CompiledFlow:
+    """Children a running node adds, checked as a Flow's nodes are and given its defaults
+    (ChildrenError)."""
+    spec: dict[str, Any] = {"nodes": [dict(c) for c in children]}
+    if defaults:
+        spec["defaults"] = defaults
     try:
         compiled = check_manifest({
             "apiVersion": API_VERSION, "kind": "Flow",
             "metadata": {"name": "added", "namespace": flow_id.namespace},
-            "spec": {"nodes": [dict(c) for c in children]}}).compiled
+            "spec": spec}).compiled
     except SpecError as exc:
         text = "; ".join(line.split(": ", 1)[-1].replace("spec.nodes", "children")
                          for line in error_lines(exc))
@@ -248,7 +252,9 @@ class Engine:
             raise ChildrenError(
                 f'node "{node}": add_children takes at most {MAX_ADDED_CHILDREN:,} nodes in '
                 f"one call ({len(children):,} given); run a large fan-out as a forEach node")
-        compiled = _compile_children(flow_id, node, children)
+        meta = await self.store.meta(flow_id)
+        compiled = _compile_children(flow_id, node, children,
+                                     None if meta is None else meta.defaults)
         target = parent or node
         nodes = [replace(n, parents=(target,)) if not n.parents else n
                  for n in compiled.nodes.values()]
@@ -362,7 +368,7 @@ class Engine:
         created = await self.store.create_flow(
             flow.id, flow.name, total=len(compiled.nodes),
             roots=len(compiled.roots), ttl_seconds=ttl_seconds_after_finished,
-            chunks=len(chunks), queues=sorted(compiled.queues))
+            chunks=len(chunks), queues=sorted(compiled.queues), defaults=compiled.defaults)
         if created is AddStatus.EXISTS:
             return False
         if compiled.on_exit is not None:  # kept before activation: a running flow has it

@@ -111,6 +111,9 @@ def compile_flow(flow: Flow) -> CompiledFlow:
     """
     with _collector_paused():
         compiled = _compile(flow)
+    if flow.spec.defaults is not None:
+        compiled = replace(compiled, defaults=flow.spec.defaults.model_dump(
+            mode="json", by_alias=True, exclude_none=True))
     if not flow.spec.on_exit:
         return compiled
     return replace(compiled, on_exit=_compile_exit(flow, compiled))

@@ -67,6 +67,9 @@ class CompiledFlow:
     leaves: tuple[str, ...]  # nodes with no children: ready as soon as the flow starts
     # The exit handlers (spec.onExit): their own graph, run once the flow has ended.
     on_exit: CompiledFlow | None = None
+    # spec.defaults as written (JSON), kept with the flow for nodes added while it runs
+    # (job.add_children): their options inherit them as the static nodes' do.
+    defaults: dict[str, Any] | None = None
 
     @property
     def queues(self) -> frozenset[str]:

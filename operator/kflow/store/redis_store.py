@@ -132,10 +132,12 @@ class RedisStore:
     # ---- adding a flow -------------------------------------------------------------------
 
     async def create_flow(self, flow: FlowId, name: str, *, total: int, roots: int,
-                          ttl_seconds: int | None, chunks: int, queues: list[str]) -> AddStatus:
+                          ttl_seconds: int | None, chunks: int, queues: list[str],
+                          defaults: dict[str, Any] | None = None) -> AddStatus:
         return AddStatus(await self._flow_script(
             "create", flow, flow.namespace, name, total, roots,
-            -1 if ttl_seconds is None else ttl_seconds, chunks, json.dumps(sorted(queues))))
+            -1 if ttl_seconds is None else ttl_seconds, chunks, json.dumps(sorted(queues)),
+            "" if not defaults else dumps(defaults)))
 
     async def add_nodes(self, flow: FlowId, chunk_no: int, chunk: NodeChunk) -> bool:
         """Write one chunk (codec.node_chunks) of a Pending flow; False if already written."""

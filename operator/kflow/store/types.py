@@ -153,6 +153,7 @@ class FlowMeta:
     expire_at_ms: int | None
     # the queues its nodes are on (nodes added while it runs can bring new ones)
     queues: tuple[str, ...] = ()
+    defaults: dict[str, Any] | None = None  # its spec.defaults, for nodes added as it runs
 
     @property
     def shown_phase(self) -> FlowPhase:
@@ -171,7 +172,8 @@ class FlowMeta:
                    total=int(raw.get("total", 0)), chunks=int(raw.get("chunks", -1)),
                    written=int(raw.get("written", 0)), started_at_ms=ms("started_at"),
                    finished_at_ms=ms("finished_at"), expire_at_ms=ms("expire_at"),
-                   queues=tuple(json.loads(raw.get("queues") or "[]")))
+                   queues=tuple(json.loads(raw.get("queues") or "[]")),
+                   defaults=json.loads(raw["defaults"]) if raw.get("defaults") else None)
 
 
 @dataclass(frozen=True, slots=True)
