@@ -650,18 +650,37 @@ class Engine:
         out: list[list[Inputs] | BaseException] = []
         for flow, nodes in calls:
             got: list[Inputs] | BaseException = []
-            for _ in range(0, max(len(nodes), 1), PAGE):
+            for start in range(0, max(len(nodes), 1), PAGE):
                 reply = next(replies)
                 if isinstance(reply, BaseException):
                     got = reply
                 elif not isinstance(got, BaseException):
-                    for row in reply:
+                    for node, row in zip(nodes[start:start + PAGE], reply, strict=True):
+                        if row.paged:
+                            got.append(await self._paged_inputs(flow, node))
+                            continue
                         values = dict(row.values)
                         for child, items in row.maps:  # a map child's value: its items'
                             values[child] = await self.store.map_values(flow, child, items)
                         got.append((values, dict(row.ignored), dict(row.failed)))
             out.append(got)
         return out
+
+    async def _paged_inputs(self, flow_id: FlowId, node: str) -> Inputs:
+        """The inputs of a node with too many children for one script call, read a page at
+        a time: no call holds Redis long, however wide the fan-in."""
+        children = await self.store.node_children(flow_id, node)
+        states = await self.store.node_states(flow_id, children)
+        done = [c for c, s in zip(children, states, strict=True) if s is NodeState.COMPLETED]
+        values = dict(await self.store.values_of(flow_id, done))
+        erred = [(c, s) for c, s in zip(children, states, strict=True)
+                 if s in (NodeState.IGNORED, NodeState.SKIPPED, NodeState.FAILED)]
+        errors = await self.store.node_errors(flow_id, [c for c, _ in erred])
+        ignored = {c: e or "" for (c, s), e in zip(erred, errors, strict=True)
+                   if s is not NodeState.FAILED}
+        failed = {c: e or "" for (c, s), e in zip(erred, errors, strict=True)
+                  if s is NodeState.FAILED}
+        return values, ignored, failed
 
     async def release(self, attempts: list[Attempt], reason: str = "handed back") -> int:
         """Hand back attempts this caller will not finish: ready again, no attempt spent.

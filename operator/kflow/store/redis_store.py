@@ -208,9 +208,25 @@ class RedisStore:
             return [(str(items[i]), int(items[i + 1])) for i in range(0, len(items), 2)]
 
         return [r if isinstance(r, BaseException) else [
-                    NodeInputs(values(x[0]), pairs(x[1]), pairs(x[2]), maps(x[3]))
+                    NodeInputs(values(x[0]), pairs(x[1]), pairs(x[2]), maps(x[3]), x[4] is True)
                     for x in _rows(_decode(r))]
                 for r in replies]
+
+    async def values_of(self, flow: FlowId, children: list[str]) -> list[tuple[str, Any]]:
+        """The values of completed nodes, read a page at a time: each one's result, or for a
+        map node (which has none) its items' values."""
+        keys = self.flow(flow)
+        raw = await self._fields(keys.result, children)
+        missing = [c for c, v in zip(children, raw, strict=True) if v is None]
+        records = dict(zip(missing, await self._fields(keys.progress, missing), strict=True))
+        out: list[tuple[str, Any]] = []
+        for child, value in zip(children, raw, strict=True):
+            record = loads(records.get(child)) if value is None else None
+            if isinstance(record, dict) and "items" in record:
+                out.append((child, await self.map_values(flow, child, int(record["items"]))))
+            else:
+                out.append((child, loads(value)))
+        return out
 
     # ---- map nodes (forEach) -------------------------------------------------------------
 

@@ -84,6 +84,7 @@ class NodeInputs(NamedTuple):
     ignored: list[tuple[str, str]]
     failed: list[tuple[str, str]]
     maps: list[tuple[str, int]] = []  # (child, items) of completed map children: read apart
+    paged: bool = False  # too many children to read in one call: read them a page at a time
 
 
 @dataclass(frozen=True, slots=True)

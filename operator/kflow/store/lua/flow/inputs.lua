@@ -12,15 +12,21 @@
     A completed map child (forEach) is in maps, with its number of items, not in values:
     the engine reads its items' values in pages (a map can have 100,000 items).
     (flat name/value lists: cjson cannot tell an empty object from an empty list)
+    A node whose children list is longer than INLINE_BYTES gets {[], [], [], [], true}:
+    reading 100,000 children in one call would hold Redis ~200 ms, so the engine reads them
+    a page at a time instead.
   Events: none.
 ]]
 -- @include flow/_keys
 -- @include flow/_lib
 
+local INLINE_BYTES = 32768  -- about 1,500 children with typical names
+
 local res = {}
 for i = 1, #ARGV do
   local values, ignored, failed, maps = {}, {}, {}, {}
-  for _, c in ipairs(list_of(K_CHILDREN, ARGV[i])) do
+  local paged = redis.call('HSTRLEN', K_CHILDREN, ARGV[i]) > INLINE_BYTES
+  for _, c in ipairs(paged and {} or list_of(K_CHILDREN, ARGV[i])) do
     local st = redis.call('HGET', K_STATE, c)
     if st == 'completed' then
       -- Every completed node has a result but a map node (its value is its items').
@@ -40,6 +46,6 @@ for i = 1, #ARGV do
       into[#into + 1] = redis.call('HGET', K_ERROR, c) or ''
     end
   end
-  res[i] = {values, ignored, failed, maps}
+  res[i] = {values, ignored, failed, maps, paged}
 end
 return cjson.encode(res)
