@@ -15,7 +15,9 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import AuthenticationError, NoPermissionError, ResponseError
 
 from kflow.api import FlowId, QueueId
+from kflow.api.models import Flow
 from kflow.engine import Engine, FlowRef
+from kflow.graph import compile_flow
 from kflow.sdk.job import Job
 from kflow.sdk.worker import Worker, WorkerOptions
 from kflow.store.acl import apply_tenant_user, check_admin, script_commands, tenant_commands
@@ -48,7 +50,7 @@ async def admin(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Engine, s
 async def tenant(url: str, namespace: str, password: str) -> Engine:
     """An Engine as the namespace's user, connected the way pods and workers connect."""
     client = await connect(url, username=f"kflow-ns-{namespace}", password=password)
-    return Engine(client)
+    return Engine(client, start_exits=False)  # as `kflow worker` and `kflow-run` make it
 
 
 async def on_a_node(client: Any, *command: Any) -> Any:
@@ -212,3 +214,57 @@ async def test_a_tenant_is_not_an_acl_administrator(admin: tuple[Engine, str]) -
         assert check.refusal is not None
     finally:
         await a.store.redis.aclose()
+
+
+async def test_a_tenants_worker_runs_maps_conditions_added_children_and_a_wide_fan_in(
+        admin: tuple[Engine, str]) -> None:
+    """Everything a worker pod's engine does for graphs that decide at run time (expanding
+    a forEach, judging a condition, adding children, reading a wide parent's inputs a page
+    at a time, ending a flow that has exit handlers) needs only the rights a tenant has."""
+    operator, url = admin
+    ref = FlowRef(uid="dyn-uid", namespace=A, name="dyn")
+    leaves = [{"name": f"leaf-{i:05d}", "queue": "work", "data": {"v": i}} for i in range(3000)]
+    await operator.submit(ref, compile_flow(Flow.model_validate({
+        "metadata": {"name": "dyn", "namespace": A}, "spec": {
+            "nodes": [
+                {"name": "top", "queue": "work", "children": ["fan", "gate", "wide"]},
+                {"name": "fan", "queue": "work", "forEach": {"from": "src", "path": "xs"}},
+                {"name": "src", "queue": "work", "data": {"v": 0}},
+                {"name": "gate", "queue": "work", "when": 'values["src"].xs.size() > 2',
+                 "children": ["src"]},
+                {"name": "wide", "queue": "work", "children": [n["name"] for n in leaves]},
+                *leaves],
+            "onExit": [{"name": "bye", "queue": "work"}]}})))
+    await apply_tenant_user(operator.store.redis, "kflow", A, ["a-secret"])
+    a = await tenant(url, A, "a-secret")
+
+    def handler(job: Job) -> Any:
+        if job.name == "src":
+            return {"xs": [1, 2, 3]}
+        if job.name == "gate":
+            return job.add_children([{"name": "extra", "queue": "work", "data": {"v": 7}}])
+        if job.name in ("top", "wide") or job.name.startswith("fan["):
+            return len(job.children_values()) if job.name != "top" else sorted(
+                job.children_values())
+        return (job.data or {}).get("v")
+
+    try:
+        worker = Worker(a, f"{A}/work", handler,
+                        WorkerOptions(concurrency=20, lock_ms=2000, poll_max_s=0.02))
+        running = asyncio.create_task(worker.run())
+        for _ in range(1200):
+            if (await operator.snapshot(ref.id)).phase != "Running":
+                break
+            await asyncio.sleep(0.025)
+        worker.stop()
+        await asyncio.wait_for(running, 10)
+        assert not running.exception()
+    finally:
+        await a.store.redis.aclose()
+    snapshot = await operator.snapshot(ref.id)
+    assert snapshot.phase == "Succeeded", snapshot
+    infos = await operator.node_infos(ref.id)
+    assert infos["wide"].result == 3000 and infos["top"].result == ["fan", "gate", "wide"]
+    assert infos["extra"].state == "completed" and infos["gate"].state == "completed"
+    # The worker pod left the exit handlers to the operator, whose engine starts them.
+    assert await operator.start_exit(ref.id)

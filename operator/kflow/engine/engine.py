@@ -157,8 +157,13 @@ def _compile_children(flow_id: FlowId, node: str, children: Sequence[Mapping[str
 class Engine:
     """The flow engine over one Redis (single server or cluster); holds no state of its own."""
 
-    def __init__(self, redis: RedisClient, *, prefix: str = "kflow") -> None:
+    def __init__(self, redis: RedisClient, *, prefix: str = "kflow",
+                 start_exits: bool = True) -> None:
         self.store = RedisStore(redis, prefix=prefix)
+        # Whether a step that ends a flow starts its exit handlers here: the operator and the
+        # local runner do; node pods and worker pods leave it to the operator (which sees
+        # every flow's end) and need no right to read a flow's failures list.
+        self.start_exits = start_exits
         self.chunk_nodes = CHUNK_NODES
         self.infra_retries = INFRA_RETRIES
 
@@ -224,8 +229,10 @@ class Engine:
         for flow_id, node in expand:
             added += await self.expand(flow_id, node)
         # A step that leaves a flow ended starts its exit handlers (once: see start_exit).
-        for flow_id in dict.fromkeys(o.flow_id for o in owed if o.phase in TERMINAL_PHASES):
-            await self.start_exit(flow_id)
+        if self.start_exits:
+            for flow_id in dict.fromkeys(o.flow_id for o in owed
+                                         if o.phase in TERMINAL_PHASES):
+                await self.start_exit(flow_id)
         for flow_id, node in decide:
             added += await self.decide(flow_id, node)
         return added
@@ -418,7 +425,8 @@ class Engine:
         meta = await self.store.meta(flow_id)
         if meta is not None and meta.phase in TERMINAL_PHASES:
             # Ended: a crash between the end and its exit handlers' start is repaired here.
-            await self.start_exit(flow_id)
+            if self.start_exits:
+                await self.start_exit(flow_id)
             return 0
         if meta is None or meta.shown_phase is not FlowPhase.RUNNING:
             return 0

@@ -608,6 +608,15 @@ class FlowLifecycle:
         others.discard(queue)
         return others
 
+    async def _start_exit(self, view: FlowView) -> None:
+        try:
+            await self.engine.start_exit(FlowId.of(view.namespace, view.uid))
+        except Exception:  # the next start of the operator tries again (reconcile_flow)
+            log.exception("Flow %s/%s: starting its exit handlers failed", view.namespace,
+                          view.name)
+        self.dispatchers.kick_namespace(view.namespace)  # their queues go on
+        self.status.mark(view.uid)
+
     def _phase_changed(self, view: FlowView, previous: str) -> None:
         phase = view.phase or ""
         self.metrics.flow_phase(view.uid, phase)
@@ -636,9 +645,12 @@ class FlowLifecycle:
             task.add_done_callback(self._tasks.discard)
             return
         if phase in TERMINAL_PHASES:
-            if view.exit_total:  # the end queued the exit handlers: their queues go on
-                self.dispatchers.kick_namespace(view.namespace)
-                self.status.mark(view.uid)
+            if view.exit_total:
+                # A worker pod's step may have ended the flow: the operator starts the exit
+                # handlers (idempotent; a step of its own started them already).
+                task = asyncio.create_task(self._start_exit(view), name=f"exit {view.uid}")
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
             self._schedule_ttl(view)
             if self.notifier is not None:
                 self.notifier.finished(view.uid, view.last_status)

@@ -155,7 +155,7 @@ async def _run_connected(fn: Any, settings: RunSettings, redis_settings: RedisSe
     from kflow.sdk.job import Job
 
     patience = settings.redis_patience_s
-    engine = Engine(redis, prefix=redis_settings.prefix)
+    engine = Engine(redis, prefix=redis_settings.prefix, start_exits=False)
     attempt = Attempt(
         flow_uid=settings.flow_uid, namespace=settings.namespace,
         flow_name=settings.flow_name, node=settings.node, queue=settings.queue,

@@ -423,7 +423,7 @@ async def run_worker(args: argparse.Namespace) -> int:
     # connect() hands out a pool that waits for a free connection instead of failing.
     redis = await connect_to(settings)
     try:
-        engine = Engine(redis, prefix=settings.prefix)
+        engine = Engine(redis, prefix=settings.prefix, start_exits=False)
         try:
             worker = Worker(engine, args.queue, fn, options)
         except ValueError as exc:

@@ -49,6 +49,9 @@ from kflow.store.types import (
 )
 
 PAGE = 1000  # nodes per read or write call: keeps every call short for other clients
+# The fields of a flow's meta hash FlowMeta reads (phase first: a flow without one is none).
+_META_FIELDS = ["phase", "namespace", "name", "suspended", "total", "chunks", "written",
+                "started_at", "finished_at", "expire_at", "queues", "defaults"]
 
 R = TypeVar("R")
 
@@ -375,9 +378,13 @@ class RedisStore:
     # ---- flow reads (bounded pages) ------------------------------------------------------
 
     async def meta(self, flow: FlowId) -> FlowMeta | None:
-        """The flow's record; None when the flow is not in Redis."""
-        raw = await self.redis.hgetall(self.flow(flow).meta)
-        return FlowMeta.decode({text(k): text(v) for k, v in raw.items()}) if raw else None
+        """The flow's record; None when the flow is not in Redis. Read with HMGET, which a
+        tenant's pods may send (store/acl.py), not HGETALL."""
+        raw = await self.redis.hmget(self.flow(flow).meta, _META_FIELDS)
+        if raw[0] is None:  # no phase: no flow
+            return None
+        return FlowMeta.decode({f: text(v) for f, v in zip(_META_FIELDS, raw, strict=True)
+                                if v is not None})
 
     async def counts(self, flow: FlowId) -> dict[NodeState, int]:
         raw = await self.redis.hgetall(self.flow(flow).counts)

@@ -14,7 +14,8 @@
           data); the added nodes that are nobody's child among them list the target as parent
   Returns (JSON): the flow-step envelope (flow/_reply), one row {status, detail}:
     "added"    written; detail: the names added by this attempt so far (JSON list)
-    "already"  an earlier attempt of this run added: nothing written; detail: its names
+    "already"  an earlier attempt of this run added, or these very children exist under the
+               target already: nothing written; detail: the names
     "stale"    the attempt does not hold the node (or the flow is not running)
     "target"   the target is not a parent waiting for its children; detail: its state
     "exists"   a node of that name exists in the flow; detail: the name
@@ -51,9 +52,34 @@ else
     return step_reply({{'target', st and ('it is ' .. st) or 'no such node'}}, {})
   end
 end
+-- The same children again (a later run of a node that added children to itself, say):
+-- nothing to add when every one exists under this parent already.
+local present, names = 0, {}
 for i = 5, #ARGV, 6 do
-  if redis.call('HEXISTS', K_STATE, ARGV[i]) == 1 then
-    return step_reply({{'exists', ARGV[i]}}, {})
+  names[#names + 1] = ARGV[i]
+  if redis.call('HEXISTS', K_STATE, ARGV[i]) == 1 then present = present + 1 end
+end
+if present > 0 then
+  local all_here = present == #names
+  for i = 5, #ARGV, 6 do
+    if not all_here then break end
+    local here = false
+    for _, p in ipairs(list_of(K_PARENTS, ARGV[i])) do
+      if p == parent then here = true end
+    end
+    -- An inline grandchild's parent is one of the added: it is here if that one is.
+    if not here and ARGV[i + 2] ~= '' then
+      for _, p in ipairs(cjson.decode(ARGV[i + 2])) do
+        for _, n in ipairs(names) do if p == n then here = true end end
+      end
+    end
+    all_here = here
+  end
+  if all_here then return step_reply({{'already', cjson.encode(names)}}, {}) end
+  for i = 5, #ARGV, 6 do
+    if redis.call('HEXISTS', K_STATE, ARGV[i]) == 1 then
+      return step_reply({{'exists', ARGV[i]}}, {})
+    end
   end
 end
 
