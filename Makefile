@@ -62,6 +62,7 @@ crds: venv
 
 crds-check: venv
 	$(PY) -m kflow.api.crdgen --check
+	$(PY) hack/chartgen.py --check
 
 docs: venv
 	$(PY) -m kflow.api.docgen --update README.md
