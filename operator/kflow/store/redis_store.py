@@ -231,17 +231,21 @@ class RedisStore:
                 out.append((child, loads(value)))
         return out
 
+    async def _node_fields(self, node: str, *hashes: str) -> list[Any]:
+        """One node's field in each of several per-node hashes of one flow, in one round trip
+        (one slot: the hashes share the flow's tag)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key in hashes:
+                pipe.hget(key, node)
+            return list(await pipe.execute())
+
     # ---- map nodes (forEach) -------------------------------------------------------------
 
     async def map_plan(self, flow: FlowId, node: str) -> MapPlan:
         """One read of what expanding map node `node` needs (its from node's value too)."""
         keys = self.flow(flow)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hget(keys.state, node)
-            pipe.hget(keys.spec, node)
-            pipe.hget(keys.data, node)
-            pipe.hget(keys.progress, node)
-            state, spec, data, record = await pipe.execute()
+        state, spec, data, record = await self._node_fields(
+            node, keys.state, keys.spec, keys.data, keys.progress)
         source = None if spec is None else unpack_map(spec)
         from_value = None
         if source is not None and source.from_node is not None:
@@ -276,12 +280,8 @@ class RedisStore:
     async def judgement(self, flow: FlowId, node: str) -> Judgement:
         """The node's state, condition and data, and its children's states."""
         keys = self.flow(flow)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hget(keys.state, node)
-            pipe.hget(keys.spec, node)
-            pipe.hget(keys.data, node)
-            pipe.hget(keys.children, node)
-            state, spec, data, children = await pipe.execute()
+        state, spec, data, children = await self._node_fields(
+            node, keys.state, keys.spec, keys.data, keys.children)
         names = [str(c) for c in loads(children) or []]
         states = await self._fields(keys.state, names)
         return Judgement(

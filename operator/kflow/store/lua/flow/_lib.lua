@@ -174,11 +174,27 @@ local function map_record(node)
   return nil
 end
 
--- A map node is ready to add its items: the engine expands it (flow/expand.lua).
-local function begin_map(node, old, now)
-  set_state(node, old, 'expanding')
+-- Work the engine does outside Lua: the node waits in `state` on the ready set (where
+-- reconcile_flow finds it after a crash), and the step's reply names it in `list`.
+local function to_engine(node, old, state, list, now)
+  set_state(node, old, state)
   redis.call('ZADD', K_READY, now, node)
-  EXPAND[#EXPAND + 1] = node
+  list[#list + 1] = node
+end
+
+-- A map node is ready to add its items: the engine expands it (flow/expand.lua).
+local function begin_map(node, old, now) to_engine(node, old, 'expanding', EXPAND, now) end
+
+-- A node whose condition is to be judged: the engine evaluates it (flow/decide.lua).
+local function begin_decide(node, old, now) to_engine(node, old, 'deciding', DECIDE, now) end
+
+-- `node` settled without failing (completed, or skipped): each parent has one dependency
+-- less, a root is a root done, and a running flow may have succeeded.
+local function settle_parents(node, now, out)
+  local parents = list_of(K_PARENTS, node)
+  for _, p in ipairs(parents) do child_settled(p, now, out) end
+  if #parents == 0 then redis.call('HINCRBY', K_META, 'roots_left', -1) end
+  if redis.call('HGET', K_META, 'phase') == 'Running' then maybe_succeed(now) end
 end
 
 -- Every item of a map node settled: the map node completes (its value is its items').
@@ -187,17 +203,7 @@ local function complete_map(node, now, out)
   redis.call('ZREM', K_READY, node)
   set_state(node, redis.call('HGET', K_STATE, node), 'completed')
   emit('completed', node)
-  local parents = list_of(K_PARENTS, node)
-  for _, p in ipairs(parents) do child_settled(p, now, out) end
-  if #parents == 0 then redis.call('HINCRBY', K_META, 'roots_left', -1) end
-  if redis.call('HGET', K_META, 'phase') == 'Running' then maybe_succeed(now) end
-end
-
--- A node whose condition is to be judged: the engine evaluates it (flow/decide.lua).
-local function begin_decide(node, old, now)
-  set_state(node, old, 'deciding')
-  redis.call('ZADD', K_READY, now, node)
-  DECIDE[#DECIDE + 1] = node
+  settle_parents(node, now, out)
 end
 
 -- A waiting parent whose dependencies are met: its condition is judged first; then a map

@@ -42,10 +42,7 @@ elseif verdict == 'skip' then
   set_state(node, 'deciding', 'skipped')
   redis.call('HSET', K_ERROR, node, text)
   emit('skipped', node, 'reason', text)
-  local parents = list_of(K_PARENTS, node)
-  for _, p in ipairs(parents) do child_settled(p, now, out) end
-  if #parents == 0 then redis.call('HINCRBY', K_META, 'roots_left', -1) end
-  maybe_succeed(now)
+  settle_parents(node, now, out)
 else
   redis.call('HSET', K_ATTEMPT, node, 1)  -- its one try at judging the condition
   if settle_failure(node, text, now, out) then
