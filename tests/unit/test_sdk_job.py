@@ -141,23 +141,16 @@ class InputsOnly(RecordingSink):
         super().__init__()
         self.reads = 0
 
-    async def children_values(self, flow_uid: str, node: str) -> dict[str, Any]:
+    async def inputs_many(self, flow_uid: str, nodes: list[str]
+                          ) -> list[tuple[dict[str, Any], dict[str, str], dict[str, str]]]:
         self.reads += 1
-        return {"transform": {"count": 3}}
-
-    async def ignored_failures(self, flow_uid: str, node: str) -> dict[str, str]:
-        self.reads += 1
-        return {}
-
-    async def failed_children(self, flow_uid: str, node: str) -> dict[str, str]:
-        self.reads += 1
-        return {"cont": "card declined"}
+        return [({"transform": {"count": 3}}, {}, {"cont": "card declined"}) for _ in nodes]
 
 
 async def test_for_attempt_fetches_inputs_before_the_handler_runs() -> None:
     engine = InputsOnly()
     job = await Job.for_attempt(engine, FakeAttempt())
-    assert engine.reads == 3
+    assert engine.reads == 1  # values, ignored and failed children in one read
     assert job.children_values() == {"transform": {"count": 3}}
     assert job.failed_children() == {"cont": "card declined"}
     assert (job.flow.uid, job.flow.namespace, job.flow.name) == ("u-2", "etl", "nightly")

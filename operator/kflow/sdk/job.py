@@ -101,12 +101,9 @@ class Job:
         ignored: dict[str, str] = {}
         failed: dict[str, str] = {}
         if has_children:
+            # One read of all three: the inputs script collects them together.
             flow_id = FlowId.of(attempt.namespace, attempt.flow_uid)
-            children, ignored, failed = await asyncio.gather(
-                engine.children_values(flow_id, attempt.node),
-                engine.ignored_failures(flow_id, attempt.node),
-                engine.failed_children(flow_id, attempt.node),
-            )
+            [(children, ignored, failed)] = await engine.inputs_many(flow_id, [attempt.node])
         return cls(
             flow=JobFlow(uid=attempt.flow_uid, namespace=attempt.namespace, name=attempt.flow_name),
             name=attempt.node,
