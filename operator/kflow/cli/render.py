@@ -13,7 +13,7 @@ from typing import Any
 from kflow.api.states import TERMINAL_PHASES
 from kflow.engine import NodeInfo
 from kflow.graph import fold
-from kflow.graph.dag import CompiledFlow
+from kflow.graph.dag import CompiledFlow, split_item_name
 
 
 def short_json(value: Any, limit: int = 60) -> str:
@@ -95,11 +95,9 @@ class TreeShape:
         other children."""
         found: dict[str, list[tuple[int, str]]] = {}
         for name in names:
-            if not name.endswith("]") or name in self.queues:
-                continue
-            head, _, index = name[:-1].rpartition("[")
-            if head in self.queues and index.isdigit():
-                found.setdefault(head, []).append((int(index), name))
+            item = None if name in self.queues else split_item_name(name)
+            if item is not None and item[0] in self.queues:
+                found.setdefault(item[0], []).append((item[1], name))
         if not found:
             return self
         children = dict(self.children)

@@ -52,7 +52,7 @@ from kflow.engine.types import (
     QueueConfig,
 )
 from kflow.graph.conditions import ConditionError, compile_condition
-from kflow.graph.dag import CompiledFlow
+from kflow.graph.dag import CompiledFlow, split_item_name
 from kflow.graph.fold import GraphNode
 from kflow.graph.maps import MapListError, list_at
 from kflow.graph.verdict import check_manifest
@@ -124,10 +124,9 @@ def _with_items(nodes: dict[str, GraphNode]) -> list[GraphNode]:
     children, and a map node's items are not in its list."""
     items: dict[str, list[tuple[int, str]]] = defaultdict(list)
     for name in nodes:
-        if name.endswith("]"):
-            head, _, index = name[:-1].rpartition("[")
-            if head in nodes and index.isdigit():
-                items[head].append((int(index), name))
+        item = split_item_name(name)
+        if item is not None and item[0] in nodes:
+            items[item[0]].append((item[1], name))
     for head, found in items.items():
         node = nodes[head]
         nodes[head] = replace(node, children=(*(n for _, n in sorted(found)), *node.children))

@@ -40,6 +40,14 @@ def item_name(node: str, index: int) -> str:
     return f"{node}[{index}]"
 
 
+def split_item_name(name: str) -> tuple[str, int] | None:
+    """(map node, index) of an item's name (item_name's inverse); None for any other node."""
+    if not name.endswith("]"):
+        return None
+    head, _, index = name[:-1].rpartition("[")
+    return (head, int(index)) if head and index.isdigit() else None
+
+
 @dataclass(frozen=True, slots=True)
 class CompiledNode:
     """One node of a compiled flow, with edges in both directions."""

@@ -9,6 +9,7 @@ from typing import Any, Literal, TypeVar
 
 from kflow.api.ids import FlowId, QueueId
 from kflow.api.states import AddStatus, FlowPhase, NodeState
+from kflow.graph.dag import item_name
 from kflow.store.codec import (
     NodeChunk,
     NodeRoute,
@@ -297,7 +298,7 @@ class RedisStore:
     async def map_values(self, flow: FlowId, node: str, items: int) -> list[Any]:
         """The values of map node `node`'s items in item order, read a page at a time
         (None for an item that has none: ignored, removed)."""
-        names = [f"{node}[{i}]" for i in range(items)]
+        names = [item_name(node, i) for i in range(items)]
         return await self.node_results(flow, names)
 
     async def update_progress(self, flow: FlowId, node: str, token: str, progress: Any) -> bool:
