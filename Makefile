@@ -22,7 +22,7 @@ help:
 $(VENV)/.installed: pyproject.toml uv.lock
 	@command -v uv >/dev/null || $(PYTHON) -m pip install -q uv
 	uv venv -q --allow-existing $(VENV)
-	uv sync -q --frozen --extra dev --python $(VENV)/bin/python
+	uv sync -q --frozen --extra dev --extra fast --python $(VENV)/bin/python
 	@touch $@
 
 venv: $(VENV)/.installed

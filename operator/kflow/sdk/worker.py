@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from kflow.api.ids import FlowId, QueueId
+from kflow.api.ids import QueueId
 from kflow.engine import Attempt, Engine, Inputs, tune_collector
 from kflow.sdk.handlers import call_handler, format_error, resolve_function
 from kflow.sdk.job import Job, JobFlow
@@ -142,7 +142,8 @@ class Worker:
                 continue
             try:
                 attempts = await self.engine.take(self.queue_id, free, owner=self.owner,
-                                                  lease_ms=self.options.lock_ms)
+                                                  lease_ms=self.options.lock_ms,
+                                                  with_inputs=True)
             except Exception as exc:  # Redis away: keep the process, try again
                 wait = self.outage.failed(exc, f"worker {self.owner} taking nodes")
                 if wait is None:
@@ -156,38 +157,13 @@ class Worker:
                 continue
             idle = IDLE_POLL_FIRST_S
             self.stats["taken"] += len(attempts)
-            inputs = await self._inputs(attempts)
             for a in attempts:
                 self.held[(a.flow_uid, a.node, a.token)] = a
-                task = asyncio.create_task(self._run_one(a, inputs.get((a.flow_uid, a.node))))
+                task = asyncio.create_task(self._run_one(a, a.inputs))
                 self.running[task] = a
                 task.add_done_callback(self._handler_done)
                 self._emit(a, "active", f"attempt {a.attempt}")
             self.stats["max_running"] = max(self.stats["max_running"], len(self.running))
-
-    async def _inputs(self, attempts: list[Attempt]) -> dict[tuple[str, str], Inputs]:
-        """(children values, ignored failures, failed children) of the batch's nodes: one
-        read per flow (`Engine.inputs_batch`) instead of several per node. A failed read
-        leaves the nodes out: their jobs then read their inputs themselves."""
-        by_flow: dict[tuple[str, str], list[str]] = defaultdict(list)
-        for a in attempts:
-            by_flow[(a.namespace, a.flow_uid)].append(a.node)
-        uids = list(by_flow)
-        try:
-            replies = await self.engine.inputs_batch(
-                [(FlowId.of(namespace, uid), by_flow[(namespace, uid)])
-                 for namespace, uid in uids])
-        except Exception as exc:
-            log.warning("worker %s: reading inputs failed: %s", self.owner, exc)
-            return {}
-        out: dict[tuple[str, str], Inputs] = {}
-        for uid, reply in zip(uids, replies, strict=True):
-            if isinstance(reply, BaseException):
-                log.warning("worker %s: reading inputs failed: %s", self.owner, reply)
-                continue
-            for node, inputs in zip(by_flow[uid], reply, strict=True):
-                out[(uid[1], node)] = inputs
-        return out
 
     def _handler_done(self, task: asyncio.Task[None]) -> None:
         self.running.pop(task, None)
@@ -445,7 +421,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     tune_collector()
-    return asyncio.run(run_worker(args))
+    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+        return runner.run(run_worker(args))
+
+
+def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop when the "fast" extra is installed (bench/vs-bullmq measures
+    both); None: asyncio's own."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
@@ -11,7 +12,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import Connection, SSLConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
-from redis.exceptions import AuthenticationError, AuthorizationError
+from redis.exceptions import AuthenticationError, AuthorizationError, DataError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -38,6 +39,13 @@ def keepalive_options() -> dict[int, int]:
             if hasattr(socket, name)}
 
 
+_hiredis_pack: Callable[[tuple[Any, ...]], bytes] | None
+try:  # the optional "fast" extra: commands packed in C (redis-py's async client packs in Python)
+    from hiredis import pack_command as _hiredis_pack
+except ImportError:  # pragma: no cover - the extra is not installed
+    _hiredis_pack = None
+
+
 class _CancellableWrites:
     """Bound a command's write with `asyncio.timeout`, not redis-py's `asyncio.wait_for`.
 
@@ -49,6 +57,25 @@ class _CancellableWrites:
     """
 
     socket_timeout: float | None
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        """The command in the Redis protocol, packed by hiredis when it is installed.
+
+        Every flow script names its ~20 keys, so packing in Python was the largest single
+        cost of a worker's client (bench/vs-bullmq, "profile"). A name with a space ("CONFIG
+        GET") is split as redis-py splits it; a value hiredis cannot pack (a bool, None) is a
+        DataError, as with redis-py's own encoder.
+        """
+        if _hiredis_pack is None:
+            return super().pack_command(*args)  # type: ignore[misc,no-any-return]
+        if isinstance(args[0], str):
+            args = (*args[0].encode().split(), *args[1:])
+        elif b" " in args[0]:
+            args = (*args[0].split(), *args[1:])
+        try:
+            return [_hiredis_pack(args)]
+        except TypeError as exc:
+            raise DataError(str(exc)) from None
 
     async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
         limit = self.socket_timeout
