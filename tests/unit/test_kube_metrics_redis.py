@@ -84,7 +84,7 @@ async def test_a_flow_on_a_job_queue_shows_in_every_metric_and_leaves_with_its_o
         assert metrics.value("kflow_node_duration_seconds_bucket", queue=queue,
                              outcome="succeeded", le="10.0") == 1
         assert metrics.value("kflow_unlock_seconds_count") == 1  # load, after extract
-        for script in ("flow/create", "queue/take", "flow/start", "flow/complete"):
+        for script in ("flow/add", "queue/take", "flow/start", "flow/complete"):
             assert (metrics.value("kflow_redis_script_duration_seconds_count",
                                   script=script) or 0) >= 1, script
         assert metrics.value("kflow_flows", phase="Succeeded") == 1

@@ -10,7 +10,8 @@ from kflow.store.connect import BoundedConnection
 
 
 @pytest.mark.parametrize("args", [
-    ("EVALSHA", "abc", 2, "{kflow:ns:uid}:meta", "{kflow:ns:uid}:state", "node", "é ✓", b"\x00\xff"),
+    ("EVALSHA", "abc", 2, "{kflow:ns:uid}:meta", "{kflow:ns:uid}:state", "node", "é ✓",
+     b"\x00\xff"),
     ("SET", "k", 1.5),
     ("SET", "k", -3),
     ("CONFIG GET", "maxmemory"),  # a two-word name is split

@@ -62,6 +62,7 @@ from kflow.store import (
     FlowStep,
     Lease,
     NodeChunk,
+    NodeInputs,
     Queued,
     QueueEntry,
     RedisStore,
@@ -371,6 +372,18 @@ class Engine:
             raise ValueError(f"Flow {flow.namespace}/{flow.name}: spec.nodes is empty; "
                              "a flow needs at least one node")
         chunks = self._chunks(compiled)
+        if len(chunks) == 1 and compiled.on_exit is None and not suspended:
+            # A small new flow: created, written and started in one call (flow/add.lua).
+            added = await self.store.add_flow(
+                flow.id, flow.name, total=len(compiled.nodes), roots=len(compiled.roots),
+                ttl_seconds=ttl_seconds_after_finished, queues=sorted(compiled.queues),
+                defaults=compiled.defaults, chunk=chunks[0])
+            if added is AddStatus.EXISTS:
+                return False
+            if added is not AddStatus.RESUME:
+                await self._queue_leaves(flow, compiled, AddStatus.CREATED)
+                return True
+            # else: an interrupted chunked add of this flow (chunk size changed?): finish it
         created = await self.store.create_flow(
             flow.id, flow.name, total=len(compiled.nodes),
             roots=len(compiled.roots), ttl_seconds=ttl_seconds_after_finished,
@@ -398,6 +411,12 @@ class Engine:
             log.info("flow %s/%s added suspended: %d nodes in %d chunks", flow.namespace,
                      flow.name, len(compiled.nodes), len(chunks))
             return True
+        await self._queue_leaves(flow, compiled, created)
+        return True
+
+    async def _queue_leaves(self, flow: FlowRef, compiled: CompiledFlow,
+                            created: AddStatus) -> None:
+        """Put a flow that just started on its queues."""
         leaves = [compiled.nodes[name] for name in compiled.leaves]
         if created is AddStatus.CREATED and all(n.opts.delay_ms <= 0 for n in leaves):
             # Fresh flow, no start delays: its leaves are exactly the ready set (and the map
@@ -411,9 +430,7 @@ class Engine:
                 [n.name for n in leaves if n.when is not None])])
         else:
             await self.reconcile_flow(flow.id)
-        log.info("flow %s/%s added: %d nodes in %d chunks", flow.namespace, flow.name,
-                 len(compiled.nodes), len(chunks))
-        return True
+        log.info("flow %s/%s added: %d nodes", flow.namespace, flow.name, len(compiled.nodes))
 
     async def reconcile_flow(self, flow_id: FlowId) -> int:
         """Put every ready or delayed node of a running flow on its queue (idempotent).
@@ -506,23 +523,28 @@ class Engine:
                 return next_due
 
     async def take(self, queue_id: QueueId, max_nodes: int, *, owner: str,
-                   lease_ms: int = 30_000) -> list[Attempt]:
-        """Start up to `max_nodes` ready nodes of the queue, priority order then FIFO."""
+                   lease_ms: int = 30_000, with_inputs: bool = False) -> list[Attempt]:
+        """Start up to `max_nodes` ready nodes of the queue, priority order then FIFO.
+
+        `with_inputs`: each attempt carries its node's inputs (`Attempt.inputs`), read in
+        the call that starts it: what a worker runs next, one round trip fewer per batch.
+        """
         queue_name = queue_id.name
         attempts: list[Attempt] = []
-        await self.store.promote(queue_id, PAGE)
         for _ in range(4):  # refused members free their slot: try again, a bounded number of times
             want = max_nodes - len(attempts)
             if want <= 0:
                 break
+            # Due delayed nodes become ready first, in the same call.
             taken, _ = await self.store.take(queue_id, want, lease_ms,
-                                             _new_tokens(want))
+                                             _new_tokens(want), promote=PAGE)
             if not taken:
                 break
             by_flow: dict[FlowId, list[tuple[str, str]]] = defaultdict(list)
             for lease in taken:
                 by_flow[lease.flow].append((lease.node, lease.token))
-            replies = await self.store.start_attempts_many(owner, list(by_flow.items()))
+            replies = await self.store.start_attempts_many(owner, list(by_flow.items()),
+                                                           with_inputs=with_inputs)
             errors = [r for r in replies if isinstance(r, BaseException)]
             if errors and len(errors) == len(replies):
                 raise errors[0]
@@ -542,7 +564,9 @@ class Engine:
                             flow_name=reply.name,
                             node=node, queue=queue_name, attempt=row.attempt, token=token,
                             data=row.data, timeout_ms=row.timeout_ms,
-                            waited_ms=row.due if row.due >= 0 else None)
+                            waited_ms=row.due if row.due >= 0 else None,
+                            inputs=None if row.inputs is None
+                            else await self._inputs(flow_id, node, row.inputs))
                         continue
                     refused.append((queue_id, Lease(flow_id, node, token)))
                     if row.status is StartStatus.EARLY:  # back on the delayed set
@@ -663,15 +687,19 @@ class Engine:
                     got = reply
                 elif not isinstance(got, BaseException):
                     for node, row in zip(nodes[start:start + PAGE], reply, strict=True):
-                        if row.paged:
-                            got.append(await self._paged_inputs(flow, node))
-                            continue
-                        values = dict(row.values)
-                        for child, items in row.maps:  # a map child's value: its items'
-                            values[child] = await self.store.map_values(flow, child, items)
-                        got.append((values, dict(row.ignored), dict(row.failed)))
+                        got.append(await self._inputs(flow, node, row))
             out.append(got)
         return out
+
+    async def _inputs(self, flow_id: FlowId, node: str, row: NodeInputs) -> Inputs:
+        """A node's inputs from what a script read (flow/_inputs.lua): a wide fan-in and
+        map children's values are read here, a page at a time."""
+        if row.paged:
+            return await self._paged_inputs(flow_id, node)
+        values = dict(row.values)
+        for child, items in row.maps:  # a map child's value: its items'
+            values[child] = await self.store.map_values(flow_id, child, items)
+        return values, dict(row.ignored), dict(row.failed)
 
     async def _paged_inputs(self, flow_id: FlowId, node: str) -> Inputs:
         """The inputs of a node with too many children for one script call, read a page at

@@ -97,6 +97,9 @@ class Attempt:
     # How long the node waited in its queue, from ready (or due) to this attempt's start, on
     # Redis's clock; None: not known (an attempt rebuilt from its Job).
     waited_ms: int | None = None
+    # The node's inputs, when the take that started it read them (`Engine.take(with_inputs=
+    # True)`); None: whoever runs it reads them (`Job.for_attempt`).
+    inputs: Inputs | None = field(default=None, compare=False, repr=False)
 
     @property
     def queue_id(self) -> QueueId:

@@ -45,6 +45,7 @@ from kflow.store.types import (
     Settled,
     Started,
     decode_step,
+    inputs_row,
     settled_row,
     started_row,
 )
@@ -143,6 +144,18 @@ class RedisStore:
             -1 if ttl_seconds is None else ttl_seconds, chunks, json.dumps(sorted(queues)),
             "" if not defaults else dumps(defaults)))
 
+    async def add_flow(self, flow: FlowId, name: str, *, total: int, roots: int,
+                       ttl_seconds: int | None, queues: list[str],
+                       defaults: dict[str, Any] | None, chunk: NodeChunk
+                       ) -> FlowPhase | AddStatus:
+        """Create, write (one chunk) and start a new small flow in one call (flow/add): its
+        phase, or RESUME / EXISTS when the flow was there already (nothing written)."""
+        got = await self._flow_script(
+            "add", flow, flow.namespace, name, total, roots,
+            -1 if ttl_seconds is None else ttl_seconds, 1, json.dumps(sorted(queues)),
+            "" if not defaults else dumps(defaults), *chunk.args)
+        return AddStatus(got) if got in ("resume", "exists") else FlowPhase(got)
+
     async def add_nodes(self, flow: FlowId, chunk_no: int, chunk: NodeChunk) -> bool:
         """Write one chunk (codec.node_chunks) of a Pending flow; False if already written."""
         return bool(await self._flow_script("add-nodes", flow, chunk_no, *chunk.args)
@@ -155,12 +168,14 @@ class RedisStore:
     # ---- attempts ----------------------------------------------------------------------
 
     async def start_attempts_many(
-            self, owner: str, calls: list[tuple[FlowId, list[tuple[str, str]]]]
-    ) -> list[FlowStep[Started] | BaseException]:
+            self, owner: str, calls: list[tuple[FlowId, list[tuple[str, str]]]], *,
+            with_inputs: bool = False) -> list[FlowStep[Started] | BaseException]:
         """Start attempts on several flows in one batch: (flow, (node, token) pairs) per call;
-        per call one Started row per pair, or the exception of that call."""
+        per call one Started row per pair, or the exception of that call. `with_inputs`:
+        each started row carries the node's inputs too (read in the same call)."""
+        flag = "1" if with_inputs else "0"
         return await self._flow_steps(
-            "start", [(flow, [owner, *(x for pair in pairs for x in pair)])
+            "start", [(flow, [owner, flag, *(x for pair in pairs for x in pair)])
                       for flow, pairs in calls], started_row)
 
     async def store_result(self, flow: FlowId, node: str, token: str, value: Any) -> bool:
@@ -199,21 +214,7 @@ class RedisStore:
         """Inputs of several flows' nodes in one batch: (flow, nodes) per call -> per node, its
         children's values and the errors of its ignored and failed children."""
         replies = await self._flow_scripts("inputs", [(flow, list(nodes)) for flow, nodes in calls])
-
-        def pairs(flat: Any) -> list[tuple[str, str]]:
-            items = _rows(flat)
-            return [(str(items[i]), str(items[i + 1])) for i in range(0, len(items), 2)]
-
-        def values(flat: Any) -> list[tuple[str, Any]]:
-            return [(child, json.loads(value)) for child, value in pairs(flat)]
-
-        def maps(flat: Any) -> list[tuple[str, int]]:
-            items = _rows(flat)
-            return [(str(items[i]), int(items[i + 1])) for i in range(0, len(items), 2)]
-
-        return [r if isinstance(r, BaseException) else [
-                    NodeInputs(values(x[0]), pairs(x[1]), pairs(x[2]), maps(x[3]), x[4] is True)
-                    for x in _rows(_decode(r))]
+        return [r if isinstance(r, BaseException) else [inputs_row(x) for x in _rows(_decode(r))]
                 for r in replies]
 
     async def values_of(self, flow: FlowId, children: list[str]) -> list[tuple[str, Any]]:
@@ -564,11 +565,12 @@ class RedisStore:
         return added
 
     async def take(self, queue_id: QueueId, max_members: int, lease_ms: int,
-                   tokens: list[str]) -> tuple[list[Lease], int]:
+                   tokens: list[str], *, promote: int = 0) -> tuple[list[Lease], int]:
         """Hold up to `max_members` ready nodes under the given tokens -> (leases, ms until
-        the rate limit frees a slot or 0)."""
+        the rate limit frees a slot or 0); first move up to `promote` due delayed members
+        to ready (one call for what `promote` and `take` did in two)."""
         taken, rate_wait = await self._queue_script("take", queue_id,
-                                                     [max_members, lease_ms, *tokens])
+                                                     [max_members, lease_ms, promote, *tokens])
         return [_lease(queue_id, *split_member(m), t) for m, t in _rows(taken)], int(rate_wait)
 
     async def promote(self, queue_id: QueueId, max_members: int) -> tuple[int, int | None]:

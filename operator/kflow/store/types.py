@@ -63,18 +63,6 @@ class Settled(NamedTuple):
     at_ms: int | None  # retry: when it runs again; requeued: now
 
 
-class Started(NamedTuple):
-    """A row of the start step: one node the queue handed out."""
-
-    node: str
-    status: StartStatus
-    attempt: int  # ok: the 1-based attempt number
-    data: Any  # ok: the node's input
-    timeout_ms: int | None  # ok: the attempt's timeout
-    due: int  # early: when the node is due; ok: ms it waited since ready or due (-1: unknown)
-    rank: int  # early: its queue rank, to put it back on the queue's delayed set
-
-
 class NodeInputs(NamedTuple):
     """What a node reads before it runs: (child, value) of completed children, (child,
     error) of children ignored after failing, (child, error) of children that failed for
@@ -85,6 +73,19 @@ class NodeInputs(NamedTuple):
     failed: list[tuple[str, str]]
     maps: list[tuple[str, int]] = []  # (child, items) of completed map children: read apart
     paged: bool = False  # too many children to read in one call: read them a page at a time
+
+
+class Started(NamedTuple):
+    """A row of the start step: one node the queue handed out."""
+
+    node: str
+    status: StartStatus
+    attempt: int  # ok: the 1-based attempt number
+    data: Any  # ok: the node's input
+    timeout_ms: int | None  # ok: the attempt's timeout
+    due: int  # early: when the node is due; ok: ms it waited since ready or due (-1: unknown)
+    rank: int  # early: its queue rank, to put it back on the queue's delayed set
+    inputs: NodeInputs | None = None  # ok, when asked for: what the node reads before it runs
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,12 +131,28 @@ def settled_row(r: Any) -> Settled:
                           None if r[3] is False else int(r[3])))
 
 
+def _pairs(flat: Any) -> list[tuple[str, str]]:
+    items = _rows(flat)
+    return [(str(items[i]), str(items[i + 1])) for i in range(0, len(items), 2)]
+
+
+def inputs_row(x: Any) -> NodeInputs:
+    """One node's inputs as flow/_inputs.lua gives them (flat name/value lists)."""
+    values, maps = _rows(x[0]), _rows(x[3])
+    return _row(NodeInputs, (
+        [(str(values[i]), json.loads(values[i + 1])) for i in range(0, len(values), 2)],
+        _pairs(x[1]), _pairs(x[2]),
+        [(str(maps[i]), int(maps[i + 1])) for i in range(0, len(maps), 2)], x[4] is True))
+
+
 def started_row(r: Any) -> Started:
     status = StartStatus.parse(r[1])
     timeout = int(r[4])
+    inputs = r[7] if len(r) > 7 else False
     return _row(Started, (str(r[0]), status, int(r[2]),
                           json.loads(r[3]) if status is StartStatus.OK else None,
-                          None if timeout < 0 else timeout, int(r[5]), int(r[6])))
+                          None if timeout < 0 else timeout, int(r[5]), int(r[6]),
+                          None if inputs is False else inputs_row(inputs)))
 
 
 @dataclass(frozen=True, slots=True)

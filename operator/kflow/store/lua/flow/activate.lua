@@ -11,11 +11,6 @@
 -- @include flow/_keys
 -- @include _clock
 -- @include flow/_lib
+-- @include flow/_activate
 
-local m = redis.call('HMGET', K_META, 'phase', 'written', 'chunks')
-if not m[1] then return cjson.encode('Missing') end
-if m[1] ~= 'Pending' then return cjson.encode(m[1]) end
-if tonumber(m[2]) < tonumber(m[3]) then return cjson.encode('incomplete') end
-redis.call('HSET', K_META, 'phase', 'Running', 'started_at', now_ms())
-emit('flow', '', 'phase', 'Running')
-return cjson.encode('Running')
+return cjson.encode(activate_flow())

@@ -20,6 +20,7 @@
 ]]
 -- @include flow/_keys
 -- @include _clock
+-- @include flow/_add-nodes
 
 local m = redis.call('HMGET', K_META, 'phase', 'written')
 if m[1] ~= 'Pending' then return redis.error_reply('KFLOW flow is not Pending') end
@@ -27,56 +28,4 @@ local chunk = tonumber(ARGV[1])
 local written = tonumber(m[2])
 if chunk <= written then return cjson.encode('skipped') end
 if chunk ~= written + 1 then return redis.error_reply('KFLOW chunk out of order') end
-
-local now = now_ms()
-local states, specs, parents, children, datas, pendings = {}, {}, {}, {}, {}, {}
-local ready_z, counts = {}, {}
-local function push2(t, a, b) t[#t + 1] = a; t[#t + 1] = b end
--- HSET/ZADD take the whole chunk at once; unpack() is bounded, so flush in slices.
-local function flush(cmd, key, t)
-  local step = 4000
-  for i = 1, #t, step do
-    redis.call(cmd, key, unpack(t, i, math.min(i + step - 1, #t)))
-  end
-end
-
-for i = 2, #ARGV, 6 do
-  local name, spec, ps, cs = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-  local start, data = tonumber(ARGV[i + 4]), ARGV[i + 5]
-  local code = ARGV[i + 4]
-  push2(specs, name, spec)
-  if ps ~= '' then push2(parents, name, ps) end
-  if data ~= '' then push2(datas, name, data) end
-  local state
-  if cs ~= '' then push2(children, name, cs) end
-  if code == 'x' or code == 'w' then
-    -- A map node or a condition without children: the engine adds the items, or judges the
-    -- condition, once the flow runs (it finds them on the ready set).
-    state = code == 'x' and 'expanding' or 'deciding'
-    push2(ready_z, now, name)
-  elseif start > 0 then
-    push2(pendings, name, start)
-    state = 'waiting-children'
-  else
-    if start < 0 then
-      state = 'delayed'
-      push2(ready_z, now - start, name)
-    else
-      state = 'ready'
-      push2(ready_z, now, name)
-    end
-  end
-  push2(states, name, state)
-  counts[state] = (counts[state] or 0) + 1
-end
-
-flush('HSET', K_SPEC, specs)
-flush('HSET', K_PARENTS, parents)
-flush('HSET', K_CHILDREN, children)
-flush('HSET', K_DATA, datas)
-flush('HSET', K_PENDING, pendings)
-flush('HSET', K_STATE, states)
-flush('ZADD', K_READY, ready_z)
-for state, n in pairs(counts) do redis.call('HINCRBY', K_COUNTS, state, n) end
-redis.call('HSET', K_META, 'written', chunk)
-return cjson.encode('written')
+return cjson.encode(write_chunk(chunk, ARGV, 2))

@@ -13,12 +13,6 @@
 ]]
 -- @include flow/_keys
 -- @include _clock
+-- @include flow/_create
 
-local phase = redis.call('HGET', K_META, 'phase')
-if phase == 'Pending' then return cjson.encode('resume') end
-if phase then return cjson.encode('exists') end
-redis.call('HSET', K_META, 'namespace', ARGV[1], 'name', ARGV[2], 'phase', 'Pending',
-  'total', ARGV[3], 'roots_left', ARGV[4], 'ttl', ARGV[5], 'chunks', ARGV[6], 'written', 0,
-  'queues', ARGV[7], 'created_at', now_ms())
-if ARGV[8] and ARGV[8] ~= '' then redis.call('HSET', K_META, 'defaults', ARGV[8]) end
-return cjson.encode('created')
+return cjson.encode(create_flow(ARGV))

@@ -5,30 +5,34 @@
   the queue's hold.
 
   Keys: the flow group (flow/_keys.lua); uses meta, state, spec, data, attempt, token,
-  result, progress, counts, ready, events.
+  result, progress, counts, ready, events, children, error.
   ARGV[1] owner (who runs the attempts)
-  ARGV[2..] pairs: node, token (unique per attempt; becomes the node's fencing token)
+  ARGV[2] "1": read each started node's inputs too (a worker runs it next), "0": not
+  ARGV[3..] pairs: node, token (unique per attempt; becomes the node's fencing token)
 
   Returns (JSON): the flow-step envelope (flow/_reply), queued empty, one row per pair:
-    {node, status, attempt, data JSON, timeout ms, due, rank}
+    {node, status, attempt, data JSON, timeout ms, due, rank, inputs or false}
     status "ok"        started: attempt number, data and timeout (-1: none) filled in,
                        and in due the ms it waited since it became ready (or due), -1: unknown
            "suspended" flow suspended: node stays ready and is re-queued on resume
            "early"     node delayed and not yet due: due and queue rank filled in
            "gone"      flow missing/finished/cancelled or node no longer ready
+    inputs     with ARGV[2] "1", a started node's inputs (flow/_inputs); else false
   Events: started (node, attempt, owner).
 ]]
 -- @include flow/_keys
 -- @include _clock
 -- @include flow/_lib
 -- @include flow/_reply
+-- @include flow/_inputs
 
 local m = redis.call('HMGET', K_META, 'phase', 'suspended')
 local now = now_ms()
 local res = {}
-for i = 2, #ARGV, 2 do
+local with_inputs = ARGV[2] == '1'
+for i = 3, #ARGV, 2 do
   local node, token = ARGV[i], ARGV[i + 1]
-  local r = {node, 'gone', 0, 'null', -1, 0, 0}
+  local r = {node, 'gone', 0, 'null', -1, 0, 0, false}
   if m[1] == 'Running' then
     if m[2] == '1' then
       r[2] = 'suspended'
@@ -54,6 +58,7 @@ for i = 2, #ARGV, 2 do
         r[3] = attempt
         r[4] = redis.call('HGET', K_DATA, node) or 'null'
         r[5] = spec[S_TIMEOUT]
+        if with_inputs then r[8] = inputs_of(node) end
         emit('started', node, 'attempt', attempt, 'owner', ARGV[1])
       end
     end

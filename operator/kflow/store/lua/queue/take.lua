@@ -1,19 +1,25 @@
 --[[
-  Take up to ARGV[1] ready members of a queue, lowest score first (queue/_order: priority,
+  Promote the queue's due delayed members first (queue/_promote, at most ARGV[3] of them),
+  then take up to ARGV[1] ready members of a queue, lowest score first (queue/_order: priority,
   then LIFO or FIFO), within the queue's concurrency (size of the active set) and rate limit (a sliding window
   on the server clock), and hold each in the active set under its token until its lease
   ends. The engine then starts each attempt on its flow (flow/start).
 
-  Keys: the queue group (queue/_keys.lua); uses ready, active, config, rate, takes.
-  ARGV[1] max members   ARGV[2] lease ms   ARGV[3..] one token per possible member
+  Keys: the queue group (queue/_keys.lua); uses ready, active, delayed, seq, config, rate,
+  takes.
+  ARGV[1] max members   ARGV[2] lease ms   ARGV[3] max members to promote
+  ARGV[4..] one token per possible member
   Returns (JSON): {[ {member, token} ... ], ms until the rate limit frees a slot or 0}
   Events: none on flows; one entry in the queue's takes stream per call that took something.
 ]]
 -- @include queue/_keys
+-- @include queue/_order
 -- @include _clock
+-- @include queue/_promote
 
 local now = now_ms()
-local limit = math.min(tonumber(ARGV[1]), #ARGV - 2)
+promote_due(tonumber(ARGV[3]))
+local limit = math.min(tonumber(ARGV[1]), #ARGV - 3)
 local cfg = redis.call('HMGET', K_CONFIG, 'concurrency', 'rate_max', 'rate_per_ms')
 if cfg[1] then limit = math.min(limit, tonumber(cfg[1]) - redis.call('ZCARD', K_ACTIVE)) end
 local rate_wait = 0
@@ -30,7 +36,7 @@ local taken = {}
 if limit > 0 then
   local popped = redis.call('ZPOPMIN', K_READY, limit)
   for i = 1, #popped, 2 do
-    local token = ARGV[2 + (i + 1) / 2]
+    local token = ARGV[3 + (i + 1) / 2]
     redis.call('ZADD', K_ACTIVE, now + tonumber(ARGV[2]), popped[i] .. '|' .. token)
     if cfg[2] and cfg[3] then redis.call('ZADD', K_RATE, now, popped[i] .. '|' .. token) end
     taken[#taken + 1] = {popped[i], token}

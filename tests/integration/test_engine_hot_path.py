@@ -1,0 +1,103 @@
+"""The calls a small flow and a worker's batch cost: one call to add a small flow, inputs
+read by the call that starts a node, due delayed nodes promoted by the take itself.
+
+Each test counts the store's script calls (`Scripts.observe`), so a change that brings a
+round trip back fails here, and checks the result is the same as on the longer path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+import pytest
+
+from kflow.api.states import AddStatus, FlowPhase
+from kflow.engine import Engine
+from tests.integration.engine_kit import build, new_ref, node, qid
+
+pytestmark = pytest.mark.asyncio
+
+
+def count_calls(engine: Engine) -> Counter[str]:
+    calls: Counter[str] = Counter()
+    engine.store.scripts.observe(lambda name, _: calls.update([name]))
+    return calls
+
+
+async def test_a_small_flow_is_added_in_one_call_and_queued_in_one_more(engine: Engine) -> None:
+    calls = count_calls(engine)
+    ref = new_ref()
+    assert await engine.submit(ref, build(node("a"), node("b"), node("root", "a", "b")))
+    assert calls == Counter({"flow/add": 1, "queue/enqueue": 1})
+    snap = await engine.snapshot(ref.id)
+    assert snap.phase is FlowPhase.RUNNING
+    assert sorted(a.node for a in await engine.take(qid(), 10, owner="t")) == ["a", "b"]
+    # Adding it again changes nothing and says so.
+    assert not await engine.submit(ref, build(node("a"), node("b"), node("root", "a", "b")))
+    assert await engine.take(qid(), 10, owner="t") == []
+
+
+async def test_a_small_flow_left_pending_by_an_interrupted_add_is_finished(
+        engine: Engine) -> None:
+    ref = new_ref()
+    flow = build(node("a"), node("root", "a"))
+    # The add died after creating the record (the chunked path's first call).
+    assert await engine.store.create_flow(
+        ref.id, ref.name, total=2, roots=1, ttl_seconds=None, chunks=1,
+        queues=["work"]) is AddStatus.CREATED
+    assert await engine.store.add_flow(
+        ref.id, ref.name, total=2, roots=1, ttl_seconds=None, queues=["work"], defaults=None,
+        chunk=engine._chunks(flow)[0]) is AddStatus.RESUME  # nothing written twice
+    assert await engine.submit(ref, flow)
+    [a] = await engine.take(qid(), 10, owner="t")
+    assert a.node == "a"
+    assert (await engine.snapshot(ref.id)).phase is FlowPhase.RUNNING
+
+
+async def test_a_flow_bigger_than_one_chunk_takes_the_chunked_path(engine: Engine) -> None:
+    engine.chunk_nodes = 2
+    calls = count_calls(engine)
+    ref = new_ref()
+    assert await engine.submit(ref, build(node("a"), node("b"), node("root", "a", "b")))
+    assert calls["flow/add"] == 0
+    assert calls["flow/add-nodes"] == 2 and calls["flow/activate"] == 1
+    assert len(await engine.take(qid(), 10, owner="t")) == 2
+
+
+async def test_a_take_with_inputs_reads_them_in_the_start_call(engine: Engine) -> None:
+    ref = new_ref()
+    await engine.submit(ref, build(
+        node("ok"), node("bad", on_failure="ignore", attempts=1),
+        node("gone", on_failure="continueParent", attempts=1),
+        node("root", "ok", "bad", "gone")))
+    for a in await engine.take(qid(), 10, owner="t"):
+        if a.node == "ok":
+            await engine.complete(ref.id, a.node, a.token, {"n": 1})
+        else:
+            await engine.fail(ref.id, a.node, a.token, f"{a.node} broke")
+    calls = count_calls(engine)
+    [root] = await engine.take(qid(), 10, owner="t", with_inputs=True)
+    assert root.node == "root"
+    assert calls["flow/inputs"] == 0 and calls["flow/start"] == 1
+    assert root.inputs == ({"ok": {"n": 1}}, {"bad": "bad broke"}, {"gone": "gone broke"})
+    # The same as reading them on their own afterwards.
+    assert root.inputs == (await engine.inputs_many(ref.id, ["root"]))[0]
+
+
+async def test_a_take_without_inputs_leaves_them_to_the_runner(engine: Engine) -> None:
+    ref = new_ref()
+    await engine.submit(ref, build(node("a")))
+    [a] = await engine.take(qid(), 10, owner="t")
+    assert a.inputs is None
+
+
+async def test_the_take_promotes_due_delayed_nodes_in_the_same_call(engine: Engine) -> None:
+    ref = new_ref()
+    await engine.submit(ref, build(node("x"), node("late", delay_ms=30)))
+    assert await engine.queue_depth(qid()) == (1, 0, 1)
+    await asyncio.sleep(0.06)
+    calls = count_calls(engine)
+    taken = await engine.take(qid(), 10, owner="t")
+    assert sorted(a.node for a in taken) == ["late", "x"]
+    assert calls["queue/promote"] == 0 and calls["queue/take"] == 1
