@@ -12,6 +12,7 @@ from collections import Counter
 
 import pytest
 
+from kflow.api import FlowId
 from kflow.api.states import AddStatus, FlowPhase
 from kflow.engine import Engine
 from tests.integration.engine_kit import build, new_ref, node, qid
@@ -101,3 +102,21 @@ async def test_the_take_promotes_due_delayed_nodes_in_the_same_call(engine: Engi
     taken = await engine.take(qid(), 10, owner="t")
     assert sorted(a.node for a in taken) == ["late", "x"]
     assert calls["queue/promote"] == 0 and calls["queue/take"] == 1
+
+
+async def test_the_end_of_a_flow_without_exit_handlers_reads_nothing_more(
+        engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    reads: list[str] = []
+    exit_graph = engine.store.exit_graph
+
+    async def counted(flow_id: FlowId) -> tuple[str | None, int | None]:
+        reads.append(flow_id.uid)
+        return await exit_graph(flow_id)
+
+    monkeypatch.setattr(engine.store, "exit_graph", counted)
+    ref = new_ref()
+    await engine.submit(ref, build(node("only")))
+    [a] = await engine.take(qid(), 1, owner="t")
+    outcome = await engine.complete(ref.id, a.node, a.token, 1)
+    assert outcome.phase is FlowPhase.SUCCEEDED
+    assert reads == []  # the step's reply said the flow has no exit handlers

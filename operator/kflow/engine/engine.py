@@ -107,6 +107,9 @@ class _Owed(NamedTuple):
     settled: bool  # the step settled an attempt: if it ended the flow, wind the flow down
     expand: Sequence[str] = ()  # map nodes the step made ready: add their items
     decide: Sequence[str] = ()  # nodes whose condition the step made ready to judge
+    # Whether an ended flow may have exit handlers to start: a step's reply says exactly
+    # (FlowStep.exits); elsewhere True, and start_exit reads the flow to find out.
+    exits: bool = True
 
 
 def _after_settling(flow_id: FlowId, step: FlowStep[Settled], attempts: Sequence[tuple[str, str]]
@@ -116,7 +119,7 @@ def _after_settling(flow_id: FlowId, step: FlowStep[Settled], attempts: Sequence
     leases = [(step.queue_id(row.queue), Lease(flow_id, node, token))
               for (node, token), row in zip(attempts, step.rows, strict=True) if row.accepted]
     return _Owed(flow_id, step.phase, step.namespace, leases, step.queued, bool(leases),
-                 step.expand, step.decide)
+                 step.expand, step.decide, step.exits)
 
 
 def _with_items(nodes: dict[str, GraphNode]) -> list[GraphNode]:
@@ -231,7 +234,7 @@ class Engine:
         # A step that leaves a flow ended starts its exit handlers (once: see start_exit).
         if self.start_exits:
             for flow_id in dict.fromkeys(o.flow_id for o in owed
-                                         if o.phase in TERMINAL_PHASES):
+                                         if o.phase in TERMINAL_PHASES and o.exits):
                 await self.start_exit(flow_id)
         for flow_id, node in decide:
             added += await self.decide(flow_id, node)

@@ -100,6 +100,7 @@ class FlowStep(Generic[R]):
     queued: list[Queued]  # made ready or delayed: to put on their queues if Running
     expand: tuple[str, ...] = ()  # map nodes made ready: the engine adds their items
     decide: tuple[str, ...] = ()  # nodes whose condition (when) the engine must judge
+    exits: bool = False  # the flow has ended and has exit handlers (spec.onExit) to start
 
     def queue_id(self, queue: str) -> QueueId:
         return QueueId.of(self.namespace, queue)
@@ -117,13 +118,13 @@ def _rows(value: Any) -> list[Any]:
 
 def decode_step(raw: str | bytes, row: Callable[[Any], R]) -> FlowStep[R]:
     """The one decoder of the flow-step envelope; `row` decodes the script's own rows."""
-    phase, namespace, name, rows, queued, expand, decide = json.loads(raw)
+    phase, namespace, name, rows, queued, expand, decide, exits = json.loads(raw)
     return FlowStep(
         phase=FlowPhase.parse(phase), namespace=str(namespace), name=str(name),
         rows=[row(r) for r in _rows(rows)],
         # cjson gives the rows' own types (strings, integers): no conversion per row.
         queued=[_row(Queued, q) for q in _rows(queued)],
-        expand=tuple(_rows(expand)), decide=tuple(_rows(decide)))
+        expand=tuple(_rows(expand)), decide=tuple(_rows(decide)), exits=exits is True)
 
 
 def settled_row(r: Any) -> Settled:

@@ -2,7 +2,7 @@
   Include: the reply envelope of every flow step, decoded in one place
   (kflow.store.redis_store.decode_step). Needs flow/_keys and flow/_lib.
 
-    {phase, namespace, name, rows, queued, expand, decide}
+    {phase, namespace, name, rows, queued, expand, decide, exits}
     phase      the phase a reader sees: a suspended running flow shows as "Suspended";
                "Missing" when the flow has no keys
     namespace  the flow's namespace ("" when missing): queue ids are "<namespace>/<queue>"
@@ -12,10 +12,17 @@
                the engine's queue step puts them on their queues (only in a running flow)
     expand     map nodes (forEach) the step made ready: the engine adds their items
     decide     nodes whose condition (when) the step made ready to judge
+    exits      true when the flow has ended and has exit handlers (spec.onExit, kept in
+               meta "exit"): the engine starts them; false otherwise, so the end of a flow
+               without any costs no read
 ]]
 local function step_reply(rows, queued)
   local m = redis.call('HMGET', K_META, 'phase', 'suspended', 'namespace', 'name')
   local phase = m[1] or 'Missing'
   if phase == 'Running' and m[2] == '1' then phase = 'Suspended' end
-  return cjson.encode({phase, m[3] or '', m[4] or '', rows, queued, EXPAND, DECIDE})
+  local exits = false
+  if phase == 'Succeeded' or phase == 'Failed' or phase == 'Cancelled' then
+    exits = redis.call('HEXISTS', K_META, 'exit') == 1
+  end
+  return cjson.encode({phase, m[3] or '', m[4] or '', rows, queued, EXPAND, DECIDE, exits})
 end
