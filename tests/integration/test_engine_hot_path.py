@@ -120,3 +120,24 @@ async def test_the_end_of_a_flow_without_exit_handlers_reads_nothing_more(
     outcome = await engine.complete(ref.id, a.node, a.token, 1)
     assert outcome.phase is FlowPhase.SUCCEEDED
     assert reads == []  # the step's reply said the flow has no exit handlers
+
+
+async def test_a_completion_frees_its_hold_and_queues_the_parent_in_one_queue_call(
+        engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    ref = new_ref()
+    await engine.submit(ref, build(node("child"), node("parent", "child")))
+    [a] = await engine.take(qid(), 1, owner="t")
+    assert await engine.queue_depth(qid()) == (0, 1, 0)
+    calls = count_calls(engine)
+    direct: list[str] = []
+    zrem = engine.store.redis.zrem
+
+    async def counted_zrem(*args: object) -> object:
+        direct.append("zrem")
+        return await zrem(*args)
+
+    monkeypatch.setattr(engine.store.redis, "zrem", counted_zrem)
+    outcome = await engine.complete(ref.id, a.node, a.token, 7)
+    assert outcome.newly_ready == ["parent"]
+    assert calls == Counter({"flow/complete": 1, "queue/enqueue": 1}) and direct == []
+    assert await engine.queue_depth(qid()) == (1, 0, 0)  # hold freed, parent queued

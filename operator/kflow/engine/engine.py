@@ -221,12 +221,10 @@ class Engine:
                     enqueue[QueueId.of(o.namespace, q.queue)].append((o.flow_id, q))
             elif o.settled and o.phase in ENDED_EARLY_PHASES:
                 ended.append(o.flow_id)
-        if drop:
-            await asyncio.gather(*(self.store.drop_leases(qid, ls) for qid, ls in drop.items()))
-        added = 0
-        if enqueue:
-            added = sum(await asyncio.gather(*(self.store.enqueue(qid, es)
-                                               for qid, es in enqueue.items())))
+        # One call per queue: free the settled attempts' holds, then queue what is ready.
+        added = sum(await asyncio.gather(*(
+            self.store.enqueue(qid, enqueue.get(qid, []), drop.get(qid))
+            for qid in dict.fromkeys([*drop, *enqueue]))))
         for flow_id in ended:
             await self._wind_down(flow_id)
         for flow_id, node in expand:

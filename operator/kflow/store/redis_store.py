@@ -555,13 +555,18 @@ class RedisStore:
         raw = await self.redis.hget(self.queue(queue_id).config, "max_stalled")
         return default if raw is None else int(raw)
 
-    async def enqueue(self, queue_id: QueueId, entries: list[QueueEntry]) -> int:
-        """Put nodes on the queue (idempotent); returns how many were not on it yet."""
+    async def enqueue(self, queue_id: QueueId, entries: list[QueueEntry],
+                      drop: list[Lease] | None = None) -> int:
+        """Put nodes on the queue (idempotent), first freeing the queue's hold on `drop`
+        (the active-set members of settled attempts, in the same call); returns how many nodes were not
+        on the queue yet."""
         added = 0
-        for i in range(0, len(entries), PAGE):
+        free = [_active(lease) for lease in drop or ()]
+        for i in range(0, max(len(entries), 1 if free else 0), PAGE):
             flat = [x for flow, q in entries[i:i + PAGE]
                     for x in (queue_member(flow.uid, q.node), q.rank, q.due)]
-            added += int(await self._queue_script("enqueue", queue_id, flat))
+            added += int(await self._queue_script("enqueue", queue_id, [len(free), *free, *flat]))
+            free = []
         return added
 
     async def take(self, queue_id: QueueId, max_members: int, lease_ms: int,
@@ -593,13 +598,6 @@ class RedisStore:
         delayed = [f"{queue_member(flow.uid, n)}|{p}" for n, p in nodes]
         removed = int(await self.redis.zrem(q.ready, *ready))
         return removed + int(await self.redis.zrem(q.delayed, *delayed))
-
-    async def drop_leases(self, queue_id: QueueId, leases: list[Lease]) -> int:
-        """Free the queue's hold on these attempts (settled, refused or left over)."""
-        if not leases:
-            return 0
-        return int(await self.redis.zrem(self.queue(queue_id).active,
-                                         *(_active(lease) for lease in leases)))
 
     async def takes(self, queue_id: QueueId, count: int = 10_000) -> list[tuple[int, int]]:
         """(server time ms, nodes taken) of the queue's latest take calls, oldest first."""

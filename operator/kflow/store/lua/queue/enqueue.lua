@@ -4,19 +4,28 @@
   Idempotent: a member already queued keeps its place (the flow step before it, or
   reconciliation, may call this again for the same node).
 
-  Keys: the queue group (queue/_keys.lua); uses ready, delayed, seq.
-  ARGV: triples: member "<uid>|<node>", rank (kflow.store.codec.queue_rank), due ms (0: ready now)
+  First frees the queue's hold on the attempts a flow step settled (their active-set
+  members), so the queue step after a flow step is one call per queue.
+
+  Keys: the queue group (queue/_keys.lua); uses ready, delayed, seq, active.
+  ARGV[1] how many active members to free, then those members "<uid>|<node>|<token>"
+  then triples: member "<uid>|<node>", rank (kflow.store.codec.queue_rank), due ms (0: ready now)
   Returns (JSON): number of members added (new ones only).
   Events: none.
 ]]
 -- @include queue/_keys
 -- @include queue/_order
 
-local n = (#ARGV) / 3
+local free = tonumber(ARGV[1])
+for i = 2, free + 1, 1000 do  -- unpack() is bounded: free in slices
+  redis.call('ZREM', K_ACTIVE, unpack(ARGV, i, math.min(i + 999, free + 1)))
+end
+local first = free + 2
+local n = (#ARGV - first + 1) / 3
 if n == 0 then return cjson.encode(0) end
 local seq = next_seq(n)
 local added = 0
-for i = 1, #ARGV, 3 do
+for i = first, #ARGV, 3 do
   seq = seq + 1
   local due = tonumber(ARGV[i + 2])
   if due > 0 then
