@@ -558,8 +558,8 @@ class RedisStore:
     async def enqueue(self, queue_id: QueueId, entries: list[QueueEntry],
                       drop: list[Lease] | None = None) -> int:
         """Put nodes on the queue (idempotent), first freeing the queue's hold on `drop`
-        (the active-set members of settled attempts, in the same call); returns how many nodes were not
-        on the queue yet."""
+        (settled attempts' active-set members, in the same call); returns how many nodes
+        were not on the queue yet."""
         added = 0
         free = [_active(lease) for lease in drop or ()]
         for i in range(0, max(len(entries), 1 if free else 0), PAGE):
