@@ -94,6 +94,7 @@ bench: venv web
 	  else echo "the cluster benches (operator, install, api, cli get, web paint) skipped: the local cluster is not running (make cluster-up)"; fi
 	cd bench/vs-bullmq && npm ci --silent --no-audit --no-fund
 	$(PY) bench/vs-bullmq/run.py --repeat 3
+	$(PY) bench/vs-bullmq/cluster.py --repeat 3
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

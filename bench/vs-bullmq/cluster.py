@@ -14,12 +14,18 @@ import argparse
 import json
 import statistics
 import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import redis
 from run import CONCURRENCY, Meter, command, measured
 
+from kflow.cli.redis_server import free_port, start, stop
 from kflow.devkit.redis import redis_cluster, redis_server
 from kflow.devkit.results import record, table
 
@@ -58,10 +64,13 @@ NOTES = """How to read it:
 - Redis CPU per node: the sum over the masters; busiest master: its share of that sum. The
   cluster's ceiling is set by its busiest master (nodes / that master's CPU seconds), one
   Redis's by its own CPU (1 / CPU per node); "of ceiling" is the speed over it.
-- Scaling: the cluster's nodes/s over one Redis's. Everything (three masters, the worker,
-  the adders) shares the same 2 cores here, so these figures say what the cluster costs
-  and where the load lands, not what three machines would give. No pinger runs (its PINGs
-  would land on one master), so there is no stall column."""
+- Scaling: the 3-master cluster's nodes/s over one Redis's, and over the 1-master
+  cluster's: the first is what a user moving to a cluster sees; the second separates the
+  spreading over masters from the cost of cluster mode itself (the cluster client, the slot
+  checks). Everything (the masters, the worker, the adders) shares the same 2 cores here,
+  so these figures say what the cluster costs and where the load lands, not what three
+  machines would give. No pinger runs (its PINGs would land on one master), so there is
+  no stall column."""
 
 
 def flush(ports: tuple[int, ...]) -> None:
@@ -91,8 +100,36 @@ def run_all(url: str, ports: tuple[int, ...]) -> dict[str, dict[str, Any]]:
     return out
 
 
+@contextmanager
+def one_master_cluster() -> Iterator[tuple[str, tuple[int, ...]]]:
+    """A Redis Cluster of one master holding every slot: cluster mode without sharding
+    (`redis-cli --cluster create` wants three masters, so the slots are assigned by hand)."""
+    with tempfile.TemporaryDirectory(prefix="kflow-rcluster1-") as tmp:
+        port = free_port()
+        procs = [start(port, Path(tmp), "--cluster-enabled", "yes",
+                       "--cluster-config-file", "nodes.conf")]
+        try:
+            with redis.Redis(port=port) as r:
+                r.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
+                deadline = time.monotonic() + 30
+                while b"cluster_state:ok" not in r.execute_command("CLUSTER", "INFO"):
+                    if time.monotonic() > deadline:
+                        raise RuntimeError("the one-master cluster did not reach state ok")
+                    time.sleep(0.1)
+            yield f"redis://127.0.0.1:{port}/0", (port,)
+        finally:
+            stop(procs)
+
+
+SETUPS = ("one", "cluster1", f"cluster{MASTERS}")
+
+
 def med(runs: list[dict[str, dict[str, Any]]], w: str, key: str) -> float:
     return float(statistics.median(r[w][key] for r in runs))
+
+
+def trio(runs: dict[str, list[dict[str, dict[str, Any]]]], w: str, key: str, fmt: str) -> str:
+    return " / ".join(f"{med(runs[s], w, key):{fmt}}" for s in SETUPS)
 
 
 def main() -> None:
@@ -100,38 +137,44 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="runs per setup (median kept)")
     parser.add_argument("--no-record", action="store_true", help="print, do not record")
     args = parser.parse_args()
-    runs: dict[str, list[dict[str, dict[str, Any]]]] = {"one": [], "cluster": []}
-    with redis_server() as one, redis_cluster(MASTERS) as cluster:
+    runs: dict[str, list[dict[str, dict[str, Any]]]] = {s: [] for s in SETUPS}
+    with (redis_server() as one, one_master_cluster() as (url1, ports1),
+          redis_cluster(MASTERS) as cluster):
+        targets = {"one": (one.url, (one.port,)), "cluster1": (url1, ports1),
+                   SETUPS[2]: (cluster.url, cluster.ports)}
         for i in range(args.repeat):
-            for name, url, ports in (("one", one.url, (one.port,)),
-                                     ("cluster", cluster.url, cluster.ports)):
-                result = run_all(url, ports)
+            for name in SETUPS:  # interleaved: noise hits all alike
+                result = run_all(*targets[name])
                 runs[name].append(result)
                 print(f"run {i + 1} {name}: {json.dumps(result)}", file=sys.stderr)
     every = "\n".join(f"{name} {json.dumps(r)}" for name in runs for r in runs[name])
     if args.no_record:
         print(every)
         return
-    o, c = runs["one"], runs["cluster"]
     rows = []
     for wl in WORKLOADS:
-        w, label = wl.key, wl.label
-        speed_o, speed_c = med(o, w, "nodes_per_s"), med(c, w, "nodes_per_s")
+        w = wl.key
+        one_s, one_c = med(runs["one"], w, "nodes_per_s"), med(runs["cluster1"], w, "nodes_per_s")
+        many = med(runs[SETUPS[2]], w, "nodes_per_s")
         rows.append([
-            label, f"{speed_o:,.0f}", f"{speed_c:,.0f}", f"{speed_c / speed_o:.2f}x",
-            f"{med(o, w, 'cpu_us_per_node'):.1f} / {med(c, w, 'cpu_us_per_node'):.1f}",
-            f"{med(o, w, 'cmds_per_node'):.1f} / {med(c, w, 'cmds_per_node'):.1f}",
-            f"{med(c, w, 'busiest_share'):.0%}",
-            f"{med(o, w, 'of_ceiling'):.0%} / {med(c, w, 'of_ceiling'):.0%}",
+            wl.label, f"{one_s:,.0f}", f"{one_c:,.0f}", f"{many:,.0f}",
+            f"{many / one_s:.2f}x", f"{many / one_c:.2f}x",
+            trio(runs, w, "cpu_us_per_node", ".1f"), trio(runs, w, "cmds_per_node", ".1f"),
+            f"{med(runs[SETUPS[2]], w, 'busiest_share'):.0%}",
+            f"{med(runs['one'], w, 'of_ceiling'):.0%} / "
+            f"{med(runs[SETUPS[2]], w, 'of_ceiling'):.0%}",
         ])
     body = (
-        f"kflow only, median of {args.repeat} interleaved runs: one private redis-server vs a "
-        f"Redis Cluster of {MASTERS} masters (no replicas), all on loopback; one worker "
-        f"process with {CONCURRENCY} jobs in flight, no-op async handler; 50 adders for the "
-        "chains. Speeds in nodes/s; pairs read one Redis / cluster.\n\n"
-        + table(["workload", "one Redis", f"{MASTERS}-master cluster", "scaling",
-                 "Redis CPU (µs/node)", "Redis commands/node", "busiest master's share",
-                 "of ceiling"], rows)
+        f"kflow only, median of {args.repeat} interleaved runs on three setups, all on "
+        f"loopback: one private redis-server; a Redis Cluster of one master (every slot: "
+        f"cluster mode without sharding); a Redis Cluster of {MASTERS} masters (no replicas). "
+        f"One worker process with {CONCURRENCY} jobs in flight, no-op async handler; 50 "
+        "adders for the chains. Speeds in nodes/s; triples read one Redis / 1-master "
+        f"cluster / {MASTERS}-master cluster.\n\n"
+        + table(["workload", "one Redis", "1-master cluster", f"{MASTERS}-master cluster",
+                 "scaling vs one Redis", "scaling vs 1 master", "Redis CPU (µs/node)",
+                 "Redis commands/node", f"busiest of {MASTERS} masters",
+                 f"of ceiling (one / {MASTERS} masters)"], rows)
         + "\n\n" + NOTES
         + "\n\nEvery run (JSON):\n\n```\n" + every + "\n```\n"
     )

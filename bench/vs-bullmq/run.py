@@ -40,7 +40,7 @@ IO_MS = 10  # simulated I/O per node in the I/O workload
 IO_CONCURRENCY = 200
 FAN_OUT_NODES = 10_001
 PHASE_TIMEOUT_S = 300.0
-TOP_COMMANDS = 10
+TOP_COMMANDS = 10  # kept per window: the most called and the most time-consuming
 # Commands this harness sends itself (the pinger's PINGs, INFO, CONFIG RESETSTAT; Redis 7
 # names a subcommand "config|resetstat"): left out of the per-node counts.
 OWN_COMMANDS = {"ping", "info", "config"}
@@ -129,7 +129,9 @@ class Meter:
         cpu = max(0.0, raw - pings * self.ping_cpu_s)
         theirs = {k: v for k, v in stats.items() if k.split("|")[0] not in OWN_COMMANDS}
         calls = sum(v["calls"] for v in theirs.values())
-        top = sorted(theirs.items(), key=lambda kv: -kv[1]["calls"])[:TOP_COMMANDS]
+        by_calls = sorted(theirs, key=lambda k: -theirs[k]["calls"])[:TOP_COMMANDS]
+        by_time = sorted(theirs, key=lambda k: -theirs[k]["usec"])[:TOP_COMMANDS]
+        top = [(k, theirs[k]) for k in dict.fromkeys(by_calls + by_time)]
         return {
             "raw_cpu_s": raw, "main_thread_cpu_s": now["main"] - self.start["main"],
             "pings": pings, "cpu_s": cpu, "cpu_us_per_node": cpu / nodes * 1e6,
@@ -362,12 +364,16 @@ def rows_of(k: list[dict[str, dict[str, Any]]], b: list[dict[str, dict[str, Any]
 
 
 def top_commands(runs: list[dict[str, dict[str, Any]]], w: str) -> str:
-    """The median run's (by CPU per node) top commands, as calls per node."""
+    """The median run's (by CPU per node) most called commands, as calls per node, and the
+    time its scripts took (EVALSHA's usec: the commands they run included)."""
     ordered = sorted(runs, key=lambda r: r[w]["cpu_us_per_node"])
     run = ordered[len(ordered) // 2][w]
     nodes = run["nodes"]
-    return ", ".join(f"{name} {v['calls'] / nodes:.1f}"
-                     for name, v in run["commands"].items())
+    commands: dict[str, dict[str, int]] = run["commands"]
+    by_calls = sorted(commands, key=lambda k: -commands[k]["calls"])[:TOP_COMMANDS]
+    text = ", ".join(f"{name} {commands[name]['calls'] / nodes:.2g}" for name in by_calls)
+    scripts = commands.get("evalsha", {"usec": 0})["usec"] / nodes
+    return text + (f" (scripts: {scripts:.1f} µs/node)" if scripts else "")
 
 
 def iter_runs(runs: dict[str, list[dict[str, dict[str, Any]]]]) -> Iterator[str]:
