@@ -24,6 +24,9 @@ from kflow.kube.jobs import (
     classify_failure,
     job_identity,
     job_state,
+    main_state,
+    pod_job_name,
+    pod_succeeded,
     stuck_reason,
     termination_output,
 )
@@ -137,7 +140,8 @@ class JobExecutor:
         self.running.pop(name, None)
         try:
             if state == "succeeded":
-                if await self._succeeded(ident, name, queue_id):
+                pods = await self.api.job_pods(ident.namespace, name)
+                if await self._succeeded(ident, name, queue_id, pods):
                     self.metrics.node_finished(queue_id, state, _run_seconds(job))
             elif state == "failed":
                 if await self._failed(ident, job, name, queue_id):
@@ -158,10 +162,11 @@ class JobExecutor:
         if not self.keep_finished_jobs and event_type != "DELETED":
             await self.api.delete_job(ident.namespace, name)
 
-    async def _succeeded(self, ident: JobIdentity, name: str, queue_id: QueueId) -> bool:
-        """Record the attempt's result; whether the engine accepted it (not a replay)."""
+    async def _succeeded(self, ident: JobIdentity, name: str, queue_id: QueueId,
+                         pods: list[dict[str, Any]]) -> bool:
+        """Record the attempt's result (its pods' termination message, else the value the pod
+        stored in Redis); whether the engine accepted it (not a replay)."""
         seen = time.monotonic()
-        pods = await self.api.job_pods(ident.namespace, name)
         found, value = termination_output(pods)
         started = time.monotonic()
         outcome = await self.engine.complete(FlowId.of(ident.namespace, ident.flow_uid),
@@ -216,10 +221,16 @@ class JobExecutor:
         return True
 
     async def on_pod_event(self, pod: dict[str, Any]) -> None:
-        """A kflow pod that cannot start says so on its Flow; a hopeless one fails the attempt."""
-        stuck = stuck_reason(pod)
+        """A kflow pod whose attempt succeeded settles it at once; one that cannot start says so
+        on its Flow, and a hopeless one fails the attempt."""
         ident = job_identity(pod)
-        if stuck is None or ident is None:
+        if ident is None:
+            return
+        if pod_succeeded(pod):
+            await self._pod_succeeded(ident, pod)
+            return
+        stuck = stuck_reason(pod)
+        if stuck is None:
             return
         reason, message = stuck
         pod_name = pod["metadata"]["name"]
@@ -245,6 +256,32 @@ class JobExecutor:
             await self.pod_logs.keep_stuck(ident, pod)  # it has no log: keep why
             if job:
                 await self.api.delete_job(ident.namespace, job)
+
+    async def _pod_succeeded(self, ident: JobIdentity, pod: dict[str, Any]) -> None:
+        """Record a success from the pod's own status, before the Job controller marks the
+        Job Complete; the Job's events after this are no-ops (deduplicated by Job name), and
+        the Job's conditions stay the fallback for a missed pod event and after a restart."""
+        name = pod_job_name(pod)
+        if name is None or name in self._processed:
+            return
+        queue_id = QueueId(ident.namespace, ident.queue)
+        self._remember(name)
+        running = self.running.pop(name, None)
+        try:
+            if await self._succeeded(ident, name, queue_id, [pod]):
+                self.metrics.node_finished(queue_id, "succeeded", _pod_run_seconds(pod))
+        except FlowNotFound:
+            log.debug("pod %s belongs to a flow no longer in Redis; nothing to record",
+                      pod["metadata"]["name"])
+        except Exception:
+            self._processed.pop(name, None)  # the Job's Complete event or a resync tries again
+            if running is not None:
+                self.running[name] = running  # still leased until then
+            raise
+        else:
+            await self.pod_logs.keep_job(ident, name, failed=False)
+        if not self.keep_finished_jobs:
+            await self.api.delete_job(ident.namespace, name)
 
     def _remember(self, name: str) -> None:
         self._processed[name] = None
@@ -305,6 +342,15 @@ def _run_seconds(job: dict[str, Any]) -> float:
     if not created:
         return 0.0
     return max(0.0, (_timestamp(end) if end else time.time()) - _timestamp(created))
+
+
+def _pod_run_seconds(pod: dict[str, Any]) -> float:
+    """From the pod's creation (right after its Job's) to its main container's end."""
+    created = (pod.get("metadata") or {}).get("creationTimestamp")
+    ended = (main_state(pod).get("terminated") or {}).get("finishedAt")
+    if not created:
+        return 0.0
+    return max(0.0, (_timestamp(ended) if ended else time.time()) - _timestamp(created))
 
 
 def _timestamp(value: Any) -> float:

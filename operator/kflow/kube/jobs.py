@@ -327,6 +327,43 @@ def classify_failure(job: dict[str, Any], pods: list[dict[str, Any]]) -> JobFail
     return JobFailure(f"{text}: {message}" if message else text, infrastructure)
 
 
+def pod_job_name(pod: dict[str, Any]) -> str | None:
+    """The name of the Job that made the pod (the label the Job controller puts on it)."""
+    labels = (pod.get("metadata") or {}).get("labels") or {}
+    name = labels.get("batch.kubernetes.io/job-name") or labels.get("job-name")
+    return str(name) if name else None
+
+
+def pod_succeeded(pod: dict[str, Any]) -> bool:
+    """Whether the pod says its attempt succeeded: phase Succeeded, or its main container
+    ended with exit code 0 (kflow-run exits 0 only once the result is stored).
+
+    The pod's own status says so about two seconds before the Job controller marks the Job
+    Complete, and even when another container of the pod keeps it running. A failed pod, or
+    one being deleted that has not succeeded, is left to the Job's conditions, which decide
+    failures (`classify_failure`).
+    """
+    status = pod.get("status") or {}
+    phase = status.get("phase")
+    if phase in ("Succeeded", "Failed"):
+        return bool(phase == "Succeeded")
+    if (pod.get("metadata") or {}).get("deletionTimestamp"):
+        return False
+    terminated = main_state(pod).get("terminated") or {}
+    return bool(terminated) and terminated.get("exitCode") == 0
+
+
+def main_state(pod: dict[str, Any]) -> dict[str, Any]:
+    """The current state of the pod's main container ("main", else the first, as build_job
+    picks): {"terminated": {...}}, {"running": ...}, {"waiting": ...}, or {} before it has one."""
+    names = [c.get("name") for c in (pod.get("spec") or {}).get("containers") or []]
+    main = "main" if "main" in names else (names[0] if names else None)
+    for container in (pod.get("status") or {}).get("containerStatuses") or []:
+        if main is not None and container.get("name") == main:
+            return dict(container.get("state") or {})
+    return {}
+
+
 def termination_output(pods: list[dict[str, Any]]) -> tuple[bool, Any]:
     """(found, value) from the main container's termination message of a succeeded pod.
 
