@@ -64,6 +64,9 @@ NOTES = """How to read it:
 - Redis CPU per node: the sum over the masters; busiest master: its share of that sum. The
   cluster's ceiling is set by its busiest master (nodes / that master's CPU seconds), one
   Redis's by its own CPU (1 / CPU per node); "of ceiling" is the speed over it.
+- Socket reads per node (INFO stats total_reads_processed): how many commands reach the
+  server per read, i.e. how well the client's commands are pipelined; each read costs the
+  server a system call and an event-loop turn.
 - Scaling: the 3-master cluster's nodes/s over one Redis's, and over the 1-master
   cluster's: the first is what a user moving to a cluster sees; the second separates the
   spreading over masters from the cost of cluster mode itself (the cluster client, the slot
@@ -160,6 +163,7 @@ def main() -> None:
             wl.label, f"{one_s:,.0f}", f"{one_c:,.0f}", f"{many:,.0f}",
             f"{many / one_s:.2f}x", f"{many / one_c:.2f}x",
             trio(runs, w, "cpu_us_per_node", ".1f"), trio(runs, w, "cmds_per_node", ".1f"),
+            trio(runs, w, "reads_per_node", ".2f"),
             f"{med(runs[SETUPS[2]], w, 'busiest_share'):.0%}",
             f"{med(runs['one'], w, 'of_ceiling'):.0%} / "
             f"{med(runs[SETUPS[2]], w, 'of_ceiling'):.0%}",
@@ -173,7 +177,7 @@ def main() -> None:
         f"cluster / {MASTERS}-master cluster.\n\n"
         + table(["workload", "one Redis", "1-master cluster", f"{MASTERS}-master cluster",
                  "scaling vs one Redis", "scaling vs 1 master", "Redis CPU (µs/node)",
-                 "Redis commands/node", f"busiest of {MASTERS} masters",
+                 "Redis commands/node", "socket reads/node", f"busiest of {MASTERS} masters",
                  f"of ceiling (one / {MASTERS} masters)"], rows)
         + "\n\n" + NOTES
         + "\n\nEvery run (JSON):\n\n```\n" + every + "\n```\n"

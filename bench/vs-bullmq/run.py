@@ -83,6 +83,16 @@ def cpu_seconds(clients: Sequence[redis.Redis]) -> dict[str, float]:
     return {"total": total, "main": main}
 
 
+def io_counts(clients: Sequence[redis.Redis]) -> dict[str, int]:
+    """Socket reads and writes the servers have done so far (Redis 7's INFO stats)."""
+    out = {"reads": 0, "writes": 0}
+    for c in clients:
+        stats = info_of(c, "stats")
+        out["reads"] += int(stats.get("total_reads_processed", 0))
+        out["writes"] += int(stats.get("total_writes_processed", 0))
+    return out
+
+
 def command_stats(clients: Sequence[redis.Redis]) -> dict[str, dict[str, int]]:
     """Calls and µs per command since the last CONFIG RESETSTAT, summed over the servers."""
     out: dict[str, dict[str, int]] = {}
@@ -102,6 +112,7 @@ class Meter:
         self.clients = [redis.Redis(port=p) for p in ports]
         self.ping_cpu_s = 0.0  # CPU one PING of the pinger costs the server (calibrate)
         self.start: dict[str, float] = {}
+        self.start_io: dict[str, int] = {}
         self.start_per_server: list[float] = []
 
     def calibrate(self, port: int) -> None:
@@ -118,9 +129,11 @@ class Meter:
             c.config_resetstat()
         self.start_per_server = [cpu_seconds([c])["total"] for c in self.clients]
         self.start = cpu_seconds(self.clients)
+        self.start_io = io_counts(self.clients)
 
     def end(self, nodes: int) -> dict[str, Any]:
         now = cpu_seconds(self.clients)
+        io = io_counts(self.clients)
         per_server = [cpu_seconds([c])["total"] - s
                       for c, s in zip(self.clients, self.start_per_server, strict=True)]
         stats = command_stats(self.clients)
@@ -138,6 +151,9 @@ class Meter:
             "server_cpu_s": per_server,
             "commands": dict(top),
             "cmds_per_node": calls / nodes,
+            # socket reads and writes per node: how well the clients' commands are batched
+            "reads_per_node": (io["reads"] - self.start_io["reads"]) / nodes,
+            "writes_per_node": (io["writes"] - self.start_io["writes"]) / nodes,
         }
 
     def close(self) -> None:
@@ -364,8 +380,9 @@ def rows_of(k: list[dict[str, dict[str, Any]]], b: list[dict[str, dict[str, Any]
 
 
 def top_commands(runs: list[dict[str, dict[str, Any]]], w: str) -> str:
-    """The median run's (by CPU per node) most called commands, as calls per node, and the
-    time its scripts took (EVALSHA's usec: the commands they run included)."""
+    """The median run's (by CPU per node) most called commands, as calls per node, the time
+    its scripts took (EVALSHA's usec: the commands they run included) and the server's socket
+    reads per node (INFO stats total_reads_processed: fewer means better pipelining)."""
     ordered = sorted(runs, key=lambda r: r[w]["cpu_us_per_node"])
     run = ordered[len(ordered) // 2][w]
     nodes = run["nodes"]
@@ -373,7 +390,8 @@ def top_commands(runs: list[dict[str, dict[str, Any]]], w: str) -> str:
     by_calls = sorted(commands, key=lambda k: -commands[k]["calls"])[:TOP_COMMANDS]
     text = ", ".join(f"{name} {commands[name]['calls'] / nodes:.2g}" for name in by_calls)
     scripts = commands.get("evalsha", {"usec": 0})["usec"] / nodes
-    return text + (f" (scripts: {scripts:.1f} µs/node)" if scripts else "")
+    text += f" (scripts: {scripts:.1f} µs/node)" if scripts else ""
+    return text + f"; {run['reads_per_node']:.2f} socket reads/node"
 
 
 def iter_runs(runs: dict[str, list[dict[str, dict[str, Any]]]]) -> Iterator[str]:
