@@ -55,6 +55,30 @@ def test_each_group_states_its_key_list_once_as_the_store_passes_it() -> None:
         assert nkeys == len(GROUPS[group])
 
 
+# Calls of flow/_lib that change node states (and so the per-state counts, which set_state
+# keeps in memory until flush_counts writes them).
+_STATE_CHANGES = re.compile(r"\b(set_state|cancel_node|schedule|unlock|child_settled|"
+                            r"settle_parents|settle_failure|complete_checked|complete_map|"
+                            r"begin_map|begin_decide)\(")
+_FLUSHES = ("step_reply(", "settle_attempts(", "apply_expiry()", "flush_counts()")
+
+
+def test_every_flow_script_that_changes_states_writes_the_counts() -> None:
+    """A script that changed a state but returned without flushing would lose count changes
+    (and a flow whose counts are off never succeeds)."""
+    files = _lua_files("flow")
+    for name, source in files.items():
+        if name.startswith("_"):
+            continue
+        own = [source] + [files[f"{inc}.lua"] for inc in
+                          re.findall(r"^-- @include flow/(\S+)$", source, re.MULTILINE)
+                          if inc not in ("_lib", "_keys", "_reply", "_attempt-batch")]
+        body = "\n".join(s.split("]]", 1)[1] for s in own)
+        if _STATE_CHANGES.search(body):
+            assert any(f in source for f in _FLUSHES), f"flow/{name}: changes states " \
+                "but never flushes the counts (return through step_reply or apply_expiry)"
+
+
 def test_every_script_opens_with_a_header_naming_keys_argv_returns_events() -> None:
     files = {f"{group}/{name}": src for group in GROUPS
              for name, src in _lua_files(group).items() if not name.startswith("_")}

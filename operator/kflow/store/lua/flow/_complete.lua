@@ -47,7 +47,7 @@ local function complete_checked(node, value, phase, now, out)
   emit('completed', node)
   local parents = list_of(K_PARENTS, node)
   for _, p in ipairs(parents) do child_settled(p, now, out) end
-  if #parents == 0 then redis.call('HINCRBY', K_META, 'roots_left', -1) end
+  if #parents == 0 then root_done() end
   if phase == 'Running' then maybe_succeed(now) end
   return 'completed'
 end
@@ -62,6 +62,6 @@ end
 local function complete_stored(node, now, out)
   local stored = redis.call('HGET', K_RESULT, node)
   if not stored then return false end
-  complete_checked(node, stored, redis.call('HGET', K_META, 'phase'), now, out)
+  complete_checked(node, stored, flow_phase(), now, out)
   return true
 end

@@ -55,8 +55,16 @@ local function rank_of(spec)
   return spec[S_PRIORITY] * 2 + 1
 end
 
+-- A node's spec is written once (flow/add-nodes, expand, add-children) and never changed,
+-- so one call reads and decodes each at most once.
+local SPECS = {}
 local function spec_of(node)
-  return cjson.decode(redis.call('HGET', K_SPEC, node))
+  local spec = SPECS[node]
+  if not spec then
+    spec = cjson.decode(redis.call('HGET', K_SPEC, node))
+    SPECS[node] = spec
+  end
+  return spec
 end
 
 -- Parents and children are stored only for nodes that have them.
@@ -84,12 +92,23 @@ local function note_time(node, old, new)
   end
 end
 
--- Every state change goes through here so that the per-state counts stay exact.
+-- Every state change goes through here so that the per-state counts stay exact. The counts
+-- change in memory and are written by flush_counts: once per call for a batch of 100 nodes,
+-- not twice per node. Whatever reads K_COUNTS or ends a call that changed states flushes
+-- first (unsettled, step_reply, apply_expiry; test_store_scripts checks every script).
+local COUNT_DELTAS = {}
 local function set_state(node, old, new)
   redis.call('HSET', K_STATE, node, new)
-  if old then redis.call('HINCRBY', K_COUNTS, old, -1) end
-  redis.call('HINCRBY', K_COUNTS, new, 1)
+  if old then COUNT_DELTAS[old] = (COUNT_DELTAS[old] or 0) - 1 end
+  COUNT_DELTAS[new] = (COUNT_DELTAS[new] or 0) + 1
   note_time(node, old, new)
+end
+
+local function flush_counts()
+  for state, delta in pairs(COUNT_DELTAS) do
+    if delta ~= 0 then redis.call('HINCRBY', K_COUNTS, state, delta) end
+  end
+  COUNT_DELTAS = {}
 end
 
 local function emit(kind, node, ...)
@@ -99,6 +118,7 @@ end
 -- Once a finished flow has an expiry time, every key it writes later (a late result, a new
 -- hash created after the finish) must carry the same expiry, or it would outlive the flow.
 local function apply_expiry()
+  flush_counts()
   local at = redis.call('HGET', K_META, 'expire_at')
   if at then
     for i = 1, #KEYS do redis.call('PEXPIREAT', KEYS[i], at) end
@@ -107,12 +127,25 @@ end
 
 -- The node's queue name ("" for a node the flow does not have): where its lease is held.
 local function queue_of(node)
-  local spec = redis.call('HGET', K_SPEC, node)
-  if spec then return cjson.decode(spec)[S_QUEUE] end
-  return ''
+  local spec = SPECS[node]
+  if not spec then
+    local raw = redis.call('HGET', K_SPEC, node)
+    if not raw then return '' end
+    spec = cjson.decode(raw)
+    SPECS[node] = spec
+  end
+  return spec[S_QUEUE]
+end
+
+-- The flow's phase, read once per call; finish_flow keeps it up to date.
+local FLOW_PHASE
+local function flow_phase()
+  if FLOW_PHASE == nil then FLOW_PHASE = redis.call('HGET', K_META, 'phase') end
+  return FLOW_PHASE
 end
 
 local function finish_flow(phase, now)
+  FLOW_PHASE = phase
   redis.call('HSET', K_META, 'phase', phase, 'finished_at', now)
   local ttl = redis.call('HGET', K_META, 'ttl')
   if ttl and tonumber(ttl) >= 0 then
@@ -123,6 +156,7 @@ end
 
 -- Nodes of the flow not settled yet: waiting, delayed, ready or running.
 local function unsettled()
+  flush_counts()
   local n = tonumber(redis.call('HGET', K_META, 'total'))
   local c = redis.call('HMGET', K_COUNTS, unpack(SETTLED_STATES))
   for i = 1, #c do n = n - tonumber(c[i] or '0') end
@@ -132,8 +166,15 @@ end
 -- A running flow succeeds when every root completed and no node is left to settle:
 -- continueParent can release a parent (and so a root) while its other children still run,
 -- and those run to their end before the flow does.
+-- roots_left as this call last wrote it (root_done), so a batch reads it at most once.
+local ROOTS_LEFT
+local function root_done()
+  ROOTS_LEFT = redis.call('HINCRBY', K_META, 'roots_left', -1)
+end
+
 local function maybe_succeed(now)
-  if tonumber(redis.call('HGET', K_META, 'roots_left')) <= 0 and unsettled() == 0 then
+  if not ROOTS_LEFT then ROOTS_LEFT = tonumber(redis.call('HGET', K_META, 'roots_left')) end
+  if ROOTS_LEFT <= 0 and unsettled() == 0 then
     finish_flow('Succeeded', now)
   end
 end
@@ -193,8 +234,8 @@ local function begin_decide(node, old, now) to_engine(node, old, 'deciding', DEC
 local function settle_parents(node, now, out)
   local parents = list_of(K_PARENTS, node)
   for _, p in ipairs(parents) do child_settled(p, now, out) end
-  if #parents == 0 then redis.call('HINCRBY', K_META, 'roots_left', -1) end
-  if redis.call('HGET', K_META, 'phase') == 'Running' then maybe_succeed(now) end
+  if #parents == 0 then root_done() end
+  if flow_phase() == 'Running' then maybe_succeed(now) end
 end
 
 -- Every item of a map node settled: the map node completes (its value is its items').

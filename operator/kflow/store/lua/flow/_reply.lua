@@ -17,6 +17,7 @@
                without any costs no read
 ]]
 local function step_reply(rows, queued)
+  flush_counts()
   local m = redis.call('HMGET', K_META, 'phase', 'suspended', 'namespace', 'name')
   local phase = m[1] or 'Missing'
   if phase == 'Running' and m[2] == '1' then phase = 'Suspended' end

@@ -26,5 +26,5 @@
 return settle_attempts(1, 3, function(i, node, now, out)
   local value = ARGV[i + 2]
   if value == '' then value = redis.call('HGET', K_RESULT, node) or 'null' end
-  return complete_checked(node, value, redis.call('HGET', K_META, 'phase'), now, out)
+  return complete_checked(node, value, flow_phase(), now, out)
 end)

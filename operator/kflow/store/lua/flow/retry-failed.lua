@@ -91,6 +91,7 @@ for _, node in ipairs(propagated) do
   end
 end
 redis.call('HSET', K_META, 'phase', 'Running')
+FLOW_PHASE = 'Running'
 redis.call('HDEL', K_META, 'finished_at', 'expire_at')
 redis.call('DEL', K_FAILURES)
 for i = 1, #KEYS do redis.call('PERSIST', KEYS[i]) end
