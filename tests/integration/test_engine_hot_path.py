@@ -15,6 +15,7 @@ import pytest
 from kflow.api import FlowId
 from kflow.api.states import AddStatus, FlowPhase
 from kflow.engine import Engine
+from kflow.sdk.worker import Worker, WorkerOptions
 from tests.integration.engine_kit import build, new_ref, node, qid
 
 pytestmark = pytest.mark.asyncio
@@ -141,3 +142,25 @@ async def test_a_completion_frees_its_hold_and_queues_the_parent_in_one_queue_ca
     assert outcome.newly_ready == ["parent"]
     assert calls == Counter({"flow/complete": 1, "queue/enqueue": 1}) and direct == []
     assert await engine.queue_depth(qid()) == (1, 0, 0)  # hold freed, parent queued
+
+
+async def test_a_worker_takes_half_its_concurrency_at_a_time(engine: Engine) -> None:
+    ref = new_ref()
+    await engine.submit(ref, build(*(node(f"n{i}") for i in range(40))))
+
+    async def handler(job: object) -> int:
+        await asyncio.sleep(0)
+        return 1
+
+    worker = Worker(engine, str(qid()), handler, WorkerOptions(concurrency=20, poll_max_s=0.01))
+    assert worker.batch == 10
+    running = asyncio.create_task(worker.run())
+    while worker.stats["completed"] < 40:
+        await asyncio.sleep(0.01)
+    worker.stop()
+    await running
+    seen = [n for _, n in await engine.queue_takes(qid())]
+    assert sum(seen) == 40 and max(seen) <= 10  # two batches in flight, not one of 20
+    assert (await engine.snapshot(ref.id)).phase is FlowPhase.SUCCEEDED
+    with pytest.raises(ValueError, match="batch 0"):
+        WorkerOptions(batch=0)
