@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 
+from kflow.api.ids import FlowId
 from kflow.engine import NODE_STATES, FlowSnapshot
-from kflow.kube.status import FlowView, build_status
+from kflow.kube.status import FlowView, StatusPatcher, build_status
 
 
 def merge_patch(target: Any, patch: Any) -> Any:
@@ -111,3 +113,49 @@ def test_an_invalid_a_lost_and_a_queued_change_say_so_in_the_gitops_conditions()
         conditions = gitops(build_status(queued, snap(phase, 1, completed=1), 10))
         assert conditions["Reconciling"] == ("True", "ChangeQueued")
         assert conditions["Ready"][0] == "False"
+
+
+def test_a_patch_from_an_older_snapshot_never_lands_after_a_newer_one() -> None:
+    """A flow admitted held: the loop's patch read it Suspended; the admission's flush after
+    the resume reads it Running. The API server must end with Running, whatever the order
+    the two patches would otherwise arrive in."""
+    async def scenario() -> dict[str, Any]:
+        server: dict[str, Any] = {}
+        first_read = asyncio.Event()
+        release_first = asyncio.Event()
+        phases = iter(["Suspended", "Running"])
+        patches: list[str] = []
+
+        async def snapshot(_flow: FlowId) -> FlowSnapshot:
+            phase = next(phases, "Running")
+            if phase == "Suspended":
+                first_read.set()
+                await release_first.wait()
+            return snap(phase, 2, ready=2)
+
+        async def patch(_namespace: str, _name: str, status: dict[str, Any]) -> bool:
+            nonlocal server
+            server = merge_patch(server, status)
+            patches.append(status["phase"])
+            return True
+
+        patcher = StatusPatcher(patch=patch, snapshot=snapshot, on_phase_change=lambda *_: None)
+        patcher.track(FlowView(uid="u-1", namespace="etl", name="orders", generation=1,
+                               valid=True))
+        loop_task = asyncio.create_task(patcher.run())
+        patcher.mark("u-1")
+        await first_read.wait()  # the loop's patch holds a Suspended snapshot
+        flush = asyncio.create_task(patcher.flush("u-1"))
+        for _ in range(20):
+            await asyncio.sleep(0)
+        release_first.set()
+        await flush
+        for _ in range(200):  # until the loop's patch has landed too
+            if len(patches) >= 2:
+                break
+            await asyncio.sleep(0.005)
+        loop_task.cancel()
+        return server
+
+    server = asyncio.run(scenario())
+    assert server["phase"] == "Running", server["phase"]

@@ -253,6 +253,9 @@ class StatusPatcher:
         self.views: dict[str, FlowView] = {}
         self._dirty: set[str] = set()
         self._wake = asyncio.Event()
+        # One patch of a flow at a time: a patch built from an older snapshot must not land
+        # after a newer one (a flow admitted held, then resumed, stayed Suspended).
+        self._patching: dict[str, asyncio.Lock] = {}
 
     def track(self, view: FlowView) -> FlowView:
         """Start tracking a flow (or refresh what is known of it); returns the live view."""
@@ -269,6 +272,7 @@ class StatusPatcher:
     def forget(self, uid: str) -> None:
         view = self.views.pop(uid, None)
         self._dirty.discard(uid)
+        self._patching.pop(uid, None)
         if view and view.ttl_task:
             view.ttl_task.cancel()
 
@@ -308,6 +312,13 @@ class StatusPatcher:
         await self._patch_one(uid)
 
     async def _patch_one(self, uid: str) -> None:
+        lock = self._patching.get(uid)
+        if lock is None:
+            lock = self._patching[uid] = asyncio.Lock()
+        async with lock:  # the snapshot is read inside: each patch is newer than the last
+            await self._read_and_patch(uid)
+
+    async def _read_and_patch(self, uid: str) -> None:
         view = self.views.get(uid)
         if view is None or view.expired:
             return
