@@ -260,13 +260,29 @@ class JobExecutor:
     async def _pod_succeeded(self, ident: JobIdentity, pod: dict[str, Any]) -> None:
         """Record a success from the pod's own status, before the Job controller marks the
         Job Complete; the Job's events after this are no-ops (deduplicated by Job name), and
-        the Job's conditions stay the fallback for a missed pod event and after a restart."""
+        the Job's conditions stay the fallback for a missed pod event and after a restart.
+
+        The pod's log is kept and the Job deleted first, before the outcome frees the Queue's
+        capacity: no Queue ever has more unfinished Jobs than its concurrency. The result is
+        in hand (the termination message) or in Redis (stored by kflow-run before it exits
+        0), so if the outcome cannot be recorded now the attempt's lease lapses and the
+        engine completes the node with the stored value.
+        """
         name = pod_job_name(pod)
         if name is None or name in self._processed:
             return
         queue_id = QueueId(ident.namespace, ident.queue)
         self._remember(name)
         running = self.running.pop(name, None)
+        await self.pod_logs.keep_job(ident, name, failed=False)
+        try:
+            if not self.keep_finished_jobs:
+                await self.api.delete_job(ident.namespace, name)
+        except Exception:
+            self._processed.pop(name, None)  # the Job is still there: its events try again
+            if running is not None:
+                self.running[name] = running
+            raise
         try:
             if await self._succeeded(ident, name, queue_id, [pod]):
                 self.metrics.node_finished(queue_id, "succeeded", _pod_run_seconds(pod))
@@ -274,14 +290,11 @@ class JobExecutor:
             log.debug("pod %s belongs to a flow no longer in Redis; nothing to record",
                       pod["metadata"]["name"])
         except Exception:
-            self._processed.pop(name, None)  # the Job's Complete event or a resync tries again
-            if running is not None:
-                self.running[name] = running  # still leased until then
-            raise
-        else:
-            await self.pod_logs.keep_job(ident, name, failed=False)
-        if not self.keep_finished_jobs:
-            await self.api.delete_job(ident.namespace, name)
+            if self.keep_finished_jobs:  # the Job's Complete event or a resync tries again
+                self._processed.pop(name, None)
+                if running is not None:
+                    self.running[name] = running
+            raise  # else the Job is gone: the lapsed lease settles the attempt
 
     def _remember(self, name: str) -> None:
         self._processed[name] = None
