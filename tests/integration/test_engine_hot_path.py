@@ -161,6 +161,7 @@ async def test_a_worker_takes_half_its_concurrency_at_a_time(engine: Engine) -> 
     await running
     seen = [n for _, n in await engine.queue_takes(qid())]
     assert sum(seen) == 40 and max(seen) <= 10  # two batches in flight, not one of 20
+    assert worker.stats["max_running"] <= 20  # takes in flight never overbook the slots
     assert (await engine.snapshot(ref.id)).phase is FlowPhase.SUCCEEDED
     with pytest.raises(ValueError, match="batch 0"):
         WorkerOptions(batch=0)

@@ -122,7 +122,10 @@ async def test_killed_worker_nodes_go_to_another_after_the_lock(
     doomed = workers.start("work", "--concurrency", "5", "--lock-ms", "1000", hang=True)
 
     async def holding() -> bool:
-        return (await engine.queue_depth(qid()))[1] == 5
+        # Held by the queue (take) and started on the flow (start): two calls, and the
+        # worker may have two takes out at once.
+        started = [e for e in await engine.events(ref.id) if e["type"] == "started"]
+        return (await engine.queue_depth(qid()))[1] == 5 and len(started) == 5
 
     await until(holding, "the doomed worker to hold 5 nodes", workers)
     held = {e["node"] for e in await engine.events(ref.id) if e["type"] == "started"}

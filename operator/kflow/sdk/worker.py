@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -31,6 +32,7 @@ EXIT_OK = 0
 EXIT_USAGE = 2
 IDLE_POLL_FIRST_S = 0.005  # the first wait after an empty take; doubles up to poll_max_s
 RETRY_AFTER_ERROR_S = 1.0  # pause of a background loop after a Redis error
+TAKES_IN_FLIGHT = 2  # takes a worker has out at once (each up to WorkerOptions.batch nodes)
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,9 @@ class Worker:
         self._done_ready = asyncio.Event()
         self._flushed = asyncio.Event()
         self._flushed.set()
+        self._reserved = 0  # slots promised to takes in flight
+        self._idle = IDLE_POLL_FIRST_S  # the next wait after an empty take
+        self._not_before = 0.0  # monotonic time before which no take starts (back-off)
         # Says once that Redis is unreachable and once that it is back, for all the loops.
         self.outage = RedisOutage()
 
@@ -141,36 +146,58 @@ class Worker:
     # ---- taking ----------------------------------------------------------------------------
 
     async def _take_loop(self) -> None:
-        idle = IDLE_POLL_FIRST_S
+        """Start takes while slots are free, up to TAKES_IN_FLIGHT at once: a take that is
+        out does not keep the slots freed meanwhile idle (handlers that sleep on I/O free
+        them one by one), and Redis starts one batch while this process runs another."""
+        taking: set[asyncio.Task[None]] = set()
         while not self._stopping:
-            free = min(self.options.concurrency - len(self.running), self.batch)
-            if free <= 0:
+            wait = self._not_before - time.monotonic()
+            if wait > 0:  # the queue was empty or Redis away: back off
+                await self._sleep(wait)
+                continue
+            free = self.options.concurrency - len(self.running) - self._reserved
+            if free <= 0 or len(taking) >= TAKES_IN_FLIGHT:
                 await self._sleep(None)
                 continue
-            try:
-                attempts = await self.engine.take(self.queue_id, free, owner=self.owner,
-                                                  lease_ms=self.options.lock_ms,
-                                                  with_inputs=True)
-            except Exception as exc:  # Redis away: keep the process, try again
-                wait = self.outage.failed(exc, f"worker {self.owner} taking nodes")
-                if wait is None:
-                    log.warning("worker %s: take failed: %s", self.owner, exc)
-                await self._sleep(RETRY_AFTER_ERROR_S if wait is None else wait)
-                continue
-            self.outage.succeeded()
-            if not attempts:
-                await self._sleep(idle)
-                idle = min(idle * 2, self.options.poll_max_s)
-                continue
-            idle = IDLE_POLL_FIRST_S
-            self.stats["taken"] += len(attempts)
-            for a in attempts:
-                self.held[(a.flow_uid, a.node, a.token)] = a
-                task = asyncio.create_task(self._run_one(a, a.inputs))
-                self.running[task] = a
-                task.add_done_callback(self._handler_done)
-                self._emit(a, "active", f"attempt {a.attempt}")
-            self.stats["max_running"] = max(self.stats["max_running"], len(self.running))
+            want = min(free, self.batch)
+            self._reserved += want
+            task = asyncio.create_task(self._take(want))
+            taking.add(task)
+            task.add_done_callback(functools.partial(self._take_done, taking, want))
+        if taking:  # what they took runs, or is handed back by the shutdown
+            await asyncio.gather(*taking, return_exceptions=True)
+
+    def _take_done(self, taking: set[asyncio.Task[None]], want: int,
+                   task: asyncio.Task[None]) -> None:
+        taking.discard(task)
+        self._reserved -= want
+        self._wake.set()
+
+    async def _take(self, want: int) -> None:
+        """Take up to `want` nodes and start a handler for each."""
+        try:
+            attempts = await self.engine.take(self.queue_id, want, owner=self.owner,
+                                              lease_ms=self.options.lock_ms, with_inputs=True)
+        except Exception as exc:  # Redis away: keep the process, try again
+            wait = self.outage.failed(exc, f"worker {self.owner} taking nodes")
+            if wait is None:
+                log.warning("worker %s: take failed: %s", self.owner, exc)
+            self._not_before = time.monotonic() + (RETRY_AFTER_ERROR_S if wait is None else wait)
+            return
+        self.outage.succeeded()
+        if not attempts:
+            self._not_before = time.monotonic() + self._idle
+            self._idle = min(self._idle * 2, self.options.poll_max_s)
+            return
+        self._idle = IDLE_POLL_FIRST_S
+        self.stats["taken"] += len(attempts)
+        for a in attempts:
+            self.held[(a.flow_uid, a.node, a.token)] = a
+            task = asyncio.create_task(self._run_one(a, a.inputs))
+            self.running[task] = a
+            task.add_done_callback(self._handler_done)
+            self._emit(a, "active", f"attempt {a.attempt}")
+        self.stats["max_running"] = max(self.stats["max_running"], len(self.running))
 
     def _handler_done(self, task: asyncio.Task[None]) -> None:
         self.running.pop(task, None)
