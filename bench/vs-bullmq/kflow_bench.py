@@ -29,7 +29,7 @@ from typing import Any
 from kflow.api import FlowId
 from kflow.engine import Engine, FlowRef
 from kflow.graph.dag import CompiledFlow, CompiledNode, CompiledOptions
-from kflow.sdk.worker import Worker, WorkerOptions
+from kflow.sdk.worker import Worker, WorkerOptions, event_loop_factory
 from kflow.store.connect import connect
 
 NS, QUEUE = "bench", "bench"
@@ -104,7 +104,8 @@ async def main() -> None:
     # The client every kflow process uses: its pool waits for a free connection, and 50
     # adders plus the worker's batched completions want many at once.
     client = await connect(url)
-    engine = Engine(client)
+    # As `kflow worker` builds it: exit handlers are the operator's (start_exits=False).
+    engine = Engine(client, start_exits=False)
     options = WorkerOptions(concurrency=args.concurrency, lock_ms=30_000, poll_max_s=0.02)
     uids = fan_out_uids(args.flows, args.width)
     nodes = args.flows * (args.width + 1)
@@ -179,4 +180,6 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    # The event loop `kflow worker` runs on: uvloop with the "fast" extra, else asyncio's.
+    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+        runner.run(main())

@@ -259,7 +259,7 @@ class FlowLifecycle:
             # Resumed after a restart: a crash between a flow step and its queue step left
             # ready nodes off their queue; put them back.
             await self.engine.reconcile_flow(FlowId.of(namespace, uid))
-        self.refresh_missing_queues(namespace)
+        self.refresh_missing_queues(namespace, uid)
         for queue in compiled.queues:
             self.dispatchers.kick(QueueId(namespace, queue))
         await self.status.flush(uid)
@@ -583,16 +583,21 @@ class FlowLifecycle:
         log.info("Flow %s/%s deleted: Redis keys and Jobs removed", meta["namespace"],
                  meta["name"])
 
-    def refresh_missing_queues(self, namespace: str) -> None:
-        """Recompute the QueueMissing condition of every flow of the namespace."""
-        for uid, view in list(self.status.views.items()):
-            if view.namespace != namespace or not self.routes.knows(uid):
+    def refresh_missing_queues(self, namespace: str, uid: str | None = None) -> None:
+        """Recompute the QueueMissing condition of every flow of the namespace (a Queue came
+        or went), or of the one flow `uid` (it was just admitted: looking at every other
+        flow again made admitting n flows cost n² steps)."""
+        views = self.status.views
+        chosen = list(views.items()) if uid is None else \
+            [(uid, views[uid])] if uid in views else []
+        for flow_uid, view in chosen:
+            if view.namespace != namespace or not self.routes.knows(flow_uid):
                 continue
-            missing = tuple(sorted(q for q in self.routes.node_queues(uid)
+            missing = tuple(sorted(q for q in self.routes.node_queues(flow_uid)
                                    if QueueId(namespace, q) not in self.dispatchers.queues))
             if missing != view.missing_queues:
                 view.missing_queues = missing
-                self.status.mark(uid)
+                self.status.mark(flow_uid)
 
     def progressed_on(self, namespace: str, queue: str) -> set[str]:
         """Workers moved this queue's flows on: mark the unfinished ones for a status refresh;
