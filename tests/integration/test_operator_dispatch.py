@@ -108,3 +108,32 @@ async def test_dispatcher_ignores_worker_mode_and_missing_queues(engine: Engine)
 async def _until(predicate: Any) -> None:
     while not predicate():
         await asyncio.sleep(0.01)
+
+
+async def test_a_rate_limited_queue_takes_the_next_window_without_a_kick(engine: Engine) -> None:
+    """A take that the rate limit cut short waits for the next window, not for a kick or the
+    lease-long safety net (nothing finishes here: the pods could not even be scheduled)."""
+    queue_id = QueueId("ns", "limited")
+    await engine.configure_queue(queue_id, QueueConfig(rate_max=2, rate_per_ms=200))
+    dispatchers = Dispatchers(engine, identity="test", batch=10, lease_ms=600_000,
+                              idle_recheck=3600)  # no safety-net wake-ups within the test
+    dispatchers.queues[queue_id] = queue_info(
+        "ns", "limited", {**TEMPLATE, "rateLimit": {"max": 2, "per": "200ms"}})
+    launched: list[str] = []
+
+    async def launch(_queue: QueueInfo, attempt: Attempt) -> None:
+        launched.append(attempt.node)
+
+    async def housekeep(_queue_id: QueueId) -> None:
+        return None
+
+    await engine.submit(FlowRef(str(uuid.uuid4()), "ns", "fan"), fan_out(6, "limited"))
+    stopped = Stopped()
+    loop = asyncio.create_task(dispatchers.run(queue_id, stopped, launch, housekeep))
+    try:
+        # Three windows of two; the bug waited lease_ms / 3 (200 s) after the first.
+        await asyncio.wait_for(_until(lambda: len(launched) == 6), timeout=20)
+    finally:
+        stopped.set()
+        await asyncio.wait_for(loop, timeout=5)
+    assert sorted(launched) == sorted(f"i{k}" for k in range(6))

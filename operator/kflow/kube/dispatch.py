@@ -152,7 +152,10 @@ class Dispatchers:
                         continue  # more may be waiting: no sleep between full batches
                     if next_due is not None:
                         timeout = min(timeout or 1e9, max(0.0, next_due / 1000 - time.time()))
-                    if queue.config.rate_max and not attempts:
+                    if queue.config.rate_max:
+                        # Short of a full batch: the window may be used up (or the queue
+                        # empty, or full): look again when the next window opens, not
+                        # only on a kick, which never comes while nothing finishes.
                         timeout = min(timeout or 1e9, await self._rate_wait(queue))
                 except Exception as exc:
                     wait = self.outage.failed(exc, f"dispatch of queue {queue_id}")
