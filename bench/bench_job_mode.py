@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import statistics
 import sys
@@ -34,38 +33,21 @@ from typing import Any
 
 import kubernetes
 
-from kflow.devkit.cluster import cluster_running
 from kflow.devkit.manifests import flow, pod_template, queue
-from kflow.devkit.operator import OperatorWorld, Scenario, local_kube
-from kflow.devkit.redis import redis_server
+from kflow.devkit.operator import Scenario, bench_world
+from kflow.devkit.procs import cpu_seconds, pid_of
 from kflow.devkit.results import record, table
 
 CHAIN_SECTION = "Operator: Job-mode step time vs a bare pod (issue 15)"
 BURST_SECTION = "Operator: Job creates per second for 500 ready flows (issue 15)"
 SAVED = Path(tempfile.gettempdir()) / "kflow-bench-job-mode-{label}.json"
-TICK = os.sysconf("SC_CLK_TCK")
 BARE_RUNS = 12
 # The local cluster's processes (their /proc comm names, cut at 15 characters).
 CLUSTER_PROCESSES = ("kube-apiserver", "etcd", "kube-controller", "kube-scheduler", "kubelet")
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (all its threads), from /proc/<pid>/stat."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2:].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
 
 
-def pid_of(command: str) -> int | None:
-    """The pid of the local cluster's process named `command` (kube-apiserver, etcd)."""
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if (entry / "comm").read_text().strip() == command:
-                    return int(entry.name)
-            except OSError:
-                continue
-    return None
 
 
 K8S: Any = kubernetes  # the client's functions are untyped
@@ -286,13 +268,7 @@ def main() -> int:
     parser.add_argument("--flows", type=int, default=500)
     parser.add_argument("--rate", default="20/1s", help="the limited burst run: max/per")
     args = parser.parse_args()
-    if not cluster_running():
-        print("the local cluster is not running: make cluster-up", file=sys.stderr)
-        return 2
-    kube = local_kube()
-    with redis_server() as srv, tempfile.TemporaryDirectory(prefix="kflow-bench-") as tmp:
-        world = OperatorWorld(kube, srv.url, Path(tmp))
-        world.install_crds()
+    with bench_world() as world:
         if args.only in (None, "chain"):
             with world.scenario() as scenario:
                 figures = chain(scenario, 20, args.runs)

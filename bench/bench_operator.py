@@ -13,25 +13,17 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
-from kflow.devkit.cluster import cluster_running
 from kflow.devkit.manifests import flow, queue
-from kflow.devkit.operator import OperatorWorld, Scenario, local_kube
-from kflow.devkit.redis import redis_server
+from kflow.devkit.operator import Scenario, bench_world
+from kflow.devkit.procs import rss_kib
 from kflow.devkit.results import percentile, record, table
 
 UNLOCK_LINE = re.compile(r"node (\S+): Job \S+ created .*?, (\d+) ms after its last child")
 
 
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
 
 
 def chain(scenario: Scenario, length: int) -> None:
@@ -106,13 +98,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--only", choices=["chain", "memory"])
     args = parser.parse_args()
-    if not cluster_running():
-        print("the local cluster is not running: make cluster-up", file=sys.stderr)
-        return 2
-    kube = local_kube()
-    with redis_server() as srv, tempfile.TemporaryDirectory(prefix="kflow-bench-") as tmp:
-        world = OperatorWorld(kube, srv.url, Path(tmp))
-        world.install_crds()
+    with bench_world() as world:
         if args.only in (None, "chain"):
             with world.scenario() as scenario:
                 chain(scenario, 20)

@@ -18,10 +18,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -33,43 +31,21 @@ from pathlib import Path
 from typing import Any
 
 from kflow.api.ids import FlowId
-from kflow.devkit.cluster import cluster_running
 from kflow.devkit.manifests import flow, queue
-from kflow.devkit.operator import OperatorWorld, Scenario, local_kube
-from kflow.devkit.redis import redis_server
+from kflow.devkit.operator import Scenario, bench_world
+from kflow.devkit.procs import cpu_seconds, pid_of, rss_kib
 from kflow.devkit.results import record, table
 
 SECTION = "Operator: memory and CPU with 1,000 flows of 100 nodes (issue 15)"
 QUEUE = "wide"
-TICK = os.sysconf("SC_CLK_TCK")
 # The figure bench_operator.py recorded for 100 flows of 100 nodes (RESULTS.md, 2026-11-29).
 EARLIER = {"flows": 100, "idle_mib": 164, "peak_mib": 180}
 
 
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (all its threads), from /proc/<pid>/stat."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2:].split()
-    return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime (fields 14, 15)
 
 
-def pid_of(command: str) -> int | None:
-    """The pid of the local cluster's process named `command` (kube-apiserver, etcd)."""
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if (entry / "comm").read_text().strip() == command:
-                    return int(entry.name)
-            except OSError:
-                continue
-    return None
 
 
 @dataclass
@@ -344,17 +320,10 @@ def main() -> int:
                         help="py-spy binary: record the admission (figures then include it)")
     parser.add_argument("--dry-run", action="store_true", help="print, do not record")
     args = parser.parse_args()
-    if not cluster_running():
-        print("the local cluster is not running: make cluster-up", file=sys.stderr)
-        return 2
-    kube = local_kube()
-    with redis_server() as srv, tempfile.TemporaryDirectory(prefix="kflow-bench-") as tmp:
-        world = OperatorWorld(kube, srv.url, Path(tmp))
-        world.install_crds()
-        with world.scenario() as scenario:
-            measure(scenario, args.flows, args.nodes, args.concurrency, args.threads,
-                    args.steady, args.running, args.profile,
-                    keep=not args.dry_run and (args.flows, args.nodes) == (1000, 100))
+    with bench_world() as world, world.scenario() as scenario:
+        measure(scenario, args.flows, args.nodes, args.concurrency, args.threads,
+                args.steady, args.running, args.profile,
+                keep=not args.dry_run and (args.flows, args.nodes) == (1000, 100))
     return 0
 
 

@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -26,7 +27,8 @@ import yaml
 
 from kflow.api.ids import FlowId
 from kflow.devkit.checkout import REPO
-from kflow.devkit.cluster import LocalCluster, bin_dir, cluster_dir
+from kflow.devkit.cluster import LocalCluster, bin_dir, cluster_dir, cluster_running
+from kflow.devkit.redis import redis_server
 
 T = TypeVar("T")
 TERMINAL = ("Succeeded", "Failed", "Cancelled")
@@ -404,3 +406,18 @@ class OperatorWorld:
                     self.kube("patch", obj, "-n", namespace, "--type=merge", "-p",
                               '{"metadata":{"finalizers":[]}}', check=False)
             self.kube("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+@contextmanager
+def bench_world() -> Iterator[OperatorWorld]:
+    """What an operator benchmark runs in: the running local cluster with kflow's CRDs, and a
+    private Redis for the operators its scenarios start. Exits with status 2 when the local
+    cluster is not running."""
+    if not cluster_running():
+        print("the local cluster is not running: make cluster-up", file=sys.stderr)
+        raise SystemExit(2)
+    kube = local_kube()
+    with redis_server() as srv, tempfile.TemporaryDirectory(prefix="kflow-bench-") as tmp:
+        world = OperatorWorld(kube, srv.url, Path(tmp))
+        world.install_crds()
+        yield world
