@@ -245,7 +245,7 @@ class JobExecutor:
         self.events.post(FlowEvent(ident.flow_uid, ident.namespace, ident.flow_name,
                                    "NodeStuck", text, warning=True))
         if reason in FATAL_REASONS:
-            job = (pod["metadata"].get("labels") or {}).get("job-name")
+            job = pod_job_name(pod)
             queue_id = QueueId(ident.namespace, ident.queue)
             if job:
                 self._remember(job)

@@ -269,19 +269,24 @@ class JobFailure:
     infrastructure: bool  # evicted, deleted, node lost: retried without spending an attempt
 
 
-def _main_terminated(pod: dict[str, Any]) -> dict[str, Any] | None:
-    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+def _main_status(pod: dict[str, Any]) -> dict[str, Any]:
+    """The container status of the pod's main container ("main", else the first, as
+    build_job picks), or {} before it has one."""
     names = [c.get("name") for c in (pod.get("spec") or {}).get("containers") or []]
     main_name = "main" if "main" in names else (names[0] if names else None)
-    for status in statuses:
+    for status in (pod.get("status") or {}).get("containerStatuses") or []:
         if main_name is None or status.get("name") == main_name:
-            terminated = (status.get("state") or {}).get("terminated")
-            if terminated:
-                return dict(terminated)
-            last = (status.get("lastState") or {}).get("terminated")
-            if last:
-                return dict(last)
-    return None
+            return dict(status)
+    return {}
+
+
+def _main_terminated(pod: dict[str, Any]) -> dict[str, Any] | None:
+    status = _main_status(pod)
+    terminated = (status.get("state") or {}).get("terminated")
+    if terminated:
+        return dict(terminated)
+    last = (status.get("lastState") or {}).get("terminated")
+    return dict(last) if last else None
 
 
 def _disrupted(pod: dict[str, Any]) -> str | None:
@@ -354,14 +359,9 @@ def pod_succeeded(pod: dict[str, Any]) -> bool:
 
 
 def main_state(pod: dict[str, Any]) -> dict[str, Any]:
-    """The current state of the pod's main container ("main", else the first, as build_job
-    picks): {"terminated": {...}}, {"running": ...}, {"waiting": ...}, or {} before it has one."""
-    names = [c.get("name") for c in (pod.get("spec") or {}).get("containers") or []]
-    main = "main" if "main" in names else (names[0] if names else None)
-    for container in (pod.get("status") or {}).get("containerStatuses") or []:
-        if main is not None and container.get("name") == main:
-            return dict(container.get("state") or {})
-    return {}
+    """The current state of the pod's main container: {"terminated": {...}}, {"running": ...},
+    {"waiting": ...}, or {} before it has one."""
+    return dict(_main_status(pod).get("state") or {})
 
 
 def termination_output(pods: list[dict[str, Any]]) -> tuple[bool, Any]:
