@@ -88,6 +88,13 @@ def _lease(queue_id: QueueId, uid: str, node: str, token: str) -> Lease:
     return Lease(FlowId.of(queue_id.namespace, uid), node, token)
 
 
+def _create_args(flow: FlowId, name: str, total: int, roots: int, ttl_seconds: int | None,
+                 chunks: int, queues: list[str], defaults: dict[str, Any] | None) -> list[Any]:
+    """ARGV of flow/create, which flow/add starts with (see flow/create.lua)."""
+    return [flow.namespace, name, total, roots, -1 if ttl_seconds is None else ttl_seconds,
+            chunks, json.dumps(sorted(queues)), "" if not defaults else dumps(defaults)]
+
+
 def _active(lease: Lease) -> str:
     return active_member(lease.flow.uid, lease.node, lease.token)
 
@@ -140,9 +147,8 @@ class RedisStore:
                           ttl_seconds: int | None, chunks: int, queues: list[str],
                           defaults: dict[str, Any] | None = None) -> AddStatus:
         return AddStatus(await self._flow_script(
-            "create", flow, flow.namespace, name, total, roots,
-            -1 if ttl_seconds is None else ttl_seconds, chunks, json.dumps(sorted(queues)),
-            "" if not defaults else dumps(defaults)))
+            "create", flow, *_create_args(flow, name, total, roots, ttl_seconds, chunks, queues,
+                                          defaults)))
 
     async def add_flow(self, flow: FlowId, name: str, *, total: int, roots: int,
                        ttl_seconds: int | None, queues: list[str],
@@ -151,9 +157,8 @@ class RedisStore:
         """Create, write (one chunk) and start a new small flow in one call (flow/add): its
         phase, or RESUME / EXISTS when the flow was there already (nothing written)."""
         got = await self._flow_script(
-            "add", flow, flow.namespace, name, total, roots,
-            -1 if ttl_seconds is None else ttl_seconds, 1, json.dumps(sorted(queues)),
-            "" if not defaults else dumps(defaults), *chunk.args)
+            "add", flow, *_create_args(flow, name, total, roots, ttl_seconds, 1, queues,
+                                       defaults), *chunk.args)
         return AddStatus(got) if got in ("resume", "exists") else FlowPhase(got)
 
     async def add_nodes(self, flow: FlowId, chunk_no: int, chunk: NodeChunk) -> bool:

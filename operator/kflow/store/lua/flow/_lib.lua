@@ -58,13 +58,20 @@ end
 -- A node's spec is written once (flow/add-nodes, expand, add-children) and never changed,
 -- so one call reads and decodes each at most once.
 local SPECS = {}
-local function spec_of(node)
+-- A node's spec, or nil for a node the flow does not have.
+local function known_spec(node)
   local spec = SPECS[node]
   if not spec then
-    spec = cjson.decode(redis.call('HGET', K_SPEC, node))
+    local raw = redis.call('HGET', K_SPEC, node)
+    if not raw then return nil end
+    spec = cjson.decode(raw)
     SPECS[node] = spec
   end
   return spec
+end
+
+local function spec_of(node)
+  return known_spec(node) or error('KFLOW node ' .. node .. ' has no spec')
 end
 
 -- Parents and children are stored only for nodes that have them.
@@ -127,14 +134,8 @@ end
 
 -- The node's queue name ("" for a node the flow does not have): where its lease is held.
 local function queue_of(node)
-  local spec = SPECS[node]
-  if not spec then
-    local raw = redis.call('HGET', K_SPEC, node)
-    if not raw then return '' end
-    spec = cjson.decode(raw)
-    SPECS[node] = spec
-  end
-  return spec[S_QUEUE]
+  local spec = known_spec(node)
+  return spec and spec[S_QUEUE] or ''
 end
 
 -- The flow's phase, read once per call; finish_flow keeps it up to date.
