@@ -587,11 +587,9 @@ class FlowLifecycle:
         """Recompute the QueueMissing condition of every flow of the namespace (a Queue came
         or went), or of the one flow `uid` (it was just admitted: looking at every other
         flow again made admitting n flows cost n² steps)."""
-        views = self.status.views
-        chosen = list(views.items()) if uid is None else \
-            [(uid, views[uid])] if uid in views else []
-        for flow_uid, view in chosen:
-            if view.namespace != namespace or not self.routes.knows(flow_uid):
+        for flow_uid in list(self.status.views) if uid is None else [uid]:
+            view = self.status.views.get(flow_uid)
+            if view is None or view.namespace != namespace or not self.routes.knows(flow_uid):
                 continue
             missing = tuple(sorted(q for q in self.routes.node_queues(flow_uid)
                                    if QueueId(namespace, q) not in self.dispatchers.queues))
