@@ -14,6 +14,8 @@ from kflow.kube.runtime import Runtime
 from kflow.kube.tenants import LABEL_MANAGED_BY, MANAGED_BY
 from kflow.settings import get_settings
 
+log = logging.getLogger(__name__)
+
 KOPF_PREFIX = "kopf.kflow.dev"
 
 
@@ -147,7 +149,12 @@ async def queue_dispatcher(namespace: str | None, name: str, spec: kopf.Spec, ui
     await memo.runtime.ensure_tenant(namespace, _queue(namespace, name, uid))
     await memo.runtime.queues.seen(namespace, name, spec, uid, annotations,
                                    meta.get("generation"))
-    await memo.runtime.queues.run(namespace, name, stopped)
+    log.info("queue %s/%s: dispatching", namespace, name)
+    try:
+        await memo.runtime.queues.run(namespace, name, stopped)
+    finally:
+        log.info("queue %s/%s: no longer dispatching (%s)", namespace, name,
+                 stopped.reason if stopped else "ended")
 
 
 # ---- CronFlow ---------------------------------------------------------------------------

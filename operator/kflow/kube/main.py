@@ -37,6 +37,10 @@ def run_operator(settings: Settings | None = None, *, verbose: bool = False) -> 
     # kopf's per-event chatter ("Handler succeeded") would drown the flow and node lines.
     logging.getLogger("kopf").setLevel(logging.DEBUG if verbose else logging.WARNING)
     logging.getLogger("kopf.activities.startup").setLevel(logging.INFO)
+    # Which replica is active, and when a standby takes over (kopf's peering lines).
+    logging.getLogger("kopf._core.engines.peering").setLevel(logging.INFO)
+    # Every probe of /healthz would be a line every ten seconds.
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     refused = check_redis(config)
     if refused is not None:
         return refused

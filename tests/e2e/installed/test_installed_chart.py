@@ -34,11 +34,26 @@ def wait_phase(installed: Installed, name: str, timeout: float = 240) -> dict[st
         if status.get("phase") in TERMINAL:
             return status
         time.sleep(1)
-    logs = "\n".join(
-        installed.kube("-n", installed.inst.namespace, "logs", p["metadata"]["name"],
-                       "--tail=40", check=False).stdout
-        for p in installed.inst.operator_pods())
-    raise AssertionError(f"flow {name} did not end in {timeout} s: {status}\n{logs}")
+    raise AssertionError(f"flow {name} did not end in {timeout} s: {status}\n"
+                         f"{operator_report(installed)}")
+
+
+def operator_report(installed: Installed) -> str:
+    """What a stuck flow's failure shows: who the peering says is active, and the tail of
+    each operator pod's log."""
+    inst = installed.inst
+    peering = installed.kube("get", "kopfpeering", inst.fullname, "-n", installed.flows,
+                             "-o", "jsonpath={.status}", check=False).stdout
+    parts = [f"peering: {peering}"]
+    for pod in inst.operator_pods():
+        name = pod["metadata"]["name"]
+        log = installed.kube("-n", inst.namespace, "logs", name, "--tail=80",
+                             check=False).stdout
+        restarts = sum(c.get("restartCount", 0)
+                       for c in pod["status"].get("containerStatuses") or [])
+        parts.append(f"--- {name} (started {pod['status'].get('startTime')}, "
+                     f"{restarts} restarts)\n{log}")
+    return "\n".join(parts)
 
 
 def read_flow(installed: Installed, name: str) -> tuple[dict[str, Any], list[dict[str, str]]]:
