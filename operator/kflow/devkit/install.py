@@ -206,24 +206,30 @@ class Installation:
     @contextmanager
     def redis_forwarded(self) -> Iterator[str]:
         """`kubectl port-forward` to the bundled Redis: yields a redis:// URL on loopback."""
+        with self.port_forwarded(f"service/{self.fullname}-redis", 6379) as port:
+            yield f"redis://:{self.redis_password()}@127.0.0.1:{port}/0"
+
+    @contextmanager
+    def port_forwarded(self, target: str, port: int) -> Iterator[int]:
+        """`kubectl port-forward` to `target` ("service/x", "pod/y") in the release's
+        namespace: yields the local port on loopback."""
         proc = subprocess.Popen(
             [self.kube.kubectl, "--kubeconfig", str(self.kube.kubeconfig), "-n", self.namespace,
-             "port-forward",
-             f"service/{self.fullname}-redis", ":6379", "--address", "127.0.0.1"],
+             "port-forward", target, f":{port}", "--address", "127.0.0.1"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
             assert proc.stdout is not None
             deadline = time.monotonic() + 60
-            port = None
-            while port is None and time.monotonic() < deadline:
+            local = None
+            while local is None and time.monotonic() < deadline:
                 line = proc.stdout.readline()
                 if not line:
                     break
                 found = re.search(r"Forwarding from 127\.0\.0\.1:(\d+)", line)
-                port = int(found.group(1)) if found else None
-            if port is None:
-                raise RuntimeError(f"kubectl port-forward to {self.fullname}-redis failed")
-            yield f"redis://:{self.redis_password()}@127.0.0.1:{port}/0"
+                local = int(found.group(1)) if found else None
+            if local is None:
+                raise RuntimeError(f"kubectl port-forward to {target} failed")
+            yield local
         finally:
             proc.terminate()
             proc.wait(timeout=10)
