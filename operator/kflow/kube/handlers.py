@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
@@ -17,6 +18,7 @@ from kflow.settings import get_settings
 log = logging.getLogger(__name__)
 
 KOPF_PREFIX = "kopf.kflow.dev"
+DIFFBASE_KEY = "last-handled-configuration"
 
 
 def needs_scanning(namespaces: list[str]) -> bool:
@@ -38,7 +40,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     # leaves them out: a Flow created with `kubectl create` up to etcd's limit still gets
     # its suspend, cancel and retry handled.
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=KOPF_PREFIX, key="last-handled-configuration",
+        prefix=KOPF_PREFIX, key=DIFFBASE_KEY,
         ignored_fields=["spec.nodes", "spec.defaults"])
     settings.posting.level = logging.INFO
     settings.batching.worker_limit = 256
@@ -99,8 +101,25 @@ async def flow_retry_requested(body: kopf.Body, memo: kopf.Memo, **_: Any) -> No
 # left out of kopf's copy of the object.
 @kopf.on.event(GROUP, VERSION, "flows")
 async def flow_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    if type != "DELETED":
-        await memo.runtime.flows.observe(body)
+    if type == "DELETED":
+        return
+    if missed_resume(body, memo.runtime.flows.status.views):
+        # kopf runs on.resume only for an object it first meets in a listing. A standby
+        # replica serves the admission webhook, and kopf remembers every Flow it judges on
+        # UPDATE there; when the standby takes over, the listing finds those Flows already
+        # known and resumes none of them, so nothing would report their status.
+        log.info("Flow %s/%s: taken over", body["metadata"]["namespace"],
+                 body["metadata"]["name"])
+        await memo.runtime.flows.admit(body)
+    await memo.runtime.flows.observe(body)
+
+
+def missed_resume(body: Mapping[str, Any], tracked: Mapping[str, Any]) -> bool:
+    """Whether this Flow was admitted before (by this replica or another: kopf's copy of it
+    is there) yet this process does not track it, and it is not being deleted."""
+    meta = body.get("metadata") or {}
+    return (meta.get("uid") not in tracked and not meta.get("deletionTimestamp")
+            and f"{KOPF_PREFIX}/{DIFFBASE_KEY}" in (meta.get("annotations") or {}))
 
 
 @kopf.on.delete(GROUP, VERSION, "flows", backoff=RETRY_SECONDS)
