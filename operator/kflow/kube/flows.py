@@ -114,6 +114,9 @@ class FlowLifecycle:
         # One admission or run switch of a Flow at a time (kopf's handlers, the events of its
         # Jobs and a queued change may each start one).
         self._locks: dict[str, asyncio.Lock] = {}
+        # The Flows this process admitted once (kflow.kube.handlers: the Flow's first event
+        # or kopf's resume, whichever comes first, admits it; the other leaves it be).
+        self._admitted: set[str] = set()
         # Flow uid -> (FlowTemplate name, the Flow as last admitted) while it is invalid.
         self._awaiting_template: dict[str, tuple[str, Mapping[str, Any]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -177,10 +180,21 @@ class FlowLifecycle:
             lock = self._locks[uid] = asyncio.Lock()
         return lock
 
-    async def admit(self, body: Mapping[str, Any]) -> None:
-        """Create or resume: validate, compile, record the graph in Redis, start tracking."""
-        async with self._lock(body["metadata"]["uid"]):
+    async def admit(self, body: Mapping[str, Any], once: bool = False) -> None:
+        """Create or resume: validate, compile, record the graph in Redis, start tracking.
+        `once`: not if this process admitted the Flow before. Two handlers may each be first
+        to meet a Flow in one pass over the same event, and the second one's copy of it is
+        older than what the first one did (its status says nothing of a run just switched)."""
+        uid = body["metadata"]["uid"]
+        async with self._lock(uid):
+            if once and uid in self._admitted:
+                return
             await self._admit(body)
+            self._admitted.add(uid)
+
+    def admitted(self, uid: str) -> bool:
+        """Whether this process admitted the Flow (and has not deleted it since)."""
+        return uid in self._admitted
 
     async def _admit(self, body: Mapping[str, Any]) -> None:
         meta = body.get("metadata") or {}
@@ -570,6 +584,7 @@ class FlowLifecycle:
         self.routes.forget(uid + EXIT_SUFFIX)
         self._stalled.forget(FlowId.of(meta["namespace"], uid))
         self._locks.pop(uid, None)
+        self._admitted.discard(uid)
         self._awaiting_template.pop(uid, None)
         self._queued_body.pop(uid, None)
         if self.notifier is not None:

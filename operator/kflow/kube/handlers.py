@@ -75,8 +75,13 @@ RETRY_SECONDS = 3.0
 @kopf.on.resume(GROUP, VERSION, "flows", backoff=RETRY_SECONDS)
 @kopf.on.create(GROUP, VERSION, "flows", backoff=RETRY_SECONDS)
 async def flow_admitted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    # Once: the Flow's event handler runs first and may have admitted it already.
+    await _admit_once(body, memo)
+
+
+async def _admit_once(body: kopf.Body, memo: kopf.Memo) -> None:
     await memo.runtime.ensure_tenant(body["metadata"]["namespace"], _involved("Flow", body))
-    await memo.runtime.flows.admit(body)
+    await memo.runtime.flows.admit(body, once=True)
 
 
 @kopf.on.update(GROUP, VERSION, "flows", field="spec.suspend", backoff=RETRY_SECONDS)
@@ -103,22 +108,25 @@ async def flow_retry_requested(body: kopf.Body, memo: kopf.Memo, **_: Any) -> No
 async def flow_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     if type == "DELETED":
         return
-    if missed_resume(body, memo.runtime.flows.status.views):
+    flows = memo.runtime.flows
+    if admitted_before(body) and not flows.admitted(body["metadata"]["uid"]):
         # kopf runs on.resume only for an object it first meets in a listing. A standby
         # replica serves the admission webhook, and kopf remembers every Flow it judges on
         # UPDATE there; when the standby takes over, the listing finds those Flows already
-        # known and resumes none of them, so nothing would report their status.
-        log.info("Flow %s/%s: taken over", body["metadata"]["namespace"],
-                 body["metadata"]["name"])
-        await memo.runtime.flows.admit(body)
-    await memo.runtime.flows.observe(body)
+        # known and resumes none of them, so nothing would report their status. So a Flow
+        # kopf handled before is admitted on its first event here; kopf's resume handler,
+        # which comes after this one in the same pass, then leaves it be.
+        log.debug("Flow %s/%s: admitted on its first event", body["metadata"]["namespace"],
+                  body["metadata"]["name"])
+        await _admit_once(body, memo)
+    await flows.observe(body)
 
 
-def missed_resume(body: Mapping[str, Any], tracked: Mapping[str, Any]) -> bool:
-    """Whether this Flow was admitted before (by this replica or another: kopf's copy of it
-    is there) yet this process does not track it, and it is not being deleted."""
+def admitted_before(body: Mapping[str, Any]) -> bool:
+    """Whether kopf handled this Flow before, in this replica or another (its copy of it is
+    there), and it is not being deleted: a Flow to resume, not to create or finalize."""
     meta = body.get("metadata") or {}
-    return (meta.get("uid") not in tracked and not meta.get("deletionTimestamp")
+    return (not meta.get("deletionTimestamp")
             and f"{KOPF_PREFIX}/{DIFFBASE_KEY}" in (meta.get("annotations") or {}))
 
 
