@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from typing import Any
 
 import pytest
+import redis.asyncio as aredis
 
 from kflow.api import FlowId
 from kflow.api.states import AddStatus, FlowPhase
@@ -165,3 +167,41 @@ async def test_a_worker_takes_half_its_concurrency_at_a_time(engine: Engine) -> 
     assert (await engine.snapshot(ref.id)).phase is FlowPhase.SUCCEEDED
     with pytest.raises(ValueError, match="batch 0"):
         WorkerOptions(batch=0)
+
+
+async def test_a_chains_start_and_completion_each_read_the_flows_record_once(
+        redis_srv: Any) -> None:
+    # Inside a script every Redis command costs about as much as the work it does, so a step
+    # reads the flow's meta hash once (phase, suspended, names, roots left, expiry) and keeps
+    # what it writes there in step: a chain's completion used to read it five times.
+    client = aredis.Redis.from_url(redis_srv.url)
+    engine = Engine(client)
+    threshold = (await client.config_get("slowlog-log-slower-than"))["slowlog-log-slower-than"]
+    try:
+        ref = new_ref()
+        await engine.submit(ref, build(node("a"), node("b", "a"), node("root", "b")))
+        [a] = await engine.take(qid(), 1, owner="t")
+        await client.config_set("slowlog-log-slower-than", 0)  # every command, inner ones too
+        await client.slowlog_reset()
+        await engine.complete(ref.id, a.node, a.token, 1)
+        [b] = await engine.take(qid(), 1, owner="t")
+        log = list(reversed(await client.slowlog_get(10_000)))
+    finally:
+        await client.config_set("slowlog-log-slower-than", threshold)
+        await client.aclose()
+    assert b.node == "b"
+    meta = engine.store.flow(ref.id).meta.encode()
+    # A script's own commands are logged before the EVALSHA that ran them; an EVALSHA with
+    # none was refused (NOSCRIPT: the script was loaded and called again).
+    reads: list[int] = []
+    inner = touched = 0
+    for entry in log:
+        words = entry["command"].split()
+        if words[0].upper() == b"EVALSHA":
+            if inner and words[3:4] == [meta]:  # a flow script: its first key is meta
+                reads.append(touched)
+            inner = touched = 0
+        elif words[0].upper() not in (b"SLOWLOG", b"SCRIPT"):
+            inner += 1
+            touched += words[1:2] == [meta]
+    assert reads == [1, 1]  # flow/complete of a, flow/start of b

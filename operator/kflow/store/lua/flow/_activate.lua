@@ -9,7 +9,7 @@ local function activate_flow()
   if m[1] ~= 'Pending' then return m[1] end
   if tonumber(m[2]) < tonumber(m[3]) then return 'incomplete' end
   redis.call('HSET', K_META, 'phase', 'Running', 'started_at', now_ms())
-  FLOW_PHASE = 'Running'
+  note_meta('phase', 'Running')
   emit('flow', '', 'phase', 'Running')
   return 'Running'
 end

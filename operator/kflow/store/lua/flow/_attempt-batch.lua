@@ -10,7 +10,7 @@
 ]]
 local function settle_attempts(first, width, settle)
   local rows = {}
-  if not redis.call('HGET', K_META, 'phase') then
+  if not flow_phase() then
     for _ = first, #ARGV, width do rows[#rows + 1] = {false, '', 'stale', false} end
     return step_reply(rows, {})
   end

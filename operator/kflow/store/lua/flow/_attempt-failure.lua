@@ -86,7 +86,7 @@ local function attempt_failed(node, err, now, share, out, lost)
   redis.call('HDEL', K_TOKEN, node)
   redis.call('HDEL', K_RESULT, node)
   redis.call('HSET', K_ERROR, node, err)
-  local phase = redis.call('HGET', K_META, 'phase')
+  local phase = flow_phase()
   if phase ~= 'Running' then
     -- The flow already ended: no retry, nothing more moves. An attempt cut off by the end
     -- (a cancelled flow's stopped pod, a worker handing back, a lapsed lease) did not fail:

@@ -122,11 +122,31 @@ local function emit(kind, node, ...)
   redis.call('XADD', K_EVENTS, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'type', kind, 'node', node, ...)
 end
 
+-- The meta fields a step reads, in one HMGET the first time one is needed, then from memory:
+-- a chain's completion used to read phase twice, roots_left, expire_at and the reply's four
+-- fields in five calls. Every write of one of them in a script that has read them goes
+-- through note_meta (finish_flow, root_done, activate, suspend, resume, cancel, retry).
+local META_FIELDS = {'phase', 'suspended', 'namespace', 'name', 'roots_left', 'expire_at', 'exit'}
+local META
+local function meta()
+  if not META then
+    local m = redis.call('HMGET', K_META, unpack(META_FIELDS))
+    META = {}
+    for i = 1, #META_FIELDS do META[META_FIELDS[i]] = m[i] end
+  end
+  return META
+end
+
+-- After writing a meta field (`value` false: after deleting it).
+local function note_meta(field, value)
+  if META then META[field] = value end
+end
+
 -- Once a finished flow has an expiry time, every key it writes later (a late result, a new
 -- hash created after the finish) must carry the same expiry, or it would outlive the flow.
 local function apply_expiry()
   flush_counts()
-  local at = redis.call('HGET', K_META, 'expire_at')
+  local at = meta().expire_at
   if at then
     for i = 1, #KEYS do redis.call('PEXPIREAT', KEYS[i], at) end
   end
@@ -138,19 +158,18 @@ local function queue_of(node)
   return spec and spec[S_QUEUE] or ''
 end
 
--- The flow's phase, read once per call; finish_flow keeps it up to date.
-local FLOW_PHASE
+-- The flow's phase (false when the flow has no keys), read once per call.
 local function flow_phase()
-  if FLOW_PHASE == nil then FLOW_PHASE = redis.call('HGET', K_META, 'phase') end
-  return FLOW_PHASE
+  return meta().phase
 end
 
 local function finish_flow(phase, now)
-  FLOW_PHASE = phase
   redis.call('HSET', K_META, 'phase', phase, 'finished_at', now)
+  note_meta('phase', phase)
   local ttl = redis.call('HGET', K_META, 'ttl')
   if ttl and tonumber(ttl) >= 0 then
     redis.call('HSET', K_META, 'expire_at', now + tonumber(ttl) * 1000)
+    note_meta('expire_at', now + tonumber(ttl) * 1000)
   end
   emit('flow', '', 'phase', phase)
 end
@@ -167,15 +186,12 @@ end
 -- A running flow succeeds when every root completed and no node is left to settle:
 -- continueParent can release a parent (and so a root) while its other children still run,
 -- and those run to their end before the flow does.
--- roots_left as this call last wrote it (root_done), so a batch reads it at most once.
-local ROOTS_LEFT
 local function root_done()
-  ROOTS_LEFT = redis.call('HINCRBY', K_META, 'roots_left', -1)
+  note_meta('roots_left', redis.call('HINCRBY', K_META, 'roots_left', -1))
 end
 
 local function maybe_succeed(now)
-  if not ROOTS_LEFT then ROOTS_LEFT = tonumber(redis.call('HGET', K_META, 'roots_left')) end
-  if ROOTS_LEFT <= 0 and unsettled() == 0 then
+  if tonumber(meta().roots_left) <= 0 and unsettled() == 0 then
     finish_flow('Succeeded', now)
   end
 end

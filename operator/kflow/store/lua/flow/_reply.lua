@@ -18,12 +18,13 @@
 ]]
 local function step_reply(rows, queued)
   flush_counts()
-  local m = redis.call('HMGET', K_META, 'phase', 'suspended', 'namespace', 'name')
-  local phase = m[1] or 'Missing'
-  if phase == 'Running' and m[2] == '1' then phase = 'Suspended' end
+  local m = meta()
+  local phase = m.phase or 'Missing'
+  if phase == 'Running' and m.suspended == '1' then phase = 'Suspended' end
   local exits = false
   if phase == 'Succeeded' or phase == 'Failed' or phase == 'Cancelled' then
-    exits = redis.call('HEXISTS', K_META, 'exit') == 1
+    exits = m.exit ~= false
   end
-  return cjson.encode({phase, m[3] or '', m[4] or '', rows, queued, EXPAND, DECIDE, exits})
+  return cjson.encode({phase, m.namespace or '', m.name or '', rows, queued, EXPAND, DECIDE,
+                       exits})
 end

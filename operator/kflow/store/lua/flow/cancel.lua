@@ -16,6 +16,7 @@
 local phase = redis.call('HGET', K_META, 'phase')
 if phase == 'Pending' or phase == 'Running' then
   redis.call('HDEL', K_META, 'suspended')
+  note_meta('suspended', false)
   finish_flow('Cancelled', now_ms())
   apply_expiry()
 end

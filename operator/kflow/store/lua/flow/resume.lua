@@ -12,6 +12,7 @@
 
 if redis.call('HGET', K_META, 'suspended') == '1' then
   redis.call('HDEL', K_META, 'suspended')
+  note_meta('suspended', false)
   emit('flow', '', 'suspended', '0')
 end
 return step_reply({}, {})

@@ -91,8 +91,9 @@ for _, node in ipairs(propagated) do
   end
 end
 redis.call('HSET', K_META, 'phase', 'Running')
-FLOW_PHASE = 'Running'
+note_meta('phase', 'Running')
 redis.call('HDEL', K_META, 'finished_at', 'expire_at')
+note_meta('expire_at', false)
 redis.call('DEL', K_FAILURES)
 for i = 1, #KEYS do redis.call('PERSIST', KEYS[i]) end
 emit('flow', '', 'phase', 'Running', 'retry', #out)

@@ -26,15 +26,15 @@
 -- @include flow/_reply
 -- @include flow/_inputs
 
-local m = redis.call('HMGET', K_META, 'phase', 'suspended')
+local m = meta()
 local now = now_ms()
 local res = {}
 local with_inputs = ARGV[2] == '1'
 for i = 3, #ARGV, 2 do
   local node, token = ARGV[i], ARGV[i + 1]
   local r = {node, 'gone', 0, 'null', -1, 0, 0, false}
-  if m[1] == 'Running' then
-    if m[2] == '1' then
+  if m.phase == 'Running' then
+    if m.suspended == '1' then
       r[2] = 'suspended'
     else
       local st = redis.call('HGET', K_STATE, node)

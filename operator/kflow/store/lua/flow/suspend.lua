@@ -13,6 +13,7 @@
 
 if redis.call('HGET', K_META, 'phase') == 'Running' and redis.call('HGET', K_META, 'suspended') ~= '1' then
   redis.call('HSET', K_META, 'suspended', '1')
+  note_meta('suspended', '1')
   emit('flow', '', 'suspended', '1')
 end
 return step_reply({}, {})
