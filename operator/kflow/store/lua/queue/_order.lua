@@ -14,6 +14,9 @@ end
 
 -- The sequence numbers for `n` new ready members (the first is the returned value + 1).
 local function next_seq(n)
-  if redis.call('ZCARD', K_READY) == 0 then redis.call('SET', K_SEQ, 0) end
+  if redis.call('ZCARD', K_READY) == 0 then
+    redis.call('SET', K_SEQ, n)
+    return 0
+  end
   return redis.call('INCRBY', K_SEQ, n) - n
 end
