@@ -24,6 +24,7 @@ from kflow.engine import Attempt, Engine, Inputs, tune_collector
 from kflow.sdk.handlers import call_handler, format_error, resolve_function
 from kflow.sdk.job import Job, JobFlow
 from kflow.settings import RedisSettings
+from kflow.store.codec import dumps
 from kflow.store.outage import RedisOutage
 
 log = logging.getLogger("kflow.worker")
@@ -232,7 +233,7 @@ class Worker:
                 value = await asyncio.wait_for(call, attempt.timeout_ms / 1000)
             else:
                 value = await call
-            json.dumps(value)  # a non-JSON output fails this attempt, with the handler's error
+            dumps(value)  # a non-JSON output fails this attempt, as the store would encode it
         except asyncio.CancelledError:
             raise  # shutdown: the attempt is handed back, not failed
         except TimeoutError:

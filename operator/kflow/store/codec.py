@@ -4,9 +4,12 @@ a compiled node as the add-nodes script's arguments, values as compact JSON."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from kflow.api.models import MAX_PRIORITY
 from kflow.graph.dag import CompiledNode, CompiledOptions, MapSource
@@ -53,13 +56,13 @@ def _pack_map(source: MapSource) -> dict[str, Any]:
 
 def unpack_when(raw: str | bytes) -> str | None:
     """A node's condition (`when`) from its spec field; None without one."""
-    fields: list[Any] = json.loads(raw)
+    fields: list[Any] = loads(raw)
     return str(fields[12]) if len(fields) > 12 and isinstance(fields[12], str) else None
 
 
 def unpack_map(raw: str | bytes) -> MapSource | None:
     """A map node's item source from its spec field; None for any other node."""
-    fields: list[Any] = json.loads(raw)
+    fields: list[Any] = loads(raw)
     if len(fields) <= 11 or not isinstance(fields[11], dict):
         return None
     packed = fields[11]
@@ -75,7 +78,7 @@ def pack_spec(queue: str, opts: CompiledOptions, for_each: MapSource | None = No
     """A compact JSON array; the index layout is documented in lua/flow/_lib.lua."""
     if not 0 <= opts.priority <= MAX_PRIORITY:
         raise ValueError(f"priority {opts.priority} is out of range 0..{MAX_PRIORITY}")
-    return json.dumps(
+    return dumps(
         [
             queue,
             opts.priority,
@@ -91,13 +94,11 @@ def pack_spec(queue: str, opts: CompiledOptions, for_each: MapSource | None = No
             *([] if for_each is None and when is None else
               [None if for_each is None else _pack_map(for_each)]),
             *([] if when is None else [when]),
-        ],
-        separators=(",", ":"),
-    )
+        ])
 
 
 def unpack_spec(raw: str | bytes) -> NodeRoute:
-    fields: list[Any] = json.loads(raw)
+    fields: list[Any] = loads(raw)
     timeout = int(fields[8])
     lifo = len(fields) > 10 and fields[10] == 1  # flows written before lifo existed: FIFO
     return NodeRoute(queue=str(fields[0]), rank=queue_rank(int(fields[1]), lifo),
@@ -148,14 +149,43 @@ def node_chunks(nodes: Iterable[CompiledNode], max_nodes: int, max_bytes: int
     return chunks
 
 
+# Non-string keys become strings, as the standard library makes them; datetimes and
+# dataclasses are refused as it refuses them (passed through to no default: TypeError).
+_DUMPS = orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | \
+    orjson.OPT_PASSTHROUGH_DATACLASS
+
+
 def dumps(value: Any) -> str:
-    """JSON as stored in Redis: compact, UTF-8 kept as is."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    """JSON as stored in Redis: compact, UTF-8 kept as is. orjson, and the standard library
+    for what orjson refuses (an integer beyond 64 bits, a lone surrogate, a type neither
+    knows), which then encodes it or raises TypeError/ValueError as before. Unlike the
+    standard library, NaN and infinities are written as null: they are not JSON."""
+    try:
+        return orjson.dumps(value, option=_DUMPS).decode()
+    except TypeError:  # orjson.JSONEncodeError is a TypeError
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+# A run of 19 digits or more may be an integer beyond 64 bits, which orjson reads as a float
+# (losing digits): such text goes to the standard library, which keeps it exact.
+_LONG_DIGITS = re.compile(r"\d{19}")
+_LONG_DIGITS_B = re.compile(rb"\d{19}")
 
 
 def loads(raw: str | bytes | None) -> Any:
-    """A stored JSON value; None for a field that is not there."""
-    return None if raw is None else json.loads(raw)
+    """A stored JSON value; None for a field that is not there. orjson, and the standard
+    library for what orjson refuses or would read differently (NaN written by earlier
+    versions, integers beyond 64 bits); text that is not JSON raises json.JSONDecodeError."""
+    if raw is None:
+        return None
+    long_digits = (_LONG_DIGITS_B.search(raw) if isinstance(raw, bytes)
+                   else _LONG_DIGITS.search(raw))
+    if long_digits:
+        return json.loads(raw)
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return json.loads(raw)
 
 
 def text(raw: str | bytes) -> str:

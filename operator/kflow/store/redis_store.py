@@ -3,7 +3,6 @@ keys. It takes and returns domain values; key names, members and encodings stay 
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Literal, TypeVar
 
@@ -59,7 +58,7 @@ R = TypeVar("R")
 
 
 def _decode(raw: Any) -> Any:
-    return json.loads(raw)
+    return loads(raw)
 
 
 def _rows(value: Any) -> list[Any]:
@@ -71,7 +70,7 @@ def _added_row(r: Any) -> AddedChildren:
     status, detail = str(r[0]), str(r[1])
     names: tuple[str, ...] = ()
     if status in ("added", "already"):
-        names = tuple(str(n) for n in _rows(json.loads(detail)))
+        names = tuple(str(n) for n in _rows(loads(detail)))
     return AddedChildren(status, names, "" if names else detail)
 
 
@@ -92,7 +91,7 @@ def _create_args(flow: FlowId, name: str, total: int, roots: int, ttl_seconds: i
                  chunks: int, queues: list[str], defaults: dict[str, Any] | None) -> list[Any]:
     """ARGV of flow/create, which flow/add starts with (see flow/create.lua)."""
     return [flow.namespace, name, total, roots, -1 if ttl_seconds is None else ttl_seconds,
-            chunks, json.dumps(sorted(queues)), "" if not defaults else dumps(defaults)]
+            chunks, dumps(sorted(queues)), "" if not defaults else dumps(defaults)]
 
 
 def _active(lease: Lease) -> str:
@@ -280,7 +279,7 @@ class RedisStore:
         """Add nodes (one chunk, codec.node_chunks) under `target` (None: the node itself),
         fenced by the adding attempt's token (lua/flow/add-children.lua)."""
         return await self._flow_step("add-children", flow, _added_row, node, token,
-                                     target or "", json.dumps(sorted(queues)), *chunk.args)
+                                     target or "", dumps(sorted(queues)), *chunk.args)
 
     # ---- conditions (when) ----------------------------------------------------------------
 
@@ -399,7 +398,7 @@ class RedisStore:
 
     async def failures(self, flow: FlowId) -> list[tuple[str, str, int]]:
         raw = await self.redis.lrange(self.flow(flow).failures, 0, -1)
-        return [(str(n), str(e), int(a)) for n, e, a in (json.loads(x) for x in raw)]
+        return [(str(n), str(e), int(a)) for n, e, a in (loads(x) for x in raw)]
 
     async def ready_pages(self, flow: FlowId) -> AsyncIterator[list[tuple[str, int]]]:
         """The flow's ready set as pages of (node, ready time or due ms), read with ZSCAN:
@@ -456,7 +455,7 @@ class RedisStore:
 
     async def node_children(self, flow: FlowId, node: str) -> list[str]:
         raw = await self.redis.hget(self.flow(flow).children, node)
-        return [] if raw is None else [str(c) for c in json.loads(raw)]
+        return [] if raw is None else [str(c) for c in loads(raw)]
 
     async def node_data(self, flow: FlowId, node: str) -> Any:
         """The node's input (None without data)."""
@@ -490,7 +489,7 @@ class RedisStore:
 
     async def node_parents(self, flow: FlowId, node: str) -> list[str]:
         raw = await self.redis.hget(self.flow(flow).parents, node)
-        return [] if raw is None else [str(p) for p in json.loads(raw)]
+        return [] if raw is None else [str(p) for p in loads(raw)]
 
     async def graph_page(self, flow: FlowId, cursor: str, count: int
                          ) -> tuple[list[tuple[str, NodeState, str, list[str]]], str]:

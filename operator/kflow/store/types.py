@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeAlias, TypeVar
@@ -10,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeAlias, TypeVar
 from kflow.api.ids import FlowId, QueueId
 from kflow.api.states import AttemptOutcome, FlowPhase, NodeState, StartStatus
 from kflow.graph.dag import MapSource
+from kflow.store.codec import loads
 
 if TYPE_CHECKING:
     import redis.asyncio
@@ -118,7 +118,7 @@ def _rows(value: Any) -> list[Any]:
 
 def decode_step(raw: str | bytes, row: Callable[[Any], R]) -> FlowStep[R]:
     """The one decoder of the flow-step envelope; `row` decodes the script's own rows."""
-    phase, namespace, name, rows, queued, expand, decide, exits = json.loads(raw)
+    phase, namespace, name, rows, queued, expand, decide, exits = loads(raw)
     return FlowStep(
         phase=FlowPhase.parse(phase), namespace=str(namespace), name=str(name),
         rows=[row(r) for r in _rows(rows)],
@@ -141,7 +141,7 @@ def inputs_row(x: Any) -> NodeInputs:
     """One node's inputs as flow/_inputs.lua gives them (flat name/value lists)."""
     values, maps = _rows(x[0]), _rows(x[3])
     return _row(NodeInputs, (
-        [(str(values[i]), json.loads(values[i + 1])) for i in range(0, len(values), 2)],
+        [(str(values[i]), loads(values[i + 1])) for i in range(0, len(values), 2)],
         _pairs(x[1]), _pairs(x[2]),
         [(str(maps[i]), int(maps[i + 1])) for i in range(0, len(maps), 2)], x[4] is True))
 
@@ -151,7 +151,7 @@ def started_row(r: Any) -> Started:
     timeout = int(r[4])
     inputs = r[7] if len(r) > 7 else False
     return _row(Started, (str(r[0]), status, int(r[2]),
-                          json.loads(r[3]) if status is StartStatus.OK else None,
+                          loads(r[3]) if status is StartStatus.OK else None,
                           None if timeout < 0 else timeout, int(r[5]), int(r[6]),
                           None if inputs is False else inputs_row(inputs)))
 
@@ -191,8 +191,8 @@ class FlowMeta:
                    total=int(raw.get("total", 0)), chunks=int(raw.get("chunks", -1)),
                    written=int(raw.get("written", 0)), started_at_ms=ms("started_at"),
                    finished_at_ms=ms("finished_at"), expire_at_ms=ms("expire_at"),
-                   queues=tuple(json.loads(raw.get("queues") or "[]")),
-                   defaults=json.loads(raw["defaults"]) if raw.get("defaults") else None)
+                   queues=tuple(loads(raw.get("queues") or "[]")),
+                   defaults=loads(raw["defaults"]) if raw.get("defaults") else None)
 
 
 @dataclass(frozen=True, slots=True)
