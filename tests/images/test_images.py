@@ -43,9 +43,9 @@ def canonical(name: str) -> str:
 
 
 def locked_runtime_set(env: dict[str, str]) -> dict[str, Version]:
-    """kflow's runtime dependencies as uv.lock pins them for `env`: its `dependencies` (no
-    extras) and theirs, following each edge whose marker holds; read from the lock itself,
-    not from the export the build installs."""
+    """kflow's runtime dependencies as uv.lock pins them for `env`: its `dependencies` and its
+    "fast" extra (uvloop), and theirs, following each edge whose marker holds; read from the
+    lock itself, not from the export the build installs."""
     lock = tomllib.loads((REPO / "uv.lock").read_text())
     packages: dict[str, list[dict[str, Any]]] = {}
     for package in lock["package"]:
@@ -59,7 +59,8 @@ def locked_runtime_set(env: dict[str, str]) -> dict[str, Version]:
         return candidates[0]
 
     found: dict[str, Version] = {}
-    todo = [*pick({"name": "kflow"}).get("dependencies", [])]
+    kflow = pick({"name": "kflow"})
+    todo = [*kflow.get("dependencies", []), *kflow.get("optional-dependencies", {})["fast"]]
     while todo:
         dep = todo.pop()
         if "marker" in dep and not Marker(dep["marker"]).evaluate(env):

@@ -107,7 +107,7 @@ build_coredns() {
 }
 
 # The runtime dependencies exactly as uv.lock pins them, with their hashes (no dev extra, not kflow
-# itself). Exported on the host by the uv that wrote the lock and `make venv` syncs from; the
+# itself), and the "fast" extra: `kflow worker` runs on uvloop in the images as in the benchmarks. Exported on the host by the uv that wrote the lock and `make venv` syncs from; the
 # Dockerfiles install it in a layer of its own. Written once per run into $REQS (call it outside
 # a command substitution, so the variable sticks).
 REQS=""
@@ -116,7 +116,7 @@ export_requirements() {
   command -v "${UV:-uv}" >/dev/null || { echo "uv is needed to export uv.lock (make venv installs it)" >&2; exit 1; }
   REQS=$(mktemp)
   trap 'rm -f "$REQS"' EXIT
-  (cd "$REPO" && "${UV:-uv}" export --quiet --frozen --no-dev --no-emit-project \
+  (cd "$REPO" && "${UV:-uv}" export --quiet --frozen --no-dev --extra fast --no-emit-project \
     --format requirements-txt --no-header --no-annotate) > "$REQS"
 }
 
