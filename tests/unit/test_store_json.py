@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from kflow.api.states import NodeState
-from kflow.store.codec import dumps, loads
+from kflow.store.codec import dumps, loads, reply_loads
 
 
 def stdlib(value: Any) -> str:
@@ -72,3 +72,11 @@ def test_values_written_by_earlier_versions_still_read() -> None:
 def test_text_that_is_not_json_raises_the_standard_error() -> None:
     with pytest.raises(json.JSONDecodeError):
         loads("{not json")
+
+
+def test_a_script_reply_reads_as_the_standard_library_reads_it() -> None:
+    # What cjson writes: numbers as doubles of 14 digits, stored values as strings.
+    raw = '["Running","ns","f",[["a","ok",1,"{\\"id\\":1208925819614629174706177}",-1]],' \
+          '[],{},{},false]'
+    assert reply_loads(raw) == json.loads(raw)
+    assert loads(reply_loads(raw)[3][0][3]) == {"id": 2**80 + 1}  # the value, read exactly

@@ -14,6 +14,7 @@ from kflow.store.codec import (
     NodeRoute,
     dumps,
     loads,
+    reply_loads,
     text,
     unpack_map,
     unpack_spec,
@@ -58,7 +59,7 @@ R = TypeVar("R")
 
 
 def _decode(raw: Any) -> Any:
-    return loads(raw)
+    return reply_loads(raw)
 
 
 def _rows(value: Any) -> list[Any]:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeAlias, TypeVar
 from kflow.api.ids import FlowId, QueueId
 from kflow.api.states import AttemptOutcome, FlowPhase, NodeState, StartStatus
 from kflow.graph.dag import MapSource
-from kflow.store.codec import loads
+from kflow.store.codec import loads, reply_loads
 
 if TYPE_CHECKING:
     import redis.asyncio
@@ -118,7 +118,7 @@ def _rows(value: Any) -> list[Any]:
 
 def decode_step(raw: str | bytes, row: Callable[[Any], R]) -> FlowStep[R]:
     """The one decoder of the flow-step envelope; `row` decodes the script's own rows."""
-    phase, namespace, name, rows, queued, expand, decide, exits = loads(raw)
+    phase, namespace, name, rows, queued, expand, decide, exits = reply_loads(raw)
     return FlowStep(
         phase=FlowPhase.parse(phase), namespace=str(namespace), name=str(name),
         rows=[row(r) for r in _rows(rows)],
