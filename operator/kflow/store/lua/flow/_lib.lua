@@ -168,8 +168,9 @@ local function finish_flow(phase, now)
   note_meta('phase', phase)
   local ttl = redis.call('HGET', K_META, 'ttl')
   if ttl and tonumber(ttl) >= 0 then
-    redis.call('HSET', K_META, 'expire_at', now + tonumber(ttl) * 1000)
-    note_meta('expire_at', now + tonumber(ttl) * 1000)
+    local at = now + tonumber(ttl) * 1000
+    redis.call('HSET', K_META, 'expire_at', at)
+    note_meta('expire_at', at)
   end
   emit('flow', '', 'phase', phase)
 end

@@ -13,7 +13,7 @@
 -- @include flow/_lib
 -- @include flow/_reply
 
-local phase = redis.call('HGET', K_META, 'phase')
+local phase = flow_phase()
 if phase == 'Pending' or phase == 'Running' then
   redis.call('HDEL', K_META, 'suspended')
   note_meta('suspended', false)

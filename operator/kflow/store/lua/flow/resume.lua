@@ -10,7 +10,7 @@
 -- @include flow/_lib
 -- @include flow/_reply
 
-if redis.call('HGET', K_META, 'suspended') == '1' then
+if meta().suspended == '1' then
   redis.call('HDEL', K_META, 'suspended')
   note_meta('suspended', false)
   emit('flow', '', 'suspended', '0')

@@ -11,7 +11,7 @@
 -- @include flow/_lib
 -- @include flow/_reply
 
-if redis.call('HGET', K_META, 'phase') == 'Running' and redis.call('HGET', K_META, 'suspended') ~= '1' then
+if flow_phase() == 'Running' and meta().suspended ~= '1' then
   redis.call('HSET', K_META, 'suspended', '1')
   note_meta('suspended', '1')
   emit('flow', '', 'suspended', '1')
