@@ -39,7 +39,7 @@ from kflow.devkit.redis import redis_server
 from kflow.devkit.results import record, table
 from kflow.engine import Engine, FlowRef, QueueConfig, tune_collector
 from kflow.graph import compile_flow
-from kflow.store.scripts import script_sources
+from kflow.store.scripts import libraries, script_sources
 
 NS, QUEUE = "bench", "work"
 BATCH = 500  # nodes taken and completed per call while running a flow's items
@@ -50,9 +50,12 @@ SLOWLOG_FLOOR_US = 1000
 ANNOTATION_LIMIT = 256 * 1024  # API server: all annotations of an object (last-applied is one)
 ETCD_LIMIT = 1536 * 1024  # etcd's default request size limit (1.5 MiB)
 
-# The slowlog names a script by its SHA: map them back to "<group>/<verb>".
+# The slowlog names a script by its function (or by its SHA, under EVALSHA): map them back
+# to "<group>/<verb>".
 SCRIPT_BY_SHA = {hashlib.sha1(src.encode()).hexdigest(): name
                  for name, (_, src) in script_sources().items()}
+SCRIPT_BY_SHA.update({function: name for lib in libraries().values()
+                      for name, function in lib.functions.items()})
 
 
 def manifest(name: str, nodes: list[dict[str, Any]]) -> dict[str, Any]:
@@ -131,7 +134,7 @@ def command_name(args: Any) -> str:
     words = (args.decode(errors="replace") if isinstance(args, bytes) else str(args)).split()
     if not words:
         return "?"
-    if words[0].upper() == "EVALSHA" and len(words) > 1:
+    if words[0].upper() in ("EVALSHA", "FCALL") and len(words) > 1:
         return SCRIPT_BY_SHA.get(words[1], "a script")
     return words[0].upper()
 

@@ -381,15 +381,16 @@ def rows_of(k: list[dict[str, dict[str, Any]]], b: list[dict[str, dict[str, Any]
 
 def top_commands(runs: list[dict[str, dict[str, Any]]], w: str) -> str:
     """The median run's (by CPU per node) most called commands, as calls per node, the time
-    its scripts took (EVALSHA's usec: the commands they run included) and the server's socket
-    reads per node (INFO stats total_reads_processed: fewer means better pipelining)."""
+    its scripts took (EVALSHA's and FCALL's usec: the commands they run included) and the
+    server's socket reads per node (INFO stats total_reads_processed: fewer means better
+    pipelining)."""
     ordered = sorted(runs, key=lambda r: r[w]["cpu_us_per_node"])
     run = ordered[len(ordered) // 2][w]
     nodes = run["nodes"]
     commands: dict[str, dict[str, int]] = run["commands"]
     by_calls = sorted(commands, key=lambda k: -commands[k]["calls"])[:TOP_COMMANDS]
     text = ", ".join(f"{name} {commands[name]['calls'] / nodes:.2g}" for name in by_calls)
-    scripts = commands.get("evalsha", {"usec": 0})["usec"] / nodes
+    scripts = sum(commands.get(c, {"usec": 0})["usec"] for c in ("evalsha", "fcall")) / nodes
     text += f" (scripts: {scripts:.1f} µs/node)" if scripts else ""
     return text + f"; {run['reads_per_node']:.2f} socket reads/node"
 

@@ -36,7 +36,7 @@ def _group_keys(group: str) -> list[str]:
     source = _lua_files(group)["_keys.lua"]
     header, body = source.split("]]", 1)
     by_index: dict[int, str] = {}
-    for lhs, rhs in re.findall(r"local ([A-Z_, ]+) = ([^\n]+)", body):
+    for lhs, rhs in re.findall(r"local ([A-Z_, ]+) = ([^\n]+?)(?: -- @per-call)?\n", body):
         for name, key in zip(lhs.split(","), rhs.split(","), strict=True):
             index = re.fullmatch(r"\s*KEYS\[(\d+)\]\s*", key)
             assert index, f"{group}/_keys.lua: {name.strip()} is not one of KEYS"
@@ -104,7 +104,9 @@ def test_every_script_opens_with_a_header_naming_keys_argv_returns_events() -> N
         assert used <= listed or "every key" in match.group(1), \
             f"{name}: uses keys its header does not list: {sorted(used - listed)}"
         if used:
-            assert body.lstrip().startswith(f"-- @include {group}/_keys"), \
+            # (after its function flags, if it has any)
+            assert re.sub(r"^-- @flags .*\n", "", body.lstrip()).startswith(
+                f"-- @include {group}/_keys"), \
                 f"{name}: takes its names for KEYS from {group}/_keys first"
         # Keys only ever come from KEYS: a script never builds a key name itself.
         assert "prefix" not in body

@@ -108,6 +108,12 @@ class Runtime:
         runtime = cls(settings, Engine(client, prefix=settings.redis.prefix), KubeApi(), client)
         if runtime.tenants is not None:
             await runtime.tenants.check_admin()
+        # The scripts' function library, before any tenant needs it (a tenant may call it
+        # but not load it). Loaded again on demand whenever the server lost it.
+        try:
+            await runtime.engine.store.scripts.load()
+        except Exception as exc:  # scripts go by EVALSHA meanwhile
+            log.warning("could not load kflow's function library into Redis: %s", exc)
         return runtime
 
     def start(self) -> None:

@@ -22,7 +22,10 @@ from kflow.store.scripts import script_sources
 # What a node pod (`kflow-run`) and a worker (`kflow worker`) send, beyond the commands inside
 # the Lua scripts (listed from the scripts themselves, `script_commands`); with the reason.
 CLIENT_COMMANDS: tuple[tuple[str, str], ...] = (
-    ("evalsha", "every state change is one of kflow's Lua scripts, run by its SHA1"),
+    ("fcall", "every state change is one of kflow's Lua scripts, run as a Redis Function; "
+              "the operator loads their library (a tenant may not: FUNCTION LOAD is global)"),
+    ("evalsha", "the same scripts by their SHA1, until the operator has loaded the library "
+                "(after a Redis restart or FUNCTION FLUSH) or where the server has no functions"),
     ("script|load", "redis-py loads a script when the server answers NOSCRIPT (after a "
                     "restart or a failover); the script still runs with this user's rights"),
     ("script|exists", "a batch of scripts in one pipeline checks they are loaded first"),

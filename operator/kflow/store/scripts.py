@@ -1,24 +1,48 @@
-"""Load the Lua scripts from `lua/<group>/`, resolve their includes, register them with a client."""
+"""Load the Lua scripts from `lua/<group>/`, resolve their includes, register them with a client.
+
+Each script runs as a Redis Function (FCALL) where the server allows it: a group's scripts
+are one function library (`libraries`), loaded once per server, whose includes run once when
+it loads instead of on every call. A server without functions (before Redis 7) or a user
+without the right to call them (FCALL, FUNCTION LOAD) gets the same scripts by EVALSHA.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import logging
 import re
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from typing import Any
 
+from redis.exceptions import NoPermissionError, OutOfMemoryError, ResponseError
+
 from kflow.store.keys import FLOW_KEY_NAMES, QUEUE_KEY_NAMES
+
+log = logging.getLogger(__name__)
 
 _INCLUDE = re.compile(r"^-- @include (\S+)\s*$", re.MULTILINE)
 _SCRIPT_NAME = re.compile(r"^([a-z-]+)\.lua$")
+# A script's function flags (Redis Functions), e.g. "-- @flags no-writes".
+_FLAGS = re.compile(r"^-- @flags ([a-z -]+?)\s*$", re.MULTILINE)
+# An include's state that belongs to one call: in a library it is declared once and set
+# again at the start of every call ("local A, B = x, y -- @per-call"; no value: nil).
+_PER_CALL = re.compile(r"^local ([A-Za-z_][\w, ]*?)(?: = (.+?))?\s*-- @per-call\s*$",
+                       re.MULTILINE)
+_DECLARED = re.compile(r"^local (?:function )?([A-Za-z_][\w, ]*?)\s*(?:=|\(|--|$)",
+                       re.MULTILINE)
 # Told (script name, seconds) after every script call: how the operator times its scripts
 # without the store knowing about metrics.
 ScriptObserver = Callable[[str, float], None]
 # The script groups: the slot a script works in, and the keys every script of it takes.
 GROUPS: dict[str, tuple[str, ...]] = {"flow": FLOW_KEY_NAMES, "queue": QUEUE_KEY_NAMES}
+# After a server or user refused functions, how long scripts go by EVALSHA before FCALL is
+# tried again (the server may have been upgraded, the user granted FCALL).
+FUNCTIONS_RETRY_S = 60.0
 
 
 def _read(path: str) -> str:
@@ -40,18 +64,125 @@ def _resolve(source: str, seen: frozenset[str] = frozenset()) -> str:
     return _INCLUDE.sub(include, source)
 
 
+def _group_files(group: str) -> dict[str, str]:
+    """verb -> source as written (includes not inlined), for the group's scripts."""
+    out: dict[str, str] = {}
+    for entry in resources.files(f"kflow.store.lua.{group}").iterdir():
+        match = _SCRIPT_NAME.match(entry.name)
+        if match:
+            out[match.group(1)] = entry.read_text("utf-8")
+    return dict(sorted(out.items()))
+
+
 @cache
 def script_sources() -> dict[str, tuple[int, str]]:
     """"<group>/<verb>" -> (key count, full source with includes inlined), for every script
     `lua/<group>/<verb>.lua` (files starting with "_" are includes)."""
-    out: dict[str, tuple[int, str]] = {}
-    for group, key_names in GROUPS.items():
-        for entry in resources.files(f"kflow.store.lua.{group}").iterdir():
-            match = _SCRIPT_NAME.match(entry.name)
-            if match:
-                out[f"{group}/{match.group(1)}"] = (len(key_names),
-                                                     _resolve(entry.read_text("utf-8")))
+    return {f"{group}/{verb}": (len(key_names), _resolve(source))
+            for group, key_names in GROUPS.items()
+            for verb, source in _group_files(group).items()}
+
+
+@dataclass(frozen=True)
+class Library:
+    """A group's scripts as one Redis function library: its name and source carry a hash of
+    the source, so two kflow versions on one server (a rolling upgrade) each call their own."""
+
+    name: str
+    source: str
+    functions: dict[str, str]  # "<group>/<verb>" -> function name
+
+
+def _include_order(includes: list[list[str]]) -> list[str]:
+    """One order of all includes that keeps each script's order (its includes rely on the
+    ones before them)."""
+    after: dict[str, set[str]] = {}
+    for names in includes:
+        for i, name in enumerate(names):
+            after.setdefault(name, set()).update(names[:i])
+    order: list[str] = []
+    while len(order) < len(after):
+        ready = [n for n in after if n not in order and after[n] <= set(order)]
+        if not ready:
+            left = sorted(set(after) - set(order))
+            raise ValueError(f"Lua includes in conflicting orders: {left}")
+        order.append(ready[0])
+    return order
+
+
+def _library_part(name: str, source: str, resets: list[str]) -> str:
+    """An include as part of a library: per-call state declared here, set in `resets`."""
+    def per_call(match: re.Match[str]) -> str:
+        names, value = match.group(1).strip(), match.group(2)
+        count = len(names.split(","))
+        resets.append(f"  {names} = {value if value else ', '.join(['nil'] * count)}")
+        return f"local {names}"
+
+    if _INCLUDE.search(source):
+        raise ValueError(f"{name}.lua: an include of a library may not include others")
+    return f"-- {name}.lua\n" + _PER_CALL.sub(per_call, source)
+
+
+@cache
+def libraries() -> dict[str, Library]:
+    """group -> the library of its scripts: every include once, then one function per script
+    that first sets the per-call state (`-- @per-call`) and then runs the script's body."""
+    out: dict[str, Library] = {}
+    for group in GROUPS:
+        files = _group_files(group)
+        order = _include_order([_INCLUDE.findall(s) for s in files.values()])
+        resets: list[str] = []
+        parts = [_library_part(name, _read(name), resets) for name in order]
+        declared: dict[str, str] = {}
+        for name, part in zip(order, parts, strict=True):
+            for found in _DECLARED.findall(part):
+                for local in (n.strip() for n in found.split(",")):
+                    if local in declared:
+                        raise ValueError(f"{name}.lua and {declared[local]}.lua both declare "
+                                         f"{local}: in one library the later would hide it")
+                    declared[local] = name
+        body = "\n".join(parts)
+        digest = hashlib.sha1(
+            (body + "".join(files.values())).encode()).hexdigest()[:16]
+        functions: dict[str, str] = {}
+        registered: list[str] = []
+        for verb, source in files.items():
+            fname = f"kflow_{digest}_{group}_{verb.replace('-', '_')}"
+            functions[f"{group}/{verb}"] = fname
+            flags = _FLAGS.search(source)
+            flag_list = ", ".join(f"'{f}'" for f in flags.group(1).split()) if flags else ""
+            registered.append(
+                f"redis.register_function{{function_name = '{fname}', flags = {{{flag_list}}},\n"
+                f"  callback = function(keys, args)\n  begin_call(keys, args)\n"
+                f"{_INCLUDE.sub('', source)}\nend}}")
+        source = "\n".join([
+            f"#!lua name=kflow_{group}_{digest}",
+            "-- kflow's " + group + " scripts (kflow/store/lua); generated, do not edit here.",
+            "local KEYS, ARGV", body,
+            "local function begin_call(keys, args)", "  KEYS, ARGV = keys, args", *resets,
+            "end", *registered])
+        out[group] = Library(f"kflow_{group}_{digest}", source, functions)
     return out
+
+
+def _not_loaded(exc: BaseException) -> bool:
+    return isinstance(exc, ResponseError) and "function not found" in str(exc).lower()
+
+
+def _by_evalsha(exc: BaseException) -> bool:
+    """A function call refused before it ran that EVALSHA may still run. Out of memory, Redis
+    refuses a function that may write outright, but lets a script without flags run until its
+    first write that needs memory: a script that first frees some (dropping a deleted
+    flow's leases) goes on as it did before functions."""
+    return isinstance(exc, OutOfMemoryError)
+
+
+def _functions_refused(exc: BaseException) -> bool:
+    """The server has no functions, or this user may not call or load them."""
+    text = str(exc).lower()
+    return (isinstance(exc, NoPermissionError) and ("fcall" in text or "function" in text)) \
+        or (isinstance(exc, ResponseError) and "unknown command" in text
+            and ("fcall" in text or "function" in text))
 
 
 class Scripts:
@@ -65,13 +196,49 @@ class Scripts:
             name: (nkeys, client.register_script(source))
             for name, (nkeys, source) in script_sources().items()
         }
+        self._functions = {name: fname for lib in libraries().values()
+                           for name, fname in lib.functions.items()}
+        self._refused_at: float | None = None  # when FCALL or FUNCTION LOAD was refused
+        self._loading: asyncio.Lock | None = None
 
-    def _script(self, name: str, keys: tuple[str, ...] | list[str]) -> Any:
-        nkeys, script = self._scripts[name]
+    @property
+    def use_functions(self) -> bool:
+        """Whether calls go by FCALL now (else by EVALSHA, for FUNCTIONS_RETRY_S)."""
+        return self._refused_at is None or \
+            time.monotonic() - self._refused_at >= FUNCTIONS_RETRY_S
+
+    def _refused(self, exc: BaseException) -> None:
+        if self.use_functions:
+            log.warning("Redis refused functions (%s): kflow's scripts go by EVALSHA for the "
+                        "next %.0f s", exc, FUNCTIONS_RETRY_S)
+        self._refused_at = time.monotonic()
+
+    def _check(self, name: str, keys: tuple[str, ...] | list[str]) -> None:
+        nkeys, _ = self._scripts[name]
         if len(keys) != nkeys:
             raise ValueError(f"script {name}.lua takes the {nkeys} keys of its group, "
                              f"called with {len(keys)}")
-        return script
+
+    async def load(self) -> None:
+        """Load the libraries this client calls, unless the server has them (after a
+        restart, FUNCTION FLUSH, a failover to a server that never had them)."""
+        if self._loading is None:
+            self._loading = asyncio.Lock()
+        from redis.asyncio.cluster import RedisCluster
+
+        async with self._loading:
+            # Each master of a cluster on its own: one that has them must not stop the others.
+            targets: list[dict[str, Any]] = [{}]
+            if isinstance(self._client, RedisCluster):
+                targets = [{"target_nodes": [n]} for n in self._client.get_primaries()]
+            for lib in libraries().values():
+                for target in targets:
+                    try:
+                        await self._client.execute_command("FUNCTION", "LOAD", lib.source,
+                                                           **target)
+                    except ResponseError as exc:
+                        if "already exists" not in str(exc):
+                            raise
 
     def observe(self, observer: ScriptObserver) -> None:
         """Call `observer(name, seconds)` after every script call, failed ones included."""
@@ -83,11 +250,38 @@ class Scripts:
             for name in names:
                 observer(name, seconds)
 
+    async def _fcall(self, name: str, keys: tuple[str, ...] | list[str], args: list[Any]
+                     ) -> Any:
+        return await self._client.fcall(self._functions[name], len(keys), *keys, *args)
+
+    async def _evalsha(self, name: str, keys: tuple[str, ...] | list[str], args: list[Any]
+                       ) -> Any:
+        return await self._scripts[name][1](keys=list(keys), args=args)
+
+    async def _call(self, name: str, keys: tuple[str, ...] | list[str], args: list[Any]
+                    ) -> Any:
+        if not self.use_functions:
+            return await self._evalsha(name, keys, args)
+        try:
+            try:
+                return await self._fcall(name, keys, args)
+            except ResponseError as exc:  # nothing ran: load the library and call again
+                if not _not_loaded(exc):
+                    raise
+            await self.load()
+            return await self._fcall(name, keys, args)
+        except ResponseError as exc:
+            if _functions_refused(exc):
+                self._refused(exc)
+            elif not _by_evalsha(exc):
+                raise
+            return await self._evalsha(name, keys, args)
+
     async def run(self, name: str, keys: tuple[str, ...] | list[str], args: list[Any]) -> Any:
-        script = self._script(name, keys)
+        self._check(name, keys)
         started = time.perf_counter()
         try:
-            return await script(keys=list(keys), args=args)
+            return await self._call(name, keys, args)
         finally:
             self._ran([name], started)
 
@@ -103,15 +297,52 @@ class Scripts:
             return []
         import redis.asyncio
 
+        for name, keys, _ in calls:
+            self._check(name, keys)
         if not isinstance(self._client, redis.asyncio.Redis):
             return list(await asyncio.gather(*(self.run(v, k, a) for v, k, a in calls),
                                              return_exceptions=True))
-        pipe = self._client.pipeline(transaction=False)
-        for name, keys, args in calls:
-            await self._script(name, keys)(keys=list(keys), args=args, client=pipe)
         started = time.perf_counter()
         try:
-            return list(await pipe.execute(raise_on_error=False))
+            if self.use_functions:
+                replies = await self._pipeline(calls, functions=True)
+                if any(isinstance(r, BaseException) and _not_loaded(r) for r in replies):
+                    await self._load_or_refuse()
+                    again = [i for i, r in enumerate(replies)
+                             if isinstance(r, BaseException) and _not_loaded(r)]
+                    for i, reply in zip(again, await self._pipeline(
+                            [calls[i] for i in again], functions=self.use_functions),
+                            strict=True):
+                        replies[i] = reply
+                refused = [i for i, r in enumerate(replies) if isinstance(r, BaseException)
+                           and (_functions_refused(r) or _by_evalsha(r))]
+                if refused:
+                    if any(_functions_refused(replies[i]) for i in refused):
+                        self._refused(next(replies[i] for i in refused
+                                           if _functions_refused(replies[i])))
+                    for i, reply in zip(refused, await self._pipeline(
+                            [calls[i] for i in refused], functions=False), strict=True):
+                        replies[i] = reply
+                return replies
+            return await self._pipeline(calls, functions=False)
         finally:
             # Each script waited for the whole round trip that carried it.
             self._ran([name for name, _, _ in calls], started)
+
+    async def _load_or_refuse(self) -> None:
+        try:
+            await self.load()
+        except ResponseError as exc:
+            if not _functions_refused(exc):
+                raise
+            self._refused(exc)
+
+    async def _pipeline(self, calls: list[tuple[str, tuple[str, ...] | list[str], list[Any]]],
+                        *, functions: bool) -> list[Any]:
+        pipe = self._client.pipeline(transaction=False)
+        for name, keys, args in calls:
+            if functions:
+                pipe.fcall(self._functions[name], len(keys), *keys, *args)
+            else:
+                await self._scripts[name][1](keys=list(keys), args=args, client=pipe)
+        return list(await pipe.execute(raise_on_error=False))

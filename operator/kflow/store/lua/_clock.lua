@@ -1,7 +1,7 @@
 --[[ Include: the server clock in milliseconds (scripts are replicated by effects, so TIME is safe).
   Read once per script call: a call is atomic, so every step in it happens at one instant
   (and a batch of 100 nodes costs one TIME, not one per state change). ]]
-local clock_now
+local clock_now -- @per-call
 local function now_ms()
   if not clock_now then
     local t = redis.call('TIME')

@@ -26,8 +26,8 @@
     KEYS[21] times    hash node -> "<start ms>" (first attempt of this run started),
                       "<start ms> <end ms>" (settled after starting)
 ]]
-local K_META, K_STATE, K_SPEC, K_PARENTS, K_CHILDREN = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local K_DATA, K_PENDING, K_ATTEMPT, K_TOKEN, K_RESULT = KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
-local K_ERROR, K_PROGRESS, K_COUNTS, K_READY, K_FAILED = KEYS[11], KEYS[12], KEYS[13], KEYS[14], KEYS[15]
-local K_REQUEUES, K_FAILURES, K_EVENTS, K_LOGS = KEYS[16], KEYS[17], KEYS[18], KEYS[19]
-local K_PODLOGS, K_TIMES = KEYS[20], KEYS[21]
+local K_META, K_STATE, K_SPEC, K_PARENTS, K_CHILDREN = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5] -- @per-call
+local K_DATA, K_PENDING, K_ATTEMPT, K_TOKEN, K_RESULT = KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10] -- @per-call
+local K_ERROR, K_PROGRESS, K_COUNTS, K_READY, K_FAILED = KEYS[11], KEYS[12], KEYS[13], KEYS[14], KEYS[15] -- @per-call
+local K_REQUEUES, K_FAILURES, K_EVENTS, K_LOGS = KEYS[16], KEYS[17], KEYS[18], KEYS[19] -- @per-call
+local K_PODLOGS, K_TIMES = KEYS[20], KEYS[21] -- @per-call

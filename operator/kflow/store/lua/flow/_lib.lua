@@ -1,6 +1,10 @@
 --[[
   Include: node state bookkeeping shared by the flow scripts. Needs flow/_keys and _clock.
 
+  Run as a function library (kflow.store.scripts), an include's top level runs once, when the
+  library loads: state that belongs to one call is marked "-- @per-call" and is set again at
+  the start of every call. Nothing else at the top level may change during a call.
+
   A node's static options live in K_SPEC as a JSON array (see kflow.store.codec.pack_spec):
     [1] queue  [2] priority  [3] attempts  [4] backoff "f"|"e"  [5] backoff delay ms
     [6] backoff max delay ms (-1 none)  [7] jitter 0..1  [8] start delay ms
@@ -27,9 +31,9 @@ local S_MAXDELAY, S_JITTER, S_START_DELAY, S_TIMEOUT, S_ONFAIL, S_LIFO = 6, 7, 8
 local S_FOREACH, S_WHEN = 12, 13
 -- Map nodes a step made ready to expand: flow/_reply hands them to the engine, which adds
 -- their items (flow/expand.lua).
-local EXPAND = {}
+local EXPAND = {} -- @per-call
 -- Nodes with a condition a step made ready to judge: flow/_reply hands them to the engine.
-local DECIDE = {}
+local DECIDE = {} -- @per-call
 
 -- A map node's item source, or nil (cjson reads JSON null as a truthy value, not nil).
 local function map_source(spec)
@@ -57,7 +61,7 @@ end
 
 -- A node's spec is written once (flow/add-nodes, expand, add-children) and never changed,
 -- so one call reads and decodes each at most once.
-local SPECS = {}
+local SPECS = {} -- @per-call
 -- A node's spec, or nil for a node the flow does not have.
 local function known_spec(node)
   local spec = SPECS[node]
@@ -81,8 +85,10 @@ local function list_of(key, node)
   return {}
 end
 
-local SETTLED = {}
-for _, s in ipairs(SETTLED_STATES) do SETTLED[s] = true end
+-- The same states as a set, written out: a function library runs this when it loads, when
+-- Lua's global functions (ipairs) are not there yet.
+local SETTLED = {completed = true, failed = true, ignored = true, removed = true,
+                 cancelled = true, skipped = true}
 
 -- When a node ran (K_TIMES): its first attempt's start, then the time it settled. A node put
 -- back to run again (a flow retry) starts a new record; one that never started has none.
@@ -103,7 +109,7 @@ end
 -- change in memory and are written by flush_counts: once per call for a batch of 100 nodes,
 -- not twice per node. Whatever reads K_COUNTS or ends a call that changed states flushes
 -- first (unsettled, step_reply, apply_expiry; test_store_scripts checks every script).
-local COUNT_DELTAS = {}
+local COUNT_DELTAS = {} -- @per-call
 local function set_state(node, old, new)
   redis.call('HSET', K_STATE, node, new)
   if old then COUNT_DELTAS[old] = (COUNT_DELTAS[old] or 0) - 1 end
@@ -127,7 +133,7 @@ end
 -- fields in five calls. Every write of one of them in a script that has read them goes
 -- through note_meta (finish_flow, root_done, activate, suspend, resume, cancel, retry).
 local META_FIELDS = {'phase', 'suspended', 'namespace', 'name', 'roots_left', 'expire_at', 'exit'}
-local META
+local META -- @per-call
 local function meta()
   if not META then
     local m = redis.call('HMGET', K_META, unpack(META_FIELDS))

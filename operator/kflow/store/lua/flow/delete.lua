@@ -7,5 +7,6 @@
   Returns (JSON): number of keys removed.
   Events: none (the stream goes too).
 ]]
+-- @flags allow-oom
 
 return cjson.encode(redis.call('UNLINK', unpack(KEYS)))

@@ -10,6 +10,7 @@
     (children left out for a node without any: cjson cannot tell an empty list)
   Events: none.
 ]]
+-- @flags no-writes
 -- @include flow/_keys
 -- @include flow/_lib
 

@@ -9,6 +9,7 @@
   Returns (JSON): [ inputs per node (flow/_inputs) ]
   Events: none.
 ]]
+-- @flags no-writes
 -- @include flow/_keys
 -- @include flow/_lib
 -- @include flow/_inputs

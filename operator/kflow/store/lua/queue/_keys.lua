@@ -13,5 +13,5 @@
                      many) and at (the take time the rate window uses, ms); bounded
                      (MAXLEN ~ 10000). The record of starts the rate limit is judged against.
 ]]
-local K_READY, K_ACTIVE, K_DELAYED, K_CONFIG = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local K_RATE, K_SEQ, K_TAKES = KEYS[5], KEYS[6], KEYS[7]
+local K_READY, K_ACTIVE, K_DELAYED, K_CONFIG = KEYS[1], KEYS[2], KEYS[3], KEYS[4] -- @per-call
+local K_RATE, K_SEQ, K_TAKES = KEYS[5], KEYS[6], KEYS[7] -- @per-call

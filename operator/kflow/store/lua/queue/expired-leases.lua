@@ -8,6 +8,7 @@
   Returns (JSON): [ member "<uid>|<node>|<token>" ... ]
   Events: none.
 ]]
+-- @flags no-writes
 -- @include queue/_keys
 -- @include _clock
 

@@ -10,6 +10,7 @@
   Returns (JSON): the number of members still on the queue.
   Events: none.
 ]]
+-- @flags allow-oom
 -- @include queue/_keys
 
 local left = redis.call('ZCARD', K_READY) + redis.call('ZCARD', K_ACTIVE)
