@@ -42,6 +42,43 @@ async def test_a_small_flow_is_added_in_one_call_and_queued_in_one_more(engine: 
     assert await engine.take(qid(), 10, owner="t") == []
 
 
+async def test_on_one_server_a_small_flow_is_added_and_queued_in_one_round_trip(
+        redis_srv: Any) -> None:
+    client = aredis.Redis.from_url(redis_srv.url)
+    engine = Engine(client)
+    trips: list[list[str]] = []
+    run, run_many = engine.store.scripts.run, engine.store.scripts.run_many
+
+    async def one(name: str, keys: Any, args: Any) -> Any:
+        trips.append([name])
+        return await run(name, keys, args)
+
+    async def many(calls: Any) -> Any:
+        trips.append([name for name, _, _ in calls])
+        return await run_many(calls)
+
+    engine.store.scripts.run, engine.store.scripts.run_many = one, many  # type: ignore
+    try:
+        ref = new_ref()
+        flow = build(node("a"), node("b", queue="other"), node("root", "a", "b"))
+        assert await engine.submit(ref, flow)
+        assert trips == [["flow/add", "queue/enqueue", "queue/enqueue"]]
+        [a] = await engine.take(qid(), 10, owner="t")
+        # Added again: nothing is written, the leaves queued with it are refused when taken
+        # (a runs, nothing else is ready) and dropped; no node starts twice.
+        assert not await engine.submit(ref, flow)
+        assert await engine.take(qid(), 10, owner="t") == []
+        [b] = await engine.take(qid("other"), 10, owner="t")
+        assert b.node == "b"
+        assert await client.zcard(engine.store.queue(qid()).ready) == 0
+        for attempt in (a, b):
+            assert (await engine.complete(ref.id, attempt.node, attempt.token, 1)).accepted
+        [root] = await engine.take(qid(), 10, owner="t")
+        assert root.node == "root" and root.attempt == 1
+    finally:
+        await client.aclose()
+
+
 async def test_a_small_flow_left_pending_by_an_interrupted_add_is_finished(
         engine: Engine) -> None:
     ref = new_ref()

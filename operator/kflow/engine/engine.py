@@ -374,15 +374,26 @@ class Engine:
                              "a flow needs at least one node")
         chunks = self._chunks(compiled)
         if len(chunks) == 1 and compiled.on_exit is None and not suspended:
-            # A small new flow: created, written and started in one call (flow/add.lua).
-            added = await self.store.add_flow(
-                flow.id, flow.name, total=len(compiled.nodes), roots=len(compiled.roots),
+            # A small new flow: created, written and started in one call (flow/add.lua);
+            # leaves that are plainly ready go on their queues in the same round trip.
+            entries = self._fresh_leaves(flow, compiled)
+            how: dict[str, Any] = dict(
+                total=len(compiled.nodes), roots=len(compiled.roots),
                 ttl_seconds=ttl_seconds_after_finished, queues=sorted(compiled.queues),
                 defaults=compiled.defaults, chunk=chunks[0])
+            if entries is None:
+                added, queued = await self.store.add_flow(flow.id, flow.name, **how), False
+            else:
+                added, queued = await self.store.add_flow_queued(flow.id, flow.name,
+                                                                 entries=entries, **how)
             if added is AddStatus.EXISTS:
                 return False
             if added is not AddStatus.RESUME:
-                await self._queue_leaves(flow, compiled, AddStatus.CREATED)
+                if queued:
+                    log.info("flow %s/%s added: %d nodes", flow.namespace, flow.name,
+                             len(compiled.nodes))
+                else:
+                    await self._queue_leaves(flow, compiled, AddStatus.CREATED)
                 return True
             # else: an interrupted chunked add of this flow (chunk size changed?): finish it
         created = await self.store.create_flow(
@@ -414,6 +425,22 @@ class Engine:
             return True
         await self._queue_leaves(flow, compiled, created)
         return True
+
+    @staticmethod
+    def _fresh_leaves(flow: FlowRef, compiled: CompiledFlow
+                      ) -> dict[QueueId, list[QueueEntry]] | None:
+        """The queue entries of a new flow's leaves when each is plainly ready (no start
+        delay, no forEach, no condition): exactly what its first queue step adds. None when
+        one is not: that flow is queued after its add (`_queue_leaves`)."""
+        leaves = [compiled.nodes[name] for name in compiled.leaves]
+        if any(n.opts.delay_ms > 0 or n.for_each is not None or n.when is not None
+               for n in leaves):
+            return None
+        out: dict[QueueId, list[QueueEntry]] = defaultdict(list)
+        for n in leaves:
+            out[QueueId.of(flow.namespace, n.queue)].append(
+                (flow.id, Queued(n.name, n.queue, queue_rank(n.opts.priority, n.opts.lifo), 0)))
+        return dict(out)
 
     async def _queue_leaves(self, flow: FlowRef, compiled: CompiledFlow,
                             created: AddStatus) -> None:

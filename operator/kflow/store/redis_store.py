@@ -156,10 +156,49 @@ class RedisStore:
                        ) -> FlowPhase | AddStatus:
         """Create, write (one chunk) and start a new small flow in one call (flow/add): its
         phase, or RESUME / EXISTS when the flow was there already (nothing written)."""
-        got = await self._flow_script(
-            "add", flow, *_create_args(flow, name, total, roots, ttl_seconds, 1, queues,
-                                       defaults), *chunk.args)
+        got = await self._flow_script("add", flow, *self._add_args(
+            flow, name, total, roots, ttl_seconds, queues, defaults, chunk))
         return AddStatus(got) if got in ("resume", "exists") else FlowPhase(got)
+
+    @staticmethod
+    def _add_args(flow: FlowId, name: str, total: int, roots: int, ttl_seconds: int | None,
+                  queues: list[str], defaults: dict[str, Any] | None, chunk: NodeChunk
+                  ) -> list[Any]:
+        return [*_create_args(flow, name, total, roots, ttl_seconds, 1, queues, defaults),
+                *chunk.args]
+
+    async def add_flow_queued(self, flow: FlowId, name: str, *, total: int, roots: int,
+                              ttl_seconds: int | None, queues: list[str],
+                              defaults: dict[str, Any] | None, chunk: NodeChunk,
+                              entries: dict[QueueId, list[QueueEntry]]
+                              ) -> tuple[FlowPhase | AddStatus, bool]:
+        """`add_flow`, and on one server the queue step of a new flow in the same round trip:
+        `entries` (its ready leaves) go on their queues right after the add, in one pipeline
+        (its calls run in order). Returns the add's outcome and whether the entries were
+        queued; on a cluster, whose calls go to several servers in no set order, they are
+        not (the caller queues them after a successful add).
+
+        Only for entries the add makes ready: if the flow was there already, its leaves are
+        queued as well, which is harmless (a member already queued keeps its place, and one
+        whose node is not ready is refused when taken and dropped)."""
+        import redis.asyncio
+
+        args = self._add_args(flow, name, total, roots, ttl_seconds, queues, defaults, chunk)
+        if not isinstance(self.redis, redis.asyncio.Redis) or \
+                any(len(e) > PAGE for e in entries.values()):
+            return await self.add_flow(flow, name, total=total, roots=roots,
+                                       ttl_seconds=ttl_seconds, queues=queues,
+                                       defaults=defaults, chunk=chunk), False
+        replies = await self.scripts.run_many([
+            ("flow/add", self.flow(flow).all, args),
+            *(("queue/enqueue", self.queue(qid).all,
+               [0, *(x for f, q in e for x in (queue_member(f.uid, q.node), q.rank, q.due))])
+              for qid, e in entries.items())])
+        for reply in replies:
+            if isinstance(reply, BaseException):
+                raise reply
+        got = _decode(replies[0])
+        return (AddStatus(got) if got in ("resume", "exists") else FlowPhase(got)), True
 
     async def add_nodes(self, flow: FlowId, chunk_no: int, chunk: NodeChunk) -> bool:
         """Write one chunk (codec.node_chunks) of a Pending flow; False if already written."""
