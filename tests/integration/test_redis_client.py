@@ -41,3 +41,39 @@ async def test_a_cancelled_task_stops_even_inside_a_redis_command(
     finally:
         await client.aclose()
     assert survived == 0, f"{survived} of 20 cancelled tasks kept running inside redis calls"
+
+
+@pytest.mark.redis
+async def test_a_pipelines_replies_already_received_are_read_without_a_timer_each(
+        redis_srv: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    # redis-py arms an asyncio timer for every reply it reads; kflow's connection takes a
+    # reply the parser already holds straight away, errors and all.
+    import redis.asyncio.connection as connection_module
+    from redis.exceptions import ResponseError
+
+    timers = 0
+    armed = connection_module.async_timeout  # type: ignore[attr-defined]
+
+    def counting(delay: float | None) -> object:
+        nonlocal timers
+        timers += 1
+        return armed(delay)
+
+    client = await connect(redis_srv.url)  # type: ignore[attr-defined]
+    try:
+        await client.set("kflow-test:text", "not a number")
+        monkeypatch.setattr(connection_module, "async_timeout", counting)
+        pipe = client.pipeline(transaction=False)
+        for i in range(100):
+            if i == 50:
+                pipe.incr("kflow-test:text")  # fails on its own, the others still answer
+            else:
+                pipe.echo(f"reply {i}")
+        replies = await pipe.execute(raise_on_error=False)
+        assert [r for i, r in enumerate(replies) if i != 50] == \
+            [f"reply {i}".encode() for i in range(100) if i != 50]
+        assert isinstance(replies[50], ResponseError)
+        assert timers < 20, f"{timers} timers for 100 replies"
+        assert await client.get("kflow-test:text") == b"not a number"  # and it goes on
+    finally:
+        await client.aclose()

@@ -12,9 +12,14 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import Connection, SSLConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
-from redis.exceptions import AuthenticationError, AuthorizationError, DataError
+from redis.exceptions import AuthenticationError, AuthorizationError, DataError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+try:  # the sentinel redis-py's hiredis parser reads "no whole reply yet" as
+    from redis._parsers.hiredis import NOT_ENOUGH_DATA
+except ImportError:  # pragma: no cover - another redis-py layout: never matches a reply
+    NOT_ENOUGH_DATA = object()
 
 # Connections per process (per cluster node with Redis Cluster). Callers that run more
 # concurrent commands than this wait for a free connection instead of failing: redis-py's
@@ -57,6 +62,9 @@ class _CancellableWrites:
     """
 
     socket_timeout: float | None
+    health_check_interval: float
+    next_health_check: float
+    _parser: Any
 
     def pack_command(self, *args: Any) -> list[bytes]:
         """The command in the Redis protocol, packed by hiredis when it is installed.
@@ -76,6 +84,40 @@ class _CancellableWrites:
             return [_hiredis_pack(args)]
         except TypeError as exc:
             raise DataError(str(exc)) from None
+
+    async def read_response(self, disable_decoding: bool = False,
+                            timeout: float | None = None, *, disconnect_on_error: bool = True,
+                            push_request: bool | None = False) -> Any:
+        """A reply the parser holds already is returned without arming a timer.
+
+        redis-py bounds every read with `asyncio.timeout`, whose timer cost about a tenth of
+        a worker's CPU (bench/vs-bullmq, "profile"); after a pipeline's first reply the
+        others have usually arrived with it. Anything else (nothing buffered yet, RESP3, a
+        read with its own timeout) goes through redis-py's read, timer included.
+        """
+        reader = getattr(self._parser, "_reader", None)
+        response: Any = NOT_ENOUGH_DATA
+        if reader is not None and timeout is None and not push_request \
+                and getattr(self, "protocol", 2) not in (3, "3") \
+                and getattr(self._parser, "_connected", False):
+            response = reader.gets(False) if disable_decoding else reader.gets()
+        if response is NOT_ENOUGH_DATA:  # not a whole reply yet
+            return await super().read_response(  # type: ignore[misc]
+                disable_decoding, timeout, disconnect_on_error=disconnect_on_error,
+                push_request=push_request)
+        if isinstance(response, list) and response and \
+                isinstance(response[0], RedisConnectionError):
+            response = response[0]
+        if isinstance(response, RedisConnectionError):
+            if disconnect_on_error:  # as redis-py does with any error of a read
+                await self.disconnect(nowait=True)  # type: ignore[attr-defined]
+            raise response
+        if self.health_check_interval:
+            self.next_health_check = (asyncio.get_running_loop().time()
+                                      + self.health_check_interval)
+        if isinstance(response, ResponseError):
+            raise response from None
+        return response
 
     async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
         limit = self.socket_timeout
