@@ -200,14 +200,16 @@ def _machinery(filename: str) -> bool:
     return any(part in filename for part in _MACHINERY)
 
 
-async def call_handler(fn: Callable[..., Any], job: Job) -> Any:
+async def call_handler(fn: Callable[..., Any], job: Job, *, is_async: bool | None = None
+                       ) -> Any:
     """Run a handler: a coroutine function on the loop, a plain function in its own thread.
 
     The thread is a daemon: when a run is interrupted (SIGTERM, Ctrl-C, a failed flow) the
     process can exit without waiting for a handler that may never return, which the default
-    executor behind `asyncio.to_thread` would wait for.
+    executor behind `asyncio.to_thread` would wait for. `is_async`: `is_async_handler(fn)`
+    when the caller knows it (a worker asks once, not per node).
     """
-    if is_async_handler(fn):
+    if is_async_handler(fn) if is_async is None else is_async:
         try:
             value = await fn(job)
         except (SystemExit, KeyboardInterrupt) as exc:

@@ -21,7 +21,7 @@ from typing import Any
 
 from kflow.api.ids import QueueId
 from kflow.engine import Attempt, Engine, Inputs, tune_collector
-from kflow.sdk.handlers import call_handler, format_error, resolve_function
+from kflow.sdk.handlers import call_handler, format_error, is_async_handler, resolve_function
 from kflow.sdk.job import Job, JobFlow
 from kflow.settings import RedisSettings
 from kflow.store.codec import dumps
@@ -94,6 +94,7 @@ class Worker:
                              'e.g. "default/extract"') from None
         self.engine = engine
         self.fn = fn
+        self._fn_is_async = is_async_handler(fn)  # asked once: inspect costs ~5 µs a call
         self.options = options or WorkerOptions()
         self.owner = self.options.owner or default_owner()
         self.batch = self.options.batch or max(1, self.options.concurrency // 2)
@@ -228,7 +229,7 @@ class Worker:
                           ignored_failures=inputs[1], failed_children=inputs[2],
                           timeout_ms=attempt.timeout_ms,
                           sink=self.engine)
-            call = call_handler(self.fn, job)
+            call = call_handler(self.fn, job, is_async=self._fn_is_async)
             if attempt.timeout_ms is not None:
                 value = await asyncio.wait_for(call, attempt.timeout_ms / 1000)
             else:
