@@ -242,3 +242,35 @@ async def test_a_chains_start_and_completion_each_read_the_flows_record_once(
             inner += 1
             touched += words[1:2] == [meta]
     assert reads == [1, 1]  # flow/complete of a, flow/start of b
+
+
+async def test_a_workers_completion_names_the_queue_and_reads_no_spec(redis_srv: Any) -> None:
+    # The worker knows each node's queue from its take, so completing does not read the
+    # node's spec for it (one HGET and one JSON decode per node); the hold is still freed.
+    client = aredis.Redis.from_url(redis_srv.url)
+    engine = Engine(client)
+    threshold = (await client.config_get("slowlog-log-slower-than"))["slowlog-log-slower-than"]
+    try:
+        ref = new_ref()
+        work, other = f"w-{ref.uid}", f"o-{ref.uid}"  # the server is shared: queues of its own
+        await engine.submit(ref, build(node("a", queue=work), node("b", queue=other),
+                                       node("root", "a", "b", queue=work)))
+        [a] = await engine.take(qid(work), 1, owner="t")
+        await client.config_set("slowlog-log-slower-than", 0)
+        await client.slowlog_reset()
+        [outcome] = await engine.complete_attempts([(a, 1)])
+        log = await client.slowlog_get(10_000)
+    finally:
+        await client.config_set("slowlog-log-slower-than", threshold)
+    try:
+        assert outcome.accepted
+        spec = engine.store.flow(ref.id).spec.encode()
+        assert not [e for e in log if e["command"].split()[1:2] == [spec]]
+        assert await client.zcard(engine.store.queue(qid(work)).active) == 0  # hold freed
+        [b] = await engine.take(qid(other), 1, owner="t")
+        assert (await engine.complete(ref.id, "b", b.token, 2)).accepted  # reads it: no hint
+        [root] = await engine.take(qid(work), 1, owner="t")
+        assert root.node == "root" and root.inputs is None
+        assert await engine.children_values(ref.id, "root") == {"a": 1, "b": 2}
+    finally:
+        await client.aclose()

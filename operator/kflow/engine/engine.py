@@ -654,18 +654,29 @@ class Engine:
         One script call per flow (in parallel), then one queue step per queue for the whole
         batch: what a worker uses when many nodes finish together.
         """
+        return await self._complete([
+            Completion(node, token, None, True) if value is MISSING
+            else Completion(node, token, value) for _, node, token, value in items],
+            [flow for flow, _, _, _ in items])
+
+    async def complete_attempts(self, done: list[tuple[Attempt, Any]]) -> list[CompleteOutcome]:
+        """`complete_batch` for attempts this process took: (attempt, value) each. The
+        attempt knows its node's queue, which the script then need not read."""
+        return await self._complete([Completion(a.node, a.token, value, queue=a.queue)
+                                     for a, value in done], [a.flow_id for a, _ in done])
+
+    async def _complete(self, completions: list[Completion], flows: list[FlowId]
+                        ) -> list[CompleteOutcome]:
+        items = [(flow, c.node, c.token) for flow, c in zip(flows, completions, strict=True)]
         by_flow: dict[FlowId, list[int]] = defaultdict(list)
-        for i, (flow, _, _, _) in enumerate(items):
+        for i, flow in enumerate(flows):
             by_flow[flow].append(i)
         calls: list[tuple[FlowId, list[int]]] = []
         for flow, indexes in by_flow.items():
             for j in range(0, len(indexes), self.chunk_nodes):
                 calls.append((flow, indexes[j:j + self.chunk_nodes]))
         replies = await self.store.complete([
-            (flow, [Completion(node, token, None, True) if value is MISSING
-                   else Completion(node, token, value)
-                   for _, node, token, value in (items[i] for i in indexes)])
-            for flow, indexes in calls])
+            (flow, [completions[i] for i in indexes]) for flow, indexes in calls])
         # Flows whose call failed are left out: the queue step of the others must still run.
         # The error is raised at the end; sending the batch again is safe (fenced by token).
         error = next((r for r in replies if isinstance(r, BaseException)), None)

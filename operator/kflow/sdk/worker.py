@@ -78,7 +78,7 @@ def default_owner() -> str:
 class Worker:
     """Takes ready nodes of one queue in batches and runs `fn(job)` on each, renewing leases.
 
-    Completions are batched (`Engine.complete_batch`): while one batch is being
+    Completions are batched (`Engine.complete_attempts`): while one batch is being
     written the next accumulates, so a busy worker pays one round trip per batch, an idle
     one per node. Rate limit and concurrency of the queue are enforced by the store on
     every take, so they hold across all workers; `concurrency` here is this worker's own cap.
@@ -287,8 +287,7 @@ class Worker:
             # out an outage spends no attempt (the leases are renewed meanwhile by the renew
             # loop, or expire and the stalled sweep hands the nodes back).
             try:
-                outcomes = await self.engine.complete_batch(
-                    [(a.flow_id, a.node, a.token, v) for a, v in batch])
+                outcomes = await self.engine.complete_attempts(batch)
                 self.outage.succeeded()
                 break
             except Exception as exc:  # fenced by token: sending the batch again is safe

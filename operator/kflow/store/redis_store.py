@@ -231,7 +231,7 @@ class RedisStore:
         per call one Settled row per completion, or the exception of that call."""
         return await self._flow_steps("complete", [
             (flow, [x for c in completions for x in (
-                c.node, c.token, "" if c.use_stored else dumps(c.value))])
+                c.node, c.token, c.queue, "" if c.use_stored else dumps(c.value))])
             for flow, completions in calls], settled_row)
 
     async def fail(self, flow: FlowId, node: str, token: str, error: str, *, infrastructure: bool,

@@ -52,6 +52,7 @@ class Completion(NamedTuple):
     token: str
     value: Any = None
     use_stored: bool = False
+    queue: str = ""  # the node's queue name, when the caller knows it (from its take)
 
 
 class Settled(NamedTuple):

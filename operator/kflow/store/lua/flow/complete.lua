@@ -7,8 +7,9 @@
   completed is refused on its own (nothing changes for it); the others still complete.
 
   Keys: the flow group (flow/_keys.lua); uses meta, result (and those of flow/_complete).
-  ARGV triples: node, token, value JSON, or "" to use the value the attempt stored
-                earlier (store-result; no JSON text is empty)
+  ARGV quadruples: node, token, the node's queue name from the take or "" (then read from
+                   its spec), value JSON or "" to use the value the attempt stored earlier
+                   (store-result; no JSON text is empty)
 
   Returns (JSON): the flow-step envelope (flow/_reply) with rows as flow/_attempt-batch:
     {accepted, the node's queue, "completed" or "stale", false} per triple
@@ -23,8 +24,8 @@
 -- @include flow/_complete
 -- @include flow/_attempt-batch
 
-return settle_attempts(1, 3, function(i, node, now, out)
-  local value = ARGV[i + 2]
+return settle_attempts(1, 4, function(i, node, now, out)
+  local value = ARGV[i + 3]
   if value == '' then value = redis.call('HGET', K_RESULT, node) or 'null' end
   return complete_checked(node, value, flow_phase(), now, out)
-end)
+end, 2)
