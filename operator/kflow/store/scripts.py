@@ -13,7 +13,7 @@ import hashlib
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -38,6 +38,8 @@ _DECLARED = re.compile(r"^local (?:function )?([A-Za-z_][\w, ]*?)\s*(?:=|\(|--|$
 # Told (script name, seconds) after every script call: how the operator times its scripts
 # without the store knowing about metrics.
 ScriptObserver = Callable[[str, float], None]
+# One script call: its name, keys and arguments.
+Call = tuple[str, tuple[str, ...] | list[str], list[Any]]
 # The script groups: the slot a script works in, and the keys every script of it takes.
 GROUPS: dict[str, tuple[str, ...]] = {"flow": FLOW_KEY_NAMES, "queue": QUEUE_KEY_NAMES}
 # After a server or user refused functions, how long scripts go by EVALSHA before FCALL is
@@ -165,24 +167,25 @@ def libraries() -> dict[str, Library]:
     return out
 
 
-def _not_loaded(exc: BaseException) -> bool:
-    return isinstance(exc, ResponseError) and "function not found" in str(exc).lower()
+def _not_loaded(reply: Any) -> bool:
+    return isinstance(reply, ResponseError) and "function not found" in str(reply).lower()
 
 
-def _by_evalsha(exc: BaseException) -> bool:
+def _by_evalsha(reply: Any) -> bool:
     """A function call refused before it ran that EVALSHA may still run. Out of memory, Redis
     refuses a function that may write outright, but lets a script without flags run until its
     first write that needs memory: a script that first frees some (dropping a deleted
     flow's leases) goes on as it did before functions."""
-    return isinstance(exc, OutOfMemoryError)
+    return isinstance(reply, OutOfMemoryError)
 
 
-def _functions_refused(exc: BaseException) -> bool:
+def _functions_refused(reply: Any) -> bool:
     """The server has no functions, or this user may not call or load them."""
-    text = str(exc).lower()
-    return (isinstance(exc, NoPermissionError) and ("fcall" in text or "function" in text)) \
-        or (isinstance(exc, ResponseError) and "unknown command" in text
-            and ("fcall" in text or "function" in text))
+    if not isinstance(reply, ResponseError):
+        return False
+    text = str(reply).lower()
+    return (isinstance(reply, NoPermissionError) and ("fcall" in text or "function" in text)) \
+        or ("unknown command" in text and ("fcall" in text or "function" in text))
 
 
 class Scripts:
@@ -260,22 +263,50 @@ class Scripts:
 
     async def _call(self, name: str, keys: tuple[str, ...] | list[str], args: list[Any]
                     ) -> Any:
-        if not self.use_functions:
-            return await self._evalsha(name, keys, args)
-        try:
+        async def send(calls: list[Call], functions: bool) -> list[Any]:
+            [(name, keys, args)] = calls
             try:
-                return await self._fcall(name, keys, args)
-            except ResponseError as exc:  # nothing ran: load the library and call again
-                if not _not_loaded(exc):
-                    raise
-            await self.load()
-            return await self._fcall(name, keys, args)
-        except ResponseError as exc:
-            if _functions_refused(exc):
-                self._refused(exc)
-            elif not _by_evalsha(exc):
-                raise
-            return await self._evalsha(name, keys, args)
+                if functions:
+                    return [await self._fcall(name, keys, args)]
+                return [await self._evalsha(name, keys, args)]
+            except ResponseError as exc:
+                return [exc]
+
+        [reply] = await self._fallback([(name, keys, args)], send)
+        if isinstance(reply, ResponseError):
+            raise reply
+        return reply
+
+    async def _fallback(self, calls: list[Call],
+                        send: Callable[[list[Call], bool], Awaitable[list[Any]]]) -> list[Any]:
+        """Send `calls` by FCALL (or EVALSHA while functions are refused) with `send`, which
+        returns one reply or ResponseError per call, and apply the rules of falling back:
+        calls that found their library missing ran nothing, so it is loaded and they are
+        sent again; calls refused functions (no FCALL, no right to it) go by EVALSHA, and
+        so do all calls for FUNCTIONS_RETRY_S; a function refused out of memory is sent once
+        by EVALSHA (`_by_evalsha`). Nothing that ran is ever sent again."""
+        if not self.use_functions:
+            return await send(calls, False)
+        replies = await send(calls, True)
+        missing = [i for i, r in enumerate(replies) if _not_loaded(r)]
+        by_fcall = set(range(len(calls)))
+        if missing:
+            functions = await self._load_or_refuse()
+            if not functions:
+                by_fcall.difference_update(missing)
+            for i, reply in zip(missing, await send([calls[i] for i in missing], functions),
+                                strict=True):
+                replies[i] = reply
+        refused = [i for i in sorted(by_fcall)
+                   if _functions_refused(replies[i]) or _by_evalsha(replies[i])]
+        if refused:
+            why = next((replies[i] for i in refused if _functions_refused(replies[i])), None)
+            if why is not None:
+                self._refused(why)
+            for i, reply in zip(refused, await send([calls[i] for i in refused], False),
+                                strict=True):
+                replies[i] = reply
+        return replies
 
     async def run(self, name: str, keys: tuple[str, ...] | list[str], args: list[Any]) -> Any:
         self._check(name, keys)
@@ -285,8 +316,7 @@ class Scripts:
         finally:
             self._ran([name], started)
 
-    async def run_many(self, calls: list[tuple[str, tuple[str, ...] | list[str], list[Any]]]
-                       ) -> list[Any]:
+    async def run_many(self, calls: list[Call]) -> list[Any]:
         """Run several scripts, each with its own keys; one reply or exception per call.
 
         On a single server they go out in one pipeline (one round trip, no transaction: each
@@ -304,41 +334,25 @@ class Scripts:
                                              return_exceptions=True))
         started = time.perf_counter()
         try:
-            if self.use_functions:
-                replies = await self._pipeline(calls, functions=True)
-                if any(isinstance(r, BaseException) and _not_loaded(r) for r in replies):
-                    await self._load_or_refuse()
-                    again = [i for i, r in enumerate(replies)
-                             if isinstance(r, BaseException) and _not_loaded(r)]
-                    for i, reply in zip(again, await self._pipeline(
-                            [calls[i] for i in again], functions=self.use_functions),
-                            strict=True):
-                        replies[i] = reply
-                refused = [i for i, r in enumerate(replies) if isinstance(r, BaseException)
-                           and (_functions_refused(r) or _by_evalsha(r))]
-                if refused:
-                    if any(_functions_refused(replies[i]) for i in refused):
-                        self._refused(next(replies[i] for i in refused
-                                           if _functions_refused(replies[i])))
-                    for i, reply in zip(refused, await self._pipeline(
-                            [calls[i] for i in refused], functions=False), strict=True):
-                        replies[i] = reply
-                return replies
-            return await self._pipeline(calls, functions=False)
+            return await self._fallback(calls, self._pipeline)
         finally:
             # Each script waited for the whole round trip that carried it.
             self._ran([name for name, _, _ in calls], started)
 
-    async def _load_or_refuse(self) -> None:
+    async def _load_or_refuse(self) -> bool:
+        """Load the libraries; False when Redis refuses (functions, or memory for them):
+        the calls then go by EVALSHA."""
         try:
             await self.load()
         except ResponseError as exc:
-            if not _functions_refused(exc):
+            if _functions_refused(exc):
+                self._refused(exc)
+            elif not _by_evalsha(exc):
                 raise
-            self._refused(exc)
+            return False
+        return True
 
-    async def _pipeline(self, calls: list[tuple[str, tuple[str, ...] | list[str], list[Any]]],
-                        *, functions: bool) -> list[Any]:
+    async def _pipeline(self, calls: list[Call], functions: bool) -> list[Any]:
         pipe = self._client.pipeline(transaction=False)
         for name, keys, args in calls:
             if functions:
