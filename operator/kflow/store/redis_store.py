@@ -3,7 +3,7 @@ keys. It takes and returns domain values; key names, members and encodings stay 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Literal, TypeVar
 
 from kflow.api.ids import FlowId, QueueId
@@ -99,6 +99,18 @@ def _active(lease: Lease) -> str:
     return active_member(lease.flow.uid, lease.node, lease.token)
 
 
+def _enqueue_args(free: list[str], entries: Sequence[QueueEntry]) -> list[Any]:
+    """ARGV of queue/enqueue: the active-set members to free, then (member, rank, due) per
+    entry (see queue/enqueue.lua)."""
+    return [len(free), *free, *(x for flow, q in entries
+                                for x in (queue_member(flow.uid, q.node), q.rank, q.due))]
+
+
+def _add_outcome(got: Any) -> FlowPhase | AddStatus:
+    """flow/add's reply: the new flow's phase, or RESUME / EXISTS when it was there."""
+    return AddStatus(got) if got in ("resume", "exists") else FlowPhase(got)
+
+
 class RedisStore:
     """The only place that speaks Redis: one method per script, plus bounded reads."""
 
@@ -156,9 +168,8 @@ class RedisStore:
                        ) -> FlowPhase | AddStatus:
         """Create, write (one chunk) and start a new small flow in one call (flow/add): its
         phase, or RESUME / EXISTS when the flow was there already (nothing written)."""
-        got = await self._flow_script("add", flow, *self._add_args(
-            flow, name, total, roots, ttl_seconds, queues, defaults, chunk))
-        return AddStatus(got) if got in ("resume", "exists") else FlowPhase(got)
+        return _add_outcome(await self._flow_script("add", flow, *self._add_args(
+            flow, name, total, roots, ttl_seconds, queues, defaults, chunk)))
 
     @staticmethod
     def _add_args(flow: FlowId, name: str, total: int, roots: int, ttl_seconds: int | None,
@@ -191,14 +202,12 @@ class RedisStore:
                                        defaults=defaults, chunk=chunk), False
         replies = await self.scripts.run_many([
             ("flow/add", self.flow(flow).all, args),
-            *(("queue/enqueue", self.queue(qid).all,
-               [0, *(x for f, q in e for x in (queue_member(f.uid, q.node), q.rank, q.due))])
+            *(("queue/enqueue", self.queue(qid).all, _enqueue_args([], e))
               for qid, e in entries.items())])
         for reply in replies:
             if isinstance(reply, BaseException):
                 raise reply
-        got = _decode(replies[0])
-        return (AddStatus(got) if got in ("resume", "exists") else FlowPhase(got)), True
+        return _add_outcome(_decode(replies[0])), True
 
     async def add_nodes(self, flow: FlowId, chunk_no: int, chunk: NodeChunk) -> bool:
         """Write one chunk (codec.node_chunks) of a Pending flow; False if already written."""
@@ -607,9 +616,8 @@ class RedisStore:
         added = 0
         free = [_active(lease) for lease in drop or ()]
         for i in range(0, max(len(entries), 1 if free else 0), PAGE):
-            flat = [x for flow, q in entries[i:i + PAGE]
-                    for x in (queue_member(flow.uid, q.node), q.rank, q.due)]
-            added += int(await self._queue_script("enqueue", queue_id, [len(free), *free, *flat]))
+            added += int(await self._queue_script("enqueue", queue_id,
+                                                  _enqueue_args(free, entries[i:i + PAGE])))
             free = []
         return added
 
