@@ -122,6 +122,10 @@ def _after_settling(flow_id: FlowId, step: FlowStep[Settled], attempts: Sequence
                  step.expand, step.decide, step.exits)
 
 
+def _log_added(flow: FlowRef, compiled: CompiledFlow) -> None:
+    log.info("flow %s/%s added: %d nodes", flow.namespace, flow.name, len(compiled.nodes))
+
+
 def _with_items(nodes: dict[str, GraphNode]) -> list[GraphNode]:
     """The graph with each map node's items (`<map>[<i>]`, whose one parent it is) among
     its children, in item order and before its other children: the store lists a node's
@@ -389,11 +393,9 @@ class Engine:
             if added is AddStatus.EXISTS:
                 return False
             if added is not AddStatus.RESUME:
-                if queued:
-                    log.info("flow %s/%s added: %d nodes", flow.namespace, flow.name,
-                             len(compiled.nodes))
-                else:
+                if not queued:
                     await self._queue_leaves(flow, compiled, AddStatus.CREATED)
+                _log_added(flow, compiled)
                 return True
             # else: an interrupted chunked add of this flow (chunk size changed?): finish it
         created = await self.store.create_flow(
@@ -424,6 +426,7 @@ class Engine:
                      flow.name, len(compiled.nodes), len(chunks))
             return True
         await self._queue_leaves(flow, compiled, created)
+        _log_added(flow, compiled)
         return True
 
     @staticmethod
@@ -458,7 +461,6 @@ class Engine:
                 [n.name for n in leaves if n.when is not None])])
         else:
             await self.reconcile_flow(flow.id)
-        log.info("flow %s/%s added: %d nodes", flow.namespace, flow.name, len(compiled.nodes))
 
     async def reconcile_flow(self, flow_id: FlowId) -> int:
         """Put every ready or delayed node of a running flow on its queue (idempotent).
