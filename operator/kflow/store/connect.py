@@ -216,6 +216,21 @@ def unreachable_reason(exc: BaseException) -> str | None:
     return None
 
 
+class _Cluster(RedisCluster):
+    """redis-py's cluster client, finding an FCALL's slot from its keys as it does EVALSHA's.
+
+    For FCALL it asks a server which arguments are keys (COMMAND GETKEYS) before every call:
+    one more round trip and server call for each script (bench/RESULTS.md, "Redis Cluster
+    scaling"). FCALL names its keys as EVALSHA does (function, key count, keys, arguments),
+    so it takes EVALSHA's path.
+    """
+
+    async def _determine_slot(self, command: str, *args: Any) -> int:
+        if isinstance(command, str) and command.upper() in ("FCALL", "FCALL_RO"):
+            command = "EVALSHA"
+        return await super()._determine_slot(command, *args)
+
+
 async def connect(url: str, *, username: str | None = None, password: str | None = None,
                   tls: bool = False, tls_ca_file: str | None = None,
                   connect_timeout: float | None = DEFAULT_CONNECT_TIMEOUT_S,
@@ -262,7 +277,7 @@ async def connect(url: str, *, username: str | None = None, password: str | None
     # The cluster client has no blocking pool; its per-node limit is raised well above what
     # one process issues at once so that it never raises under a burst. It retries at its
     # own level (its nodes' connections do not), re-reading the slots when a node fails.
-    cluster = RedisCluster.from_url(url, max_connections=max(1024, max_connections),
+    cluster = _Cluster.from_url(url, max_connections=max(1024, max_connections),
                                     retry=retry, **extra)
     # RedisCluster picks the connection class itself: swap in the bounded one before the
     # first connection opens (its nodes read it from the shared connection_kwargs).
