@@ -77,3 +77,53 @@ async def test_a_pipelines_replies_already_received_are_read_without_a_timer_eac
         assert await client.get("kflow-test:text") == b"not a number"  # and it goes on
     finally:
         await client.aclose()
+
+
+@pytest.mark.redis
+async def test_a_pooled_connection_is_checked_without_a_timer_and_stale_data_still_caught(
+        redis_srv: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Before every command the pool asks whether the connection holds unread data (a reply
+    # nobody read, or the server's close); redis-py answers by reading with a zero timeout.
+    import redis._parsers.hiredis as hiredis_parser
+    from redis.asyncio import BlockingConnectionPool
+
+    timers = 0
+    armed = hiredis_parser.async_timeout
+
+    def counting(delay: float | None) -> object:
+        nonlocal timers
+        timers += 1
+        return armed(delay)
+
+    # No retries: a command sent on a dead connection would fail, not be sent again.
+    client = await connect(redis_srv.url, max_connections=1,  # type: ignore[attr-defined]
+                           retries=0)
+    try:
+        await client.set("kflow-test:checked", "fresh")
+        monkeypatch.setattr(hiredis_parser, "async_timeout", counting)
+        for _ in range(100):
+            assert await client.get("kflow-test:checked") == b"fresh"
+        assert timers == 0, f"{timers} timers for 100 checkouts"
+
+        # A connection handed back with a reply unread: the next command must not read it.
+        pool: BlockingConnectionPool = client.connection_pool
+        conn = await pool.get_connection()
+        await conn.send_command("ECHO", "stale reply")
+        await asyncio.sleep(0.1)  # the reply has arrived, unread
+        await pool.release(conn)
+        assert await client.get("kflow-test:checked") == b"fresh"
+
+        # A connection the server closed: the next command opens a new one.
+        conn = await pool.get_connection()
+        await conn.send_command("CLIENT", "ID")
+        own_id = await conn.read_response()
+        await pool.release(conn)
+        killer = await connect(redis_srv.url)  # type: ignore[attr-defined]
+        try:
+            await killer.execute_command("CLIENT", "KILL", "ID", own_id)
+        finally:
+            await killer.aclose()
+        await asyncio.sleep(0.1)  # the close has reached this side
+        assert await client.get("kflow-test:checked") == b"fresh"
+    finally:
+        await client.aclose()
