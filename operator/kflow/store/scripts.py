@@ -45,6 +45,9 @@ GROUPS: dict[str, tuple[str, ...]] = {"flow": FLOW_KEY_NAMES, "queue": QUEUE_KEY
 # After a server or user refused functions, how long scripts go by EVALSHA before FCALL is
 # tried again (the server may have been upgraded, the user granted FCALL).
 FUNCTIONS_RETRY_S = 60.0
+# Script calls that concurrent callers (`Scripts.run_many`) make within one turn of the event
+# loop go out in one pipeline, up to this many calls; a larger batch goes at once.
+BATCH_CALLS = 256
 
 
 def _read(path: str) -> str:
@@ -203,6 +206,12 @@ class Scripts:
                            for name, fname in lib.functions.items()}
         self._refused_at: float | None = None  # when FCALL or FUNCTION LOAD was refused
         self._loading: asyncio.Lock | None = None
+        # Calls waiting for this turn of the event loop to end (`_batched`), each caller's
+        # calls with the future of their replies, and the pipelines in flight.
+        self._waiting: list[tuple[list[Call], asyncio.Future[list[Any]]]] = []
+        self._waiting_calls = 0
+        self._send_soon: asyncio.Handle | None = None
+        self._sending: set[asyncio.Task[None]] = set()
 
     @property
     def use_functions(self) -> bool:
@@ -320,8 +329,9 @@ class Scripts:
         """Run several scripts, each with its own keys; one reply or exception per call.
 
         On a single server they go out in one pipeline (one round trip, no transaction: each
-        script is atomic on its own, as with separate calls). A cluster client runs them
-        concurrently instead, since they touch different slots.
+        script is atomic on its own, as with separate calls), in order, together with the
+        calls of other callers made in the same turn of the event loop (`_batched`). A
+        cluster client runs them concurrently instead, since they touch different slots.
         """
         if not calls:
             return []
@@ -334,10 +344,56 @@ class Scripts:
                                              return_exceptions=True))
         started = time.perf_counter()
         try:
-            return await self._fallback(calls, self._pipeline)
+            return await self._batched(calls)
         finally:
             # Each script waited for the whole round trip that carried it.
             self._ran([name for name, _, _ in calls], started)
+
+    def _batched(self, calls: list[Call]) -> asyncio.Future[list[Any]]:
+        """The replies of `calls`, sent in one pipeline with the calls of every other caller
+        of this turn of the event loop: fifty adders adding a flow each pay one round trip
+        together, not fifty. A caller's calls stay together and in order; a caller that is
+        cancelled while it waits does not stop the others' calls."""
+        loop = asyncio.get_running_loop()
+        replies: asyncio.Future[list[Any]] = loop.create_future()
+        self._waiting.append((calls, replies))
+        self._waiting_calls += len(calls)
+        if self._waiting_calls >= BATCH_CALLS:
+            self._send_waiting()
+        elif self._send_soon is None:
+            self._send_soon = loop.call_soon(self._send_waiting)
+        return replies
+
+    def _send_waiting(self) -> None:
+        if self._send_soon is not None:
+            self._send_soon.cancel()
+            self._send_soon = None
+        batch, self._waiting, self._waiting_calls = self._waiting, [], 0
+        if batch:
+            task = asyncio.create_task(self._send(batch))
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
+
+    async def _send(self, batch: list[tuple[list[Call], asyncio.Future[list[Any]]]]) -> None:
+        try:
+            replies = await self._fallback([c for calls, _ in batch for c in calls],
+                                           self._pipeline)
+        except BaseException as exc:
+            for _, waiter in batch:
+                if waiter.done():
+                    continue
+                if isinstance(exc, asyncio.CancelledError):
+                    waiter.cancel()
+                else:
+                    waiter.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        start = 0
+        for calls, waiter in batch:
+            if not waiter.done():
+                waiter.set_result(replies[start:start + len(calls)])
+            start += len(calls)
 
     async def _load_or_refuse(self) -> bool:
         """Load the libraries; False when Redis refuses (functions, or memory for them):
