@@ -17,7 +17,7 @@ from kflow.store import scripts as scripts_module
 from kflow.store.connect import connect
 from tests.integration.engine_kit import build, new_ref, node, qid, take_all
 
-pytestmark = [pytest.mark.asyncio, pytest.mark.redis]
+pytestmark = [pytest.mark.asyncio]
 
 
 @pytest.fixture
@@ -46,6 +46,7 @@ def count_pipelines(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> list[int
     return sizes
 
 
+@pytest.mark.redis
 async def test_flows_added_at_once_share_one_round_trip(
         engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
     refs = [new_ref(f"f{i}") for i in range(20)]
@@ -69,6 +70,7 @@ async def test_flows_added_at_once_share_one_round_trip(
     assert by_flow == {ref.uid: i % 3 + 1 for i, ref in enumerate(refs)}
 
 
+@pytest.mark.redis
 async def test_each_caller_gets_its_own_replies_and_errors(
         engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
     scripts = engine.store.scripts
@@ -89,6 +91,7 @@ async def test_each_caller_gets_its_own_replies_and_errors(
     assert isinstance(bad[1], ResponseError)
 
 
+@pytest.mark.redis
 async def test_a_cancelled_caller_does_not_stop_the_others(engine: Engine) -> None:
     refs = [new_ref(f"c{i}") for i in range(5)]
     tasks = [asyncio.create_task(engine.submit(ref, build(node("a"), node("root", "a"))))
@@ -106,6 +109,7 @@ async def test_a_cancelled_caller_does_not_stop_the_others(engine: Engine) -> No
     assert (await engine.snapshot(refs[2].id)).phase is FlowPhase.RUNNING
 
 
+@pytest.mark.redis
 async def test_a_batch_over_the_limit_goes_at_once(
         engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(scripts_module, "BATCH_CALLS", 4)
@@ -115,3 +119,28 @@ async def test_a_batch_over_the_limit_goes_at_once(
         engine.store.scripts.run_many([("queue/promote", keys, [i + 1])]) for i in range(10)))
     assert len(replies) == 10 and all(len(r) == 1 for r in replies)
     assert sizes == [4, 4, 2], sizes
+
+
+@pytest.mark.rediscluster
+async def test_on_a_cluster_the_calls_go_in_one_pipeline_per_master_each_caller_its_own(
+        redis_cluster_srv: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    client = await connect(redis_cluster_srv.url)
+    try:
+        await client.flushall()
+        engine = Engine(client)
+        await engine.store.scripts.load()
+        sizes = count_pipelines(engine, monkeypatch)
+        # Queues whose keys hash to different slots, so to several masters.
+        calls = [("queue/promote", engine.store.queue(qid(f"q{i}")).all, [i + 1])
+                 for i in range(8)]
+        bad = ("queue/promote", engine.store.queue(qid("q0")).all, ["not a number"])
+        first, second = await asyncio.gather(engine.store.scripts.run_many(calls[:5]),
+                                             engine.store.scripts.run_many(
+                                                 [calls[5], bad, *calls[6:]]))
+        assert sizes == [9], sizes
+        assert all(not isinstance(r, BaseException) for r in first)
+        assert isinstance(second[1], ResponseError)
+        assert all(not isinstance(r, BaseException) for i, r in enumerate(second) if i != 1)
+        assert len(first) == 5 and len(second) == 4
+    finally:
+        await client.aclose()

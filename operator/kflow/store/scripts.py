@@ -330,8 +330,9 @@ class Scripts:
 
         On a single server they go out in one pipeline (one round trip, no transaction: each
         script is atomic on its own, as with separate calls), in order, together with the
-        calls of other callers made in the same turn of the event loop (`_batched`). A
-        cluster client runs them concurrently instead, since they touch different slots.
+        calls of other callers made in the same turn of the event loop (`_batched`). On a
+        cluster they go the same way in a cluster pipeline, one per master, in order only
+        among the calls of one master; while functions are refused, each on its own.
         """
         if not calls:
             return []
@@ -339,7 +340,7 @@ class Scripts:
 
         for name, keys, _ in calls:
             self._check(name, keys)
-        if not isinstance(self._client, redis.asyncio.Redis):
+        if not isinstance(self._client, redis.asyncio.Redis) and not self.use_functions:
             return list(await asyncio.gather(*(self.run(v, k, a) for v, k, a in calls),
                                              return_exceptions=True))
         started = time.perf_counter()
@@ -409,6 +410,12 @@ class Scripts:
         return True
 
     async def _pipeline(self, calls: list[Call], functions: bool) -> list[Any]:
+        import redis.asyncio
+
+        if not functions and not isinstance(self._client, redis.asyncio.Redis):
+            # A cluster pipeline cannot carry EVALSHA: each call goes on its own.
+            return list(await asyncio.gather(*(self._evalsha(v, k, a) for v, k, a in calls),
+                                             return_exceptions=True))
         pipe = self._client.pipeline(transaction=False)
         for name, keys, args in calls:
             if functions:
