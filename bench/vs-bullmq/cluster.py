@@ -75,11 +75,12 @@ NOTES = """How to read it:
   machines would give. No pinger runs (its PINGs would land on one master), so there is
   no stall column.
 - Chains on a cluster: one Redis takes a small flow's add and its leaves' enqueue in one
-  pipeline, and a worker's start and completion calls for several flows in one pipeline;
-  the cluster client sends each script on its own (they go to different slots), hence
-  ~2.6 socket reads per node against ~0.4. Before kflow's client gave FCALL the slot of
-  its keys, redis-py asked a master for them (COMMAND GETKEYS) before every call: 7.7
-  reads per node and 0.24x of one Redis (2026-12-01, the run before this one)."""
+  pipeline; a cluster sends them apart (they go to different masters in no set order). A
+  batch of calls (starts, completions, several callers' adds) goes as a cluster pipeline,
+  one per master: ~0.7 socket reads per node against ~0.2 on one Redis. Before that, each
+  call went on its own (2.65 reads per node, 0.41x of one Redis), and before kflow's
+  client gave FCALL the slot of its keys, redis-py asked a master for them (COMMAND
+  GETKEYS) before every call (7.76 reads per node, 0.24x), both 2026-12-01."""
 
 
 def flush(ports: tuple[int, ...]) -> None:
