@@ -336,13 +336,8 @@ class Scripts:
         """
         if not calls:
             return []
-        import redis.asyncio
-
         for name, keys, _ in calls:
             self._check(name, keys)
-        if not isinstance(self._client, redis.asyncio.Redis) and not self.use_functions:
-            return list(await asyncio.gather(*(self.run(v, k, a) for v, k, a in calls),
-                                             return_exceptions=True))
         started = time.perf_counter()
         try:
             return await self._batched(calls)
