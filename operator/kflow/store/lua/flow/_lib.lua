@@ -117,11 +117,28 @@ local function set_state(node, old, new)
   note_time(node, old, new)
 end
 
+-- Up to two changed counts go as one HINCRBY each; more (a completion that unlocks its
+-- parent changes four) as one HMGET and one HSET of the new values.
 local function flush_counts()
+  local states, deltas = {}, {}
   for state, delta in pairs(COUNT_DELTAS) do
-    if delta ~= 0 then redis.call('HINCRBY', K_COUNTS, state, delta) end
+    if delta ~= 0 then
+      states[#states + 1] = state
+      deltas[#deltas + 1] = delta
+    end
   end
   COUNT_DELTAS = {}
+  if #states <= 2 then
+    for i = 1, #states do redis.call('HINCRBY', K_COUNTS, states[i], deltas[i]) end
+    return
+  end
+  local counts = redis.call('HMGET', K_COUNTS, unpack(states))
+  local fields = {}
+  for i = 1, #states do
+    fields[#fields + 1] = states[i]
+    fields[#fields + 1] = string.format('%d', tonumber(counts[i] or '0') + deltas[i])
+  end
+  redis.call('HSET', K_COUNTS, unpack(fields))
 end
 
 local function emit(kind, node, ...)

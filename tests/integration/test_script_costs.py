@@ -1,0 +1,78 @@
+"""What a node's start and completion cost inside Redis: the commands their scripts run.
+
+Inside a script every command costs its own work plus the hop from Lua into Redis; on a
+chain, where each flow has one node in flight, that hop is most of what a node costs Redis
+(bench/RESULTS.md). These tests pin the commands a chain step runs, so that one more read on
+the hot path shows up here before it shows up in the benchmark.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from kflow.engine import Engine
+from tests.integration.engine_kit import build, new_ref, node, qid, take_map, take_node
+from tests.integration.test_store_functions import command_calls, on_every_master
+
+pytestmark = pytest.mark.asyncio
+
+
+async def reset_stats(engine: Engine) -> None:
+    await on_every_master(engine.store.redis, "CONFIG", "RESETSTAT")
+
+
+def inner(calls: dict[str, int]) -> dict[str, int]:
+    """The commands scripts ran, and the plain ones around them, without the calls themselves."""
+    return {c: n for c, n in calls.items() if c not in ("fcall", "evalsha", "config|resetstat")}
+
+
+async def test_a_chain_step_reads_the_fence_once_and_writes_the_counts_in_two_commands(
+        engine: Engine) -> None:
+    ref = new_ref()
+    assert await engine.submit(ref, build(node("a"), node("b", "a"), node("root", "b")))
+    a = await take_node(engine, "a")
+
+    await reset_stats(engine)
+    assert (await engine.complete(ref.id, "a", a.token, 1)).accepted
+    calls = inner(await command_calls(engine.store.redis))
+    # Four counts change (a active -> completed, b waiting-children -> ready): one HMGET and
+    # one HSET, not four HINCRBY. The one HINCRBY left is b's pending dependencies.
+    assert calls.get("hincrby") == 1, calls
+    # The fence is the token alone (a token is held only while its node is active); the
+    # other reads: a's spec (its queue: this caller did not say), its added-children record,
+    # its times and its parents, b's state and b's spec.
+    assert calls.get("hget") == 7, calls
+    snap = await engine.snapshot(ref.id)
+    assert {s: n for s, n in snap.counts.items() if n} == {
+        "completed": 1, "ready": 1, "waiting-children": 1}, snap.counts
+
+    await reset_stats(engine)
+    [b] = await engine.take(qid(), 10, owner="test", with_inputs=True)
+    calls = inner(await command_calls(engine.store.redis))
+    assert b.inputs == ({"a": 1}, {}, {})
+    # b's children are read in one HGET and measured in Lua, not HSTRLEN first.
+    assert "hstrlen" not in calls, calls
+    # b's state, spec and data, its children list, a's state and a's result.
+    assert calls.get("hget") == 6, calls
+    assert sum(calls.values()) <= 30, calls
+
+
+async def test_a_stale_token_is_refused_after_each_way_out_of_active(engine: Engine) -> None:
+    """The fence reads only the token: every way a node leaves active must drop it."""
+    ref = new_ref()
+    flow = build(node("done"), node("failed", attempts=2), node("root", "done", "failed"))
+    assert await engine.submit(ref, flow)
+    taken = await take_map(engine)
+    done, failed = taken["done"], taken["failed"]
+    assert (await engine.complete(ref.id, "done", done.token, 1)).accepted
+    retry = await engine.fail(ref.id, "failed", failed.token, "boom")
+    assert retry.accepted and retry.action == "retry"
+    # The old tokens no longer hold their nodes: completed, and back to ready for a retry.
+    assert not (await engine.complete(ref.id, "done", done.token, 2)).accepted
+    assert not (await engine.complete(ref.id, "failed", failed.token, 2)).accepted
+    again = await take_node(engine, "failed")
+    assert again.attempt == 2
+    assert (await engine.complete(ref.id, "failed", again.token, 3)).accepted
+    assert not (await engine.complete(ref.id, "failed", again.token, 4)).accepted
+    [root] = await engine.take(qid(), 10, owner="test", with_inputs=True)
+    assert root.inputs == ({"done": 1, "failed": 3}, {}, {})
