@@ -52,6 +52,8 @@ async def test_a_chain_step_reads_the_fence_once_and_writes_the_counts_in_two_co
     assert b.inputs == ({"a": 1}, {}, {})
     # b's children are read in one HGET and measured in Lua, not HSTRLEN first.
     assert "hstrlen" not in calls, calls
+    # A first attempt finds nothing an earlier one left: the start deletes nothing.
+    assert "hdel" not in calls, calls
     # b's state, spec and data, its children list, a's state and a's result.
     assert calls.get("hget") == 6, calls
     assert sum(calls.values()) <= 30, calls
@@ -76,3 +78,45 @@ async def test_a_stale_token_is_refused_after_each_way_out_of_active(engine: Eng
     assert not (await engine.complete(ref.id, "failed", again.token, 4)).accepted
     [root] = await engine.take(qid(), 10, owner="test", with_inputs=True)
     assert root.inputs == ({"done": 1, "failed": 3}, {}, {})
+
+
+async def test_what_an_attempt_left_never_reaches_the_next_attempt_of_the_same_number(
+        engine: Engine) -> None:
+    """The start clears a stored result and progress only when the attempt number grows:
+    every step after which the next attempt has the same number must clear them itself."""
+    ref = new_ref()
+    assert await engine.submit(ref, build(
+        node("handed", attempts=1), node("added", attempts=1), node("lost", attempts=1),
+        node("root", "handed", "added", "lost")))
+    first = await take_map(engine)
+    for name, attempt in first.items():
+        assert attempt.attempt == 1
+        await engine.update_progress(ref.id, name, attempt.token, {"left": name})
+    assert await engine.store_result(ref.id, "handed", first["handed"].token, "stale")
+
+    # handed: given back (a worker shutting down), requeued with its attempt unspent.
+    assert await engine.release([first["handed"]]) == 1
+    handed = (await take_map(engine))["handed"]
+    assert handed.attempt == 1
+    assert await engine.store.node_progress(ref.id, ["handed"]) == [None]
+    assert await engine.store.node_results(ref.id, ["handed"]) == [None]
+    # Its old stored value must not complete the new attempt when that one is lost.
+    outcome = await engine.fail(ref.id, "handed", handed.token, "pod lost", infrastructure=True)
+    assert outcome.action == "requeued", outcome
+
+    # added: adds a child to itself, waits for it, then runs again as attempt 1.
+    await engine.add_children(ref.id, "added", first["added"].token,
+                              [{"name": "child", "queue": "work"}])
+    assert (await engine.complete(ref.id, "added", first["added"].token, "dropped")).accepted
+    child = (await take_map(engine))["child"]
+    assert (await engine.complete(ref.id, "child", child.token, 1)).accepted
+    added = (await take_map(engine))["added"]
+    assert added.attempt == 1
+    assert await engine.store.node_progress(ref.id, ["added"]) == [None]
+
+    # lost: fails, the flow fails, and a flow retry runs it again from attempt 1.
+    assert (await engine.fail(ref.id, "lost", first["lost"].token, "boom")).action == "failed"
+    assert await engine.retry_failed(ref.id) >= 1
+    lost = (await take_map(engine))["lost"]
+    assert lost.attempt == 1
+    assert await engine.store.node_progress(ref.id, ["lost"]) == [None]

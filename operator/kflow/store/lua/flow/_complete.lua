@@ -19,6 +19,7 @@ local function wait_for_added(node, now, out)
   redis.call('HDEL', K_REQUEUES, 'a|' .. node)  -- its next run may add children again
   redis.call('HDEL', K_TOKEN, node)
   redis.call('HDEL', K_RESULT, node)
+  redis.call('HDEL', K_PROGRESS, node)  -- its next run has this run's attempt number
   redis.call('HINCRBY', K_ATTEMPT, node, -1)  -- running again after its children is no retry
   local pending = 0
   for _, c in ipairs(list_of(K_CHILDREN, node)) do
@@ -56,8 +57,11 @@ end
   An attempt that stored its result (flow/store-result) has returned: its side effects are
   committed. When such an attempt is then reported failed, lost or stalled (its pod died
   between storing and exiting, its Job vanished before the operator read it), it completes
-  with that value instead of running again. start.lua clears the result of a new attempt, so
-  a stored value always belongs to the attempt the caller's token fenced. True if completed.
+  with that value instead of running again. No attempt starts with a result stored: start.lua
+  clears what the attempt before left when the attempt number grows, and every step that
+  gives the next attempt the same number clears it itself (requeue_without_attempt,
+  wait_for_added, retry-failed.lua). So a stored value always belongs to the attempt the
+  caller's token fenced. True if completed.
 ]]
 local function complete_stored(node, now, out)
   local stored = redis.call('HGET', K_RESULT, node)

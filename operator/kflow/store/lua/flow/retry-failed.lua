@@ -6,8 +6,8 @@
   The flow is Running again and loses its expiry; the engine then re-queues the flow's
   ready set.
 
-  Keys: the flow group (flow/_keys.lua); uses meta, state, parents, children, attempt,
-  error, failed, requeues, pending, failures (and every key, to drop the expiry).
+  Keys: the flow group (flow/_keys.lua); uses meta, state, parents, children, attempt, result,
+  progress, error, failed, requeues, pending, failures (and every key, to drop the expiry).
   ARGV: none.
   Returns (JSON): the flow-step envelope (flow/_reply) with one row {retried}: false when
     the flow is not Failed; queued holds the nodes made ready (or delayed).
@@ -57,12 +57,20 @@ local function retry_map(node, old)
     begin_map(node, old, now)
   end
 end
-for _, node in ipairs(own) do
+-- A node that runs again starts at attempt 1: what its last attempt left (a stored result,
+-- its progress) goes now, as flow/start.lua does not clear it for a first attempt. A map
+-- node's progress is its item record, which it keeps.
+local function forget_attempts(node, spec)
   redis.call('HDEL', K_ATTEMPT, node)
+  redis.call('HDEL', K_RESULT, node)
+  if not map_source(spec) then redis.call('HDEL', K_PROGRESS, node) end
+end
+for _, node in ipairs(own) do
+  local spec = spec_of(node)
+  forget_attempts(node, spec)
   redis.call('HDEL', K_ERROR, node)
   redis.call('HDEL', K_FAILED, node)
   redis.call('HDEL', K_REQUEUES, 'i|' .. node, 's|' .. node)
-  local spec = spec_of(node)
   if condition_to_judge(node, spec) then
     begin_decide(node, states[node], now)  -- its condition failed to evaluate: judge again
   elseif map_source(spec) then
@@ -76,7 +84,7 @@ for _, node in ipairs(propagated) do
   redis.call('HDEL', K_ERROR, node)
   redis.call('HDEL', K_FAILED, node)
   -- A cancelled node starts over: attempts it had count for nothing now.
-  redis.call('HDEL', K_ATTEMPT, node)
+  forget_attempts(node, spec_of(node))
   redis.call('HDEL', K_REQUEUES, 'i|' .. node, 's|' .. node)
   local pending = 0
   for _, c in ipairs(list_of(K_CHILDREN, node)) do

@@ -51,8 +51,10 @@ for i = 3, #ARGV, 2 do
         redis.call('HSET', K_TOKEN, node, token)
         set_state(node, st, 'active')
         redis.call('ZREM', K_READY, node)
-        redis.call('HDEL', K_RESULT, node)
-        redis.call('HDEL', K_PROGRESS, node)
+        if attempt > 1 then  -- what the attempt before left: its stored result, its progress
+          redis.call('HDEL', K_RESULT, node)
+          redis.call('HDEL', K_PROGRESS, node)
+        end
         local spec = spec_of(node)
         r[2] = 'ok'
         r[3] = attempt
