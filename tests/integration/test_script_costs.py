@@ -120,3 +120,47 @@ async def test_what_an_attempt_left_never_reaches_the_next_attempt_of_the_same_n
     lost = (await take_map(engine))["lost"]
     assert lost.attempt == 1
     assert await engine.store.node_progress(ref.id, ["lost"]) == [None]
+
+
+async def test_a_batch_of_completions_counts_down_their_parent_once(engine: Engine) -> None:
+    ref = new_ref()
+    leaves = [node(f"leaf-{i}") for i in range(12)]
+    assert await engine.submit(ref, build(*leaves, node("root", *(n.name for n in leaves))))
+    taken = await take_map(engine)
+    first = [(taken[f"leaf-{i}"], i) for i in range(10)]
+
+    await reset_stats(engine)
+    assert all(o.accepted for o in await engine.complete_attempts(first))
+    calls = inner(await command_calls(engine.store.redis))
+    # Per leaf: its token, added-children record, times and parents; then root's state once.
+    assert calls.get("hget") == 4 * 10 + 1, calls
+    # The two counts that changed (active, completed), and root's pending count once.
+    assert calls.get("hincrby") == 3, calls
+    assert (await engine.node_infos(ref.id))["root"].state == "waiting-children"
+
+    last = [(taken[f"leaf-{i}"], i) for i in (10, 11)]
+    assert all(o.accepted for o in await engine.complete_attempts(last))
+    [root] = await engine.take(qid(), 10, owner="test", with_inputs=True)
+    assert root.node == "root"
+    assert root.inputs is not None and root.inputs[0] == {f"leaf-{i}": i for i in range(12)}
+
+
+async def test_a_batch_completing_a_node_and_a_child_it_added_keeps_the_node_waiting(
+        engine: Engine) -> None:
+    """The child completed while the node was still running: that counts for nothing once
+    the node waits for its children (its count leaves out those already done)."""
+    ref = new_ref()
+    assert await engine.submit(ref, build(node("split"), node("top", "split")))
+    split = (await take_map(engine))["split"]
+    await engine.add_children(ref.id, "split", split.token,
+                              [{"name": "one", "queue": "work"}, {"name": "two", "queue": "work"}])
+    children = await take_map(engine)
+    outcomes = await engine.complete_attempts([(children["one"], 1), (split, "dropped")])
+    assert [o.accepted for o in outcomes] == [True, True]
+    infos = await engine.node_infos(ref.id)
+    assert infos["split"].state == "waiting-children", infos["split"]
+    assert await take_map(engine) == {}
+    assert (await engine.complete_attempts([(children["two"], 2)]))[0].accepted
+    again = (await engine.take(qid(), 10, owner="test", with_inputs=True))
+    assert [a.node for a in again] == ["split"]
+    assert again[0].inputs is not None and again[0].inputs[0] == {"one": 1, "two": 2}

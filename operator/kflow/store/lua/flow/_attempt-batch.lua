@@ -10,7 +10,7 @@
     {accepted, the node's queue, outcome, retry time ms or false}
   outcome "stale" for a refused group; a flow that no longer exists refuses every group.
 ]]
-local function settle_attempts(first, width, settle, queue_at)
+local function settle_attempts(first, width, settle, queue_at, finish)
   local rows = {}
   if not flow_phase() then
     for _ = first, #ARGV, width do rows[#rows + 1] = {false, '', 'stale', false} end
@@ -29,6 +29,7 @@ local function settle_attempts(first, width, settle, queue_at)
       rows[#rows + 1] = {false, queue, 'stale', false}
     end
   end
+  if finish then finish(now, out) end
   apply_expiry()
   return step_reply(rows, out)
 end

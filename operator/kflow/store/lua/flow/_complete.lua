@@ -39,15 +39,49 @@ local function wait_for_added(node, now, out)
   return 'waiting'
 end
 
-local function complete_checked(node, value, phase, now, out)
+--[[
+  A batch of completions (flow/complete.lua) settles each parent once at its end, by the
+  number of its children the batch completed: a fan-out's 100 completions read and count
+  down their parent once, not 100 times. Deferring is safe within the batch: a parent whose
+  count reaches 0 has no child left unsettled, so nothing later in the batch concerns it as
+  a parent, and unlocking it settles nothing (the flow's success does not wait on it).
+  One parent changes state inside a batch in a way that matters: a node that completes its
+  run adding children while some of them completed earlier in the batch. Those completed
+  while it was active, which counts for nothing (its waiting count leaves out the children
+  already settled), so its count in the batch starts again from 0 (complete_checked).
+]]
+local function new_batch_parents() return {order = {}, count = {}} end
+
+local function settle_batch_parents(batch, now, out)
+  for _, p in ipairs(batch.order) do
+    local n = batch.count[p]
+    if n > 0 then child_settled(p, now, out, n) end
+  end
+end
+
+-- `batch` (optional): a batch's parents (new_batch_parents), settled by settle_batch_parents
+-- once the batch is done; without it the parents are settled at once.
+local function complete_checked(node, value, phase, now, out, batch)
   local waiting = wait_for_added(node, now, out)
-  if waiting then return waiting end
+  if waiting then
+    if batch and batch.count[node] then batch.count[node] = 0 end
+    return waiting
+  end
   redis.call('HSET', K_RESULT, node, value)
   redis.call('HDEL', K_TOKEN, node)
   set_state(node, 'active', 'completed')
   emit('completed', node)
   local parents = list_of(K_PARENTS, node)
-  for _, p in ipairs(parents) do child_settled(p, now, out) end
+  for _, p in ipairs(parents) do
+    if not batch then
+      child_settled(p, now, out)
+    elseif batch.count[p] then
+      batch.count[p] = batch.count[p] + 1
+    else
+      batch.order[#batch.order + 1] = p
+      batch.count[p] = 1
+    end
+  end
   if #parents == 0 then root_done() end
   if phase == 'Running' then maybe_succeed(now) end
   return 'completed'

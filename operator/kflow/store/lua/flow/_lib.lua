@@ -310,13 +310,14 @@ local function unlock(node, now, out)
   schedule(node, 'waiting-children', now + spec[S_START_DELAY], now, out, spec)
 end
 
--- One dependency of a waiting parent is settled (completed, ignored or removed). A map node
--- still adding items counts its settled items without unlocking (flow/expand.lua does).
-child_settled = function(parent, now, out)
+-- One dependency of a waiting parent is settled (completed, ignored or removed), or `n` of
+-- them (a batch's completions, flow/_complete). A map node still adding items counts its
+-- settled items without unlocking (flow/expand.lua does).
+child_settled = function(parent, now, out, n)
   local st = redis.call('HGET', K_STATE, parent)
   if st == 'waiting-children' then
-    if redis.call('HINCRBY', K_PENDING, parent, -1) <= 0 then unlock(parent, now, out) end
+    if redis.call('HINCRBY', K_PENDING, parent, -(n or 1)) <= 0 then unlock(parent, now, out) end
   elseif st == 'expanding' then
-    redis.call('HINCRBY', K_PENDING, parent, -1)
+    redis.call('HINCRBY', K_PENDING, parent, -(n or 1))
   end
 end

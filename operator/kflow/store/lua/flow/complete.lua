@@ -24,8 +24,9 @@
 -- @include flow/_complete
 -- @include flow/_attempt-batch
 
+local parents = new_batch_parents()
 return settle_attempts(1, 4, function(i, node, now, out)
   local value = ARGV[i + 3]
   if value == '' then value = redis.call('HGET', K_RESULT, node) or 'null' end
-  return complete_checked(node, value, flow_phase(), now, out)
-end, 2)
+  return complete_checked(node, value, flow_phase(), now, out, parents)
+end, 2, function(now, out) settle_batch_parents(parents, now, out) end)
