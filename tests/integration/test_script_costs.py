@@ -11,7 +11,8 @@ from __future__ import annotations
 import pytest
 
 from kflow.engine import Engine
-from tests.integration.engine_kit import build, new_ref, node, qid, take_map, take_node
+from kflow.store.codec import text
+from tests.integration.engine_kit import build, new_ref, node, qid, take_all, take_map, take_node
 from tests.integration.test_store_functions import command_calls, on_every_master
 
 pytestmark = pytest.mark.asyncio
@@ -164,3 +165,36 @@ async def test_a_batch_completing_a_node_and_a_child_it_added_keeps_the_node_wai
     again = (await engine.take(qid(), 10, owner="test", with_inputs=True))
     assert [a.node for a in again] == ["split"]
     assert again[0].inputs is not None and again[0].inputs[0] == {"one": 1, "two": 2}
+
+
+async def test_a_batch_writes_its_starts_and_completions_as_one_event_entry_each(
+        engine: Engine) -> None:
+    ref = new_ref()
+    leaves = [node(f"leaf-{i}") for i in range(5)]
+    assert await engine.submit(ref, build(*leaves, node("root", *(n.name for n in leaves))))
+    stream = engine.store.flow(ref.id).events
+    redis = engine.store.redis
+    before = await redis.xlen(stream)
+    taken = await take_all(engine)
+    assert await redis.xlen(stream) == before + 1
+    done = [(a, int(a.node.split("-")[1])) for a in sorted(taken, key=lambda a: a.node)]
+    assert all(o.accepted for o in await engine.complete_attempts(done))
+    assert await redis.xlen(stream) == before + 2
+
+    events = [e for e in await engine.events(ref.id) if e["type"] in ("started", "completed")]
+    started, completed = events[:5], events[5:]
+    assert {e["node"] for e in started} == {f"leaf-{i}" for i in range(5)}
+    assert all(e["attempt"] == "1" and e["owner"] == "test" for e in started), started
+    assert len({e["id"] for e in started}) == 1
+    assert [e["node"] for e in completed] == [f"leaf-{i}" for i in range(5)]
+    assert len({e["id"] for e in completed}) == 1 and completed[0]["id"] > started[0]["id"]
+    # A reader following the stream sees the same events.
+    followed = await engine.follow_events(ref.id, "0-0", block_ms=1, count=100)
+    assert [e for e in followed if e["type"] in ("started", "completed")] == events
+
+    # One node started alone is a plain entry, as every event outside a batch.
+    [root] = await take_all(engine)
+    assert root.node == "root"
+    [(_, fields)] = await redis.xrevrange(stream, count=1)
+    assert {text(k): text(v) for k, v in fields.items()} == {
+        "type": "started", "node": "root", "attempt": "1", "owner": "test"}

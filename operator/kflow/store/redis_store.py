@@ -111,6 +111,24 @@ def _add_outcome(got: Any) -> FlowPhase | AddStatus:
     return AddStatus(got) if got in ("resume", "exists") else FlowPhase(got)
 
 
+
+def _events(entries: list[Any]) -> list[dict[str, str]]:
+    """The events of a flow's event stream entries, in order, each with its entry's id: an
+    entry of a batch (lua/flow/_lib.lua: type and "nodes") holds one event per node."""
+    out: list[dict[str, str]] = []
+    for entry_id, raw_fields in entries:
+        event_id = text(entry_id)
+        fields = {text(k): text(v) for k, v in raw_fields.items()}
+        batch = fields.pop("nodes", None)
+        if batch is None:
+            out.append({"id": event_id, **fields})
+            continue
+        for item in loads(batch):
+            event = {"id": event_id, "type": fields["type"], "node": str(item[0])}
+            event.update(zip(item[1::2], item[2::2], strict=True))
+            out.append(event)
+    return out
+
 class RedisStore:
     """The only place that speaks Redis: one method per script, plus bounded reads."""
 
@@ -565,8 +583,7 @@ class RedisStore:
                                      block=block_ms)
         # redis-py answers a list of [key, entries] (RESP2) or a dict key -> entries (RESP3).
         streams = raw.values() if isinstance(raw, dict) else [e for _, e in raw or []]
-        return [{"id": text(entry_id), **{text(k): text(v) for k, v in fields.items()}}
-                for entries in streams for entry_id, fields in entries]
+        return _events([entry for entries in streams for entry in entries])
 
     async def _stream(self, key: str, count: int) -> list[dict[str, str]]:
         raw = await self.redis.xrevrange(key, count=count)
@@ -580,8 +597,10 @@ class RedisStore:
         return await self._stream(self.flow(flow).logs, count)
 
     async def events(self, flow: FlowId, count: int) -> list[dict[str, str]]:
-        """The latest entries of the flow's event stream (id, type, node...), oldest first."""
-        return await self._stream(self.flow(flow).events, count)
+        """The events of the latest `count` entries of the flow's event stream (id, type,
+        node...), oldest first."""
+        raw = await self.redis.xrevrange(self.flow(flow).events, count=count)
+        return _events(list(reversed(raw)))
 
     # ---- queues ---------------------------------------------------------------------
 

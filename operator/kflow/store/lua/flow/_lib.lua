@@ -141,8 +141,45 @@ local function flush_counts()
   redis.call('HSET', K_COUNTS, unpack(fields))
 end
 
+--[[
+  Events. One entry per event: type, node, then the event's own fields. A script that starts
+  or completes a batch of nodes sets EVENT_BATCH, and then consecutive events of one type go
+  as one entry: type, then "nodes", a JSON list of [node, field, value, ...] per event (values
+  as strings, as XADD stores them); a batch of one is a plain entry. kflow.store reads such
+  an entry back as its events, in order, each with the entry's id. An event of another type
+  writes the gathered ones first, so the stream keeps the order the events happened in.
+  Whatever ends a call writes them (step_reply, apply_expiry).
+]]
+local EVENT_BATCH = false -- @per-call
+local EVENT_TYPE = false -- @per-call
+local EVENT_ITEMS = {} -- @per-call
+
+local function flush_events()
+  if #EVENT_ITEMS == 1 then
+    local e = EVENT_ITEMS[1]
+    redis.call('XADD', K_EVENTS, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'type', EVENT_TYPE,
+               'node', unpack(e))
+  elseif #EVENT_ITEMS > 1 then
+    redis.call('XADD', K_EVENTS, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'type', EVENT_TYPE,
+               'nodes', cjson.encode(EVENT_ITEMS))
+  end
+  EVENT_TYPE = false
+  EVENT_ITEMS = {}
+end
+
 local function emit(kind, node, ...)
-  redis.call('XADD', K_EVENTS, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'type', kind, 'node', node, ...)
+  if not EVENT_BATCH then
+    redis.call('XADD', K_EVENTS, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'type', kind, 'node', node,
+               ...)
+    return
+  end
+  if EVENT_TYPE ~= kind then
+    flush_events()
+    EVENT_TYPE = kind
+  end
+  local item = {node, ...}
+  for i = 2, #item do item[i] = tostring(item[i]) end
+  EVENT_ITEMS[#EVENT_ITEMS + 1] = item
 end
 
 -- The meta fields a step reads, in one HMGET the first time one is needed, then from memory:
@@ -169,6 +206,7 @@ end
 -- hash created after the finish) must carry the same expiry, or it would outlive the flow.
 local function apply_expiry()
   flush_counts()
+  flush_events()
   local at = meta().expire_at
   if at then
     for i = 1, #KEYS do redis.call('PEXPIREAT', KEYS[i], at) end

@@ -24,6 +24,7 @@
 -- @include flow/_complete
 -- @include flow/_attempt-batch
 
+EVENT_BATCH = true
 local parents = new_batch_parents()
 return settle_attempts(1, 4, function(i, node, now, out)
   local value = ARGV[i + 3]

@@ -26,6 +26,7 @@
 -- @include flow/_reply
 -- @include flow/_inputs
 
+EVENT_BATCH = true
 local m = meta()
 local now = now_ms()
 local res = {}
