@@ -55,8 +55,9 @@ async def test_a_chain_step_reads_the_fence_once_and_writes_the_counts_in_two_co
     assert "hstrlen" not in calls, calls
     # A first attempt finds nothing an earlier one left: the start deletes nothing.
     assert "hdel" not in calls, calls
-    # b's state, spec and data, its children list, a's state and a's result.
-    assert calls.get("hget") == 6, calls
+    # b's state, spec, data and children list are read for the batch (one node here) by
+    # HMGET; then a's state and a's result.
+    assert calls.get("hget") == 2, calls
     assert sum(calls.values()) <= 30, calls
 
 
@@ -198,3 +199,37 @@ async def test_a_batch_writes_its_starts_and_completions_as_one_event_entry_each
     [(_, fields)] = await redis.xrevrange(stream, count=1)
     assert {text(k): text(v) for k, v in fields.items()} == {
         "type": "started", "node": "root", "attempt": "1", "owner": "test"}
+
+
+async def test_a_batch_start_reads_and_writes_each_hash_once(engine: Engine) -> None:
+    ref = new_ref()
+    leaves = [node(f"leaf-{i}", data={"i": i}) for i in range(10)]
+    assert await engine.submit(ref, build(*leaves, node("root", *(n.name for n in leaves))))
+
+    await reset_stats(engine)
+    taken = await engine.take(qid(), 100, owner="test", with_inputs=True)
+    calls = inner(await command_calls(engine.store.redis))
+    assert sorted(a.node for a in taken) == [f"leaf-{i}" for i in range(10)]
+    assert all(a.data == {"i": int(a.node.split("-")[1])} and a.attempt == 1 for a in taken)
+    assert all(a.inputs == ({}, {}, {}) for a in taken)
+    # States, data, specs and children lists: one HMGET each for the ten; tokens and states
+    # one HSET each. Per node only its attempt count, its wait and its start time.
+    assert "hget" not in calls, calls
+    assert calls.get("hset") == 2, calls
+    assert calls.get("zscore") == 10 and calls.get("hsetnx") == 10, calls
+    snap = await engine.snapshot(ref.id)
+    assert {s: n for s, n in snap.counts.items() if n} == {"active": 10, "waiting-children": 1}
+    assert all(i.state == "active" for n, i in (await engine.node_infos(ref.id)).items()
+               if n != "root")
+
+
+async def test_a_node_named_twice_in_one_start_starts_once(engine: Engine) -> None:
+    ref = new_ref()
+    assert await engine.submit(ref, build(node("a"), node("root", "a")))
+    [step] = await engine.store.start_attempts_many(
+        "test", [(ref.id, [("a", "token-1"), ("a", "token-2")])])
+    assert not isinstance(step, BaseException)
+    assert [(r.node, r.status, r.attempt) for r in step.rows] == [
+        ("a", "ok", 1), ("a", "gone", 0)]
+    assert await engine.store.active_tokens(ref.id) == {"a": "token-1"}
+    assert (await engine.snapshot(ref.id)).counts.get("active") == 1

@@ -12,11 +12,13 @@
 ]]
 local INPUTS_INLINE_BYTES = 32768  -- about 1,500 children with typical names
 
-local function inputs_of(node)
+-- `listed`: the node's children list when the caller read it already (false: none).
+local function inputs_of(node, listed)
   local values, ignored, failed, maps = {}, {}, {}, {}
   -- One read of the list, measured before it is decoded: a wide fan-in's list (~2 MB for
   -- 100,000 children) costs a copy here, not a decode and a read per child.
-  local raw = redis.call('HGET', K_CHILDREN, node)  -- false: a leaf, no children
+  local raw = listed
+  if raw == nil then raw = redis.call('HGET', K_CHILDREN, node) end  -- false: a leaf
   local paged = raw and #raw > INPUTS_INLINE_BYTES
   if raw and not paged then
     for _, c in ipairs(cjson.decode(raw)) do

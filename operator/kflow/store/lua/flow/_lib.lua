@@ -78,6 +78,35 @@ local function spec_of(node)
   return known_spec(node) or error('KFLOW node ' .. node .. ' has no spec')
 end
 
+-- A batch's reads and writes of one hash in as few commands as unpack() allows: the
+-- values of `fields` as field -> value (false: missing); a flat field, value list written.
+local function hmget_map(key, fields)
+  local out = {}
+  for i = 1, #fields, 1000 do
+    local last = math.min(i + 999, #fields)
+    local got = redis.call('HMGET', key, unpack(fields, i, last))
+    for j = i, last do out[fields[j]] = got[j - i + 1] end
+  end
+  return out
+end
+
+local function hset_flat(key, flat)
+  for i = 1, #flat, 1000 do
+    redis.call('HSET', key, unpack(flat, i, math.min(i + 999, #flat)))
+  end
+end
+
+-- The specs of a batch's nodes in one read, before its loop: spec_of then reads none.
+local function load_specs(nodes)
+  local missing = {}
+  for _, node in ipairs(nodes) do
+    if not SPECS[node] then missing[#missing + 1] = node end
+  end
+  for node, raw in pairs(hmget_map(K_SPEC, missing)) do
+    if raw then SPECS[node] = cjson.decode(raw) end
+  end
+end
+
 -- Parents and children are stored only for nodes that have them.
 local function list_of(key, node)
   local v = redis.call('HGET', key, node)
@@ -110,11 +139,17 @@ end
 -- not twice per node. Whatever reads K_COUNTS or ends a call that changed states flushes
 -- first (unsettled, step_reply, apply_expiry; test_store_scripts checks every script).
 local COUNT_DELTAS = {} -- @per-call
-local function set_state(node, old, new)
-  redis.call('HSET', K_STATE, node, new)
+-- What set_state does besides writing the state: for a script that writes a batch's states
+-- in one HSET (flow/start.lua).
+local function state_changed(node, old, new)
   if old then COUNT_DELTAS[old] = (COUNT_DELTAS[old] or 0) - 1 end
   COUNT_DELTAS[new] = (COUNT_DELTAS[new] or 0) + 1
   note_time(node, old, new)
+end
+
+local function set_state(node, old, new)
+  redis.call('HSET', K_STATE, node, new)
+  state_changed(node, old, new)
 end
 
 -- Up to two changed counts go as one HINCRBY each; more (a completion that unlocks its

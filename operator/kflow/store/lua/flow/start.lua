@@ -31,6 +31,20 @@ local m = meta()
 local now = now_ms()
 local res = {}
 local with_inputs = ARGV[2] == '1'
+local running = m.phase == 'Running' and m.suspended ~= '1'
+-- What the loop reads of each node (state, data, spec, children list), read for the whole
+-- batch at once; and what it writes of each (token, state, its place on the ready set),
+-- written at once after it.
+local nodes = {}
+for i = 3, #ARGV, 2 do nodes[#nodes + 1] = ARGV[i] end
+local states, data, children = {}, {}, {}
+if running and #nodes > 0 then
+  states = hmget_map(K_STATE, nodes)
+  data = hmget_map(K_DATA, nodes)
+  if with_inputs then children = hmget_map(K_CHILDREN, nodes) end
+  load_specs(nodes)
+end
+local tokens, actives, started = {}, {}, {}
 for i = 3, #ARGV, 2 do
   local node, token = ARGV[i], ARGV[i + 1]
   local r = {node, 'gone', 0, 'null', -1, 0, 0, false}
@@ -38,20 +52,25 @@ for i = 3, #ARGV, 2 do
     if m.suspended == '1' then
       r[2] = 'suspended'
     else
-      local st = redis.call('HGET', K_STATE, node)
+      local st = states[node]
+      local score = false  -- when it became ready, or is due
+      if st == 'ready' or st == 'delayed' then score = redis.call('ZSCORE', K_READY, node) end
       local due = 0
-      if st == 'delayed' then due = tonumber(redis.call('ZSCORE', K_READY, node) or '0') end
+      if st == 'delayed' then due = tonumber(score or '0') end
       if st == 'delayed' and due > now then
         r[2] = 'early'
         r[6] = due
         r[7] = rank_of(spec_of(node))
       elseif st == 'ready' or st == 'delayed' then
         local attempt = redis.call('HINCRBY', K_ATTEMPT, node, 1)
-        local since = redis.call('ZSCORE', K_READY, node)
-        r[6] = since and math.max(0, now - tonumber(since)) or -1
-        redis.call('HSET', K_TOKEN, node, token)
-        set_state(node, st, 'active')
-        redis.call('ZREM', K_READY, node)
+        r[6] = score and math.max(0, now - tonumber(score)) or -1
+        tokens[#tokens + 1] = node
+        tokens[#tokens + 1] = token
+        actives[#actives + 1] = node
+        actives[#actives + 1] = 'active'
+        started[#started + 1] = node
+        states[node] = 'active'  -- a node named twice starts once
+        state_changed(node, st, 'active')
         if attempt > 1 then  -- what the attempt before left: its stored result, its progress
           redis.call('HDEL', K_RESULT, node)
           redis.call('HDEL', K_PROGRESS, node)
@@ -59,13 +78,18 @@ for i = 3, #ARGV, 2 do
         local spec = spec_of(node)
         r[2] = 'ok'
         r[3] = attempt
-        r[4] = redis.call('HGET', K_DATA, node) or 'null'
+        r[4] = data[node] or 'null'
         r[5] = spec[S_TIMEOUT]
-        if with_inputs then r[8] = inputs_of(node) end
+        if with_inputs then r[8] = inputs_of(node, children[node]) end
         emit('started', node, 'attempt', attempt, 'owner', ARGV[1])
       end
     end
   end
   res[#res + 1] = r
+end
+hset_flat(K_TOKEN, tokens)
+hset_flat(K_STATE, actives)
+for i = 1, #started, 1000 do
+  redis.call('ZREM', K_READY, unpack(started, i, math.min(i + 999, #started)))
 end
 return step_reply(res, {})
