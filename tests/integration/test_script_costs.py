@@ -39,10 +39,10 @@ async def test_a_chain_step_reads_the_fence_once_and_writes_the_counts_in_two_co
     # Four counts change (a active -> completed, b waiting-children -> ready): one HMGET and
     # one HSET, not four HINCRBY. The one HINCRBY left is b's pending dependencies.
     assert calls.get("hincrby") == 1, calls
-    # The fence is the token alone (a token is held only while its node is active); the
-    # other reads: a's spec (its queue: this caller did not say), its added-children record,
-    # its times and its parents, b's state and b's spec.
-    assert calls.get("hget") == 7, calls
+    # a's token (the fence: a token is held only while its node is active), its record of
+    # added children and its parents are read for the batch (of one) by HMGET; then a's spec
+    # (its queue: this caller did not say) and its times, b's state and b's spec.
+    assert calls.get("hget") == 4, calls
     snap = await engine.snapshot(ref.id)
     assert {s: n for s, n in snap.counts.items() if n} == {
         "completed": 1, "ready": 1, "waiting-children": 1}, snap.counts
@@ -134,8 +134,11 @@ async def test_a_batch_of_completions_counts_down_their_parent_once(engine: Engi
     await reset_stats(engine)
     assert all(o.accepted for o in await engine.complete_attempts(first))
     calls = inner(await command_calls(engine.store.redis))
-    # Per leaf: its token, added-children record, times and parents; then root's state once.
-    assert calls.get("hget") == 4 * 10 + 1, calls
+    # Per leaf only its times (tokens, records of added children and parents: one HMGET
+    # each for the ten); then root's state once.
+    assert calls.get("hget") == 10 + 1, calls
+    # The ten values in one HSET, the ten tokens dropped in one HDEL.
+    assert calls.get("hdel") == 1, calls
     # The two counts that changed (active, completed), and root's pending count once.
     assert calls.get("hincrby") == 3, calls
     assert (await engine.node_infos(ref.id))["root"].state == "waiting-children"
@@ -233,3 +236,16 @@ async def test_a_node_named_twice_in_one_start_starts_once(engine: Engine) -> No
         ("a", "ok", 1), ("a", "gone", 0)]
     assert await engine.store.active_tokens(ref.id) == {"a": "token-1"}
     assert (await engine.snapshot(ref.id)).counts.get("active") == 1
+
+
+async def test_a_node_named_twice_in_one_completion_completes_once(engine: Engine) -> None:
+    ref = new_ref()
+    assert await engine.submit(ref, build(node("a"), node("b"), node("root", "a", "b")))
+    taken = await take_map(engine)
+    a, b = taken["a"], taken["b"]
+    outcomes = await engine.complete_attempts([(a, 1), (a, 2), (b, 3)])
+    assert [o.accepted for o in outcomes] == [True, False, True]
+    assert await engine.store.node_results(ref.id, ["a", "b"]) == [1, 3]
+    assert await engine.store.active_tokens(ref.id) == {}
+    [root] = await engine.take(qid(), 10, owner="test", with_inputs=True)
+    assert root.inputs is not None and root.inputs[0] == {"a": 1, "b": 3}

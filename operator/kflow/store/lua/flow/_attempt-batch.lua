@@ -6,11 +6,13 @@
   token (i: the group's first ARGV index) and returns its outcome and a time (ms) or false.
   `queue_at`, when given: the group's value at i + queue_at is the node's queue as its
   caller knows it from the take ("" when it does not), which spares reading the node's spec.
+  `finish(now, out)`, when given, runs after the last group (a batch's deferred writes);
+  `held(node, token)`, when given, is the fence instead of holds (a batch's own tokens).
   Returns the script's reply, the flow-step envelope (_reply) with one row per group:
     {accepted, the node's queue, outcome, retry time ms or false}
   outcome "stale" for a refused group; a flow that no longer exists refuses every group.
 ]]
-local function settle_attempts(first, width, settle, queue_at, finish)
+local function settle_attempts(first, width, settle, queue_at, finish, held)
   local rows = {}
   if not flow_phase() then
     for _ = first, #ARGV, width do rows[#rows + 1] = {false, '', 'stale', false} end
@@ -22,7 +24,7 @@ local function settle_attempts(first, width, settle, queue_at, finish)
     local node, token = ARGV[i], ARGV[i + 1]
     local queue = queue_at and ARGV[i + queue_at]
     if not queue or queue == '' then queue = queue_of(node) end
-    if holds(node, token) then
+    if (held or holds)(node, token) then
       local outcome, at = settle(i, node, now, out)
       rows[#rows + 1] = {true, queue, outcome, at or false}
     else

@@ -9,10 +9,12 @@
   it waits for them and then runs again, its value being what that later run returns (the
   adding run's return value is dropped, as BullMQ's moveToWaitingChildren drops it). An added
   child that already failed under failParent fails it. Returns the outcome, or nil when the
-  node added no children to itself in this run.
+  node added no children to itself in this run. `recorded`: its record of added children
+  when the caller read it already (false: none).
 ]]
-local function wait_for_added(node, now, out)
-  local raw = redis.call('HGET', K_REQUEUES, 'a|' .. node)
+local function wait_for_added(node, now, out, recorded)
+  local raw = recorded
+  if raw == nil then raw = redis.call('HGET', K_REQUEUES, 'a|' .. node) end
   if not raw then return nil end
   local added = cjson.decode(raw)
   if added.p ~= '' then return nil end
@@ -50,28 +52,70 @@ end
   while it was active, which counts for nothing (its waiting count leaves out the children
   already settled), so its count in the batch starts again from 0 (complete_checked).
 ]]
-local function new_batch_parents() return {order = {}, count = {}} end
+--[[
+  A batch also reads what each completion needs (its token, its record of added children,
+  its parents) in one HMGET per hash before its loop (read_batch), and writes the values
+  and removes the tokens in one command each after it (write_batch). Nothing in the batch
+  reads a value or a token but through the batch: its fence is `batch.tokens`, which drops a
+  node as it leaves active, so a node named twice completes once.
+]]
+local function new_batch()
+  return {order = {}, count = {}, results = {}, unheld = {}}
+end
 
-local function settle_batch_parents(batch, now, out)
+-- The nodes of ARGV's groups of `width` from `first` on.
+local function read_batch(batch, first, width)
+  local nodes, added = {}, {}
+  for i = first, #ARGV, width do
+    nodes[#nodes + 1] = ARGV[i]
+    added[#added + 1] = 'a|' .. ARGV[i]
+  end
+  batch.tokens = hmget_map(K_TOKEN, nodes)
+  batch.added = hmget_map(K_REQUEUES, added)
+  batch.parents = hmget_map(K_PARENTS, nodes)
+end
+
+local function write_batch(batch, now, out)
   for _, p in ipairs(batch.order) do
     local n = batch.count[p]
     if n > 0 then child_settled(p, now, out, n) end
   end
+  hset_flat(K_RESULT, batch.results)
+  local unheld = batch.unheld
+  for i = 1, #unheld, 1000 do
+    redis.call('HDEL', K_TOKEN, unpack(unheld, i, math.min(i + 999, #unheld)))
+  end
 end
 
--- `batch` (optional): a batch's parents (new_batch_parents), settled by settle_batch_parents
--- once the batch is done; without it the parents are settled at once.
+-- `batch` (optional, new_batch and read_batch): complete as part of a batch, whose
+-- write_batch settles the parents and writes the values; without it, at once.
 local function complete_checked(node, value, phase, now, out, batch)
-  local waiting = wait_for_added(node, now, out)
+  local waiting
+  if batch then
+    batch.tokens[node] = nil  -- it leaves active whatever comes next
+    waiting = wait_for_added(node, now, out, batch.added['a|' .. node])
+  else
+    waiting = wait_for_added(node, now, out)
+  end
   if waiting then
     if batch and batch.count[node] then batch.count[node] = 0 end
     return waiting
   end
-  redis.call('HSET', K_RESULT, node, value)
-  redis.call('HDEL', K_TOKEN, node)
+  local parents
+  if batch then
+    local results = batch.results
+    results[#results + 1] = node
+    results[#results + 1] = value
+    batch.unheld[#batch.unheld + 1] = node
+    local listed = batch.parents[node]
+    parents = listed and cjson.decode(listed) or {}
+  else
+    redis.call('HSET', K_RESULT, node, value)
+    redis.call('HDEL', K_TOKEN, node)
+    parents = list_of(K_PARENTS, node)
+  end
   set_state(node, 'active', 'completed')
   emit('completed', node)
-  local parents = list_of(K_PARENTS, node)
   for _, p in ipairs(parents) do
     if not batch then
       child_settled(p, now, out)

@@ -25,9 +25,11 @@
 -- @include flow/_attempt-batch
 
 EVENT_BATCH = true
-local parents = new_batch_parents()
+local batch = new_batch()
+read_batch(batch, 1, 4)
 return settle_attempts(1, 4, function(i, node, now, out)
   local value = ARGV[i + 3]
   if value == '' then value = redis.call('HGET', K_RESULT, node) or 'null' end
-  return complete_checked(node, value, flow_phase(), now, out, parents)
-end, 2, function(now, out) settle_batch_parents(parents, now, out) end)
+  return complete_checked(node, value, flow_phase(), now, out, batch)
+end, 2, function(now, out) write_batch(batch, now, out) end,
+function(node, token) return batch.tokens[node] == token end)
