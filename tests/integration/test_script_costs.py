@@ -40,9 +40,10 @@ async def test_a_chain_step_reads_the_fence_once_and_writes_the_counts_in_two_co
     # one HSET, not four HINCRBY. The one HINCRBY left is b's pending dependencies.
     assert calls.get("hincrby") == 1, calls
     # a's token (the fence: a token is held only while its node is active), its record of
-    # added children and its parents are read for the batch (of one) by HMGET; then a's spec
-    # (its queue: this caller did not say) and its times, b's state and b's spec.
-    assert calls.get("hget") == 4, calls
+    # added children and its parents (read for the batch, of one); a's spec (its queue: this
+    # caller did not say) and its times; b's state and b's spec.
+    assert calls.get("hget") == 7, calls
+    assert calls.get("hmget") == 2, calls  # the flow's meta and its counts
     snap = await engine.snapshot(ref.id)
     assert {s: n for s, n in snap.counts.items() if n} == {
         "completed": 1, "ready": 1, "waiting-children": 1}, snap.counts
@@ -55,9 +56,9 @@ async def test_a_chain_step_reads_the_fence_once_and_writes_the_counts_in_two_co
     assert "hstrlen" not in calls, calls
     # A first attempt finds nothing an earlier one left: the start deletes nothing.
     assert "hdel" not in calls, calls
-    # b's state, spec, data and children list are read for the batch (one node here) by
-    # HMGET; then a's state and a's result.
-    assert calls.get("hget") == 2, calls
+    # b's state, spec, data and children list (read for the batch, of one: HGET, not HMGET);
+    # then a's state and a's result.
+    assert calls.get("hget") == 6, calls
     assert sum(calls.values()) <= 30, calls
 
 
