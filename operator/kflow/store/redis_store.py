@@ -111,10 +111,10 @@ def _add_outcome(got: Any) -> FlowPhase | AddStatus:
     return AddStatus(got) if got in ("resume", "exists") else FlowPhase(got)
 
 
-
 def _events(entries: list[Any]) -> list[dict[str, str]]:
-    """The events of a flow's event stream entries, in order, each with its entry's id: an
-    entry of a batch (lua/flow/_lib.lua: type and "nodes") holds one event per node."""
+    """Stream entries as dicts, in order, each with its entry's id. An entry of a batch of a
+    flow's events (lua/flow/_lib.lua: type and "nodes") holds one event per node; the log
+    stream has no such entries."""
     out: list[dict[str, str]] = []
     for entry_id, raw_fields in entries:
         event_id = text(entry_id)
@@ -128,6 +128,7 @@ def _events(entries: list[Any]) -> list[dict[str, str]]:
             event.update(zip(item[1::2], item[2::2], strict=True))
             out.append(event)
     return out
+
 
 class RedisStore:
     """The only place that speaks Redis: one method per script, plus bounded reads."""
@@ -586,11 +587,8 @@ class RedisStore:
         return _events([entry for entries in streams for entry in entries])
 
     async def _stream(self, key: str, count: int) -> list[dict[str, str]]:
-        raw = await self.redis.xrevrange(key, count=count)
-        return [
-            {"id": text(entry_id), **{text(k): text(v) for k, v in fields.items()}}
-            for entry_id, fields in reversed(raw)
-        ]
+        """The events of the latest `count` entries of a stream, oldest first."""
+        return _events(list(reversed(await self.redis.xrevrange(key, count=count))))
 
     async def logs(self, flow: FlowId, count: int) -> list[dict[str, str]]:
         """The latest lines of the flow's log stream (id, node, attempt, msg), oldest first."""
@@ -599,8 +597,7 @@ class RedisStore:
     async def events(self, flow: FlowId, count: int) -> list[dict[str, str]]:
         """The events of the latest `count` entries of the flow's event stream (id, type,
         node...), oldest first."""
-        raw = await self.redis.xrevrange(self.flow(flow).events, count=count)
-        return _events(list(reversed(raw)))
+        return await self._stream(self.flow(flow).events, count)
 
     # ---- queues ---------------------------------------------------------------------
 

@@ -80,11 +80,8 @@ local function write_batch(batch, now, out)
     local n = batch.count[p]
     if n > 0 then child_settled(p, now, out, n) end
   end
-  hset_flat(K_RESULT, batch.results)
-  local unheld = batch.unheld
-  for i = 1, #unheld, 1000 do
-    redis.call('HDEL', K_TOKEN, unpack(unheld, i, math.min(i + 999, #unheld)))
-  end
+  call_sliced('HSET', K_RESULT, batch.results)
+  call_sliced('HDEL', K_TOKEN, batch.unheld)
 end
 
 -- `batch` (optional, new_batch and read_batch): complete as part of a batch, whose

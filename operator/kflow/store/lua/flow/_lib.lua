@@ -78,8 +78,8 @@ local function spec_of(node)
   return known_spec(node) or error('KFLOW node ' .. node .. ' has no spec')
 end
 
--- A batch's reads and writes of one hash in as few commands as unpack() allows: the
--- values of `fields` as field -> value (false: missing); a flat field, value list written.
+-- A batch's reads and writes of one key in as few commands as unpack() allows: the values
+-- of `fields` as field -> value (false: missing); `command` (HSET, HDEL, ZREM) given `args`.
 -- One field is an HGET, which costs Redis less than an HMGET (a chain's batches are of one).
 local function hmget_map(key, fields)
   local out = {}
@@ -95,9 +95,9 @@ local function hmget_map(key, fields)
   return out
 end
 
-local function hset_flat(key, flat)
-  for i = 1, #flat, 1000 do
-    redis.call('HSET', key, unpack(flat, i, math.min(i + 999, #flat)))
+local function call_sliced(command, key, args)
+  for i = 1, #args, 1000 do
+    redis.call(command, key, unpack(args, i, math.min(i + 999, #args)))
   end
 end
 
@@ -172,13 +172,13 @@ local function flush_counts()
     for i = 1, #states do redis.call('HINCRBY', K_COUNTS, states[i], deltas[i]) end
     return
   end
-  local counts = redis.call('HMGET', K_COUNTS, unpack(states))
+  local counts = hmget_map(K_COUNTS, states)
   local fields = {}
   for i = 1, #states do
     fields[#fields + 1] = states[i]
-    fields[#fields + 1] = string.format('%d', tonumber(counts[i] or '0') + deltas[i])
+    fields[#fields + 1] = string.format('%d', tonumber(counts[states[i]] or '0') + deltas[i])
   end
-  redis.call('HSET', K_COUNTS, unpack(fields))
+  call_sliced('HSET', K_COUNTS, fields)
 end
 
 --[[
@@ -194,14 +194,15 @@ local EVENT_BATCH = false -- @per-call
 local EVENT_TYPE = false -- @per-call
 local EVENT_ITEMS = {} -- @per-call
 
+local function add_event(kind, ...)
+  redis.call('XADD', K_EVENTS, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'type', kind, ...)
+end
+
 local function flush_events()
   if #EVENT_ITEMS == 1 then
-    local e = EVENT_ITEMS[1]
-    redis.call('XADD', K_EVENTS, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'type', EVENT_TYPE,
-               'node', unpack(e))
+    add_event(EVENT_TYPE, 'node', unpack(EVENT_ITEMS[1]))
   elseif #EVENT_ITEMS > 1 then
-    redis.call('XADD', K_EVENTS, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'type', EVENT_TYPE,
-               'nodes', cjson.encode(EVENT_ITEMS))
+    add_event(EVENT_TYPE, 'nodes', cjson.encode(EVENT_ITEMS))
   end
   EVENT_TYPE = false
   EVENT_ITEMS = {}
@@ -209,8 +210,7 @@ end
 
 local function emit(kind, node, ...)
   if not EVENT_BATCH then
-    redis.call('XADD', K_EVENTS, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'type', kind, 'node', node,
-               ...)
+    add_event(kind, 'node', node, ...)
     return
   end
   if EVENT_TYPE ~= kind then

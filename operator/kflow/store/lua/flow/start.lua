@@ -87,9 +87,7 @@ for i = 3, #ARGV, 2 do
   end
   res[#res + 1] = r
 end
-hset_flat(K_TOKEN, tokens)
-hset_flat(K_STATE, actives)
-for i = 1, #started, 1000 do
-  redis.call('ZREM', K_READY, unpack(started, i, math.min(i + 999, #started)))
-end
+call_sliced('HSET', K_TOKEN, tokens)
+call_sliced('HSET', K_STATE, actives)
+call_sliced('ZREM', K_READY, started)
 return step_reply(res, {})
