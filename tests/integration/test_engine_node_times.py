@@ -69,3 +69,37 @@ async def test_a_flow_retry_starts_the_record_over_and_unstarted_nodes_have_none
     again = (await rows(engine, ref.id))["bad"]
     assert again.started_ms is not None and again.started_ms >= bad.finished_ms
     assert again.finished_ms is not None and again.finished_ms >= again.started_ms
+
+
+async def test_a_batch_keeps_the_times_a_start_and_a_completion_at_a_time_keep(
+        engine: Engine) -> None:
+    """A batch reads its nodes' times first and writes them once at its end (flow/_lib,
+    load_times): a retried node in a batch keeps its first start, a new one gets its own."""
+    ref = new_ref()
+    await engine.submit(ref, build(node("top", "flaky", "next"), node("flaky", attempts=2),
+                                   node("next", "first"), node("first")))
+    held = await take_map(engine)
+    assert sorted(held) == ["first", "flaky"]
+    assert (await engine.fail(ref.id, "flaky", held["flaky"].token, "once")).action == "retry"
+    assert all(o.accepted for o in await engine.complete_attempts([(held["first"], 1)]))
+    before = await rows(engine, ref.id)
+    await asyncio.sleep(0.02)
+    await engine.promote_due(qid("work"))
+    again = await take_map(engine)  # flaky's second attempt and next, in one start
+    assert sorted(again) == ["flaky", "next"] and again["flaky"].attempt == 2
+    started = await rows(engine, ref.id)
+    assert started["flaky"].started_ms == before["flaky"].started_ms
+    assert started["flaky"].finished_ms is None
+    nxt = started["next"].started_ms
+    assert nxt is not None and nxt - before["first"].finished_ms >= 20
+    assert started["next"].finished_ms is None
+    await asyncio.sleep(0.02)
+    assert all(o.accepted for o in await engine.complete_attempts(
+        [(again["flaky"], 2), (again["next"], 3)]))
+    after = await rows(engine, ref.id)
+    assert after["flaky"].started_ms == before["flaky"].started_ms
+    assert after["next"].started_ms == nxt
+    for name in ("flaky", "next"):
+        end = after[name].finished_ms
+        assert end is not None and end - nxt >= 20, (name, after[name])
+    assert after["first"].finished_ms == before["first"].finished_ms

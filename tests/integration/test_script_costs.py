@@ -135,10 +135,12 @@ async def test_a_batch_of_completions_counts_down_their_parent_once(engine: Engi
     await reset_stats(engine)
     assert all(o.accepted for o in await engine.complete_attempts(first))
     calls = inner(await command_calls(engine.store.redis))
-    # Per leaf only its times (tokens, records of added children and parents: one HMGET
-    # each for the ten); then root's state once.
-    assert calls.get("hget") == 10 + 1, calls
-    # The ten values in one HSET, the ten tokens dropped in one HDEL.
+    # Tokens, records of added children, parents and times: one HMGET each for the ten;
+    # then root's state once.
+    assert calls.get("hget") == 1, calls
+    # Per leaf its state; the ten values in one HSET and the ten times in another, the ten
+    # tokens dropped in one HDEL.
+    assert calls.get("hset") == 10 + 2, calls
     assert calls.get("hdel") == 1, calls
     # The two counts that changed (active, completed), and root's pending count once.
     assert calls.get("hincrby") == 3, calls
@@ -216,11 +218,15 @@ async def test_a_batch_start_reads_and_writes_each_hash_once(engine: Engine) -> 
     assert sorted(a.node for a in taken) == [f"leaf-{i}" for i in range(10)]
     assert all(a.data == {"i": int(a.node.split("-")[1])} and a.attempt == 1 for a in taken)
     assert all(a.inputs == ({}, {}, {}) for a in taken)
-    # States, data, specs and children lists: one HMGET each for the ten; tokens and states
-    # one HSET each. Per node only its attempt count, its wait and its start time.
+    # States, data, specs, children lists, attempt counts and times: one HMGET each for the
+    # ten, their waits one ZMSCORE; tokens, states, attempt counts and times one HSET each.
+    # Nothing per node: the two HINCRBY are the counts (ready, active).
     assert "hget" not in calls, calls
-    assert calls.get("hset") == 2, calls
-    assert calls.get("zscore") == 10 and calls.get("hsetnx") == 10, calls
+    assert calls.get("hmget") == 6 + 2, calls  # and the flow's meta, the queue's config
+    assert calls.get("zmscore") == 1 and calls.get("hset") == 4, calls
+    assert calls.get("hincrby") == 2, calls
+    assert not {"zscore", "hsetnx"} & calls.keys(), calls
+    assert calls.get("zadd") == 1, calls  # the take holds the ten in one ZADD
     snap = await engine.snapshot(ref.id)
     assert {s: n for s, n in snap.counts.items() if n} == {"active": 10, "waiting-children": 1}
     assert all(i.state == "active" for n, i in (await engine.node_infos(ref.id)).items()

@@ -86,6 +86,15 @@ def test_every_command_of_every_script_is_granted() -> None:
                           "debug", "publish", "subscribe", "xrevrange", "lrange"}
 
 
+def test_the_production_guide_lists_every_command_a_tenant_is_granted() -> None:
+    """docs/redis-production.md is what an operator of a shared Redis reads to grant a
+    tenant its commands; a command the scripts start using must be there too."""
+    guide = (Path(__file__).parents[2] / "docs" / "redis-production.md").read_text()
+    listed = {c.lower() for c in re.findall(r"`([A-Z]+(?: [A-Z]+)?)`", guide)}
+    missing = [c for c, _ in tenant_commands() if c.replace("|", " ") not in listed]
+    assert not missing, f"docs/redis-production.md does not list {missing}"
+
+
 async def test_a_tenant_runs_its_own_flow_and_is_fenced_from_another(
         admin: tuple[Engine, str]) -> None:
     operator, url = admin

@@ -54,10 +54,11 @@ end
 ]]
 --[[
   A batch also reads what each completion needs (its token, its record of added children,
-  its parents) in one HMGET per hash before its loop (read_batch), and writes the values
-  and removes the tokens in one command each after it (write_batch). Nothing in the batch
-  reads a value or a token but through the batch: its fence is `batch.tokens`, which drops a
-  node as it leaves active, so a node named twice completes once.
+  its parents, its times) in one HMGET per hash before its loop (read_batch), and writes the
+  values and removes the tokens in one command each after it (write_batch; the times go
+  with flush_times). Nothing in the batch reads a value or a token but through the batch:
+  its fence is `batch.tokens`, which drops a node as it leaves active, so a node named
+  twice completes once.
 ]]
 local function new_batch()
   return {order = {}, count = {}, results = {}, unheld = {}}
@@ -73,6 +74,7 @@ local function read_batch(batch, first, width)
   batch.tokens = hmget_map(K_TOKEN, nodes)
   batch.added = hmget_map(K_REQUEUES, added)
   batch.parents = hmget_map(K_PARENTS, nodes)
+  load_times(nodes)
 end
 
 local function write_batch(batch, now, out)

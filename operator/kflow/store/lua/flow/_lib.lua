@@ -126,17 +126,57 @@ local SETTLED = {completed = true, failed = true, ignored = true, removed = true
 
 -- When a node ran (K_TIMES): its first attempt's start, then the time it settled. A node put
 -- back to run again (a flow retry) starts a new record; one that never started has none.
+-- A batch (flow/start, flow/complete) reads its nodes' records first (load_times); for those
+-- note_time answers from TIMES and leaves its writes to flush_times, one HSET for the batch
+-- where each node cost an HSETNX at start and an HGET and an HSET at settle. Other nodes (a
+-- parent the batch settles) read and write at once.
+-- TIMES: node -> its record as this call knows it (false: none); TIMES_WRITES: node -> the
+-- record flush_times writes.
+local TIMES = {} -- @per-call
+local TIMES_WRITES = {} -- @per-call
+
+local function load_times(nodes)
+  for node, t in pairs(hmget_map(K_TIMES, nodes)) do TIMES[node] = t end
+end
+
+local function put_time(node, t)
+  TIMES[node] = t
+  TIMES_WRITES[node] = t
+end
+
 local function note_time(node, old, new)
+  local known = TIMES[node]
   if new == 'active' then
-    redis.call('HSETNX', K_TIMES, node, tostring(now_ms()))
+    if known == nil then
+      redis.call('HSETNX', K_TIMES, node, tostring(now_ms()))
+    elseif not known then
+      put_time(node, tostring(now_ms()))
+    end
   elseif SETTLED[new] then
-    local t = redis.call('HGET', K_TIMES, node)
+    local t = known
+    if t == nil then t = redis.call('HGET', K_TIMES, node) end
     if t and not string.find(t, ' ', 1, true) then
-      redis.call('HSET', K_TIMES, node, t .. ' ' .. now_ms())
+      t = t .. ' ' .. now_ms()
+      if known == nil then redis.call('HSET', K_TIMES, node, t) else put_time(node, t) end
     end
   elseif old and SETTLED[old] then
     redis.call('HDEL', K_TIMES, node)
+    if known ~= nil then
+      TIMES[node] = false
+      TIMES_WRITES[node] = nil
+    end
   end
+end
+
+-- Whatever ends a call writes them (step_reply, apply_expiry), before the flow's expiry.
+local function flush_times()
+  local fields = {}
+  for node, t in pairs(TIMES_WRITES) do
+    fields[#fields + 1] = node
+    fields[#fields + 1] = t
+  end
+  TIMES_WRITES = {}
+  call_sliced('HSET', K_TIMES, fields)
 end
 
 -- Every state change goes through here so that the per-state counts stay exact. The counts
@@ -246,6 +286,7 @@ end
 -- hash created after the finish) must carry the same expiry, or it would outlive the flow.
 local function apply_expiry()
   flush_counts()
+  flush_times()
   flush_events()
   local at = meta().expire_at
   if at then

@@ -18,6 +18,7 @@
 ]]
 local function step_reply(rows, queued)
   flush_counts()
+  flush_times()
   flush_events()
   local m = meta()
   local phase = m.phase or 'Missing'

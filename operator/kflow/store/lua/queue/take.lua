@@ -35,11 +35,23 @@ end
 local taken = {}
 if limit > 0 then
   local popped = redis.call('ZPOPMIN', K_READY, limit)
+  -- The holds go in one ZADD per set, whatever the number taken (sliced for unpack()).
+  local deadline = now + tonumber(ARGV[2])
+  local held, counted = {}, {}
   for i = 1, #popped, 2 do
     local token = ARGV[3 + (i + 1) / 2]
-    redis.call('ZADD', K_ACTIVE, now + tonumber(ARGV[2]), popped[i] .. '|' .. token)
-    if cfg[2] and cfg[3] then redis.call('ZADD', K_RATE, now, popped[i] .. '|' .. token) end
+    local member = popped[i] .. '|' .. token
+    held[#held + 1] = deadline
+    held[#held + 1] = member
+    counted[#counted + 1] = now
+    counted[#counted + 1] = member
     taken[#taken + 1] = {popped[i], token}
+  end
+  for i = 1, #held, 1000 do
+    redis.call('ZADD', K_ACTIVE, unpack(held, i, math.min(i + 999, #held)))
+    if cfg[2] and cfg[3] then
+      redis.call('ZADD', K_RATE, unpack(counted, i, math.min(i + 999, #counted)))
+    end
   end
 end
 if #taken > 0 then
