@@ -11,7 +11,8 @@ from __future__ import annotations
 import pytest
 
 from kflow.engine import Engine
-from kflow.store.codec import text
+from kflow.store.codec import loads, text
+from kflow.store.types import started_row
 from tests.integration.engine_kit import build, new_ref, node, qid, take_all, take_map, take_node
 from tests.integration.test_store_functions import command_calls, on_every_master
 
@@ -256,3 +257,22 @@ async def test_a_node_named_twice_in_one_completion_completes_once(engine: Engin
     assert await engine.store.active_tokens(ref.id) == {}
     [root] = await engine.take(qid(), 10, owner="test", with_inputs=True)
     assert root.inputs is not None and root.inputs[0] == {"a": 1, "b": 3}
+
+
+async def test_a_start_reply_spares_cjson_its_numbers_and_a_leaf_its_empty_inputs(
+        engine: Engine) -> None:
+    """cjson formats each number with sprintf (~0.3 µs) and encodes each table: a start's
+    rows carry small integers as text and a leaf's inputs as "", and still decode as before."""
+    ref = new_ref()
+    assert await engine.submit(ref, build(node("leaf-0"), node("leaf-1"),
+                                          node("root", "leaf-0", "leaf-1")))
+    store = engine.store
+    raw = await store.scripts.run("flow/start", store.flow(ref.id).all,
+                                  ["test", "1", "leaf-0", "token-0", "leaf-1", "token-1"])
+    rows = loads(raw)[3]
+    assert [(r[0], r[1], r[2], r[4], r[6], r[7]) for r in rows] == [
+        ("leaf-0", "ok", "1", "-1", "0", ""), ("leaf-1", "ok", "1", "-1", "0", "")], rows
+    assert all(isinstance(r[5], str) and int(r[5]) >= 0 for r in rows), rows
+    row = started_row(rows[0])
+    assert (row.attempt, row.timeout_ms, row.rank) == (1, None, 0)
+    assert row.inputs is not None and row.inputs.values == [] and not row.inputs.paged

@@ -143,8 +143,9 @@ _NO_INPUTS = NodeInputs([], [], [], [], False)
 
 
 def inputs_row(x: Any) -> NodeInputs:
-    """One node's inputs as flow/_inputs.lua gives them (flat name/value lists)."""
-    if not (x[0] or x[1] or x[2] or x[3] or x[4] is True):  # a leaf (cjson: {} when empty)
+    """One node's inputs as flow/_inputs.lua gives them (flat name/value lists; "" for a
+    node without children)."""
+    if not x or not (x[0] or x[1] or x[2] or x[3] or x[4] is True):  # cjson: {} when empty
         return _NO_INPUTS
     values, maps = _rows(x[0]), _rows(x[3])
     return _row(NodeInputs, (

@@ -9,3 +9,10 @@ local function now_ms()
   end
   return clock_now
 end
+
+-- The same as text, formatted once per call (a batch writes it into each node's times).
+local clock_text -- @per-call
+local function now_text()
+  if not clock_text then clock_text = string.format('%d', now_ms()) end
+  return clock_text
+end

@@ -12,6 +12,7 @@
 
   Returns (JSON): the flow-step envelope (flow/_reply), queued empty, one row per pair:
     {node, status, attempt, data JSON, timeout ms, due, rank, inputs or false}
+    (the four numbers as text where they are small integers: flow/_lib, int_text)
     status "ok"        started: attempt number, data and timeout (-1: none) filled in,
                        and in due the ms it waited since it became ready (or due), -1: unknown
            "suspended" flow suspended: node stays ready and is re-queued on resume
@@ -66,7 +67,7 @@ end
 local tokens, actives, started, counted = {}, {}, {}, {}
 for i = 3, #ARGV, 2 do
   local node, token = ARGV[i], ARGV[i + 1]
-  local r = {node, 'gone', 0, 'null', -1, 0, 0, false}
+  local r = {node, 'gone', '0', 'null', '-1', '0', '0', false}
   if m.phase == 'Running' then
     if m.suspended == '1' then
       r[2] = 'suspended'
@@ -89,11 +90,11 @@ for i = 3, #ARGV, 2 do
         if batched then
           attempt = tonumber(attempts[node] or '0') + 1
           counted[#counted + 1] = node
-          counted[#counted + 1] = tostring(attempt)
+          counted[#counted + 1] = int_text(attempt)
         else
           attempt = redis.call('HINCRBY', K_ATTEMPT, node, 1)
         end
-        r[6] = score and math.max(0, now - tonumber(score)) or -1
+        r[6] = int_text(score and math.max(0, now - tonumber(score)) or -1)
         tokens[#tokens + 1] = node
         tokens[#tokens + 1] = token
         actives[#actives + 1] = node
@@ -107,11 +108,11 @@ for i = 3, #ARGV, 2 do
         end
         local spec = spec_of(node)
         r[2] = 'ok'
-        r[3] = attempt
+        r[3] = int_text(attempt)
         r[4] = data[node] or 'null'
-        r[5] = spec[S_TIMEOUT]
+        r[5] = int_text(spec[S_TIMEOUT])
         if with_inputs then r[8] = inputs_of(node, children[node]) end
-        emit('started', node, 'attempt', attempt, 'owner', ARGV[1])
+        emit('started', node, 'attempt', int_text(attempt), 'owner', ARGV[1])
       end
     end
   end
