@@ -79,6 +79,25 @@ def test_every_flow_script_that_changes_states_writes_the_counts() -> None:
                 "but never flushes the counts (return through step_reply or apply_expiry)"
 
 
+# What a script defers to the end of its call (flow/_lib: a batch's events, the times it
+# read first) is written only by step_reply or apply_expiry (settle_attempts calls both).
+_DEFERS = re.compile(r"^EVENT_BATCH = true$|\bload_times\(|\bread_batch\(", re.MULTILINE)
+
+
+def test_every_flow_script_that_defers_writes_returns_through_the_reply_that_writes_them(
+        ) -> None:
+    """A batching script that returned any other way would drop its events and times."""
+    files = _lua_files("flow")
+    deferring = {name for name, source in files.items()
+                 if not name.startswith("_") and _DEFERS.search(source)}
+    assert deferring == {"start.lua", "complete.lua"}, deferring
+    for name in deferring:
+        body = files[name].split("]]", 1)[1]
+        assert re.search(r"^return (step_reply|settle_attempts)\(", body, re.MULTILINE), name
+        # Any other reply would be encoded here, past the step that writes what was deferred.
+        assert not re.search(r"\breturn (cjson\.encode|redis\.error_reply)\(", body), name
+
+
 def test_every_script_opens_with_a_header_naming_keys_argv_returns_events() -> None:
     files = {f"{group}/{name}": src for group in GROUPS
              for name, src in _lua_files(group).items() if not name.startswith("_")}
