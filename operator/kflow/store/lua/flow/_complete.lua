@@ -61,7 +61,7 @@ end
   twice completes once.
 ]]
 local function new_batch()
-  return {order = {}, count = {}, results = {}, unheld = {}, lists = {}}
+  return {order = {}, count = {}, results = {}, unheld = {}}
 end
 
 -- The nodes of ARGV's groups of `width` from `first` on.
@@ -106,16 +106,8 @@ local function complete_checked(node, value, phase, now, out, batch)
     results[#results + 1] = node
     results[#results + 1] = value
     batch.unheld[#batch.unheld + 1] = node
-    -- A fan-out's leaves list the same parents: decoded once for the batch (read only).
-    local listed = batch.parents[node]
-    parents = {}
-    if listed then
-      parents = batch.lists[listed]
-      if not parents then
-        parents = cjson.decode(listed)
-        batch.lists[listed] = parents
-      end
-    end
+    local listed = batch.parents[node]  -- a fan-out's leaves: one decode for the batch
+    parents = listed and decode_shared(listed) or {}
   else
     redis.call('HSET', K_RESULT, node, value)
     redis.call('HDEL', K_TOKEN, node)

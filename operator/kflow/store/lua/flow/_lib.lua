@@ -73,21 +73,23 @@ local function rank_of(spec)
   return spec[S_PRIORITY] * 2 + 1
 end
 
--- A node's spec is written once (flow/add-nodes, expand, add-children) and never changed,
--- so one call reads and decodes each at most once; nodes whose specs are the same text (a
--- fan-out's leaves) share one decoded table, since a decode costs more than the read (~2 µs
--- for a spec's eleven fields). Nothing may change a spec table: flow/expand.lua copies the
--- one it edits.
-local SPECS = {} -- @per-call
-local SPEC_TEXTS = {} -- @per-call
-local function decode_spec(raw)
-  local spec = SPEC_TEXTS[raw]
-  if not spec then
-    spec = cjson.decode(raw)
-    SPEC_TEXTS[raw] = spec
+-- JSON a call decodes more than once (a fan-out's leaves have the same spec and the same
+-- parents list), decoded once per call: a decode costs more than the read (~2 µs for a
+-- spec's eleven fields). The tables are shared, so nothing may change one: flow/expand.lua
+-- copies the spec it edits.
+local DECODED = {} -- @per-call
+local function decode_shared(raw)
+  local value = DECODED[raw]
+  if not value then
+    value = cjson.decode(raw)
+    DECODED[raw] = value
   end
-  return spec
+  return value
 end
+
+-- A node's spec is written once (flow/add-nodes, expand, add-children) and never changed,
+-- so one call reads and decodes each at most once.
+local SPECS = {} -- @per-call
 
 -- A node's spec, or nil for a node the flow does not have.
 local function known_spec(node)
@@ -95,7 +97,7 @@ local function known_spec(node)
   if not spec then
     local raw = redis.call('HGET', K_SPEC, node)
     if not raw then return nil end
-    spec = decode_spec(raw)
+    spec = decode_shared(raw)
     SPECS[node] = spec
   end
   return spec
@@ -135,7 +137,7 @@ local function load_specs(nodes)
     if not SPECS[node] then missing[#missing + 1] = node end
   end
   for node, raw in pairs(hmget_map(K_SPEC, missing)) do
-    if raw then SPECS[node] = decode_spec(raw) end
+    if raw then SPECS[node] = decode_shared(raw) end
   end
 end
 
@@ -275,6 +277,15 @@ local function flush_events()
   EVENT_ITEMS = {}
 end
 
+-- What a call kept in memory to write once (counts, times, a batch's events): whatever ends
+-- a call writes it (step_reply, apply_expiry), the counts first since the others do not
+-- read them.
+local function flush_deferred()
+  flush_counts()
+  flush_times()
+  flush_events()
+end
+
 local function emit(kind, node, ...)
   if not EVENT_BATCH then
     add_event(kind, 'node', node, ...)
@@ -312,9 +323,7 @@ end
 -- Once a finished flow has an expiry time, every key it writes later (a late result, a new
 -- hash created after the finish) must carry the same expiry, or it would outlive the flow.
 local function apply_expiry()
-  flush_counts()
-  flush_times()
-  flush_events()
+  flush_deferred()
   local at = meta().expire_at
   if at then
     for i = 1, #KEYS do redis.call('PEXPIREAT', KEYS[i], at) end

@@ -17,9 +17,7 @@
                without any costs no read
 ]]
 local function step_reply(rows, queued)
-  flush_counts()
-  flush_times()
-  flush_events()
+  flush_deferred()
   local m = meta()
   local phase = m.phase or 'Missing'
   if phase == 'Running' and m.suspended == '1' then phase = 'Suspended' end

@@ -35,7 +35,7 @@ local record = map_record(node) or {items = total, added = 0}
 if first ~= record.added then return step_reply({{'behind', record.added}}, {}) end
 
 local now = now_ms()
-local spec = {}  -- a copy: the decoded spec may be shared (flow/_lib, decode_spec)
+local spec = {}  -- a copy: the decoded spec may be shared (flow/_lib, decode_shared)
 for k, v in pairs(spec_of(node)) do spec[k] = v end
 spec[S_FOREACH] = nil  -- an item is a plain node: no source, and the map's condition
 spec[S_WHEN] = nil     -- was judged before it expanded

@@ -37,19 +37,22 @@ if limit > 0 then
   local popped = redis.call('ZPOPMIN', K_READY, limit)
   -- The holds go in one ZADD per set, whatever the number taken (sliced for unpack()).
   local deadline = now + tonumber(ARGV[2])
+  local limited = cfg[2] and cfg[3]
   local held, counted = {}, {}
   for i = 1, #popped, 2 do
     local token = ARGV[3 + (i + 1) / 2]
     local member = popped[i] .. '|' .. token
     held[#held + 1] = deadline
     held[#held + 1] = member
-    counted[#counted + 1] = now
-    counted[#counted + 1] = member
+    if limited then
+      counted[#counted + 1] = now
+      counted[#counted + 1] = member
+    end
     taken[#taken + 1] = {popped[i], token}
   end
   for i = 1, #held, 1000 do
     redis.call('ZADD', K_ACTIVE, unpack(held, i, math.min(i + 999, #held)))
-    if cfg[2] and cfg[3] then
+    if limited then
       redis.call('ZADD', K_RATE, unpack(counted, i, math.min(i + 999, #counted)))
     end
   end
