@@ -1,6 +1,11 @@
 # kflow: every developer and CI command starts here.
 SHELL := /bin/bash
 PYTHON ?= python3
+# The virtualenv's interpreter: Debian 12's python3.11 where the machine has it, the one the
+# images run (images/base/packages), so that tests and benchmarks run kflow as it ships. It
+# is built with profile-guided optimisation: a source build without it (pyenv's default)
+# spends ~15% more CPU per node in a worker (bench/RESULTS.md). Elsewhere python3 from PATH.
+VENV_PYTHON ?= $(firstword $(wildcard /usr/bin/python3.11) $(shell command -v $(PYTHON)))
 VENV := $(CURDIR)/.venv
 PY := $(VENV)/bin/python
 export PATH := $(VENV)/bin:$(PATH)
@@ -21,7 +26,7 @@ help:
 # The virtualenv is built from the lock file, so every machine gets the same versions.
 $(VENV)/.installed: pyproject.toml uv.lock
 	@command -v uv >/dev/null || $(PYTHON) -m pip install -q uv
-	uv venv -q --allow-existing $(VENV)
+	uv venv -q --allow-existing --python $(VENV_PYTHON) $(VENV)
 	uv sync -q --frozen --extra dev --extra fast --python $(VENV)/bin/python
 	@touch $@
 
