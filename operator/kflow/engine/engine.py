@@ -57,6 +57,7 @@ from kflow.graph.fold import GraphNode
 from kflow.graph.maps import MapListError, list_at
 from kflow.graph.verdict import check_manifest
 from kflow.store import (
+    NO_INPUTS,
     PAGE,
     Completion,
     FlowStep,
@@ -587,16 +588,18 @@ class Engine:
                     continue
                 refused: list[tuple[QueueId, Lease]] = []
                 early: list[Queued] = []
+                uid, namespace = flow_id.uid, flow_id.namespace
                 for (node, token), row in zip(by_flow[flow_id], reply.rows, strict=True):
                     if row.status is StartStatus.OK:
+                        inputs = row.inputs
                         started[(flow_id, node)] = Attempt(
-                            flow_uid=flow_id.uid, namespace=flow_id.namespace,
-                            flow_name=reply.name,
+                            flow_uid=uid, namespace=namespace, flow_name=reply.name,
                             node=node, queue=queue_name, attempt=row.attempt, token=token,
                             data=row.data, timeout_ms=row.timeout_ms,
                             waited_ms=row.due if row.due >= 0 else None,
-                            inputs=None if row.inputs is None
-                            else await self._inputs(flow_id, node, row.inputs))
+                            # A leaf reads nothing more: no call, no copies.
+                            inputs=None if inputs is None else ({}, {}, {})
+                            if inputs is NO_INPUTS else await self._inputs(flow_id, node, inputs))
                         continue
                     refused.append((queue_id, Lease(flow_id, node, token)))
                     if row.status is StartStatus.EARLY:  # back on the delayed set

@@ -193,12 +193,14 @@ class Worker:
             return
         self._idle = IDLE_POLL_FIRST_S
         self.stats["taken"] += len(attempts)
+        loop, on_event = asyncio.get_running_loop(), self.on_event
         for a in attempts:
             self.held[(a.flow_uid, a.node, a.token)] = a
-            task = asyncio.create_task(self._run_one(a, a.inputs))
+            task = loop.create_task(self._run_one(a, a.inputs))
             self.running[task] = a
             task.add_done_callback(self._handler_done)
-            self._emit(a, "active", f"attempt {a.attempt}")
+            if on_event is not None:  # the detail is built only for a listener
+                on_event(a, "active", f"attempt {a.attempt}")
         self.stats["max_running"] = max(self.stats["max_running"], len(self.running))
 
     def _handler_done(self, task: asyncio.Task[None]) -> None:
@@ -216,7 +218,6 @@ class Worker:
     # ---- running one node ------------------------------------------------------------------
 
     async def _run_one(self, attempt: Attempt, inputs: Inputs | None) -> None:
-        where = f"flow {attempt.namespace}/{attempt.flow_name} node {attempt.node}"
         job: Job | None = None
         try:
             if inputs is None:
@@ -239,13 +240,13 @@ class Worker:
             raise  # shutdown: the attempt is handed back, not failed
         except TimeoutError:
             await self._fail(attempt, f"timeout: the handler ran longer than "
-                                      f"{attempt.timeout_ms} ms", where)
+                                      f"{attempt.timeout_ms} ms")
             return
         except Exception as exc:
             error = format_error(exc)
             if job is not None:
                 job.log(f"failed: {error.splitlines()[0]}")
-            await self._fail(attempt, error, where)
+            await self._fail(attempt, error)
             return
         finally:
             if job is not None:
@@ -254,7 +255,8 @@ class Worker:
         self._done_ready.set()
         self._flushed.clear()
 
-    async def _fail(self, attempt: Attempt, error: str, where: str) -> None:
+    async def _fail(self, attempt: Attempt, error: str) -> None:
+        where = f"flow {attempt.namespace}/{attempt.flow_name} node {attempt.node}"
         first_line = error.splitlines()[0] if error else error
         log.warning("%s attempt %d failed: %s", where, attempt.attempt, first_line)
         self.stats["failed"] += 1

@@ -20,6 +20,7 @@ from kflow.store.keys import (
 from kflow.store.redis_store import PAGE, RedisStore
 from kflow.store.scripts import GROUPS, Scripts, script_sources
 from kflow.store.types import (
+    NO_INPUTS,
     Completion,
     FlowMeta,
     FlowStep,
@@ -36,6 +37,7 @@ from kflow.store.types import (
 __all__ = [
     "FLOW_KEY_NAMES",
     "GROUPS",
+    "NO_INPUTS",
     "PAGE",
     "QUEUE_KEY_NAMES",
     "Completion",

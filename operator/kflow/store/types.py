@@ -138,15 +138,16 @@ def _pairs(flat: Any) -> list[tuple[str, str]]:
     return [(str(items[i]), str(items[i + 1])) for i in range(0, len(items), 2)]
 
 
-# A leaf's inputs, shared: nothing changes a NodeInputs' lists (the engine copies them).
-_NO_INPUTS = NodeInputs([], [], [], [], False)
+# A leaf's inputs, shared: nothing changes a NodeInputs' lists (the engine copies them), and
+# the engine knows a leaf by it (`is NO_INPUTS`) to skip reading anything more.
+NO_INPUTS = NodeInputs([], [], [], [], False)
 
 
 def inputs_row(x: Any) -> NodeInputs:
     """One node's inputs as flow/_inputs.lua gives them (flat name/value lists; "" for a
     node without children)."""
     if not x or not (x[0] or x[1] or x[2] or x[3] or x[4] is True):  # cjson: {} when empty
-        return _NO_INPUTS
+        return NO_INPUTS
     values, maps = _rows(x[0]), _rows(x[3])
     return _row(NodeInputs, (
         [(str(values[i]), loads(values[i + 1])) for i in range(0, len(values), 2)],
