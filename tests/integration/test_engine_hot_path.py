@@ -17,6 +17,7 @@ import redis.asyncio as aredis
 from kflow.api import FlowId
 from kflow.api.states import AddStatus, FlowPhase
 from kflow.engine import Engine
+from kflow.sdk import worker as worker_module
 from kflow.sdk.worker import Worker, WorkerOptions
 from tests.integration.engine_kit import build, new_ref, node, qid
 
@@ -204,6 +205,36 @@ async def test_a_worker_takes_half_its_concurrency_at_a_time(engine: Engine) -> 
     assert (await engine.snapshot(ref.id)).phase is FlowPhase.SUCCEEDED
     with pytest.raises(ValueError, match="batch 0"):
         WorkerOptions(batch=0)
+
+
+async def test_a_worker_takes_at_once_what_its_own_completion_made_ready(
+        engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A worker that finds its queue empty waits before it looks again, longer each time (up
+    # to poll_max_s). A parent that the worker's own completion makes ready on that queue
+    # must not wait that out: with 300 ms handlers and the default poll, each step of a
+    # chain sat ~55 ms in the queue. Here an empty queue makes the worker wait an hour, so
+    # the chain finishes only if the completion wakes the worker.
+    monkeypatch.setattr(worker_module, "IDLE_POLL_FIRST_S", 3600.0)
+    ref = new_ref()
+    await engine.submit(ref, build(node("a"), node("b", "a"), node("root", "b")))
+
+    async def handler(job: object) -> int:
+        return 1
+
+    worker = Worker(engine, str(qid()), handler,
+                    WorkerOptions(concurrency=1, poll_max_s=3600.0))
+    running = asyncio.create_task(worker.run())
+    try:
+        async def chain_done() -> None:
+            while worker.stats["completed"] < 3:
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(chain_done(), 20)  # a hang guard: an hour without the wake
+    finally:
+        worker.stop()
+        await running
+    assert (await engine.snapshot(ref.id)).phase is FlowPhase.SUCCEEDED
+    assert worker.stats["taken"] == 3  # each node once
 
 
 async def test_a_chains_start_and_completion_each_read_the_flows_record_once(

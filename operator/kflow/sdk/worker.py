@@ -49,7 +49,9 @@ class WorkerOptions:
     renew_ms: int | None = None  # lease renewal period; default lock_ms / 2
     stalled_interval_ms: int | None = None  # stalled-lease sweep period; default lock_ms
     grace_ms: int = 25_000  # after SIGTERM: time to finish held nodes before handing them back
-    poll_max_s: float = 0.1  # longest wait between takes while the queue is empty
+    # Longest wait between takes while the queue is empty (what this worker's own completions
+    # make ready is taken at once).
+    poll_max_s: float = 0.1
     owner: str | None = None  # recorded with each attempt; default host:pid:random
 
     def __post_init__(self) -> None:
@@ -111,6 +113,8 @@ class Worker:
         self._reserved = 0  # slots promised to takes in flight
         self._idle = IDLE_POLL_FIRST_S  # the next wait after an empty take
         self._not_before = 0.0  # monotonic time before which no take starts (back-off)
+        self._readied = 0  # completion batches that made nodes ready (a take seeing none
+        # while one lands looks again at once instead of backing off)
         # Says once that Redis is unreachable and once that it is back, for all the loops.
         self.outage = RedisOutage()
 
@@ -177,6 +181,7 @@ class Worker:
 
     async def _take(self, want: int) -> None:
         """Take up to `want` nodes and start a handler for each."""
+        readied = self._readied
         try:
             attempts = await self.engine.take(self.queue_id, want, owner=self.owner,
                                               lease_ms=self.options.lock_ms, with_inputs=True)
@@ -188,6 +193,8 @@ class Worker:
             return
         self.outage.succeeded()
         if not attempts:
+            if self._readied != readied:  # a completion made nodes ready meanwhile: look again
+                return
             self._not_before = time.monotonic() + self._idle
             self._idle = min(self._idle * 2, self.options.poll_max_s)
             return
@@ -298,6 +305,13 @@ class Worker:
                     log.warning("worker %s: completing %d nodes failed: %s; retrying",
                                 self.owner, len(batch), exc)
                 await asyncio.sleep(RETRY_AFTER_ERROR_S if wait is None else wait)
+        if any(outcome.newly_ready for outcome in outcomes):
+            # What this batch made ready may be on this queue: take it now, not after the
+            # back-off of a queue that was empty a moment ago (a chain step would wait it out).
+            self._readied += 1
+            self._not_before = 0.0
+            self._idle = IDLE_POLL_FIRST_S
+            self._wake.set()
         for (a, value), outcome in zip(batch, outcomes, strict=True):
             self.held.pop((a.flow_uid, a.node, a.token), None)
             if outcome.accepted:
