@@ -29,7 +29,7 @@ from typing import Any
 from kflow.api import FlowId
 from kflow.engine import Engine, FlowRef
 from kflow.graph.dag import CompiledFlow, CompiledNode, CompiledOptions
-from kflow.sdk.worker import Worker, WorkerOptions, event_loop_factory
+from kflow.sdk.worker import Worker, WorkerOptions, worker_runner
 from kflow.store.connect import connect
 
 NS, QUEUE = "bench", "bench"
@@ -180,6 +180,6 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    # The event loop `kflow worker` runs on: uvloop with the "fast" extra, else asyncio's.
-    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+    # As `kflow worker` runs: its collector settings, and uvloop with the "fast" extra.
+    with worker_runner() as runner:
         runner.run(main())

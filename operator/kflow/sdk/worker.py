@@ -475,9 +475,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    tune_collector()
-    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+    with worker_runner() as runner:
         return runner.run(run_worker(args))
+
+
+def worker_runner() -> asyncio.Runner:
+    """The process set-up `kflow worker` runs in, for anything that must run a worker as it
+    ships (bench/vs-bullmq): the collector tuned for a long loop (kflow.engine.heap; call
+    it after imports and set-up) and the event loop of `event_loop_factory`."""
+    tune_collector()
+    return asyncio.Runner(loop_factory=event_loop_factory())
 
 
 def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
