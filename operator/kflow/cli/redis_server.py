@@ -17,14 +17,30 @@ from pathlib import Path
 START_TIMEOUT_S = 15.0
 
 
-def free_port() -> int:
-    """A free loopback port low enough that a cluster node's bus port (port + 10000) is valid."""
+def free_port(*, bus: bool = False) -> int:
+    """A free loopback port low enough that a cluster node's bus port (port + 10000) is valid;
+    with `bus`, one whose bus port is free as well (a cluster node listens on both)."""
     while True:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = int(sock.getsockname()[1])
-        if port <= 55535:
+        if port <= 55535 and (not bus or _free(port + 10000)):
             return port
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def port_taken(error: BaseException) -> bool:
+    """Whether `start` failed because a port it needed was taken meanwhile (free ports are
+    only free when chosen): the caller picks others and starts again."""
+    return "Address already in use" in str(error)
 
 
 def _die_with_parent() -> None:

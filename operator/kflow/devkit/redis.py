@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from kflow.cli.redis_server import free_port, private_redis, start, stop
+from kflow.cli.redis_server import free_port, port_taken, private_redis, start, stop
 
 CLUSTER_OK_TIMEOUT_S = 30.0
+NODE_START_ATTEMPTS = 5  # per node, when the ports it was given turn out to be taken
 
 
 @dataclass(frozen=True)
@@ -45,13 +46,9 @@ def redis_server() -> Iterator[RedisServer]:
 def redis_cluster(masters: int = 3) -> Iterator[RedisCluster]:
     """A real Redis Cluster of `masters` masters, no replicas, stopped on exit."""
     with tempfile.TemporaryDirectory(prefix="kflow-rcluster-") as tmp:
-        ports = tuple(free_port() for _ in range(masters))
         procs: list[subprocess.Popen[bytes]] = []
         try:
-            for port in ports:
-                procs.append(start(port, Path(tmp) / str(port), "--cluster-enabled", "yes",
-                                   "--cluster-config-file", "nodes.conf",
-                                   "--cluster-node-timeout", "5000"))
+            ports = _start_nodes(masters, Path(tmp), procs)
             subprocess.run(
                 ["redis-cli", "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports),
                  "--cluster-replicas", "0", "--cluster-yes"],
@@ -61,6 +58,33 @@ def redis_cluster(masters: int = 3) -> Iterator[RedisCluster]:
             yield RedisCluster(url=f"redis://127.0.0.1:{ports[0]}/0", ports=ports)
         finally:
             stop(procs)
+
+
+def _start_nodes(masters: int, folder: Path, procs: list[subprocess.Popen[bytes]]
+                 ) -> tuple[int, ...]:
+    """Start `masters` cluster nodes (appended to `procs`) on ports whose bus ports (port +
+    10000) are free too; a node that finds a port taken meanwhile (another process bound it
+    after it was chosen) is started again on others, a bounded number of times."""
+    ports: list[int] = []
+    for _ in range(masters):
+        for attempt in range(1, NODE_START_ATTEMPTS + 1):
+            port = free_port(bus=True)
+            if {port, port + 10000} & {p + d for p in ports for d in (0, 10000)}:
+                continue  # one of this cluster's own ports
+            try:
+                procs.append(start(port, folder / str(port), "--cluster-enabled", "yes",
+                                   "--cluster-config-file", "nodes.conf",
+                                   "--cluster-node-timeout", "5000"))
+            except RuntimeError as exc:
+                if not port_taken(exc) or attempt == NODE_START_ATTEMPTS:
+                    raise
+                continue
+            ports.append(port)
+            break
+        else:
+            raise RuntimeError(f"no free ports for a Redis Cluster node after "
+                               f"{NODE_START_ATTEMPTS} tries")
+    return tuple(ports)
 
 
 def _wait_cluster_ok(ports: tuple[int, ...]) -> None:
