@@ -16,3 +16,10 @@ local function now_text()
   if not clock_text then clock_text = string.format('%d', now_ms()) end
   return clock_text
 end
+
+-- A time in ms as text, for a command's argument: the call's own instant from the text
+-- formatted once, any other by "%d" (Redis would format a Lua number with "%.17g").
+local function ms_text(t)
+  if t == clock_now then return now_text() end
+  return string.format('%d', t)
+end

@@ -22,12 +22,12 @@ local function wait_for_added(node, now, out, recorded)
   redis.call('HDEL', K_TOKEN, node)
   redis.call('HDEL', K_RESULT, node)
   redis.call('HDEL', K_PROGRESS, node)  -- its next run has this run's attempt number
-  redis.call('HINCRBY', K_ATTEMPT, node, -1)  -- running again after its children is no retry
+  redis.call('HINCRBY', K_ATTEMPT, node, '-1')  -- running again after its children is no retry
   local pending = 0
   for _, c in ipairs(list_of(K_CHILDREN, node)) do
     local st = redis.call('HGET', K_STATE, c)
     if st == 'failed' and spec_of(c)[S_ONFAIL] == 'P' then
-      redis.call('HINCRBY', K_ATTEMPT, node, 1)
+      redis.call('HINCRBY', K_ATTEMPT, node, '1')
       local err = 'child "' .. c .. '" failed: ' .. (redis.call('HGET', K_ERROR, c) or '')
       if settle_failure(node, err, now, out) then finish_flow('Failed', now) end
       return 'failed'

@@ -92,7 +92,7 @@ for i = 3, #ARGV, 2 do
           counted[#counted + 1] = node
           counted[#counted + 1] = int_text(attempt)
         else
-          attempt = redis.call('HINCRBY', K_ATTEMPT, node, 1)
+          attempt = redis.call('HINCRBY', K_ATTEMPT, node, '1')
         end
         r[6] = int_text(score and math.max(0, now - tonumber(score)) or -1)
         tokens[#tokens + 1] = node

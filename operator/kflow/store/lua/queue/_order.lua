@@ -15,8 +15,8 @@ end
 -- The sequence numbers for `n` new ready members (the first is the returned value + 1).
 local function next_seq(n)
   if redis.call('ZCARD', K_READY) == 0 then
-    redis.call('SET', K_SEQ, n)
+    redis.call('SET', K_SEQ, string.format('%d', n))
     return 0
   end
-  return redis.call('INCRBY', K_SEQ, n) - n
+  return redis.call('INCRBY', K_SEQ, string.format('%d', n)) - n
 end

@@ -4,7 +4,8 @@
   ready. Needs queue/_keys, queue/_order and _clock. Returns how many moved.
 ]]
 local function promote_due(max)
-  local due = redis.call('ZRANGEBYSCORE', K_DELAYED, '-inf', now_ms(), 'LIMIT', 0, max)
+  local due = redis.call('ZRANGEBYSCORE', K_DELAYED, '-inf', now_text(), 'LIMIT', '0',
+                        string.format('%d', max))
   if #due > 0 then
     local seq = next_seq(#due)
     for _, member in ipairs(due) do

@@ -29,7 +29,7 @@ for i = first, #ARGV, 3 do
   seq = seq + 1
   local due = tonumber(ARGV[i + 2])
   if due > 0 then
-    added = added + redis.call('ZADD', K_DELAYED, 'NX', due, ARGV[i] .. '|' .. ARGV[i + 1])
+    added = added + redis.call('ZADD', K_DELAYED, 'NX', ARGV[i + 2], ARGV[i] .. '|' .. ARGV[i + 1])
   else
     added = added + redis.call('ZADD', K_READY, 'NX',
       ready_score(tonumber(ARGV[i + 1]), seq), ARGV[i])

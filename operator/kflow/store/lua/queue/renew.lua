@@ -10,7 +10,7 @@
 -- @include queue/_keys
 -- @include _clock
 
-local deadline = now_ms() + tonumber(ARGV[1])
+local deadline = ms_text(now_ms() + tonumber(ARGV[1]))
 local n = 0
 for i = 2, #ARGV do
   n = n + redis.call('ZADD', K_ACTIVE, 'XX', 'CH', deadline, ARGV[i])

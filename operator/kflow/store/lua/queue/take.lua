@@ -36,7 +36,8 @@ local taken = {}
 if limit > 0 then
   local popped = redis.call('ZPOPMIN', K_READY, limit)
   -- The holds go in one ZADD per set, whatever the number taken (sliced for unpack()).
-  local deadline = now + tonumber(ARGV[2])
+  -- Scores as text: Redis would format each Lua number with "%.17g" (_clock, ms_text).
+  local deadline = ms_text(now + tonumber(ARGV[2]))
   local limited = cfg[2] and cfg[3]
   local held, counted = {}, {}
   for i = 1, #popped, 2 do
@@ -45,7 +46,7 @@ if limit > 0 then
     held[#held + 1] = deadline
     held[#held + 1] = member
     if limited then
-      counted[#counted + 1] = now
+      counted[#counted + 1] = now_text()
       counted[#counted + 1] = member
     end
     taken[#taken + 1] = {popped[i], token}
@@ -58,6 +59,7 @@ if limit > 0 then
   end
 end
 if #taken > 0 then
-  redis.call('XADD', K_TAKES, 'MAXLEN', '~', 10000, '*', 'n', #taken, 'at', now)
+  redis.call('XADD', K_TAKES, 'MAXLEN', '~', '10000', '*', 'n', string.format('%d', #taken),
+             'at', now_text())
 end
 return cjson.encode({taken, rate_wait})
