@@ -127,13 +127,22 @@ local function hmget_map(key, fields)
 end
 
 local function call_sliced(command, key, args)
-  for i = 1, #args, 1000 do
+  local n = #args
+  if n <= 1000 then
+    if n > 0 then redis.call(command, key, unpack(args)) end
+    return
+  end
+  for i = 1, n, 1000 do
     redis.call(command, key, unpack(args, i, math.min(i + 999, #args)))
   end
 end
 
 -- The specs of a batch's nodes in one read, before its loop: spec_of then reads none.
 local function load_specs(nodes)
+  if #nodes == 1 then
+    known_spec(nodes[1])
+    return
+  end
   local missing = {}
   for _, node in ipairs(nodes) do
     if not SPECS[node] then missing[#missing + 1] = node end
@@ -201,6 +210,7 @@ end
 
 -- Whatever ends a call writes them (step_reply, apply_expiry), before the flow's expiry.
 local function flush_times()
+  if next(TIMES_WRITES) == nil then return end
   local fields = {}
   for node, t in pairs(TIMES_WRITES) do
     fields[#fields + 1] = node
