@@ -52,7 +52,7 @@ local function settle_failure(first, first_error, now, out)
       redis.call('RPUSH', K_FAILURES, cjson.encode({node, err, attempt}))
     end
     emit(new, node, 'error', err)
-    local parents = list_of(K_PARENTS, node)
+    local parents = parents_of(node)
     if #parents == 0 then root_failed = true end
     for _, p in ipairs(parents) do
       if policy == 'P' then

@@ -111,7 +111,7 @@ local function complete_checked(node, value, phase, now, out, batch)
   else
     redis.call('HSET', K_RESULT, node, value)
     redis.call('HDEL', K_TOKEN, node)
-    parents = list_of(K_PARENTS, node)
+    parents = parents_of(node)
   end
   set_state(node, 'active', 'completed')
   emit('completed', node)

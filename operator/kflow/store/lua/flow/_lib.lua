@@ -4,7 +4,8 @@
   Run as a function library (kflow.store.scripts), an include's top level runs once, when the
   library loads: state that belongs to one call is marked "-- @per-call" and is set again at
   the start of every call. Nothing else at the top level may change during a call, but for a
-  cache of a pure function (INT_TEXT), which gives the same answers whatever it holds.
+  cache of a pure function (INT_TEXT, DECODED), which gives the same answers whatever it
+  holds.
 
   A node's static options live in K_SPEC as a JSON array (see kflow.store.codec.pack_spec):
     [1] queue  [2] priority  [3] attempts  [4] backoff "f"|"e"  [5] backoff delay ms
@@ -75,16 +76,23 @@ local function rank_of(spec)
   return spec[S_PRIORITY] * 2 + 1
 end
 
--- JSON a call decodes more than once (a fan-out's leaves have the same spec and the same
--- parents list), decoded once per call: a decode costs more than the read (~2 µs for a
--- spec's eleven fields). The tables are shared, so nothing may change one: flow/expand.lua
--- copies the spec it edits.
-local DECODED = {} -- @per-call
+-- Specs and parents lists as decoded JSON: many nodes share one text (a fan-out's leaves have
+-- the same spec and parents list; every run of a flow has the same specs), and a decode
+-- costs more than the read (~2 µs for a spec's eleven fields). Decoding is a pure function
+-- of the text, so the cache outlives the call (as INT_TEXT does), bounded: texts up to
+-- DECODED_MAX_BYTES, DECODED_MAX_ENTRIES of them, then it starts again. The tables are shared,
+-- so nothing may change one: flow/expand.lua copies the spec it edits.
+local DECODED_MAX_BYTES, DECODED_MAX_ENTRIES = 512, 1024
+local DECODED, DECODED_ENTRIES = {}, 0
 local function decode_shared(raw)
   local value = DECODED[raw]
-  if not value then
+  if value == nil then
     value = cjson.decode(raw)
-    DECODED[raw] = value
+    if #raw <= DECODED_MAX_BYTES then
+      if DECODED_ENTRIES >= DECODED_MAX_ENTRIES then DECODED, DECODED_ENTRIES = {}, 0 end
+      DECODED[raw] = value
+      DECODED_ENTRIES = DECODED_ENTRIES + 1
+    end
   end
   return value
 end
@@ -157,6 +165,14 @@ local function list_of(key, node)
   local v = redis.call('HGET', key, node)
   if v then return cjson.decode(v) end
   return {}
+end
+
+-- A node's parents, as a shared decoded list (decode_shared): read it, never change it.
+local NO_PARENTS = {}
+local function parents_of(node)
+  local v = redis.call('HGET', K_PARENTS, node)
+  if v then return decode_shared(v) end
+  return NO_PARENTS
 end
 
 -- The same states as a set, written out: a function library runs this when it loads, when
@@ -241,25 +257,32 @@ end
 -- Up to two changed counts go as one HINCRBY each; more (a completion that unlocks its
 -- parent changes four) as one HMGET and one HSET of the new values.
 local function flush_counts()
-  local states, deltas = {}, {}
-  for state, delta in pairs(COUNT_DELTAS) do
-    if delta ~= 0 then
-      states[#states + 1] = state
-      deltas[#deltas + 1] = delta
+  if next(COUNT_DELTAS) == nil then return end
+  local changed = 0
+  for _, delta in pairs(COUNT_DELTAS) do
+    if delta ~= 0 then changed = changed + 1 end
+  end
+  if changed <= 2 then
+    for state, delta in pairs(COUNT_DELTAS) do
+      if delta ~= 0 then redis.call('HINCRBY', K_COUNTS, state, int_text(delta)) end
     end
+  else
+    local states, deltas = {}, {}
+    for state, delta in pairs(COUNT_DELTAS) do
+      if delta ~= 0 then
+        states[#states + 1] = state
+        deltas[#deltas + 1] = delta
+      end
+    end
+    local counts = hmget_map(K_COUNTS, states)
+    local fields = {}
+    for i = 1, #states do
+      fields[#fields + 1] = states[i]
+      fields[#fields + 1] = string.format('%d', tonumber(counts[states[i]] or '0') + deltas[i])
+    end
+    call_sliced('HSET', K_COUNTS, fields)
   end
   COUNT_DELTAS = {}
-  if #states <= 2 then
-    for i = 1, #states do redis.call('HINCRBY', K_COUNTS, states[i], int_text(deltas[i])) end
-    return
-  end
-  local counts = hmget_map(K_COUNTS, states)
-  local fields = {}
-  for i = 1, #states do
-    fields[#fields + 1] = states[i]
-    fields[#fields + 1] = string.format('%d', tonumber(counts[states[i]] or '0') + deltas[i])
-  end
-  call_sliced('HSET', K_COUNTS, fields)
 end
 
 --[[
@@ -280,6 +303,10 @@ local function add_event(kind, ...)
 end
 
 local function flush_events()
+  if #EVENT_ITEMS == 0 then
+    EVENT_TYPE = false
+    return
+  end
   if #EVENT_ITEMS == 1 then
     add_event(EVENT_TYPE, 'node', unpack(EVENT_ITEMS[1]))
   elseif #EVENT_ITEMS > 1 then
@@ -321,8 +348,8 @@ local META -- @per-call
 local function meta()
   if not META then
     local m = redis.call('HMGET', K_META, unpack(META_FIELDS))
-    META = {}
-    for i = 1, #META_FIELDS do META[META_FIELDS[i]] = m[i] end
+    META = {phase = m[1], suspended = m[2], namespace = m[3], name = m[4], roots_left = m[5],
+            expire_at = m[6], exit = m[7]}  -- as META_FIELDS: one table of its size, no loop
   end
   return META
 end
@@ -440,7 +467,7 @@ local function begin_decide(node, old, now) to_engine(node, old, 'deciding', DEC
 -- `node` settled without failing (completed, or skipped): each parent has one dependency
 -- less, a root is a root done, and a running flow may have succeeded.
 local function settle_parents(node, now, out)
-  local parents = list_of(K_PARENTS, node)
+  local parents = parents_of(node)
   for _, p in ipairs(parents) do child_settled(p, now, out) end
   if #parents == 0 then root_done() end
   if flow_phase() == 'Running' then maybe_succeed(now) end

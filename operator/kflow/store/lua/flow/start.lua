@@ -40,9 +40,9 @@ local running = m.phase == 'Running' and m.suspended ~= '1'
 -- one command each, as cheap as the batch's read and cheaper than its read and write.
 local nodes = {}
 for i = 3, #ARGV, 2 do nodes[#nodes + 1] = ARGV[i] end
-local states, data, children = {}, {}, {}
+local states, data, children  -- read below when running (children: with inputs)
 local batched = running and #nodes > 1
-local attempts, scores = {}, {}
+local attempts, scores  -- read below for a batch
 if running and #nodes > 0 then
   states = hmget_map(K_STATE, nodes)
   data = hmget_map(K_DATA, nodes)
@@ -50,6 +50,7 @@ if running and #nodes > 0 then
   load_specs(nodes)
 end
 if batched then
+  attempts, scores = {}, {}
   local waiting = {}
   for _, node in ipairs(nodes) do
     if states[node] == 'ready' or states[node] == 'delayed' then waiting[#waiting + 1] = node end
