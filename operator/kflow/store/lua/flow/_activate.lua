@@ -8,7 +8,7 @@ local function activate_flow()
   if not m[1] then return 'Missing' end
   if m[1] ~= 'Pending' then return m[1] end
   if tonumber(m[2]) < tonumber(m[3]) then return 'incomplete' end
-  redis.call('HSET', K_META, 'phase', 'Running', 'started_at', now_ms())
+  redis.call('HSET', K_META, 'phase', 'Running', 'started_at', now_text())
   note_meta('phase', 'Running')
   emit('flow', '', 'phase', 'Running')
   return 'Running'

@@ -30,17 +30,17 @@ local function write_chunk(chunk, a, first)
       -- A map node or a condition without children: the engine adds the items, or judges the
       -- condition, once the flow runs (it finds them on the ready set).
       state = code == 'x' and 'expanding' or 'deciding'
-      push2(ready_z, now, name)
+      push2(ready_z, now_text(), name)
     elseif start > 0 then
-      push2(pendings, name, start)
+      push2(pendings, name, code)
       state = 'waiting-children'
     else
       if start < 0 then
         state = 'delayed'
-        push2(ready_z, now - start, name)
+        push2(ready_z, ms_text(now - start), name)
       else
         state = 'ready'
-        push2(ready_z, now, name)
+        push2(ready_z, now_text(), name)
       end
     end
     push2(states, name, state)
@@ -54,7 +54,10 @@ local function write_chunk(chunk, a, first)
   flush('HSET', K_PENDING, pendings)
   flush('HSET', K_STATE, states)
   flush('ZADD', K_READY, ready_z)
-  for state, n in pairs(counts) do redis.call('HINCRBY', K_COUNTS, state, n) end
-  redis.call('HSET', K_META, 'written', chunk)
+  -- Numbers as text (_clock, ms_text): Redis formats a Lua number with "%.17g".
+  for state, n in pairs(counts) do
+    redis.call('HINCRBY', K_COUNTS, state, string.format('%d', n))
+  end
+  redis.call('HSET', K_META, 'written', string.format('%d', chunk))
   return 'written'
 end

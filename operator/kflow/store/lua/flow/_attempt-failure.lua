@@ -7,7 +7,7 @@
 -- The next attempt has this one's number, so what this one left goes now (flow/start.lua
 -- clears it only when the number grows).
 local function requeue_without_attempt(node, now, out)
-  redis.call('HINCRBY', K_ATTEMPT, node, -1)
+  redis.call('HINCRBY', K_ATTEMPT, node, '-1')
   redis.call('HDEL', K_TOKEN, node)
   redis.call('HDEL', K_RESULT, node)
   redis.call('HDEL', K_PROGRESS, node)

@@ -381,11 +381,11 @@ local function flow_phase()
 end
 
 local function finish_flow(phase, now)
-  redis.call('HSET', K_META, 'phase', phase, 'finished_at', now)
+  redis.call('HSET', K_META, 'phase', phase, 'finished_at', ms_text(now))
   note_meta('phase', phase)
   local ttl = redis.call('HGET', K_META, 'ttl')
   if ttl and tonumber(ttl) >= 0 then
-    local at = now + tonumber(ttl) * 1000
+    local at = ms_text(now + tonumber(ttl) * 1000)  -- as HMGET reads it back: text
     redis.call('HSET', K_META, 'expire_at', at)
     note_meta('expire_at', at)
   end

@@ -24,7 +24,7 @@ local reason = 'not started: the flow failed'
 if phase == 'Cancelled' then reason = 'not started: the flow was cancelled' end
 local limit = tonumber(ARGV[2])
 local unqueue = {}
-for _, node in ipairs(redis.call('ZRANGE', K_READY, 0, limit - 1)) do
+for _, node in ipairs(redis.call('ZRANGE', K_READY, '0', string.format('%d', limit - 1))) do
   local spec = spec_of(node)
   unqueue[#unqueue + 1] = {node, spec[S_QUEUE], rank_of(spec)}
   cancel_node(node, reason)

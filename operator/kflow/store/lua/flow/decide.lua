@@ -30,7 +30,7 @@ local now = now_ms()
 local out = {}
 local spec = spec_of(node)
 if verdict == 'run' then
-  redis.call('HSET', K_REQUEUES, 'w|' .. node, 1)
+  redis.call('HSET', K_REQUEUES, 'w|' .. node, '1')
   redis.call('ZREM', K_READY, node)
   if map_source(spec) then
     begin_map(node, 'deciding', now)
@@ -44,7 +44,7 @@ elseif verdict == 'skip' then
   emit('skipped', node, 'reason', text)
   settle_parents(node, now, out)
 else
-  redis.call('HSET', K_ATTEMPT, node, 1)  -- its one try at judging the condition
+  redis.call('HSET', K_ATTEMPT, node, '1')  -- its one try at judging the condition
   if settle_failure(node, text, now, out) then
     finish_flow('Failed', now)
   else

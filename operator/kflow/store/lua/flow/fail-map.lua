@@ -23,7 +23,7 @@ if redis.call('HGET', K_META, 'phase') ~= 'Running'
 end
 local now = now_ms()
 local out = {}
-redis.call('HSET', K_ATTEMPT, node, 1)  -- its one try at reading the list
+redis.call('HSET', K_ATTEMPT, node, '1')  -- its one try at reading the list
 if settle_failure(node, ARGV[2], now, out) then
   finish_flow('Failed', now)
 else

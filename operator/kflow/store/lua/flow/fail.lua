@@ -34,7 +34,7 @@ return settle_attempts(1, 6, function(_, node, now, out)
   local err = ARGV[3]
   if complete_stored(node, now, out) then return 'completed', false end
   if ARGV[4] == '1' and redis.call('HGET', K_META, 'phase') == 'Running'
-      and redis.call('HINCRBY', K_REQUEUES, 'i|' .. node, 1) <= tonumber(ARGV[5]) then
+      and redis.call('HINCRBY', K_REQUEUES, 'i|' .. node, '1') <= tonumber(ARGV[5]) then
     redis.call('HSET', K_ERROR, node, err)
     requeue_without_attempt(node, now, out)
     emit('requeued', node, 'error', err)

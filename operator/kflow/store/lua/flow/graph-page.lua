@@ -12,6 +12,7 @@
 ]]
 -- @flags no-writes
 -- @include flow/_keys
+-- @include _clock
 -- @include flow/_lib
 
 local scan = redis.call('HSCAN', K_STATE, ARGV[1], 'COUNT', ARGV[2])

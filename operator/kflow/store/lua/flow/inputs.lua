@@ -11,6 +11,7 @@
 ]]
 -- @flags no-writes
 -- @include flow/_keys
+-- @include _clock
 -- @include flow/_lib
 -- @include flow/_inputs
 

@@ -19,6 +19,7 @@
   a node retried from attempt 1 after a flow retry) replaces the earlier one and its bytes.
 ]]
 -- @include flow/_keys
+-- @include _clock
 -- @include flow/_lib
 
 -- Only HGET, HSET and HINCRBY: no command beyond those the other scripts need (store/acl.py).
@@ -34,7 +35,7 @@ local total = used - (before and #before or 0) + #text
 local limit = budget
 if not failed then limit = math.floor(budget / 2) end
 if total > limit then
-  redis.call('HINCRBY', K_PODLOGS, 'dropped', 1)
+  redis.call('HINCRBY', K_PODLOGS, 'dropped', '1')
   apply_expiry()
   return cjson.encode('over-budget')
 end

@@ -7,6 +7,7 @@
   Events: none (the line goes to the log stream, fields node, attempt, msg).
 ]]
 -- @include flow/_keys
+-- @include _clock
 -- @include flow/_lib
 -- @include flow/_fence
 

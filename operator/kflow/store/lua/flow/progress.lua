@@ -7,6 +7,7 @@
   Events: none (progress is polled, it changes too often for the stream).
 ]]
 -- @include flow/_keys
+-- @include _clock
 -- @include flow/_lib
 -- @include flow/_fence
 

@@ -7,6 +7,7 @@
   Events: flow suspended 0.
 ]]
 -- @include flow/_keys
+-- @include _clock
 -- @include flow/_lib
 -- @include flow/_reply
 

@@ -45,7 +45,7 @@ if complete_stored(node, now, out) then
   return step_reply({{true, queue_of(node), 'completed', false}}, out)
 end
 emit('stalled', node)
-local stalls = redis.call('HINCRBY', K_REQUEUES, 's|' .. node, 1)
+local stalls = redis.call('HINCRBY', K_REQUEUES, 's|' .. node, '1')
 local outcome, at = 'requeued', false
 if stalls <= tonumber(ARGV[3]) and redis.call('HGET', K_META, 'phase') == 'Running' then
   requeue_without_attempt(node, now, out)

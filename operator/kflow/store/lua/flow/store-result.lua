@@ -8,6 +8,7 @@
   Events: none.
 ]]
 -- @include flow/_keys
+-- @include _clock
 -- @include flow/_lib
 -- @include flow/_fence
 

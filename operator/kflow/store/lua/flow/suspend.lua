@@ -8,6 +8,7 @@
   Events: flow suspended.
 ]]
 -- @include flow/_keys
+-- @include _clock
 -- @include flow/_lib
 -- @include flow/_reply
 

@@ -13,7 +13,7 @@
 -- @include queue/_promote
 
 local moved = promote_due(tonumber(ARGV[1]))
-local nxt = redis.call('ZRANGE', K_DELAYED, 0, 0, 'WITHSCORES')
+local nxt = redis.call('ZRANGE', K_DELAYED, '0', '0', 'WITHSCORES')
 local next_due = -1
 if #nxt > 0 then next_due = tonumber(nxt[2]) end
 return cjson.encode({moved, next_due})

@@ -27,7 +27,7 @@ if cfg[2] and cfg[3] then
   redis.call('ZREMRANGEBYSCORE', K_RATE, '-inf', now - tonumber(cfg[3]))
   local room = tonumber(cfg[2]) - redis.call('ZCARD', K_RATE)
   if room <= limit then
-    local oldest = redis.call('ZRANGE', K_RATE, 0, 0, 'WITHSCORES')
+    local oldest = redis.call('ZRANGE', K_RATE, '0', '0', 'WITHSCORES')
     if #oldest > 0 then rate_wait = math.max(1, tonumber(oldest[2]) + tonumber(cfg[3]) - now) end
     limit = room
   end
