@@ -63,6 +63,23 @@ async def test_a_chain_step_reads_the_fence_once_and_writes_the_counts_in_two_co
     assert sum(calls.values()) <= 30, calls
 
 
+async def test_a_small_flow_is_added_with_its_record_and_counts_written_once(
+        engine: Engine) -> None:
+    await reset_stats(engine)
+    ref = new_ref()
+    assert await engine.submit(ref, build(node("a"), node("b", "a"), node("root", "b")))
+    calls = inner(await command_calls(engine.store.redis))
+    # The phase (is the flow new?) and the clock; then the meta record, created Running, the
+    # specs, parents, children, pending counts, states, ready set and counts: one write each.
+    # Nothing is read back and no count goes up one HINCRBY at a time.
+    assert calls.get("hget") == 1, calls
+    assert "hmget" not in calls and "hincrby" not in calls, calls
+    assert calls.get("hset") == 7, calls
+    snap = await engine.snapshot(ref.id)
+    assert snap.phase.value == "Running", snap
+    assert {s: n for s, n in snap.counts.items() if n} == {"ready": 1, "waiting-children": 2}
+
+
 async def test_a_stale_token_is_refused_after_each_way_out_of_active(engine: Engine) -> None:
     """The fence reads only the token: every way a node leaves active must drop it."""
     ref = new_ref()

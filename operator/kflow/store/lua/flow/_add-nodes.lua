@@ -1,10 +1,12 @@
 --[[
   Include: write one chunk of a Pending flow's nodes (flow/add-nodes.lua documents the
   node arguments): `a` holds them from index `first` on, six per node. Needs flow/_keys and
-  _clock. The caller checked the flow is Pending and the chunk is the next one.
+  _clock. The caller checked the flow is Pending and the chunk is the next one. `whole`: the
+  flow's only chunk, written in the call that creates the flow (flow/add): its counts are set
+  in one HSET and the meta record already says it is written.
   Returns "written".
 ]]
-local function write_chunk(chunk, a, first)
+local function write_chunk(chunk, a, first, whole)
   local now = now_ms()
   local states, specs, parents, children, datas, pendings = {}, {}, {}, {}, {}, {}
   local ready_z, counts = {}, {}
@@ -55,6 +57,12 @@ local function write_chunk(chunk, a, first)
   flush('HSET', K_STATE, states)
   flush('ZADD', K_READY, ready_z)
   -- Numbers as text (_clock, ms_text): Redis formats a Lua number with "%.17g".
+  if whole then  -- the flow's only chunk (flow/add): its counts are these; meta says written
+    local fields = {}
+    for state, n in pairs(counts) do push2(fields, state, string.format('%d', n)) end
+    redis.call('HSET', K_COUNTS, unpack(fields))
+    return 'written'
+  end
   for state, n in pairs(counts) do
     redis.call('HINCRBY', K_COUNTS, state, string.format('%d', n))
   end

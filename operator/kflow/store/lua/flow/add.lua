@@ -17,10 +17,12 @@
 -- @include flow/_lib
 -- @include flow/_create
 -- @include flow/_add-nodes
--- @include flow/_activate
 
 if ARGV[6] ~= '1' then return redis.error_reply('KFLOW flow/add writes exactly one chunk') end
-local created = create_flow(ARGV)
+-- As flow/create, flow/add-nodes and flow/activate in one call, with the meta record and the
+-- counts written once: the record is created Running with its one chunk written.
+local created = create_flow(ARGV, true)
 if created ~= 'created' then return cjson.encode(created) end
-write_chunk(1, ARGV, 9)
-return cjson.encode(activate_flow())
+write_chunk(1, ARGV, 9, true)
+emit('flow', '', 'phase', 'Running')
+return cjson.encode('Running')
