@@ -9,11 +9,12 @@ local function create_flow(a, running)
   local phase = redis.call('HGET', K_META, 'phase')
   if phase == 'Pending' then return 'resume' end
   if phase then return 'exists' end
-  local fields = {'namespace', a[1], 'name', a[2], 'phase', 'Pending', 'total', a[3],
-    'roots_left', a[4], 'ttl', a[5], 'chunks', a[6], 'written', '0', 'queues', a[7],
+  local start_phase, written = 'Pending', '0'
+  if running then start_phase, written = 'Running', a[6] end  -- flow/add: written and started
+  local fields = {'namespace', a[1], 'name', a[2], 'phase', start_phase, 'total', a[3],
+    'roots_left', a[4], 'ttl', a[5], 'chunks', a[6], 'written', written, 'queues', a[7],
     'created_at', now_text()}
-  if running then  -- flow/add: its one chunk is written in the same call, and it starts
-    fields[6], fields[16] = 'Running', a[6]
+  if running then
     fields[#fields + 1] = 'started_at'
     fields[#fields + 1] = now_text()
   end
