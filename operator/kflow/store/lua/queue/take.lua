@@ -24,7 +24,7 @@ local cfg = redis.call('HMGET', K_CONFIG, 'concurrency', 'rate_max', 'rate_per_m
 if cfg[1] then limit = math.min(limit, tonumber(cfg[1]) - redis.call('ZCARD', K_ACTIVE)) end
 local rate_wait = 0
 if cfg[2] and cfg[3] then
-  redis.call('ZREMRANGEBYSCORE', K_RATE, '-inf', now - tonumber(cfg[3]))
+  redis.call('ZREMRANGEBYSCORE', K_RATE, '-inf', ms_text(now - tonumber(cfg[3])))
   local room = tonumber(cfg[2]) - redis.call('ZCARD', K_RATE)
   if room <= limit then
     local oldest = redis.call('ZRANGE', K_RATE, '0', '0', 'WITHSCORES')
@@ -34,7 +34,7 @@ if cfg[2] and cfg[3] then
 end
 local taken = {}
 if limit > 0 then
-  local popped = redis.call('ZPOPMIN', K_READY, limit)
+  local popped = redis.call('ZPOPMIN', K_READY, string.format('%d', limit))
   -- The holds go in one ZADD per set, whatever the number taken (sliced for unpack()).
   -- Scores as text: Redis would format each Lua number with "%.17g" (_clock, ms_text).
   local deadline = ms_text(now + tonumber(ARGV[2]))
