@@ -51,8 +51,11 @@ def test_each_group_states_its_key_list_once_as_the_store_passes_it() -> None:
     assert _group_keys("flow") == list(FLOW_KEY_NAMES)
     assert _group_keys("queue") == list(QUEUE_KEY_NAMES)
     assert {g: len(k) for g, k in GROUPS.items()} == {"flow": 21, "queue": 7}
-    for group, (nkeys, _) in ((n.split("/")[0], v) for n, v in script_sources().items()):
-        assert nkeys == len(GROUPS[group])
+    # Every script takes its group's keys, or the first of them (`-- @keys-through`).
+    taken = {n: nkeys for n, (nkeys, _) in script_sources().items()
+             if nkeys != len(GROUPS[n.split("/")[0]])}
+    assert taken == {"flow/add": FLOW_KEY_NAMES.index("events") + 1,
+                     "flow/start": FLOW_KEY_NAMES.index("times") + 1}
 
 
 # Calls of flow/_lib that change node states (and so the per-state counts, which set_state
@@ -123,8 +126,8 @@ def test_every_script_opens_with_a_header_naming_keys_argv_returns_events() -> N
         assert used <= listed or "every key" in match.group(1), \
             f"{name}: uses keys its header does not list: {sorted(used - listed)}"
         if used:
-            # (after its function flags, if it has any)
-            assert re.sub(r"^-- @flags .*\n", "", body.lstrip()).startswith(
+            # (after its function flags and the keys it takes, if it names them)
+            assert re.sub(r"^(-- @(flags|keys-through) .*\n)+", "", body.lstrip()).startswith(
                 f"-- @include {group}/_keys"), \
                 f"{name}: takes its names for KEYS from {group}/_keys first"
         # Keys only ever come from KEYS: a script never builds a key name itself.

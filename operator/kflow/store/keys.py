@@ -19,7 +19,8 @@ class FlowKeys:
     """Every key of one flow (`<namespace>/<uid>`), all under the hash tag `{<flow id>}`.
 
     The field order (after flow_id) is the KEYS layout of every flow script
-    (lua/flow/_keys.lua).
+    (lua/flow/_keys.lua). A script may take a prefix of it (`-- @keys-through <key>`): Redis
+    builds each call's KEYS table key by key, so the hot scripts' keys come first.
     """
 
     flow_id: FlowId
@@ -30,24 +31,24 @@ class FlowKeys:
     children: str  # hash node -> JSON list (only nodes that have children)
     data: str  # hash node -> input JSON (only nodes with data)
     pending: str  # hash node -> dependencies not yet settled (waiting nodes only)
+    counts: str  # hash state -> number of nodes
+    ready: str  # zset node -> time ready / due: ready and delayed nodes, for reconciliation
+    events: str  # stream, bounded: started, completed, retry, failed, flow phase...
     attempt: str  # hash node -> attempts started
     token: str  # hash node -> fencing token of the running attempt (active nodes only)
     result: str  # hash node -> return value JSON
-    error: str  # hash node -> last error text
     progress: str  # hash node -> progress JSON of the running attempt
-    counts: str  # hash state -> number of nodes
-    ready: str  # zset node -> time ready / due: ready and delayed nodes, for reconciliation
+    error: str  # hash node -> last error text
+    # hash node -> "<start ms>" once its first attempt of this run started, "<start ms> <end ms>"
+    # once it settled after starting (a node that never started has none)
+    times: str
     failed: str  # hash node -> "o" failed on its own attempts | "p" by propagation | "c" cancelled
     requeues: str  # hash "i|node" infrastructure retries, "s|node" stalls
     failures: str  # list: first failures, capped
-    events: str  # stream, bounded: started, completed, retry, failed, flow phase...
     logs: str  # stream, bounded: log lines of attempts
     # hash "<node>|<attempt>" -> the tail of that attempt's container log (or why its pod never
     # started); "<node>|n" -> the highest attempt kept; "bytes" / "dropped" -> the flow's budget
     podlogs: str
-    # hash node -> "<start ms>" once its first attempt of this run started, "<start ms> <end ms>"
-    # once it settled after starting (a node that never started has none)
-    times: str
 
     @property
     def all(self) -> tuple[str, ...]:

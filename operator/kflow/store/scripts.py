@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 
 _INCLUDE = re.compile(r"^-- @include (\S+)\s*$", re.MULTILINE)
 _SCRIPT_NAME = re.compile(r"^([a-z-]+)\.lua$")
+# A script that takes only the first keys of its group, through the one named, e.g.
+# "-- @keys-through events" (lua/flow/_keys.lua: the hot scripts' keys come first).
+_KEYS_THROUGH = re.compile(r"^-- @keys-through (\w+)\s*$", re.MULTILINE)
 # A script's function flags (Redis Functions), e.g. "-- @flags no-writes".
 _FLAGS = re.compile(r"^-- @flags ([a-z -]+?)\s*$", re.MULTILINE)
 # An include's state that belongs to one call: in a library it is declared once and set
@@ -79,12 +82,25 @@ def _group_files(group: str) -> dict[str, str]:
     return dict(sorted(out.items()))
 
 
+def _key_count(name: str, source: str) -> int:
+    """How many of its group's keys the script `<group>/<verb>` takes: all of them, or the
+    first through the one its `-- @keys-through` line names."""
+    group_keys = GROUPS[name.split("/")[0]]
+    through = _KEYS_THROUGH.search(source)
+    if not through:
+        return len(group_keys)
+    if through.group(1) not in group_keys:
+        raise ValueError(f"lua/{name}.lua: @keys-through {through.group(1)} is not a key of "
+                         f"its group ({', '.join(group_keys)})")
+    return group_keys.index(through.group(1)) + 1
+
+
 @cache
 def script_sources() -> dict[str, tuple[int, str]]:
     """"<group>/<verb>" -> (key count, full source with includes inlined), for every script
     `lua/<group>/<verb>.lua` (files starting with "_" are includes)."""
-    return {f"{group}/{verb}": (len(key_names), _resolve(source))
-            for group, key_names in GROUPS.items()
+    return {f"{group}/{verb}": (_key_count(f"{group}/{verb}", source), _resolve(source))
+            for group in GROUPS
             for verb, source in _group_files(group).items()}
 
 
@@ -192,7 +208,8 @@ def _functions_refused(reply: Any) -> bool:
 
 
 class Scripts:
-    """The registered scripts of one client; `run` checks the key count against the group,
+    """The registered scripts of one client. Callers pass every key of the script's group;
+    `run` checks their number and sends the script the ones it takes (`-- @keys-through`),
     and tells the observers (`observe`) how long each call took."""
 
     def __init__(self, client: Any) -> None:
@@ -225,11 +242,15 @@ class Scripts:
                         "next %.0f s", exc, FUNCTIONS_RETRY_S)
         self._refused_at = time.monotonic()
 
-    def _check(self, name: str, keys: tuple[str, ...] | list[str]) -> None:
+    def _keys_of(self, name: str, keys: tuple[str, ...] | list[str]
+                 ) -> tuple[str, ...] | list[str]:
+        """The keys `name` takes, of the group's keys the caller passed."""
+        group = len(GROUPS[name.split("/")[0]])
+        if len(keys) != group:
+            raise ValueError(f"script {name}.lua is called with the {group} keys of its group, "
+                             f"got {len(keys)}")
         nkeys, _ = self._scripts[name]
-        if len(keys) != nkeys:
-            raise ValueError(f"script {name}.lua takes the {nkeys} keys of its group, "
-                             f"called with {len(keys)}")
+        return keys if nkeys == group else keys[:nkeys]
 
     async def load(self) -> None:
         """Load the libraries this client calls, unless the server has them (after a
@@ -318,7 +339,7 @@ class Scripts:
         return replies
 
     async def run(self, name: str, keys: tuple[str, ...] | list[str], args: list[Any]) -> Any:
-        self._check(name, keys)
+        keys = self._keys_of(name, keys)
         started = time.perf_counter()
         try:
             return await self._call(name, keys, args)
@@ -336,8 +357,7 @@ class Scripts:
         """
         if not calls:
             return []
-        for name, keys, _ in calls:
-            self._check(name, keys)
+        calls = [(name, self._keys_of(name, keys), args) for name, keys, args in calls]
         started = time.perf_counter()
         try:
             return await self._batched(calls)

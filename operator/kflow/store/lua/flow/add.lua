@@ -5,13 +5,14 @@
   there (an interrupted add to resume, a flow that exists), takes the chunked path.
 
   Keys: the flow group (flow/_keys.lua); uses meta, state, spec, parents, children, data,
-  pending, counts, ready, events.
+  pending, counts, ready, events: the first ten keys, all it takes (@keys-through).
   ARGV[1..8] as flow/create (ARGV[6], the number of chunks, is 1)
   ARGV[9..] the nodes, six per node as flow/add-nodes
   Returns (JSON): "Running" (added and started), or "resume" / "exists" as flow/create
   (nothing written).
   Events: flow phase Running.
 ]]
+-- @keys-through events
 -- @include flow/_keys
 -- @include _clock
 -- @include flow/_lib

@@ -4,8 +4,9 @@
   node is still ready (or delayed and due); anything else is refused and the engine drops
   the queue's hold.
 
-  Keys: the flow group (flow/_keys.lua); uses meta, state, spec, data, attempt, token,
-  result, progress, counts, ready, events, children, error.
+  Keys: the flow group (flow/_keys.lua); uses meta, state, spec, children, data, counts,
+  ready, events, attempt, token, result, progress, error, times: it takes the keys through
+  times (@keys-through).
   ARGV[1] owner (who runs the attempts)
   ARGV[2] "1": read each started node's inputs too (a worker runs it next), "0": not
   ARGV[3..] pairs: node, token (unique per attempt; becomes the node's fencing token)
@@ -21,6 +22,7 @@
     inputs     with ARGV[2] "1", a started node's inputs (flow/_inputs); else false
   Events: started (node, attempt, owner).
 ]]
+-- @keys-through times
 -- @include flow/_keys
 -- @include _clock
 -- @include flow/_lib
