@@ -24,7 +24,9 @@
 -- @include flow/_complete
 -- @include flow/_attempt-batch
 
-EVENT_BATCH = true
+-- A batch's completed events go as one entry (flow/_lib, emit); one completion's as plain
+-- entries, written at once.
+EVENT_BATCH = #ARGV > 4
 -- A batch reads and writes each hash once (flow/_complete: read_batch, write_batch). One
 -- completion (a chain's step) goes the way of a single node instead, one command per read
 -- and write: the batch's tables and loops cost Redis more than they save for one

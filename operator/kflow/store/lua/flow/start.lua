@@ -29,17 +29,21 @@
 -- @include flow/_reply
 -- @include flow/_inputs
 
-EVENT_BATCH = true
+-- A batch's started events go as one entry (flow/_lib, emit); one start's as a plain entry,
+-- written at once: gathering it costs a table and a flush for nothing.
+EVENT_BATCH = #ARGV > 4
 local m = meta()
 local now = now_ms()
 local res = {}
 local with_inputs = ARGV[2] == '1'
 local running = m.phase == 'Running' and m.suspended ~= '1'
 -- What the loop reads of each node (state, data, spec, children list), read for the whole
--- batch at once; and what it writes of each (token, state, its place on the ready set),
--- written at once after it. A batch of more than one also reads its attempt counts, waits
--- and times up front and writes them once: alone, a node's HINCRBY, ZSCORE and HSETNX are
--- one command each, as cheap as the batch's read and cheaper than its read and write.
+-- batch at once. A batch of more than one also reads its attempt counts, waits and times up
+-- front, and writes what it changes of each (attempt, token, state, its place on the ready
+-- set) at once after the loop. A single node (a chain's step) reads and writes each with one
+-- command as it goes: its HINCRBY, ZSCORE and HSETNX are as cheap as the batch's reads, and
+-- the batch's lists and loops cost Redis more than they save for one (callgrind: a chain
+-- start 254,000 -> 235,000 instructions, this and its plain event).
 local nodes = {}
 for i = 3, #ARGV, 2 do nodes[#nodes + 1] = ARGV[i] end
 local states, data, children  -- read below when running (children: with inputs)
@@ -67,7 +71,8 @@ if batched then
     end
   end
 end
-local tokens, actives, started, counted = {}, {}, {}, {}
+local tokens, actives, started, counted  -- a batch's writes, gathered in the loop
+if batched then tokens, actives, started, counted = {}, {}, {}, {} end
 for i = 3, #ARGV, 2 do
   local node, token = ARGV[i], ARGV[i + 1]
   local r = {node, 'gone', '0', 'null', '-1', '0', '0', false}
@@ -94,16 +99,19 @@ for i = 3, #ARGV, 2 do
           attempt = tonumber(attempts[node] or '0') + 1
           counted[#counted + 1] = node
           counted[#counted + 1] = int_text(attempt)
+          tokens[#tokens + 1] = node
+          tokens[#tokens + 1] = token
+          actives[#actives + 1] = node
+          actives[#actives + 1] = 'active'
+          started[#started + 1] = node
+          states[node] = 'active'  -- a node named twice starts once
         else
           attempt = redis.call('HINCRBY', K_ATTEMPT, node, '1')
+          redis.call('HSET', K_TOKEN, node, token)
+          redis.call('HSET', K_STATE, node, 'active')
+          redis.call('ZREM', K_READY, node)
         end
         r[6] = int_text(score and math.max(0, now - tonumber(score)) or -1)
-        tokens[#tokens + 1] = node
-        tokens[#tokens + 1] = token
-        actives[#actives + 1] = node
-        actives[#actives + 1] = 'active'
-        started[#started + 1] = node
-        states[node] = 'active'  -- a node named twice starts once
         state_changed(node, st, 'active')
         if attempt > 1 then  -- what the attempt before left: its stored result, its progress
           redis.call('HDEL', K_RESULT, node)
@@ -121,8 +129,10 @@ for i = 3, #ARGV, 2 do
   end
   res[#res + 1] = r
 end
-call_sliced('HSET', K_TOKEN, tokens)
-call_sliced('HSET', K_STATE, actives)
-call_sliced('HSET', K_ATTEMPT, counted)
-call_sliced('ZREM', K_READY, started)
+if batched then
+  call_sliced('HSET', K_TOKEN, tokens)
+  call_sliced('HSET', K_STATE, actives)
+  call_sliced('HSET', K_ATTEMPT, counted)
+  call_sliced('ZREM', K_READY, started)
+end
 return step_reply(res, {})
