@@ -255,7 +255,8 @@ local function set_state(node, old, new)
 end
 
 -- Up to two changed counts go as one HINCRBY each; more (a completion that unlocks its
--- parent changes four) as one HMGET and one HSET of the new values.
+-- parent changes four) as one HMGET and one HSET of the new values. There are a dozen states
+-- at most, so neither needs slicing.
 local function flush_counts()
   if next(COUNT_DELTAS) == nil then return end
   local changed = 0
@@ -267,20 +268,20 @@ local function flush_counts()
       if delta ~= 0 then redis.call('HINCRBY', K_COUNTS, state, int_text(delta)) end
     end
   else
-    local states, deltas = {}, {}
+    local states, deltas, n = {}, {}, 0
     for state, delta in pairs(COUNT_DELTAS) do
       if delta ~= 0 then
-        states[#states + 1] = state
-        deltas[#deltas + 1] = delta
+        n = n + 1
+        states[n], deltas[n] = state, delta
       end
     end
-    local counts = hmget_map(K_COUNTS, states)
+    local counts = redis.call('HMGET', K_COUNTS, unpack(states))
     local fields = {}
-    for i = 1, #states do
-      fields[#fields + 1] = states[i]
-      fields[#fields + 1] = string.format('%d', tonumber(counts[states[i]] or '0') + deltas[i])
+    for i = 1, n do
+      fields[2 * i - 1] = states[i]
+      fields[2 * i] = int_text(tonumber(counts[i] or '0') + deltas[i])
     end
-    call_sliced('HSET', K_COUNTS, fields)
+    redis.call('HSET', K_COUNTS, unpack(fields))
   end
   COUNT_DELTAS = {}
 end
