@@ -293,3 +293,19 @@ async def test_a_start_reply_spares_cjson_its_numbers_and_a_leaf_its_empty_input
     row = started_row(rows[0])
     assert (row.attempt, row.timeout_ms, row.rank) == (1, None, 0)
     assert row.inputs is not None and row.inputs.values == [] and not row.inputs.paged
+
+
+async def test_a_batch_start_keeps_the_token_hash_a_hash_table_and_out_of_every_listing(
+        engine: Engine) -> None:
+    """With fewer than 128 running attempts Redis would keep the token hash as a listpack and
+    scan it field by field on every read and write; the anchor a batch start writes keeps it a
+    hash table, and neither the store's listing nor a cancel sees it."""
+    ref = new_ref()
+    assert await engine.submit(ref, build(node("a"), node("b"), node("root", "a", "b")))
+    taken = await take_map(engine)
+    assert sorted(taken) == ["a", "b"]
+    key = engine.store.flow(ref.id).token
+    assert text(await engine.store.redis.object("encoding", key)) == "hashtable"
+    running = {"a": taken["a"].token, "b": taken["b"].token}
+    assert await engine.store.active_tokens(ref.id) == running
+    assert dict(await engine.cancel(ref.id)) == running

@@ -79,6 +79,11 @@ class QueueKeys:
         return _queue_keys_in_order(self)
 
 
+# A field of every flow's token hash that a batch start writes, with a value long enough that
+# Redis keeps the hash a hash table instead of a listpack (lua/flow/_lib.lua, TOKEN_ANCHOR):
+# not a node, and no node can be named so (node names start with a letter or digit).
+TOKEN_ANCHOR = "~"
+
 # The key lists of the two script groups, stated once: the dataclass fields above.
 FLOW_KEY_NAMES: tuple[str, ...] = tuple(f.name for f in fields(FlowKeys))[1:]
 QUEUE_KEY_NAMES: tuple[str, ...] = tuple(f.name for f in fields(QueueKeys))[1:]

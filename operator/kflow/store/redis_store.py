@@ -21,6 +21,7 @@ from kflow.store.codec import (
     unpack_when,
 )
 from kflow.store.keys import (
+    TOKEN_ANCHOR,
     FlowKeys,
     QueueKeys,
     active_member,
@@ -532,7 +533,7 @@ class RedisStore:
     async def active_tokens(self, flow: FlowId) -> dict[str, str]:
         """node -> token of the attempts running now (bounded by the queues' concurrency)."""
         raw = await self.redis.hgetall(self.flow(flow).token)
-        return {text(k): text(v) for k, v in raw.items()}
+        return {node: text(v) for k, v in raw.items() if (node := text(k)) != TOKEN_ANCHOR}
 
     async def scan_states(self, flow: FlowId) -> list[tuple[str, NodeState]]:
         """Every node's state, read with HSCAN so no single call is long."""

@@ -22,5 +22,7 @@ if phase == 'Pending' or phase == 'Running' then
 end
 local active = {}
 local t = redis.call('HGETALL', K_TOKEN)
-for i = 1, #t, 2 do active[#active + 1] = {t[i], t[i + 1]} end
+for i = 1, #t, 2 do
+  if t[i] ~= TOKEN_ANCHOR then active[#active + 1] = {t[i], t[i + 1]} end
+end
 return step_reply(active, {})

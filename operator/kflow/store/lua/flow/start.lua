@@ -130,6 +130,10 @@ for i = 3, #ARGV, 2 do
   res[#res + 1] = r
 end
 if batched then
+  if #tokens > 0 then  -- flow/_lib: keeps the hash a hash table
+    tokens[#tokens + 1] = TOKEN_ANCHOR
+    tokens[#tokens + 1] = TOKEN_ANCHOR_VALUE
+  end
   call_sliced('HSET', K_TOKEN, tokens)
   call_sliced('HSET', K_STATE, actives)
   call_sliced('HSET', K_ATTEMPT, counted)
