@@ -219,6 +219,9 @@ class Scripts:
             name: (nkeys, client.register_script(source))
             for name, (nkeys, source) in script_sources().items()
         }
+        # Per script, stated once for the calls: its group's key count and the keys it takes.
+        self._key_counts = {name: (len(GROUPS[name.split("/")[0]]), nkeys)
+                            for name, (nkeys, _) in self._scripts.items()}
         self._functions = {name: fname for lib in libraries().values()
                            for name, fname in lib.functions.items()}
         self._refused_at: float | None = None  # when FCALL or FUNCTION LOAD was refused
@@ -245,11 +248,10 @@ class Scripts:
     def _keys_of(self, name: str, keys: tuple[str, ...] | list[str]
                  ) -> tuple[str, ...] | list[str]:
         """The keys `name` takes, of the group's keys the caller passed."""
-        group = len(GROUPS[name.split("/")[0]])
+        group, nkeys = self._key_counts[name]
         if len(keys) != group:
             raise ValueError(f"script {name}.lua is called with the {group} keys of its group, "
                              f"got {len(keys)}")
-        nkeys, _ = self._scripts[name]
         return keys if nkeys == group else keys[:nkeys]
 
     async def load(self) -> None:

@@ -24,15 +24,15 @@
 -- @include flow/_complete
 -- @include flow/_attempt-batch
 
--- A batch's completed events go as one entry (flow/_lib, emit); one completion's as plain
--- entries, written at once.
-EVENT_BATCH = #ARGV > 4
 -- A batch reads and writes each hash once (flow/_complete: read_batch, write_batch). One
 -- completion (a chain's step) goes the way of a single node instead, one command per read
 -- and write: the batch's tables and loops cost Redis more than they save for one
 -- (callgrind: 386,000 -> 324,000 instructions a call on the chain benchmark).
 local batch, finish, held = nil, nil, nil
 if #ARGV > 4 then
+  -- Its completed events go as one entry (flow/_lib, emit); one completion's as plain
+  -- entries, written at once.
+  EVENT_BATCH = true
   batch = new_batch()
   read_batch(batch, 1, 4)
   finish = function(now, out) write_batch(batch, now, out) end
