@@ -221,8 +221,9 @@ async def test_a_worker_takes_at_once_what_its_own_completion_made_ready(
     async def handler(job: object) -> int:
         return 1
 
+    # Without handing over (test_engine_handover): each step goes through the queue.
     worker = Worker(engine, str(qid()), handler,
-                    WorkerOptions(concurrency=1, poll_max_s=3600.0))
+                    WorkerOptions(concurrency=1, poll_max_s=3600.0, handover=False))
     running = asyncio.create_task(worker.run())
     try:
         async def chain_done() -> None:

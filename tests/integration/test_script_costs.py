@@ -309,3 +309,26 @@ async def test_a_batch_start_keeps_the_token_hash_a_hash_table_and_out_of_every_
     running = {"a": taken["a"].token, "b": taken["b"].token}
     assert await engine.store.active_tokens(ref.id) == running
     assert dict(await engine.cancel(ref.id)) == running
+
+
+async def test_a_chain_step_handed_over_skips_the_ready_set_and_the_start(
+        engine: Engine) -> None:
+    """A completion that hands over (test_engine_handover) starts the next step in its own
+    call: nothing goes on or off a ready set, and the flow's record and clock are read once
+    for both the completion and the start."""
+    ref = new_ref()
+    assert await engine.submit(ref, build(node("a"), node("b", "a"), node("root", "b")))
+    [a] = await engine.take(qid(), 1, owner="w", with_inputs=True)
+
+    await reset_stats(engine)
+    [done] = await engine.complete_attempts([(a, 1)], owner="w", handover=1)
+    calls = inner(await command_calls(engine.store.redis))
+    assert done.handed is not None and done.handed.inputs == ({"a": 1}, {}, {})
+    # a's completion and b's start, each fenced and recorded; the queue frees a's hold and
+    # holds b in one ZREM and one ZADD.
+    assert calls.get("zadd") == 1 and calls.get("zrem") == 1, calls
+    assert "zscore" not in calls and "zpopmin" not in calls, calls
+    assert calls.get("time") == 2, calls  # the flow call's clock and the queue call's
+    assert calls.get("hmget") == 1, calls  # the flow's meta, once
+    assert calls.get("xadd") == 2, calls  # a completed, b started
+    assert sum(calls.values()) <= 30, calls  # 29 today

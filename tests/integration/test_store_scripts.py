@@ -305,7 +305,7 @@ async def test_lost_hold_between_take_and_start_is_released_and_requeued(
         engine: Engine) -> None:
     ref = new_ref()
     await engine.submit(ref, build(node("x")))
-    taken, _ = await engine.store.take(qid(), 1, 1, ["tok1"])  # queue step only: crash
+    taken, _, _ = await engine.store.take(qid(), 1, 1, ["tok1"])  # queue step only: crash
     assert taken == [Lease(ref.id, "x", "tok1")]
     assert (await engine.node_infos(ref.id))["x"].state == "ready"
     assert await engine.queue_depth(qid()) == (0, 1, 0)

@@ -68,6 +68,8 @@ from kflow.store import (
     QueueEntry,
     RedisStore,
     Settled,
+    Started,
+    handed_token,
     item_chunk,
     node_chunks,
     queue_rank,
@@ -111,6 +113,9 @@ class _Owed(NamedTuple):
     # Whether an ended flow may have exit handlers to start: a step's reply says exactly
     # (FlowStep.exits); elsewhere True, and start_exit reads the flow to find out.
     exits: bool = True
+    # Attempts the step started by handing over (queue id, lease): held in the same call
+    # that frees `leases` (lua/queue/enqueue.lua), for the lease time of the queue step.
+    holds: Sequence[tuple[QueueId, Lease]] = ()
 
 
 def _after_settling(flow_id: FlowId, step: FlowStep[Settled], attempts: Sequence[tuple[str, str]]
@@ -163,7 +168,8 @@ def _compile_children(flow_id: FlowId, node: str, children: Sequence[Mapping[str
 
 
 class Engine:
-    """The flow engine over one Redis (single server or cluster); holds no state of its own."""
+    """The flow engine over one Redis (single server or cluster); holds no flow state of its
+    own (it remembers only which queues its takes found rate-limited: `complete_attempts`)."""
 
     def __init__(self, redis: RedisClient, *, prefix: str = "kflow",
                  start_exits: bool = True) -> None:
@@ -174,6 +180,10 @@ class Engine:
         self.start_exits = start_exits
         self.chunk_nodes = CHUNK_NODES
         self.infra_retries = INFRA_RETRIES
+        # Queue -> whether its latest take here found a rate limit: a completion on such a
+        # queue (or one not taken from here) does not hand over, which would start a node
+        # the limit has not counted.
+        self.rate_limited: dict[QueueId, bool] = {}
 
     # ---- queues ------------------------------------------------------------------------
 
@@ -201,10 +211,11 @@ class Engine:
         """
         return await self.store.takes(queue_id, count)
 
-    async def _queue_step(self, owed: Iterable[_Owed]) -> int:
+    async def _queue_step(self, owed: Iterable[_Owed], *, lease_ms: int = 0) -> int:
         """The queue step owed after flow steps, for a batch across flows, one call per queue:
-        free the leases the steps ended, put on their queues the nodes they made ready or
-        delayed, then wind down each flow a step ended before all its nodes settled.
+        free the leases the steps ended, hold for `lease_ms` the attempts they started by
+        handing over, put on their queues the nodes they made ready or delayed, then wind
+        down each flow a step ended before all its nodes settled.
 
         Nodes made ready in a flow that is not Running (suspended, failed) stay on the
         flow's ready set only; resume and retry re-queue them by reconciliation. Returns how
@@ -212,6 +223,7 @@ class Engine:
         """
         owed = list(owed)
         drop: dict[QueueId, list[Lease]] = defaultdict(list)
+        hold: dict[QueueId, list[Lease]] = defaultdict(list)
         enqueue: dict[QueueId, list[QueueEntry]] = defaultdict(list)
         ended: list[FlowId] = []
         expand: list[tuple[FlowId, str]] = []
@@ -221,14 +233,19 @@ class Engine:
             decide.extend((o.flow_id, node) for node in o.decide)
             for queue_id, lease in o.leases:
                 drop[queue_id].append(lease)
+            for queue_id, lease in o.holds:
+                hold[queue_id].append(lease)
             if o.phase is FlowPhase.RUNNING:
                 for q in o.queued:
                     enqueue[QueueId.of(o.namespace, q.queue)].append((o.flow_id, q))
             elif o.settled and o.phase in ENDED_EARLY_PHASES:
                 ended.append(o.flow_id)
-        # One call per queue: free the settled attempts' holds, then queue what is ready.
+        # One call per queue: free the settled attempts' holds, hold the attempts handed
+        # over (a completion and what it handed over are on one queue), then queue what is
+        # ready.
         added = sum(await asyncio.gather(*(
-            self.store.enqueue(qid, enqueue.get(qid, []), drop.get(qid))
+            self.store.enqueue(qid, enqueue.get(qid, []), drop.get(qid), hold.get(qid),
+                               lease_ms)
             for qid in dict.fromkeys([*drop, *enqueue]))))
         for flow_id in ended:
             await self._wind_down(flow_id)
@@ -567,8 +584,9 @@ class Engine:
             if want <= 0:
                 break
             # Due delayed nodes become ready first, in the same call.
-            taken, _ = await self.store.take(queue_id, want, lease_ms,
-                                             _new_tokens(want), promote=PAGE)
+            taken, _, limited = await self.store.take(queue_id, want, lease_ms,
+                                                      _new_tokens(want), promote=PAGE)
+            self.rate_limited[queue_id] = limited
             if not taken:
                 break
             by_flow: dict[FlowId, list[tuple[str, str]]] = defaultdict(list)
@@ -588,18 +606,10 @@ class Engine:
                     continue
                 refused: list[tuple[QueueId, Lease]] = []
                 early: list[Queued] = []
-                uid, namespace = flow_id.uid, flow_id.namespace
                 for (node, token), row in zip(by_flow[flow_id], reply.rows, strict=True):
                     if row.status is StartStatus.OK:
-                        inputs = row.inputs
-                        started[(flow_id, node)] = Attempt(
-                            flow_uid=uid, namespace=namespace, flow_name=reply.name,
-                            node=node, queue=queue_name, attempt=row.attempt, token=token,
-                            data=row.data, timeout_ms=row.timeout_ms,
-                            waited_ms=row.due if row.due >= 0 else None,
-                            # A leaf reads nothing more: no call, no copies.
-                            inputs=None if inputs is None else ({}, {}, {})
-                            if inputs is NO_INPUTS else await self._inputs(flow_id, node, inputs))
+                        started[(flow_id, node)] = await self._attempt(
+                            flow_id, reply.name, queue_name, row, token)
                         continue
                     refused.append((queue_id, Lease(flow_id, node, token)))
                     if row.status is StartStatus.EARLY:  # back on the delayed set
@@ -613,6 +623,18 @@ class Engine:
             if not owed or len(taken) < want:
                 break
         return attempts
+
+    async def _attempt(self, flow_id: FlowId, flow_name: str, queue: str, row: Started,
+                       token: str) -> Attempt:
+        """The attempt a start row (flow/start.lua's, or a handover's) began."""
+        inputs = row.inputs
+        return Attempt(flow_uid=flow_id.uid, namespace=flow_id.namespace, flow_name=flow_name,
+                       node=row.node, queue=queue, attempt=row.attempt, token=token,
+                       data=row.data, timeout_ms=row.timeout_ms,
+                       waited_ms=row.due if row.due >= 0 else None,
+                       # A leaf reads nothing more: no call, no copies.
+                       inputs=None if inputs is None else ({}, {}, {})
+                       if inputs is NO_INPUTS else await self._inputs(flow_id, row.node, inputs))
 
     async def renew(self, attempts: list[Attempt], lease_ms: int) -> None:
         by_queue: dict[QueueId, list[Lease]] = defaultdict(list)
@@ -664,13 +686,25 @@ class Engine:
             else Completion(node, token, value) for _, node, token, value in items],
             [flow for flow, _, _, _ in items])
 
-    async def complete_attempts(self, done: list[tuple[Attempt, Any]]) -> list[CompleteOutcome]:
+    async def complete_attempts(self, done: list[tuple[Attempt, Any]], *, owner: str = "",
+                                handover: int = 0, lease_ms: int = 30_000
+                                ) -> list[CompleteOutcome]:
         """`complete_batch` for attempts this process took: (attempt, value) each. The
-        attempt knows its node's queue, which the script then need not read."""
-        return await self._complete([Completion(a.node, a.token, value, queue=a.queue)
-                                     for a, value in done], [a.flow_id for a, _ in done])
+        attempt knows its node's queue, which the script then need not read.
 
-    async def _complete(self, completions: list[Completion], flows: list[FlowId]
+        Handing over: up to `handover` of them (each the only completion of its flow here,
+        on a queue whose latest take here found no rate limit) start the first node their
+        completion makes ready on the same queue at once, for `owner` to run next, held for
+        `lease_ms`: the outcome's `handed`. A chain's next step then costs no queue round
+        trip and no start call (lua/flow/complete.lua).
+        """
+        return await self._complete([Completion(a.node, a.token, value, queue=a.queue)
+                                     for a, value in done], [a.flow_id for a, _ in done],
+                                    owner=owner, handover=handover if owner else 0,
+                                    lease_ms=lease_ms)
+
+    async def _complete(self, completions: list[Completion], flows: list[FlowId], *,
+                        owner: str = "", handover: int = 0, lease_ms: int = 0
                         ) -> list[CompleteOutcome]:
         items = [(flow, c.node, c.token) for flow, c in zip(flows, completions, strict=True)]
         by_flow: dict[FlowId, list[int]] = defaultdict(list)
@@ -680,8 +714,16 @@ class Engine:
         for flow, indexes in by_flow.items():
             for j in range(0, len(indexes), self.chunk_nodes):
                 calls.append((flow, indexes[j:j + self.chunk_nodes]))
+        owners: list[str] = []
+        for flow, indexes in calls:
+            c = completions[indexes[0]]
+            may = (handover > 0 and len(indexes) == 1 and c.queue != ""
+                   and self.rate_limited.get(QueueId.of(flow.namespace, c.queue)) is False)
+            owners.append(owner if may else "")
+            handover -= may
         replies = await self.store.complete([
-            (flow, [completions[i] for i in indexes]) for flow, indexes in calls])
+            (flow, [completions[i] for i in indexes]) for flow, indexes in calls],
+            owners=owners)
         # Flows whose call failed are left out: the queue step of the others must still run.
         # The error is raised at the end; sending the batch again is safe (fenced by token).
         error = next((r for r in replies if isinstance(r, BaseException)), None)
@@ -691,19 +733,34 @@ class Engine:
             if isinstance(reply, BaseException):
                 continue
             ready = [*(q.node for q in reply.queued), *reply.expand, *reply.decide]
+            holds: list[tuple[QueueId, Lease]] = []
             for i, row in zip(indexes, reply.rows, strict=True):
+                handed = None
+                if row.handed is not None:
+                    token = handed_token(completions[i].token)
+                    handed = await self._attempt(flow, reply.name, completions[i].queue,
+                                                 row.handed, token)
+                    holds.append((handed.queue_id, Lease(flow, handed.node, token)))
                 outcomes[i] = CompleteOutcome(accepted=row.accepted,
                                               newly_ready=ready if row.accepted else [],
-                                              phase=reply.phase)
+                                              phase=reply.phase, handed=handed)
                 if row.accepted:
                     ready = []
             owed.append(_after_settling(flow, reply, [(items[i][1], items[i][2])
-                                                     for i in indexes]))
-        await self._queue_step(owed)
+                                                     for i in indexes])._replace(holds=holds))
+        await self._queue_step(owed, lease_ms=lease_ms)
         for (flow, _), reply in zip(calls, replies, strict=True):
             if not isinstance(reply, BaseException) and not all(r.accepted for r in reply.rows):
                 await self._requeue_after_refusal(flow, reply.phase)
         if error is not None:
+            # The caller sends the batch again and never sees these outcomes: what they
+            # handed over goes back to its queue now, not after its lease as a stall.
+            lost = [o.handed for o in outcomes if o is not None and o.handed is not None]
+            if lost:
+                try:
+                    await self.release(lost, "handed back: the completion batch failed")
+                except Exception as exc:  # then their leases run out and the sweep does it
+                    log.warning("handing back %d attempts failed: %s", len(lost), exc)
             raise error
         return [o for o in outcomes if o is not None]
 

@@ -190,6 +190,9 @@ class CompleteOutcome:
     accepted: bool
     newly_ready: list[str]
     phase: FlowPhase
+    # The attempt the completion handed over to (`Engine.complete_attempts`): started and
+    # held for the completing worker, which runs it next.
+    handed: Attempt | None = None
 
 
 @dataclass(frozen=True)

@@ -53,6 +53,12 @@ class WorkerOptions:
     # make ready is taken at once).
     poll_max_s: float = 0.1
     owner: str | None = None  # recorded with each attempt; default host:pid:random
+    # A completion that makes the next node of its flow ready on this queue starts it here
+    # at once, in the completion's own call, and this worker runs it next (a chain's steps
+    # run one after another without the queue; lua/flow/complete.lua). Such a node goes
+    # ahead of others waiting on the queue, whatever their priority; a queue with a rate
+    # limit never hands over. False: every node goes through the queue.
+    handover: bool = True
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -110,7 +116,14 @@ class Worker:
         self._done_ready = asyncio.Event()
         self._flushed = asyncio.Event()
         self._flushed.set()
-        self._reserved = 0  # slots promised to takes in flight
+        self._reserved = 0  # slots promised to takes in flight and to completions in flight
+        # Handing over (WorkerOptions.handover): a finished node keeps its slot until its
+        # completion is written, for the node the completion may hand over (`_kept` of
+        # them), while the latest batch says completions here make their flow's next node
+        # ready (`_keep_slots`: at least half did). A fan-out's leaves make nothing ready, and
+        # their slots go straight back to the takes, whose batches keep their size.
+        self._kept = 0
+        self._keep_slots = True
         self._idle = IDLE_POLL_FIRST_S  # the next wait after an empty take
         self._not_before = 0.0  # monotonic time before which no take starts (back-off)
         self._readied = 0  # completion batches that made nodes ready (a take seeing none
@@ -161,7 +174,7 @@ class Worker:
             if wait > 0:  # the queue was empty or Redis away: back off
                 await self._sleep(wait)
                 continue
-            free = self.options.concurrency - len(self.running) - self._reserved
+            free = self.options.concurrency - len(self.running) - self._reserved - self._kept
             if free <= 0 or len(taking) >= TAKES_IN_FLIGHT:
                 await self._sleep(None)
                 continue
@@ -200,6 +213,10 @@ class Worker:
             return
         self._idle = IDLE_POLL_FIRST_S
         self.stats["taken"] += len(attempts)
+        self._run_all(attempts)
+
+    def _run_all(self, attempts: list[Attempt]) -> None:
+        """Hold each attempt (its lease renewed) and start its handler."""
         loop, on_event = asyncio.get_running_loop(), self.on_event
         for a in attempts:
             self.held[(a.flow_uid, a.node, a.token)] = a
@@ -258,6 +275,8 @@ class Worker:
         finally:
             if job is not None:
                 await job.close()
+        if self.options.handover and self._keep_slots:
+            self._kept += 1
         self._done.append((attempt, value))
         self._done_ready.set()
         self._flushed.clear()
@@ -291,20 +310,42 @@ class Worker:
             self._flushed.set()
 
     async def _complete_batch(self, batch: list[tuple[Attempt, Any]]) -> None:
-        while True:
-            # Until Redis takes it: the handlers' work is done, and a completion that waits
-            # out an outage spends no attempt (the leases are renewed meanwhile by the renew
-            # loop, or expire and the stalled sweep hands the nodes back).
-            try:
-                outcomes = await self.engine.complete_attempts(batch)
-                self.outage.succeeded()
-                break
-            except Exception as exc:  # fenced by token: sending the batch again is safe
-                wait = self.outage.failed(exc, f"worker {self.owner} completing nodes")
-                if wait is None:
-                    log.warning("worker %s: completing %d nodes failed: %s; retrying",
-                                self.owner, len(batch), exc)
-                await asyncio.sleep(RETRY_AFTER_ERROR_S if wait is None else wait)
+        # Slots for what the batch may hand over: those its nodes kept (_run_one), and what
+        # is free besides.
+        kept = min(self._kept, len(batch))
+        self._kept -= kept
+        handover = 0
+        if self.options.handover and not self._stopping:
+            free = self.options.concurrency - len(self.running) - self._reserved - self._kept
+            handover = kept + max(0, min(len(batch) - kept, free))
+        self._reserved += handover
+        try:
+            while True:
+                # Until Redis takes it: the handlers' work is done, and a completion that
+                # waits out an outage spends no attempt (the leases are renewed meanwhile by
+                # the renew loop, or expire and the stalled sweep hands the nodes back).
+                try:
+                    outcomes = await self.engine.complete_attempts(
+                        batch, owner=self.owner, handover=handover,
+                        lease_ms=self.options.lock_ms)
+                    self.outage.succeeded()
+                    break
+                except Exception as exc:  # fenced by token: sending the batch again is safe
+                    wait = self.outage.failed(exc, f"worker {self.owner} completing nodes")
+                    if wait is None:
+                        log.warning("worker %s: completing %d nodes failed: %s; retrying",
+                                    self.owner, len(batch), exc)
+                    await asyncio.sleep(RETRY_AFTER_ERROR_S if wait is None else wait)
+        finally:
+            self._reserved -= handover
+        if self.options.handover:
+            readying = sum(1 for o in outcomes if o.handed is not None or o.newly_ready)
+            self._keep_slots = readying * 2 >= len(batch)
+        handed = [o.handed for o in outcomes if o.handed is not None]
+        if handed:
+            self.stats["handed"] += len(handed)
+            self._run_all(handed)
+        self._wake.set()  # the slots not handed over are free
         if any(outcome.newly_ready for outcome in outcomes):
             # What this batch made ready may be on this queue: take it now, not after the
             # back-off of a queue that was empty a moment ago (a chain step would wait it out).
@@ -417,6 +458,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--grace-ms", type=int, default=25_000, metavar="MS",
                         help="after SIGTERM, time to finish held nodes before handing them back "
                              "(default 25000; keep it below the pod's terminationGracePeriod)")
+    parser.add_argument("--no-handover", dest="handover", action="store_false",
+                        help="send every node through the queue: a completion that makes its "
+                             "flow's next node ready on this queue does not start it here at "
+                             "once (which puts it ahead of nodes of other flows)")
     parser.add_argument("--redis", metavar="URL", default=None,
                         help="Redis URL (default: $KFLOW_REDIS_URL)")
     parser.add_argument("--prefix", default=None,
@@ -447,7 +492,7 @@ async def run_worker(args: argparse.Namespace) -> int:
                                 lock_ms=args.lock_ms,
                                 renew_ms=args.renew_ms,
                                 stalled_interval_ms=args.stalled_interval_ms,
-                                grace_ms=args.grace_ms)
+                                grace_ms=args.grace_ms, handover=args.handover)
     except ValueError as exc:
         print(f"kflow worker: {exc}", file=sys.stderr)
         return EXIT_USAGE

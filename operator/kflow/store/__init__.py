@@ -32,6 +32,7 @@ from kflow.store.types import (
     Settled,
     Started,
     decode_step,
+    handed_token,
 )
 
 __all__ = [
@@ -58,6 +59,7 @@ __all__ = [
     "Started",
     "decode_step",
     "flow_keys",
+    "handed_token",
     "item_chunk",
     "node_chunks",
     "pack_spec",

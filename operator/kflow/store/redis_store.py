@@ -100,11 +100,12 @@ def _active(lease: Lease) -> str:
     return active_member(lease.flow.uid, lease.node, lease.token)
 
 
-def _enqueue_args(free: list[str], entries: Sequence[QueueEntry]) -> list[Any]:
-    """ARGV of queue/enqueue: the active-set members to free, then (member, rank, due) per
-    entry (see queue/enqueue.lua)."""
-    return [len(free), *free, *(x for flow, q in entries
-                                for x in (queue_member(flow.uid, q.node), q.rank, q.due))]
+def _enqueue_args(free: list[str], entries: Sequence[QueueEntry], hold: Sequence[str] = (),
+                  lease_ms: int = 0) -> list[Any]:
+    """ARGV of queue/enqueue: the active-set members to free, those to hold for `lease_ms`,
+    then (member, rank, due) per entry (see queue/enqueue.lua)."""
+    return [len(free), *free, len(hold), lease_ms, *hold,
+            *(x for flow, q in entries for x in (queue_member(flow.uid, q.node), q.rank, q.due))]
 
 
 def _add_outcome(got: Any) -> FlowPhase | AddStatus:
@@ -254,14 +255,16 @@ class RedisStore:
     async def store_result(self, flow: FlowId, node: str, token: str, value: Any) -> bool:
         return bool(await self._flow_script("store-result", flow, node, token, dumps(value)))
 
-    async def complete(self, calls: list[tuple[FlowId, list[Completion]]]
-                       ) -> list[FlowStep[Settled] | BaseException]:
+    async def complete(self, calls: list[tuple[FlowId, list[Completion]]], *,
+                       owners: Sequence[str] = ()) -> list[FlowStep[Settled] | BaseException]:
         """Complete attempts on several flows in one batch: (flow, completions) per call;
-        per call one Settled row per completion, or the exception of that call."""
+        per call one Settled row per completion, or the exception of that call.
+        `owners[i]`, when given and not "": call i, of one completion, may hand over to that
+        worker (lua/flow/complete.lua; the row's `handed`)."""
         return await self._flow_steps("complete", [
-            (flow, [x for c in completions for x in (
-                c.node, c.token, c.queue, "" if c.use_stored else dumps(c.value))])
-            for flow, completions in calls], settled_row)
+            (flow, [owners[i] if i < len(owners) else "", *(x for c in completions for x in (
+                c.node, c.token, c.queue, "" if c.use_stored else dumps(c.value)))])
+            for i, (flow, completions) in enumerate(calls)], settled_row)
 
     async def fail(self, flow: FlowId, node: str, token: str, error: str, *, infrastructure: bool,
                    infra_retries: int, jitter_share: float) -> FlowStep[Settled]:
@@ -626,26 +629,31 @@ class RedisStore:
         return default if raw is None else int(raw)
 
     async def enqueue(self, queue_id: QueueId, entries: list[QueueEntry],
-                      drop: list[Lease] | None = None) -> int:
+                      drop: list[Lease] | None = None, hold: list[Lease] | None = None,
+                      lease_ms: int = 0) -> int:
         """Put nodes on the queue (idempotent), first freeing the queue's hold on `drop`
-        (settled attempts' active-set members, in the same call); returns how many nodes
-        were not on the queue yet."""
+        (settled attempts' active-set members) and holding `hold` for `lease_ms` (attempts
+        started by handing over), in the same call; returns how many nodes were not on the
+        queue yet."""
         added = 0
         free = [_active(lease) for lease in drop or ()]
-        for i in range(0, max(len(entries), 1 if free else 0), PAGE):
-            added += int(await self._queue_script("enqueue", queue_id,
-                                                  _enqueue_args(free, entries[i:i + PAGE])))
-            free = []
+        held = [_active(lease) for lease in hold or ()]
+        for i in range(0, max(len(entries), 1 if free or held else 0), PAGE):
+            added += int(await self._queue_script(
+                "enqueue", queue_id, _enqueue_args(free, entries[i:i + PAGE], held, lease_ms)))
+            free, held = [], []
         return added
 
     async def take(self, queue_id: QueueId, max_members: int, lease_ms: int,
-                   tokens: list[str], *, promote: int = 0) -> tuple[list[Lease], int]:
+                   tokens: list[str], *, promote: int = 0) -> tuple[list[Lease], int, bool]:
         """Hold up to `max_members` ready nodes under the given tokens -> (leases, ms until
-        the rate limit frees a slot or 0); first move up to `promote` due delayed members
-        to ready (one call for what `promote` and `take` did in two)."""
-        taken, rate_wait = await self._queue_script("take", queue_id,
-                                                     [max_members, lease_ms, promote, *tokens])
-        return [_lease(queue_id, *split_member(m), t) for m, t in _rows(taken)], int(rate_wait)
+        the rate limit frees a slot or 0, whether the queue has a rate limit); first move up
+        to `promote` due delayed members to ready (one call for what `promote` and `take`
+        did in two)."""
+        taken, rate_wait, limited = await self._queue_script(
+            "take", queue_id, [max_members, lease_ms, promote, *tokens])
+        return ([_lease(queue_id, *split_member(m), t) for m, t in _rows(taken)],
+                int(rate_wait), limited is True)
 
     async def promote(self, queue_id: QueueId, max_members: int) -> tuple[int, int | None]:
         moved, next_due = await self._queue_script("promote", queue_id, [max_members])

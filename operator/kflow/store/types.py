@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeAlias, TypeVar
@@ -62,6 +63,9 @@ class Settled(NamedTuple):
     queue: str  # the node's queue name: where its lease is held
     outcome: AttemptOutcome
     at_ms: int | None  # retry: when it runs again; requeued: now
+    # A completion that handed over (lua/flow/complete.lua): the node it started at once for
+    # the same worker, under handed_token(the completed attempt's token).
+    handed: Started | None = None
 
 
 class NodeInputs(NamedTuple):
@@ -130,7 +134,15 @@ def decode_step(raw: str | bytes, row: Callable[[Any], R]) -> FlowStep[R]:
 
 def settled_row(r: Any) -> Settled:
     return _row(Settled, (bool(r[0]), str(r[1]), AttemptOutcome.parse(r[2]),
-                          None if r[3] is False else int(r[3])))
+                          None if r[3] is False else int(r[3]),
+                          started_row(r[4]) if len(r) > 4 else None))
+
+
+def handed_token(token: str) -> str:
+    """The token of the attempt a completion under `token` hands over to: 16 hex digits of
+    its SHA-1, as lua/flow/_lib.lua (handed_token) computes it. Derived, not drawn, so that
+    the stalled sweep finds a node handed over from the completed attempt's lease alone."""
+    return hashlib.sha1(token.encode(), usedforsecurity=False).hexdigest()[:16]
 
 
 def _pairs(flat: Any) -> list[tuple[str, str]]:

@@ -435,10 +435,34 @@ local function cancel_node(node, reason)
   emit('cancelled', node, 'reason', reason)
 end
 
+--[[
+  Handing over (flow/complete.lua): a worker that completes a chain's step runs the step it
+  makes ready next, without the ready set, the queue and a start call in between. A
+  completion that may hand over sets HANDOVER = {queue, owner, token, row}; the first node
+  its step makes ready now on that queue starts at once under `token` (flow/_start-one),
+  its start row goes in HANDOVER.row, and nothing is queued for it. The token is the
+  completed attempt's token passed through handed_token, so the stalled sweep can find a
+  node started this way when the completing worker died before its queue step held it
+  (flow/stall.lua).
+]]
+local HANDOVER -- @per-call
+local start_one  -- defined in flow/_start-one
+
+-- The token of the attempt a completion under `token` hands over to (kflow.store.keys,
+-- handed_token, computes the same).
+local function handed_token(token)
+  return string.sub(redis.sha1hex(token), 1, 16)
+end
+
 -- Put `node` on the flow's ready set: state ready (due <= now) or delayed (due > now).
--- Appends {node, queue, rank, due or 0} to `out` for the engine's queue step.
+-- Appends {node, queue, rank, due or 0} to `out` for the engine's queue step. A node made
+-- ready on the queue of a completion that hands over starts instead (HANDOVER).
 local function schedule(node, old, due, now, out, spec)
   spec = spec or spec_of(node)
+  if due <= now and HANDOVER and not HANDOVER.row and spec[S_QUEUE] == HANDOVER.queue then
+    HANDOVER.row = start_one(node, old, HANDOVER.token, HANDOVER.owner, 0, true)
+    return
+  end
   if due > now then
     set_state(node, old, 'delayed')
     redis.call('ZADD', K_READY, ms_text(due), node)

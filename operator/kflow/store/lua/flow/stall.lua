@@ -3,7 +3,10 @@
   attempt stalled (worker or pod vanished): back to ready without spending an attempt, up
   to ARGV[3] times per node, then the attempt fails as "stalled" (retry/onFailure apply).
   If the token no longer matches, the lease was left over (a crash between a flow step and
-  a queue step): nothing changes here, and a node still ready is reported for re-queueing.
+  a queue step): nothing changes here, and a node still ready is reported for re-queueing;
+  but when the attempt's completion handed over (flow/complete.lua) and the node it started
+  still runs under the handed token, that node had no lease of its own (its hold was to come
+  with the queue step that never ran): it is the attempt that stalled.
 
   Keys: the flow group (flow/_keys.lua); uses meta, state, ready, requeues (and those of
   flow/_attempt-failure).
@@ -30,6 +33,22 @@ if not redis.call('HGET', K_META, 'phase') then
 end
 local now = now_ms()
 local out = {}
+if not holds(node, token) then
+  -- Its completion may have handed over (flow/complete.lua) and the worker died before its
+  -- queue step, which frees this lease and holds the node handed over in one call: then
+  -- that node runs under no lease, and it is the one that stalled.
+  local handed = handed_token(token)
+  if holds(node, handed) then  -- a node that waited for children it added runs again
+    token = handed
+  else
+    for _, p in ipairs(parents_of(node)) do
+      if holds(p, handed) then
+        node, token = p, handed
+        break
+      end
+    end
+  end
+end
 if not holds(node, token) then
   local st = redis.call('HGET', K_STATE, node)
   if st == 'ready' or st == 'delayed' then

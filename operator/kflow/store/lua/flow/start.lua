@@ -28,6 +28,7 @@
 -- @include flow/_lib
 -- @include flow/_reply
 -- @include flow/_inputs
+-- @include flow/_start-one
 
 -- A batch's started events go as one entry (flow/_lib, emit); one start's as a plain entry,
 -- written at once: gathering it costs a table and a flush for nothing.
@@ -93,24 +94,16 @@ for i = 3, #ARGV, 2 do
         r[2] = 'early'
         r[6] = due
         r[7] = rank_of(spec_of(node))
-      elseif st == 'ready' or st == 'delayed' then
-        local attempt
-        if batched then
-          attempt = tonumber(attempts[node] or '0') + 1
-          counted[#counted + 1] = node
-          counted[#counted + 1] = int_text(attempt)
-          tokens[#tokens + 1] = node
-          tokens[#tokens + 1] = token
-          actives[#actives + 1] = node
-          actives[#actives + 1] = 'active'
-          started[#started + 1] = node
-          states[node] = 'active'  -- a node named twice starts once
-        else
-          attempt = redis.call('HINCRBY', K_ATTEMPT, node, '1')
-          redis.call('HSET', K_TOKEN, node, token)
-          redis.call('HSET', K_STATE, node, 'active')
-          redis.call('ZREM', K_READY, node)
-        end
+      elseif batched and (st == 'ready' or st == 'delayed') then
+        local attempt = tonumber(attempts[node] or '0') + 1
+        counted[#counted + 1] = node
+        counted[#counted + 1] = int_text(attempt)
+        tokens[#tokens + 1] = node
+        tokens[#tokens + 1] = token
+        actives[#actives + 1] = node
+        actives[#actives + 1] = 'active'
+        started[#started + 1] = node
+        states[node] = 'active'  -- a node named twice starts once
         r[6] = int_text(score and math.max(0, now - tonumber(score)) or -1)
         state_changed(node, st, 'active')
         if attempt > 1 then  -- what the attempt before left: its stored result, its progress
@@ -124,6 +117,11 @@ for i = 3, #ARGV, 2 do
         r[5] = int_text(spec[S_TIMEOUT])
         if with_inputs then r[8] = inputs_of(node, children[node]) end
         emit('started', node, 'attempt', int_text(attempt), 'owner', ARGV[1])
+      elseif st == 'ready' or st == 'delayed' then
+        redis.call('ZREM', K_READY, node)
+        r = start_one(node, st, token, ARGV[1],
+                      score and math.max(0, now - tonumber(score)) or -1, with_inputs,
+                      data[node], children and children[node])
       end
     end
   end

@@ -9,7 +9,8 @@
   takes.
   ARGV[1] max members   ARGV[2] lease ms   ARGV[3] max members to promote
   ARGV[4..] one token per possible member
-  Returns (JSON): {[ {member, token} ... ], ms until the rate limit frees a slot or 0}
+  Returns (JSON): {[ {member, token} ... ], ms until the rate limit frees a slot or 0,
+                   true when the queue has a rate limit}
   Events: none on flows; one entry in the queue's takes stream per call that took something.
 ]]
 -- @include queue/_keys
@@ -62,4 +63,4 @@ if #taken > 0 then
   redis.call('XADD', K_TAKES, 'MAXLEN', '~', '10000', '*', 'n', string.format('%d', #taken),
              'at', now_text())
 end
-return cjson.encode({taken, rate_wait})
+return cjson.encode({taken, rate_wait, (cfg[2] and cfg[3]) and true or false})
