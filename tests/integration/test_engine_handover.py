@@ -192,6 +192,27 @@ async def test_a_worker_runs_a_chain_taking_only_its_first_step(engine: Engine) 
     assert await engine.queue_depth(qid()) == (0, 0, 0)
 
 
+async def test_chains_that_advance_in_waves_keep_handing_over(engine: Engine) -> None:
+    # A hundred 4-step chains on a worker of concurrency 20 advance in waves: a completion
+    # batch is often the last steps of many chains, which make nothing ready, while other
+    # chains wait on the queue for a slot. The worker judges
+    # whether to keep finished nodes' slots for handing over by the share of completions
+    # that made something ready over recent batches, not within one, so such a batch does
+    # not stop the next wave from being handed over.
+    refs = [new_ref() for _ in range(100)]
+    for ref in refs:
+        await engine.submit(ref, build(*(node(f"s{i}", *([f"s{i - 1}"] if i else []))
+                                         for i in range(4))))
+
+    async def handler(job: Any) -> int:
+        await asyncio.sleep(0.001)
+        return 1
+
+    worker = await run_until(Worker(engine, str(qid()), handler,
+                                    WorkerOptions(concurrency=20, poll_max_s=0.01)), 400)
+    assert worker.stats["taken"] == 100 and worker.stats["handed"] == 300
+
+
 async def test_a_worker_without_handover_takes_every_step(engine: Engine) -> None:
     ref = new_ref()
     await engine.submit(ref, build(node("a"), node("b", "a"), node("c", "b")))

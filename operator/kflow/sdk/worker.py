@@ -34,6 +34,10 @@ EXIT_USAGE = 2
 IDLE_POLL_FIRST_S = 0.005  # the first wait after an empty take; doubles up to poll_max_s
 RETRY_AFTER_ERROR_S = 1.0  # pause of a background loop after a Redis error
 TAKES_IN_FLIGHT = 2  # takes a worker has out at once (each up to WorkerOptions.batch nodes)
+# Handing over: a finished node keeps its slot for what its completion may hand over while
+# more than KEEP_SLOTS_ABOVE of recent completions made a node ready (Worker._readying).
+READYING_WEIGHT = 0.2
+KEEP_SLOTS_ABOVE = 0.25
 
 
 @dataclass(frozen=True)
@@ -119,11 +123,14 @@ class Worker:
         self._reserved = 0  # slots promised to takes in flight and to completions in flight
         # Handing over (WorkerOptions.handover): a finished node keeps its slot until its
         # completion is written, for the node the completion may hand over (`_kept` of
-        # them), while the latest batch says completions here make their flow's next node
-        # ready (`_keep_slots`: at least half did). A fan-out's leaves make nothing ready, and
-        # their slots go straight back to the takes, whose batches keep their size.
+        # them), while completions here tend to make their flow's next node ready:
+        # `_readying` is the share of recent completions that did, a moving average over
+        # completion batches (each weighing READYING_WEIGHT: chains advance in waves, and a
+        # batch of their last steps, which make nothing ready, must not stop it). A
+        # fan-out's leaves make nothing ready, and after a few batches their slots go
+        # straight back to the takes, whose batches keep their size.
         self._kept = 0
-        self._keep_slots = True
+        self._readying = 1.0
         self._idle = IDLE_POLL_FIRST_S  # the next wait after an empty take
         self._not_before = 0.0  # monotonic time before which no take starts (back-off)
         self._readied = 0  # completion batches that made nodes ready (a take seeing none
@@ -275,7 +282,7 @@ class Worker:
         finally:
             if job is not None:
                 await job.close()
-        if self.options.handover and self._keep_slots:
+        if self.options.handover and self._readying >= KEEP_SLOTS_ABOVE:
             self._kept += 1
         self._done.append((attempt, value))
         self._done_ready.set()
@@ -339,8 +346,8 @@ class Worker:
         finally:
             self._reserved -= handover
         if self.options.handover:
-            readying = sum(1 for o in outcomes if o.handed is not None or o.newly_ready)
-            self._keep_slots = readying * 2 >= len(batch)
+            made = sum(1 for o in outcomes if o.handed is not None or o.newly_ready)
+            self._readying += READYING_WEIGHT * (made / len(batch) - self._readying)
         handed = [o.handed for o in outcomes if o.handed is not None]
         if handed:
             self.stats["handed"] += len(handed)
