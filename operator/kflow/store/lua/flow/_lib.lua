@@ -448,7 +448,7 @@ end
 local HANDOVER -- @per-call
 local start_one  -- defined in flow/_start-one
 
--- The token of the attempt a completion under `token` hands over to (kflow.store.keys,
+-- The token of the attempt a completion under `token` hands over to (kflow.store.types,
 -- handed_token, computes the same).
 local function handed_token(token)
   return string.sub(redis.sha1hex(token), 1, 16)
